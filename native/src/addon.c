@@ -1,0 +1,19 @@
+/*
+ * Module entry: registers every native function under one object. Each group
+ * of functions lives in its own file; this one only wires them up.
+ */
+#include <node_api.h>
+
+#include "fileops.h"
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"punchHole", NULL, fileops_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tryLock", NULL, fileops_try_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyRange", NULL, fileops_copy_range, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

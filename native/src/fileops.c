@@ -1,0 +1,124 @@
+/*
+ * Synchronous wrappers for fallocate(PUNCH_HOLE), flock and copy_file_range.
+ * They run on the calling thread: the blockstore does its metadata I/O
+ * synchronously on purpose (deterministic, replayable in tests), and these are
+ * short system calls. Errors are thrown as Error objects whose `code` is the
+ * errno name, the same shape Node's own fs errors have.
+ */
+#include "fileops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall) {
+  const char *name = "EIO";
+  switch (err) {
+  case ENOSPC: name = "ENOSPC"; break;
+  case EBADF: name = "EBADF"; break;
+  case EINVAL: name = "EINVAL"; break;
+  case EOPNOTSUPP: name = "EOPNOTSUPP"; break;
+  case EWOULDBLOCK: name = "EWOULDBLOCK"; break;
+  case EXDEV: name = "EXDEV"; break;
+  case EFBIG: name = "EFBIG"; break;
+  case EROFS: name = "EROFS"; break;
+  case EINTR: name = "EINTR"; break;
+  default: break;
+  }
+  char message[160];
+  snprintf(message, sizeof(message), "%s: %s", syscall, strerror(err));
+  napi_value code, msg, error;
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, code, msg, &error);
+  napi_throw(env, error);
+  return NULL;
+}
+
+/* Reads argument i as a non-negative integer that fits a double exactly. */
+static int get_int64(napi_env env, napi_value value, int64_t *out) {
+  if (napi_get_value_int64(env, value, out) != napi_ok || *out < 0) {
+    napi_throw_type_error(env, "EINVAL", "expected a non-negative integer");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, int64_t *out) {
+  napi_value argv[6];
+  size_t argc = 6;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < want) {
+    napi_throw_type_error(env, "EINVAL", "missing arguments");
+    return -1;
+  }
+  for (size_t i = 0; i < want; i++) {
+    if (get_int64(env, argv[i], &out[i]) != 0) return -1;
+  }
+  return 0;
+}
+
+/* punchHole(fd, offset, length): deallocate the range, keep the file size. */
+napi_value fileops_punch_hole(napi_env env, napi_callback_info info) {
+  int64_t a[3];
+  if (get_args(env, info, 3, a) != 0) return NULL;
+  if (a[2] == 0) return NULL;
+  int rc;
+  do {
+    rc = fallocate((int)a[0], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a[1], (off_t)a[2]);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) return throw_errno(env, errno, "fallocate");
+  return NULL;
+}
+
+/*
+ * tryLock(fd): exclusive, non-blocking flock. Returns true when taken, false
+ * when another open file description holds it. The kernel drops the lock when
+ * the holder dies, so a kill -9 never leaves a pool locked.
+ */
+napi_value fileops_try_lock(napi_env env, napi_callback_info info) {
+  int64_t a[1];
+  if (get_args(env, info, 1, a) != 0) return NULL;
+  int rc;
+  do {
+    rc = flock((int)a[0], LOCK_EX | LOCK_NB);
+  } while (rc != 0 && errno == EINTR);
+  napi_value result;
+  if (rc == 0) {
+    napi_get_boolean(env, true, &result);
+    return result;
+  }
+  if (errno == EWOULDBLOCK) {
+    napi_get_boolean(env, false, &result);
+    return result;
+  }
+  return throw_errno(env, errno, "flock");
+}
+
+/*
+ * copyRange(fdIn, offIn, fdOut, offOut, length): copy inside the kernel and
+ * return the bytes copied, which is less than asked only when the source
+ * ends first.
+ */
+napi_value fileops_copy_range(napi_env env, napi_callback_info info) {
+  int64_t a[5];
+  if (get_args(env, info, 5, a) != 0) return NULL;
+  off_t in = (off_t)a[1], out = (off_t)a[3];
+  int64_t left = a[4];
+  while (left > 0) {
+    ssize_t n = copy_file_range((int)a[0], &in, (int)a[2], &out, (size_t)left, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return throw_errno(env, errno, "copy_file_range");
+    }
+    if (n == 0) break;
+    left -= n;
+  }
+  napi_value result;
+  napi_create_int64(env, a[4] - left, &result);
+  return result;
+}

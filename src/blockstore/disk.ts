@@ -1,0 +1,22 @@
+/**
+ * The byte store under the pool: one for metadata pages, one for data chunks.
+ *
+ * All calls are synchronous on purpose. The blockstore's metadata work is
+ * short and mostly cached; running it without interleaving makes every
+ * transaction atomic with respect to the event loop and lets the simulated
+ * disk replay a failing seed exactly. Implementations: `FileDisk` (a real
+ * file), `MemoryDisk` (the test double) and `SimDisk` (faults under a seed).
+ */
+export interface Disk {
+  /** Fills `buf` from `position`; bytes past the end read as zeros. */
+  read(buf: Buffer, position: number): void;
+  write(buf: Buffer, position: number): void;
+  /** Copies `length` bytes from `from` to `to` (ranges never overlap). */
+  copy(from: number, to: number, length: number): void;
+  /** Gives the range back to the filesystem; it reads as zeros afterwards. */
+  punch(position: number, length: number): void;
+  /** Makes every write so far durable. */
+  sync(): void;
+  size(): number;
+  close(): void;
+}

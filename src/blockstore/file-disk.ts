@@ -1,0 +1,59 @@
+/**
+ * A Disk on a real file (or block device): positional reads and writes,
+ * fdatasync, hole punching and in-kernel copies through the native addon.
+ */
+import fs from 'node:fs';
+
+import type { Disk } from './disk.js';
+import { native } from './native.js';
+
+export class FileDisk implements Disk {
+  readonly path: string;
+  private fd: number;
+
+  constructor(filePath: string, options: { create?: boolean } = {}) {
+    this.path = filePath;
+    this.fd = fs.openSync(filePath, options.create ? 'w+' : 'r+', 0o600);
+  }
+
+  read(buf: Buffer, position: number): void {
+    let done = 0;
+    while (done < buf.length) {
+      const n = fs.readSync(this.fd, buf, done, buf.length - done, position + done);
+      if (n === 0) break;
+      done += n;
+    }
+    if (done < buf.length) buf.fill(0, done);
+  }
+
+  write(buf: Buffer, position: number): void {
+    let done = 0;
+    while (done < buf.length) {
+      done += fs.writeSync(this.fd, buf, done, buf.length - done, position + done);
+    }
+  }
+
+  copy(from: number, to: number, length: number): void {
+    const copied = native.copyRange(this.fd, from, this.fd, to, length);
+    // The source ended early (a chunk whose tail was never written): the
+    // rest of it is zeros by definition, and the target must say so too.
+    if (copied < length) this.write(Buffer.alloc(length - copied), to + copied);
+  }
+
+  punch(position: number, length: number): void {
+    native.punchHole(this.fd, position, length);
+  }
+
+  sync(): void {
+    fs.fdatasyncSync(this.fd);
+  }
+
+  size(): number {
+    return fs.fstatSync(this.fd).size;
+  }
+
+  close(): void {
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+  }
+}

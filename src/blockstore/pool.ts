@@ -1,0 +1,608 @@
+/**
+ * The pool: many sparse volumes in one chunked copy-on-write store.
+ *
+ * Data lives in fixed-size chunks of the data disk; each volume maps chunk
+ * index -> chunk number in a radix tree (radix-tree.ts). Refcounts on pages
+ * and chunks (space-map.ts) make sharing explicit, so a snapshot or clone is
+ * one refcount increment on the source's root.
+ *
+ * Writes: a chunk that only this volume holds, now and in the committed
+ * state, is written in place with no metadata change (the fast path, cached
+ * in `xlate`). Anything else gets a new chunk (CoW break or first write) and
+ * a map update. Flush syncs data, then commits: pages, sync, superblock, sync.
+ * Management operations (create, delete, snapshot, clone, grow) commit before
+ * they return, so what they report is durable.
+ *
+ * Caveats: one process per pool (see pool-dir.ts for the lock); calls are
+ * synchronous and must not be interleaved from several threads.
+ */
+import { LRUCache } from 'lru-cache';
+
+import { CowvolError, assert, fail, isNoSpace } from '../errors.js';
+import { Catalog } from './catalog.js';
+import type { Disk } from './disk.js';
+import { PageCache } from './page-cache.js';
+import { PAGE_SIZE, PageKind, SLOTS, slot } from './page.js';
+import { MAX_LEVELS, RadixTrees, type Tree, capacity, levelsFor } from './radix-tree.js';
+import { SpaceMap } from './space-map.js';
+import { type Superblock, readSuperblock, writeSuperblock } from './superblock.js';
+import type { Volume } from './volume-record.js';
+
+export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+export const MIN_CHUNK_SIZE = 4 * 1024;
+export const MAX_CHUNK_SIZE = 1024 * 1024;
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
+export const VOLUME_ALIGN = 4096;
+/** Chunk numbers and indices are u32 on disk. */
+const MAX_CHUNKS = 0xffffffff;
+/** Freed chunks waiting for their hole punch after commit; beyond this, space is reclaimed on reuse. */
+const MAX_PENDING_PUNCHES = 65536;
+
+export interface InitOptions {
+  chunkSize?: number;
+  /** Most bytes of data the pool may hold; 0 means as much as the disk holds. */
+  capacity?: number;
+}
+
+export interface OpenOptions {
+  /** Byte budget of the metadata page cache. */
+  cacheBytes?: number;
+  /** Entries in the in-place write translation cache. */
+  xlateEntries?: number;
+  /** Commit when this many pages are dirty (bounds what an unflushed crash loses). */
+  dirtyPageLimit?: number;
+}
+
+export interface VolumeInfo {
+  id: number;
+  name: string;
+  size: number;
+  chunkSize: number;
+  readOnly: boolean;
+  origin: string;
+  parentId: number;
+  createdAt: number;
+  allocatedBytes: number;
+}
+
+export interface PoolStats {
+  uuid: string;
+  generation: number;
+  chunkSize: number;
+  capacityBytes: number;
+  usedChunks: number;
+  usedBytes: number;
+  /** Chunks allocatable now without growing past the capacity (Infinity if none is set). */
+  freeChunks: number;
+  dataHighWater: number;
+  metaPages: number;
+  metaHighWater: number;
+  volumes: number;
+  cacheBytes: number;
+  cacheBudget: number;
+}
+
+export function validateChunkSize(chunkSize: number): void {
+  if (!Number.isInteger(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || (chunkSize & (chunkSize - 1)) !== 0) {
+    fail('EINVAL', `chunk size ${chunkSize} is invalid: use a power of two from 4KiB to 1MiB`);
+  }
+}
+
+export class Pool {
+  readonly chunkSize: number;
+  readonly uuid: string;
+  readonly createdAt: number;
+  readonly capacityChunks: number;
+  readonly cache: PageCache;
+  readonly trees: RadixTrees;
+  readonly meta: SpaceMap;
+  readonly data: SpaceMap;
+  readonly catalog: Catalog;
+  generation: number;
+  private readonly metaDisk: Disk;
+  private readonly dataDisk: Disk;
+  private readonly xlate: LRUCache<number, number>;
+  private nextXlateId = 1;
+  private readonly dirtyPageLimit: number;
+  /** Chunks at or above this number have never been written: they read as zeros. */
+  private zeroFrontier: number;
+  private pendingPunches: number[] = [];
+  private txnChanged = false;
+  private failure: unknown = null;
+  private closed = false;
+
+  /** Formats empty disks as a pool. */
+  static init(metaDisk: Disk, dataDisk: Disk, options: InitOptions = {}): void {
+    const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    validateChunkSize(chunkSize);
+    const capacity = options.capacity ?? 0;
+    if (!Number.isSafeInteger(capacity) || capacity < 0) fail('EINVAL', `capacity ${capacity} is invalid`);
+    if (capacity > 0 && capacity < chunkSize) fail('EINVAL', `capacity must hold at least one chunk (${chunkSize} bytes)`);
+    const empty = { root: 0, levels: 1 };
+    const sb: Superblock = {
+      generation: 1,
+      chunkSize,
+      capacityChunks: Math.min(MAX_CHUNKS - 1, Math.floor(capacity / chunkSize)),
+      meta: { tree: empty, highWater: 2, used: 0 },
+      data: { tree: empty, highWater: 1, used: 0 },
+      directory: empty,
+      nextVolumeId: 1,
+      createdAt: Date.now(),
+      uuid: crypto.randomUUID(),
+    };
+    metaDisk.write(Buffer.alloc(2 * PAGE_SIZE), 0);
+    writeSuperblock(metaDisk, sb);
+    metaDisk.sync();
+    dataDisk.sync();
+  }
+
+  static open(metaDisk: Disk, dataDisk: Disk, options: OpenOptions = {}, where = 'the pool'): Pool {
+    return new Pool(metaDisk, dataDisk, readSuperblock(metaDisk, where), options);
+  }
+
+  private constructor(metaDisk: Disk, dataDisk: Disk, sb: Superblock, options: OpenOptions) {
+    this.metaDisk = metaDisk;
+    this.dataDisk = dataDisk;
+    this.chunkSize = sb.chunkSize;
+    validateChunkSize(this.chunkSize);
+    this.uuid = sb.uuid;
+    this.createdAt = sb.createdAt;
+    this.capacityChunks = sb.capacityChunks;
+    this.generation = sb.generation;
+    this.cache = new PageCache(metaDisk, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+    this.dirtyPageLimit = options.dirtyPageLimit ?? Math.max(16, Math.floor(this.cache.budget() / PAGE_SIZE / 4));
+    this.trees = new RadixTrees(this.cache);
+    this.meta = new SpaceMap(this.trees, PageKind.META_SPACE, sb.meta, 2, Infinity);
+    const dataLimit = sb.capacityChunks > 0 ? sb.capacityChunks + 1 : MAX_CHUNKS;
+    this.data = new SpaceMap(this.trees, PageKind.DATA_SPACE, sb.data, 1, dataLimit);
+    this.trees.hooks = {
+      allocPage: () => this.meta.reserve(),
+      confirmPage: (page) => {
+        this.txnChanged = true;
+        this.meta.confirm(page);
+      },
+      pageCount: (page) => this.meta.count(page),
+      pageCommittedCount: (page) => this.meta.committedCount(page),
+      incPage: (page) => this.meta.inc(page),
+      decPage: (page) => {
+        const left = this.meta.dec(page);
+        if (left === 0 && this.meta.committedCount(page) === 0) this.cache.forget(page);
+        return left;
+      },
+      incChunk: (chunk) => this.data.inc(chunk),
+      decChunk: (chunk) => this.releaseChunk(chunk),
+    };
+    this.xlate = new LRUCache<number, number>({ max: Math.max(16, options.xlateEntries ?? 65536) });
+    this.catalog = new Catalog(this.trees, this.meta, sb.directory, sb.nextVolumeId);
+    this.catalog.load(() => this.newXlateId());
+    this.zeroFrontier = Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1);
+  }
+
+  // ---- volumes -------------------------------------------------------------
+
+  list(): VolumeInfo[] {
+    return this.catalog.all().map((v) => this.info(v));
+  }
+
+  has(name: string): boolean {
+    return this.catalog.get(name) !== undefined;
+  }
+
+  stat(name: string): VolumeInfo {
+    return this.info(this.volume(name));
+  }
+
+  /** Internal record, for the snapshot layer and check. */
+  volume(name: string): Volume {
+    const v = this.catalog.get(name);
+    if (!v) fail('ENOENT', `no volume or snapshot named '${name}'`);
+    return v;
+  }
+
+  createVolume(name: string, size: number): VolumeInfo {
+    this.usable();
+    this.validateSize(size);
+    this.nameFree(name);
+    const tree: Tree = { root: 0, levels: levelsFor(Math.max(1, this.chunksOf(size))) };
+    const v = this.catalog.add(
+      { name, size, tree, readOnly: false, parentId: 0, origin: '', createdAt: Date.now(), mapped: 0 },
+      this.newXlateId(),
+    );
+    this.txnChanged = true;
+    this.commit();
+    return this.info(v);
+  }
+
+  /**
+   * A new volume that shares every chunk of `source` as it is now: one
+   * refcount on the source's root, whatever its size or history.
+   */
+  fork(source: string, name: string, options: { readOnly: boolean; size?: number; parentId?: number; origin?: string }): VolumeInfo {
+    this.usable();
+    const src = this.volume(source);
+    this.nameFree(name);
+    const size = options.size ?? src.size;
+    this.validateSize(size);
+    if (size < src.size) fail('EINVAL', `size ${size} is smaller than the source '${source}' (${src.size} bytes)`);
+    const tree: Tree = { ...src.tree };
+    if (tree.root !== 0) this.meta.inc(tree.root);
+    // Everything the source owned is shared from now on: no more in-place writes.
+    src.xlateId = this.newXlateId();
+    const v = this.catalog.add(
+      {
+        name,
+        size,
+        tree,
+        readOnly: options.readOnly,
+        parentId: options.parentId ?? 0,
+        origin: options.origin ?? source,
+        createdAt: Date.now(),
+        mapped: src.mapped,
+      },
+      this.newXlateId(),
+    );
+    this.trees.ensureLevels(v.tree, PageKind.MAP, levelsFor(Math.max(1, this.chunksOf(size))));
+    this.txnChanged = true;
+    this.commit();
+    return this.info(v);
+  }
+
+  remove(name: string): void {
+    this.usable();
+    const v = this.volume(name);
+    this.trees.release(v.tree);
+    v.xlateId = this.newXlateId();
+    this.catalog.remove(v);
+    this.txnChanged = true;
+    this.commit();
+  }
+
+  grow(name: string, size: number): VolumeInfo {
+    this.usable();
+    const v = this.volume(name);
+    if (v.readOnly) fail('EROFS', `'${name}' is a read-only snapshot; clone it to get a volume you can grow`);
+    this.validateSize(size);
+    if (size < v.size) fail('EPERM', `'${name}' is ${v.size} bytes; shrinking to ${size} is not supported`);
+    if (size === v.size) return this.info(v);
+    this.trees.ensureLevels(v.tree, PageKind.MAP, levelsFor(this.chunksOf(size)));
+    v.size = size;
+    v.dirty = true;
+    this.txnChanged = true;
+    this.commit();
+    return this.info(v);
+  }
+
+  // ---- data ----------------------------------------------------------------
+
+  read(name: string, offset: number, length: number): Buffer {
+    this.usable();
+    const v = this.volume(name);
+    this.checkRange(v, offset, length);
+    const out = Buffer.alloc(length);
+    this.forPieces(offset, length, (index, within, at, n) => {
+      const chunk = this.xlate.get(this.xlateKey(v, index)) ?? this.trees.get(v.tree, index);
+      if (chunk !== 0) this.dataDisk.read(out.subarray(at, at + n), this.chunkOffset(chunk) + within);
+    });
+    return out;
+  }
+
+  write(name: string, offset: number, data: Buffer): void {
+    this.usable();
+    const v = this.volume(name);
+    if (v.readOnly) fail('EROFS', `'${name}' is a read-only snapshot`);
+    this.checkRange(v, offset, data.length);
+    this.forPieces(offset, data.length, (index, within, at, n) => {
+      this.writeChunk(v, index, within, data.subarray(at, at + n));
+    });
+    this.maybeCommit();
+  }
+
+  /** Unmaps whole chunks in the range and zeroes partial ones; the range reads as zeros. */
+  discard(name: string, offset: number, length: number): void {
+    this.usable();
+    const v = this.volume(name);
+    if (v.readOnly) fail('EROFS', `'${name}' is a read-only snapshot`);
+    this.checkRange(v, offset, length);
+    this.forPieces(offset, length, (index, within, _at, n) => {
+      if (this.trees.get(v.tree, index) === 0) return;
+      if (n === this.chunkSize || (within === 0 && index * this.chunkSize + n >= v.size)) {
+        this.unmap(v, index);
+      } else {
+        this.writeChunk(v, index, within, Buffer.alloc(n));
+      }
+    });
+    this.maybeCommit();
+  }
+
+  /** Data durable, then metadata committed. */
+  flush(): void {
+    this.usable();
+    if (this.txnChanged || this.catalog.hasChanges()) this.commit();
+    else this.dataDisk.sync();
+  }
+
+  /** Bytes of chunks only this volume holds (walks the volume's map). */
+  exclusiveBytes(name: string): number {
+    const v = this.volume(name);
+    if (v.tree.root === 0) return 0;
+    let chunks = 0;
+    const walk = (page: number, level: number): void => {
+      if (this.meta.count(page) > 1) return;
+      const children: number[] = [];
+      const buf = this.cache.get(page);
+      for (let i = 0; i < SLOTS; i++) {
+        const c = slot(buf, i);
+        if (c !== 0) children.push(c);
+      }
+      for (const c of children) {
+        if (level > 0) walk(c, level - 1);
+        else if (this.data.count(c) === 1) chunks++;
+      }
+    };
+    walk(v.tree.root, v.tree.levels - 1);
+    return chunks * this.chunkSize;
+  }
+
+  /** Calls fn for each mapped chunk index of the volume, in order. */
+  forEachMapped(name: string, fn: (index: number) => void): void {
+    const v = this.volume(name);
+    this.trees.forEach(v.tree, 0, this.chunksOf(v.size), (index) => fn(index));
+  }
+
+  stats(): PoolStats {
+    return {
+      uuid: this.uuid,
+      generation: this.generation,
+      chunkSize: this.chunkSize,
+      capacityBytes: this.capacityChunks * this.chunkSize,
+      usedChunks: this.data.used,
+      usedBytes: this.data.used * this.chunkSize,
+      freeChunks: this.capacityChunks > 0 ? this.data.available() : Infinity,
+      dataHighWater: this.data.highWater,
+      metaPages: this.meta.used,
+      metaHighWater: this.meta.highWater,
+      volumes: this.catalog.size(),
+      cacheBytes: this.cache.bytes(),
+      cacheBudget: this.cache.budget(),
+    };
+  }
+
+  // ---- transactions --------------------------------------------------------
+
+  commit(): void {
+    this.usable();
+    if (!this.txnChanged && !this.catalog.hasChanges()) return;
+    try {
+      this.catalog.persist();
+      this.cache.flush();
+      if (this.cache.writeError) throw this.cache.writeError;
+      this.dataDisk.sync();
+      this.metaDisk.sync();
+      const sb: Superblock = {
+        generation: this.generation + 1,
+        chunkSize: this.chunkSize,
+        capacityChunks: this.capacityChunks,
+        meta: this.meta.state(),
+        data: this.data.state(),
+        directory: { ...this.catalog.directory },
+        nextVolumeId: this.catalog.nextId,
+        createdAt: this.createdAt,
+        uuid: this.uuid,
+      };
+      writeSuperblock(this.metaDisk, sb);
+      this.metaDisk.sync();
+    } catch (err) {
+      // The committed state on disk is intact, but this process can no
+      // longer tell which of its pages made it; reopening is the way back.
+      this.failure = err;
+      if (isNoSpace(err)) throw new CowvolError('ENOSPC', 'the disk under the pool is full: metadata could not be committed; free space and reopen the pool');
+      throw err;
+    }
+    this.generation++;
+    this.meta.committedNow();
+    this.data.committedNow();
+    this.catalog.committedNow();
+    this.txnChanged = false;
+    this.punchFreed();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    try {
+      if (this.failure === null) this.commit();
+    } finally {
+      this.closed = true;
+      this.metaDisk.close();
+      this.dataDisk.close();
+    }
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  private writeChunk(v: Volume, index: number, within: number, piece: Buffer): void {
+    const key = this.xlateKey(v, index);
+    const cached = this.xlate.get(key);
+    if (cached !== undefined) {
+      this.dataWrite(piece, this.chunkOffset(cached) + within);
+      return;
+    }
+    const current = this.trees.get(v.tree, index);
+    if (current !== 0 && this.ownedInPlace(v, index, current)) {
+      this.xlate.set(key, current);
+      this.dataWrite(piece, this.chunkOffset(current) + within);
+      return;
+    }
+    // A new chunk: first write to this index, or a CoW break.
+    const fresh = this.allocChunk();
+    try {
+      const at = this.chunkOffset(fresh);
+      if (piece.length !== this.chunkSize) {
+        if (current !== 0) this.dataDisk.copy(this.chunkOffset(current), at, this.chunkSize);
+        else if (fresh < this.zeroFrontier) this.dataDisk.punch(at, this.chunkSize);
+      }
+      this.dataWrite(piece, at + within);
+    } catch (err) {
+      this.data.unreserve(fresh);
+      if (isNoSpace(err)) fail('ENOSPC', 'the disk under the pool is full');
+      throw err;
+    }
+    this.data.confirm(fresh);
+    this.txnChanged = true;
+    if (fresh >= this.zeroFrontier) this.zeroFrontier = fresh + 1;
+    const old = this.trees.set(v.tree, PageKind.MAP, index, fresh);
+    assert(old === current, `map of ${v.name} changed under a write at chunk ${index}`);
+    if (old !== 0) this.releaseChunk(old);
+    else v.mapped++;
+    v.dirty = true;
+    this.xlate.set(key, fresh);
+  }
+
+  /**
+   * In place is safe only when this volume alone holds the chunk now, and the
+   * committed state (where a crash returns) either does not hold the chunk at
+   * all or holds it only as this volume's chunk at this same index. Without
+   * the second half, a write after deleting a snapshot (uncommitted) could
+   * change that snapshot's data if the machine then lost power.
+   */
+  private ownedInPlace(v: Volume, index: number, chunk: number): boolean {
+    if (this.data.count(chunk) !== 1) return false;
+    for (const page of this.trees.path(v.tree, index)) if (this.meta.count(page) !== 1) return false;
+    const before = this.data.committedCount(chunk);
+    if (before === 0) return true;
+    if (before !== 1 || v.committedTree === null) return false;
+    if (this.trees.get(v.committedTree, index) !== chunk) return false;
+    for (const page of this.trees.path(v.committedTree, index)) if (this.meta.committedCount(page) !== 1) return false;
+    return true;
+  }
+
+  private unmap(v: Volume, index: number): void {
+    this.xlate.delete(this.xlateKey(v, index));
+    const old = this.trees.set(v.tree, PageKind.MAP, index, 0);
+    if (old === 0) return;
+    this.releaseChunk(old);
+    v.mapped--;
+    v.dirty = true;
+    this.txnChanged = true;
+  }
+
+  private allocChunk(): number {
+    // Space freed earlier in this transaction becomes usable at commit.
+    if (this.data.available() <= 0 && this.data.pendingFree > 0) this.commit();
+    return this.data.reserve();
+  }
+
+  private releaseChunk(chunk: number): void {
+    if (this.data.dec(chunk) > 0) return;
+    if (this.data.committedCount(chunk) === 0) {
+      this.punch(chunk);
+    } else if (this.pendingPunches.length < MAX_PENDING_PUNCHES) {
+      this.pendingPunches.push(chunk);
+    }
+  }
+
+  private punchFreed(): void {
+    const chunks = this.pendingPunches;
+    this.pendingPunches = [];
+    for (const c of chunks) if (this.data.count(c) === 0) this.punch(c);
+  }
+
+  /** Space reclaim is best effort: a filesystem without hole punching still works. */
+  private punch(chunk: number): void {
+    try {
+      this.dataDisk.punch(this.chunkOffset(chunk), this.chunkSize);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EOPNOTSUPP') throw err;
+    }
+  }
+
+  private dataWrite(piece: Buffer, position: number): void {
+    try {
+      this.dataDisk.write(piece, position);
+    } catch (err) {
+      if (isNoSpace(err)) fail('ENOSPC', 'the disk under the pool is full');
+      throw err;
+    }
+  }
+
+  private maybeCommit(): void {
+    if (this.cache.dirtyCount() >= this.dirtyPageLimit) this.commit();
+  }
+
+  private forPieces(offset: number, length: number, fn: (index: number, within: number, at: number, n: number) => void): void {
+    let at = 0;
+    while (at < length) {
+      const pos = offset + at;
+      const index = Math.floor(pos / this.chunkSize);
+      const within = pos - index * this.chunkSize;
+      const n = Math.min(this.chunkSize - within, length - at);
+      fn(index, within, at, n);
+      at += n;
+    }
+  }
+
+  private chunkOffset(chunk: number): number {
+    return (chunk - 1) * this.chunkSize;
+  }
+
+  private chunksOf(size: number): number {
+    return Math.ceil(size / this.chunkSize);
+  }
+
+  private xlateKey(v: Volume, index: number): number {
+    return v.xlateId * 0x100000000 + index;
+  }
+
+  private newXlateId(): number {
+    if (this.nextXlateId >= 1 << 20) {
+      // Key space exhausted: start over with an empty cache.
+      this.xlate.clear();
+      this.nextXlateId = 1;
+      for (const v of this.catalog?.all() ?? []) v.xlateId = this.nextXlateId++;
+    }
+    return this.nextXlateId++;
+  }
+
+  private checkRange(v: Volume, offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+      fail('EINVAL', `invalid range ${offset}+${length}`);
+    }
+    if (offset + length > v.size) fail('EFBIG', `range ${offset}+${length} is past the end of '${v.name}' (${v.size} bytes)`);
+  }
+
+  private validateSize(size: number): void {
+    if (!Number.isSafeInteger(size) || size <= 0 || size % VOLUME_ALIGN !== 0) {
+      fail('EINVAL', `size ${size} is invalid: use a positive multiple of 4KiB`);
+    }
+    const chunks = this.chunksOf(size);
+    if (chunks > MAX_CHUNKS || chunks > capacity(MAX_LEVELS)) {
+      fail('EINVAL', `size ${size} is too large for chunk size ${this.chunkSize}`);
+    }
+  }
+
+  private nameFree(name: string): void {
+    if (this.catalog.get(name)) fail('EEXIST', `'${name}' already exists`);
+  }
+
+  private usable(): void {
+    if (this.closed) fail('EIO', 'the pool is closed');
+    if (this.failure !== null) fail('EIO', `the pool failed earlier (${(this.failure as Error).message}); reopen it`);
+    if (this.cache.writeError !== null) {
+      this.failure = this.cache.writeError;
+      fail('EIO', `a metadata write failed (${(this.failure as Error).message}); reopen the pool`);
+    }
+  }
+
+  private info(v: Volume): VolumeInfo {
+    return {
+      id: v.id,
+      name: v.name,
+      size: v.size,
+      chunkSize: this.chunkSize,
+      readOnly: v.readOnly,
+      origin: v.origin,
+      parentId: v.parentId,
+      createdAt: v.createdAt,
+      allocatedBytes: v.mapped * this.chunkSize,
+    };
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * A simulated disk with a volatile write cache, for crash testing.
+ *
+ * Writes land in a cache until `sync`. A `FaultPlan` shared by the pool's two
+ * disks counts every write, copy, punch and sync; at the chosen operation the
+ * machine "loses power": that call and every later one throw `CrashError`.
+ * `crashImage` then builds what a real disk could hold afterwards: everything
+ * synced, plus each unsynced write applied whole, lost, or torn at sector
+ * granularity, as the seed decides. Same seed, same workload: same image.
+ */
+import type { Disk } from './disk.js';
+import { MemoryDisk } from './memory-disk.js';
+import { Prng } from './prng.js';
+
+export class CrashError extends Error {
+  constructor() {
+    super('simulated power loss');
+    this.name = 'CrashError';
+  }
+}
+
+export class FaultPlan {
+  readonly rng: Prng;
+  /** Operation number (1-based) that crashes; 0 never crashes. */
+  readonly crashAt: number;
+  readonly sectorSize: number;
+  ops = 0;
+  crashed = false;
+
+  constructor(seed: number, options: { crashAt?: number; sectorSize?: number } = {}) {
+    this.rng = new Prng(seed);
+    this.crashAt = options.crashAt ?? 0;
+    this.sectorSize = options.sectorSize ?? 512;
+  }
+
+  tick(): void {
+    if (this.crashed) throw new CrashError();
+    this.ops++;
+    if (this.crashAt > 0 && this.ops >= this.crashAt) {
+      this.crashed = true;
+      throw new CrashError();
+    }
+  }
+}
+
+interface PendingWrite {
+  position: number;
+  data: Buffer;
+}
+
+export class SimDisk implements Disk {
+  private readonly plan: FaultPlan;
+  private readonly current: MemoryDisk;
+  private readonly durable: MemoryDisk;
+  private pending: PendingWrite[] = [];
+
+  constructor(plan: FaultPlan, initial?: Buffer) {
+    this.plan = plan;
+    this.current = new MemoryDisk(initial);
+    this.durable = new MemoryDisk(initial);
+  }
+
+  read(buf: Buffer, position: number): void {
+    if (this.plan.crashed) throw new CrashError();
+    this.current.read(buf, position);
+  }
+
+  write(buf: Buffer, position: number): void {
+    this.plan.tick();
+    this.current.write(buf, position);
+    this.pending.push({ position, data: Buffer.from(buf) });
+  }
+
+  copy(from: number, to: number, length: number): void {
+    const tmp = Buffer.alloc(length);
+    this.current.read(tmp, from);
+    this.write(tmp, to);
+  }
+
+  punch(position: number, length: number): void {
+    this.plan.tick();
+    this.current.punch(position, length);
+    const end = Math.min(position + length, this.current.size());
+    if (end > position) this.pending.push({ position, data: Buffer.alloc(end - position) });
+  }
+
+  sync(): void {
+    this.plan.tick();
+    for (const w of this.pending) this.durable.write(w.data, w.position);
+    this.pending = [];
+  }
+
+  size(): number {
+    return this.current.size();
+  }
+
+  close(): void {}
+
+  /** Unsynced writes waiting in the volatile cache. */
+  pendingWrites(): number {
+    return this.pending.length;
+  }
+
+  /** What the disk holds after power loss, decided by the plan's seed. */
+  crashImage(): Buffer {
+    const rng = this.plan.rng;
+    const image = new MemoryDisk(this.durable.image());
+    const sector = this.plan.sectorSize;
+    for (const w of this.pending) {
+      const roll = rng.int(100);
+      if (roll < 45) {
+        image.write(w.data, w.position);
+      } else if (roll < 80) {
+        continue; // lost
+      } else {
+        // torn: each sector (on absolute sector boundaries) made it or not
+        let off = 0;
+        while (off < w.data.length) {
+          const next = Math.min(w.data.length, (Math.floor((w.position + off) / sector) + 1) * sector - w.position);
+          if (rng.chance(0.5)) image.write(w.data.subarray(off, next), w.position + off);
+          off = next;
+        }
+      }
+    }
+    return image.image();
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * A volume's (or snapshot's) record: name, size, chunk-map root and lineage.
+ * Each record is one RECORD page holding a length-prefixed JSON body, so new
+ * fields can be added without a format change.
+ */
+import { CowvolError } from '../errors.js';
+import { HEADER_SIZE, PAGE_SIZE, PageKind, newPage } from './page.js';
+import type { Tree } from './radix-tree.js';
+
+export interface VolumeRecord {
+  id: number;
+  name: string;
+  size: number;
+  tree: Tree;
+  readOnly: boolean;
+  /** For a snapshot: the id of the volume it was taken of. */
+  parentId: number;
+  /** What it was cloned or snapshotted from, by name at that time ('' for none). */
+  origin: string;
+  createdAt: number;
+  /** Chunks mapped in the tree, kept so that listing never walks a tree. */
+  mapped: number;
+}
+
+/** A record as the pool holds it in memory. */
+export interface Volume extends VolumeRecord {
+  /** The record page the committed state (or this transaction) wrote; 0 if none yet. */
+  page: number;
+  /** The tree as of the last commit, or null if the volume is newer than that. */
+  committedTree: Tree | null;
+  /** The record must be written at the next commit. */
+  dirty: boolean;
+  /** Key space of this volume in the translation cache; changed to invalidate. */
+  xlateId: number;
+}
+
+const BODY = HEADER_SIZE + 4;
+
+export function encodeRecord(r: VolumeRecord): Buffer {
+  const body = Buffer.from(
+    JSON.stringify({
+      id: r.id,
+      name: r.name,
+      size: r.size,
+      root: r.tree.root,
+      levels: r.tree.levels,
+      readOnly: r.readOnly,
+      parentId: r.parentId,
+      origin: r.origin,
+      createdAt: r.createdAt,
+      mapped: r.mapped,
+    }),
+  );
+  if (BODY + body.length > PAGE_SIZE) throw new CowvolError('EINVAL', `record of ${r.name} is too large`);
+  const page = newPage(PageKind.RECORD, 0);
+  page.writeUInt32LE(body.length, HEADER_SIZE);
+  body.copy(page, BODY);
+  return page;
+}
+
+export function decodeRecord(page: Buffer, pageNo: number): VolumeRecord {
+  const length = page.readUInt32LE(HEADER_SIZE);
+  try {
+    if (BODY + length > PAGE_SIZE) throw new Error('length out of range');
+    const j = JSON.parse(page.subarray(BODY, BODY + length).toString()) as Record<string, unknown>;
+    const num = (k: string): number => {
+      const v = j[k];
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`field ${k}`);
+      return v;
+    };
+    const str = (k: string): string => {
+      const v = j[k];
+      if (typeof v !== 'string') throw new Error(`field ${k}`);
+      return v;
+    };
+    return {
+      id: num('id'),
+      name: str('name'),
+      size: num('size'),
+      tree: { root: num('root'), levels: num('levels') },
+      readOnly: j.readOnly === true,
+      parentId: num('parentId'),
+      origin: str('origin'),
+      createdAt: num('createdAt'),
+      mapped: num('mapped'),
+    };
+  } catch (err) {
+    throw new CowvolError('ECORRUPT', `volume record page ${pageNo} is damaged: ${(err as Error).message}`);
+  }
+}
