@@ -20,6 +20,7 @@ import { LRUCache } from 'lru-cache';
 
 import { CowvolError, assert, fail, isNoSpace } from '../errors.js';
 import { Catalog } from './catalog.js';
+import { validateVolumeName } from './names.js';
 import type { Disk } from './disk.js';
 import { PageCache } from './page-cache.js';
 import { PAGE_SIZE, PageKind, SLOTS, slot } from './page.js';
@@ -201,8 +202,13 @@ export class Pool {
 
   createVolume(name: string, size: number): VolumeInfo {
     this.usable();
+    validateVolumeName(name);
     this.validateSize(size);
     this.nameFree(name);
+    const orphan = this.catalog.all().find((v) => v.name.startsWith(`${name}@`));
+    if (orphan) {
+      fail('EEXIST', `snapshot '${orphan.name}' of an earlier volume '${name}' still exists: delete it or pick another name`);
+    }
     const tree: Tree = { root: 0, levels: levelsFor(Math.max(1, this.chunksOf(size))) };
     const v = this.catalog.add(
       { name, size, tree, readOnly: false, parentId: 0, origin: '', createdAt: Date.now(), mapped: 0 },

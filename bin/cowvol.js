@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// Entry point: the compiled CLI lives in dist/ (built by `npm ci` or `npm run build`).
+import { main } from '../dist/src/cli/main.js';
+
+main(process.argv.slice(2));

@@ -1,0 +1,89 @@
+/**
+ * `cowvol`: the operator's command line. Parses the command, runs it, prints
+ * its text (or JSON with --json). Any error is one line on stderr that says
+ * what to fix, with exit status 1 (2 for a malformed command line).
+ */
+import { CowvolError } from '../errors.js';
+import { resolvePoolDir } from '../blockstore/pool-dir.js';
+import { parseArgs } from './args.js';
+import * as cmd from './commands.js';
+
+interface CommandSpec {
+  run: (ctx: cmd.Context) => cmd.Output;
+  values?: string[];
+  usage: string;
+}
+
+const COMMANDS: Record<string, CommandSpec> = {
+  'pool init': { run: cmd.poolInit, values: ['chunk-size', 'capacity'], usage: 'pool init [--chunk-size SIZE] [--capacity SIZE]' },
+  'pool show': { run: cmd.poolShow, usage: 'pool show' },
+  'volume create': { run: cmd.volumeCreate, values: ['size'], usage: 'volume create NAME --size SIZE' },
+  'volume list': { run: cmd.volumeList, usage: 'volume list' },
+  'volume show': { run: cmd.volumeShow, usage: 'volume show NAME' },
+  'volume grow': { run: cmd.volumeGrow, values: ['size'], usage: 'volume grow NAME --size SIZE' },
+  'volume delete': { run: cmd.volumeDelete, usage: 'volume delete NAME' },
+  'snapshot create': { run: cmd.snapshotCreate, usage: 'snapshot create VOL@SNAP' },
+  'snapshot list': { run: cmd.snapshotList, usage: 'snapshot list [VOL]' },
+  'snapshot delete': { run: cmd.snapshotDelete, usage: 'snapshot delete VOL@SNAP' },
+  clone: { run: cmd.clone, values: ['size'], usage: 'clone SOURCE NEWVOL [--size SIZE]   (SOURCE: VOL or VOL@SNAP)' },
+  import: { run: cmd.importCmd, usage: 'import FILE VOL' },
+  export: { run: cmd.exportCmd, usage: 'export SOURCE FILE' },
+  check: { run: cmd.check, usage: 'check' },
+  demo: { run: cmd.demo, usage: 'demo   (init a pool if needed, then create, import, snapshot and clone a volume)' },
+};
+
+const GROUPS = new Set(['pool', 'volume', 'snapshot']);
+
+export function helpText(): string {
+  return [
+    'usage: cowvol COMMAND [--pool DIR] [--json]',
+    '',
+    ...Object.values(COMMANDS).map((c) => `  cowvol ${c.usage}`),
+    '',
+    'SIZE: bytes, or a number with K, M, G or T and an optional iB (binary units).',
+    'Pool directory: --pool DIR, else $COWVOL_POOL, else /var/lib/cowvol.',
+  ].join('\n');
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export function run(argv: string[]): RunResult {
+  const [first, second] = argv;
+  if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
+    return { stdout: `${helpText()}\n`, stderr: '', exitCode: first === undefined ? 2 : 0 };
+  }
+  const name = GROUPS.has(first) ? `${first} ${second ?? ''}` : first;
+  const spec = COMMANDS[name];
+  if (!spec) {
+    const what = GROUPS.has(first) ? `'${first} ${second ?? ''}'`.replace(/ '$/, "'") : `'${first}'`;
+    return { stdout: '', stderr: `cowvol: unknown command ${what}: see 'cowvol help'\n`, exitCode: 2 };
+  }
+  const rest = argv.slice(GROUPS.has(first) ? 2 : 1);
+  try {
+    const args = parseArgs(rest, new Set(['pool', ...(spec.values ?? [])]), new Set(['json']));
+    const pool = args.flags.get('pool');
+    const out = spec.run({ args, poolDir: resolvePoolDir(typeof pool === 'string' ? pool : undefined) });
+    const stdout = args.flags.has('json') ? `${JSON.stringify(out.json, null, 2)}\n` : `${out.text}\n`;
+    return { stdout, stderr: '', exitCode: out.exitCode ?? 0 };
+  } catch (err) {
+    if (err instanceof CowvolError) {
+      return { stdout: '', stderr: `cowvol: ${err.message}\n`, exitCode: 1 };
+    }
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.code === 'string' && typeof e.path === 'string') {
+      return { stdout: '', stderr: `cowvol: ${e.path}: ${e.message.replace(/^[A-Z]+: /, '')}\n`, exitCode: 1 };
+    }
+    throw err;
+  }
+}
+
+export function main(argv: string[]): void {
+  const result = run(argv);
+  process.stdout.write(result.stdout);
+  process.stderr.write(result.stderr);
+  process.exitCode = result.exitCode;
+}
