@@ -1,0 +1,238 @@
+/**
+ * The pool's promises one by one: O(1) snapshots, single-lookup reads,
+ * delete in any order, larger clones, pool-full behaviour, the cache budget,
+ * discard giving space back to the filesystem, and errors that change nothing.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+import t, { type Test } from 'tap';
+
+import { checkPool } from '../src/blockstore/check.js';
+import { PoolDir, initPoolDir } from '../src/blockstore/pool-dir.js';
+import type { Pool } from '../src/blockstore/pool.js';
+import { CowvolError } from '../src/errors.js';
+import { cloneVolume, createSnapshot, deleteSnapshot, deleteVolume } from '../src/snapshots/snapshots.js';
+import { fill, memoryPool, tmpDir } from './helpers/pools.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+function clean(t: Test, pool: Pool, what: string): void {
+  const r = checkPool(pool);
+  t.ok(r.ok, `${what}: check clean${r.ok ? '' : `: ${r.problems.join('; ')}`}`);
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CowvolError) return err.code;
+    throw err;
+  }
+  return 'no error';
+}
+
+t.test('a snapshot costs the same pages whatever the volume holds', async (t) => {
+  const costs: number[] = [];
+  for (const chunks of [64, 8192]) {
+    const { pool } = memoryPool({ chunkSize: 4096 });
+    pool.createVolume('v', 64 * MiB);
+    for (let i = 0; i < chunks; i++) pool.write('v', i * 4096, fill(4096, 1 + (i % 200)));
+    pool.flush();
+    const before = pool.stats().metaPages;
+    createSnapshot(pool, 'v@s');
+    costs.push(pool.stats().metaPages - before);
+    clean(t, pool, `${chunks} chunks`);
+  }
+  t.equal(costs[0], costs[1], `pages added by a snapshot: ${costs.join(' vs ')}`);
+  t.ok((costs[0] ?? 99) <= 4, 'a snapshot adds a record page and little else');
+});
+
+t.test('reads are one lookup of one map whatever the snapshot history', async (t) => {
+  const { pool } = memoryPool({ chunkSize: 4096 });
+  pool.createVolume('v', 16 * MiB);
+  for (let s = 0; s < 100; s++) {
+    pool.write('v', (s * 37 % 4096) * 4096, fill(4096, s + 1));
+    createSnapshot(pool, `v@s${s}`);
+  }
+  const v = pool.volume('v');
+  t.equal(pool.trees.path(v.tree, 37).length, v.tree.levels, 'the path to a chunk is the tree height');
+  t.equal(v.tree.levels, 2, 'the height depends on the size, not on 100 snapshots');
+  t.same(pool.read('v@s50', (50 * 37 % 4096) * 4096, 4), fill(4, 51), 'old snapshot reads its own data');
+  clean(t, pool, '100 snapshots');
+});
+
+t.test('delete in any order keeps what others still hold', async (t) => {
+  const orders = [
+    ['vol', 'snap', 'clone'],
+    ['vol', 'clone', 'snap'],
+    ['snap', 'vol', 'clone'],
+    ['snap', 'clone', 'vol'],
+    ['clone', 'vol', 'snap'],
+    ['clone', 'snap', 'vol'],
+  ];
+  for (const order of orders) {
+    const { pool } = memoryPool({ chunkSize: 8192 });
+    pool.createVolume('vol', 256 * KiB);
+    pool.write('vol', 0, fill(256 * KiB, 7));
+    createSnapshot(pool, 'vol@snap');
+    pool.write('vol', 0, fill(8192, 8));
+    cloneVolume(pool, 'vol@snap', 'clone');
+    pool.write('clone', 8192, fill(8192, 9));
+    const expect: Record<string, Buffer> = {
+      vol: Buffer.concat([fill(8192, 8), fill(248 * KiB, 7)]),
+      'vol@snap': fill(256 * KiB, 7),
+      clone: Buffer.concat([fill(8192, 7), fill(8192, 9), fill(240 * KiB, 7)]),
+    };
+    const names: Record<string, string> = { vol: 'vol', snap: 'vol@snap', clone: 'clone' };
+    for (const which of order) {
+      const name = names[which] ?? '';
+      if (which === 'snap') deleteSnapshot(pool, name);
+      else deleteVolume(pool, name);
+      delete expect[name];
+      for (const [other, data] of Object.entries(expect)) {
+        t.ok(pool.read(other, 0, data.length).equals(data), `${order.join(',')}: ${other} intact after deleting ${name}`);
+      }
+      clean(t, pool, `${order.join(',')} after ${name}`);
+    }
+    t.equal(pool.stats().usedChunks, 0, `${order.join(',')}: every chunk freed`);
+  }
+});
+
+t.test('clone to a larger size reads zeros past the source and is writable there', async (t) => {
+  const { pool } = memoryPool({ chunkSize: 65536 });
+  pool.createVolume('src', 1 * MiB);
+  pool.write('src', 0, fill(1 * MiB, 3));
+  t.equal(code(() => cloneVolume(pool, 'src', 'small', 512 * KiB)), 'EINVAL', 'smaller than the source is refused');
+  cloneVolume(pool, 'src', 'big', 100 * MiB);
+  t.equal(pool.stat('big').size, 100 * MiB);
+  t.ok(pool.read('big', 0, MiB).equals(fill(MiB, 3)), 'source data present');
+  t.ok(pool.read('big', 99 * MiB, MiB).equals(Buffer.alloc(MiB)), 'tail reads zeros');
+  pool.write('big', 99 * MiB, fill(4096, 4));
+  t.ok(pool.read('src', 0, MiB).equals(fill(MiB, 3)), 'source untouched by clone writes');
+  clean(t, pool, 'larger clone');
+});
+
+t.test('a snapshot holds exactly the writes that completed before it, with writers in flight', async (t) => {
+  const { pool } = memoryPool({ chunkSize: 4096 });
+  pool.createVolume('v', 4 * MiB);
+  const model = Buffer.alloc(4 * MiB);
+  let snapModel: Buffer | null = null;
+  let stop = false;
+  const writer = async (seed: number): Promise<void> => {
+    for (let i = 0; !stop && i < 2000; i++) {
+      const off = ((seed * 7919 + i * 104729) % 1024) * 4096;
+      const data = fill(4096, (seed * 31 + i) % 251);
+      pool.write('v', off, data);
+      data.copy(model, off);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const writers = [1, 2, 3].map(writer);
+  await new Promise((r) => setTimeout(r, 20));
+  createSnapshot(pool, 'v@mid');
+  snapModel = Buffer.from(model);
+  await new Promise((r) => setTimeout(r, 20));
+  stop = true;
+  await Promise.all(writers);
+  t.ok(pool.read('v@mid', 0, 4 * MiB).equals(snapModel), 'snapshot equals the data acknowledged before it');
+  t.ok(pool.read('v', 0, 4 * MiB).equals(model), 'volume equals every write');
+  t.notOk(snapModel.equals(model), 'writes continued after the snapshot (the test exercised something)');
+});
+
+t.test('pool full: ENOSPC for the write, nothing corrupted, writes resume once space is freed', async (t) => {
+  const { pool } = memoryPool({ chunkSize: 4096, capacity: 16 * 4096 });
+  pool.createVolume('a', 1 * MiB);
+  for (let i = 0; i < 16; i++) pool.write('a', i * 4096, fill(4096, i + 1));
+  t.equal(code(() => pool.write('a', 16 * 4096, fill(4096, 99))), 'ENOSPC', 'a new chunk is refused');
+  createSnapshot(pool, 'a@s');
+  t.equal(code(() => pool.write('a', 0, fill(512, 99))), 'ENOSPC', 'a CoW break is refused too');
+  for (let i = 0; i < 16; i++) t.ok(pool.read('a', i * 4096, 4096).equals(fill(4096, i + 1)), `chunk ${i} intact`);
+  t.ok(pool.read('a', 16 * 4096, 4096).equals(Buffer.alloc(4096)), 'the refused write left nothing');
+  clean(t, pool, 'full pool');
+  deleteSnapshot(pool, 'a@s');
+  pool.write('a', 0, fill(512, 99));
+  pool.discard('a', 4096, 8 * 4096);
+  pool.write('a', 16 * 4096, fill(4096, 98));
+  t.ok(pool.read('a', 16 * 4096, 4096).equals(fill(4096, 98)), 'writes succeed after space is freed');
+  clean(t, pool, 'after freeing');
+});
+
+t.test('the page cache stays within its budget on a map larger than the budget', async (t) => {
+  const budget = 64 * KiB;
+  const { pool } = memoryPool({ chunkSize: 4096 }, { cacheBytes: budget, xlateEntries: 64 });
+  pool.createVolume('big', 1024 * MiB);
+  // 40 leaves of map plus their refcount pages: far more than 16 cached pages.
+  const chunks = 40 * 1016;
+  let maxSeen = 0;
+  for (let i = 0; i < chunks; i += 7) {
+    pool.write('big', i * 4096, fill(512, (i % 250) + 1));
+    maxSeen = Math.max(maxSeen, pool.cache.bytes());
+  }
+  pool.flush();
+  for (let i = 0; i < chunks; i += 7 * 97) {
+    t.ok(pool.read('big', i * 4096, 512).equals(fill(512, (i % 250) + 1)), `chunk ${i} reads back`);
+    maxSeen = Math.max(maxSeen, pool.cache.bytes());
+  }
+  t.ok(maxSeen <= budget, `cache peaked at ${maxSeen} bytes, budget ${budget}`);
+  const metaBytes = pool.stats().metaPages * 4096;
+  t.ok(metaBytes > 2 * budget, `the metadata (${metaBytes} bytes) is larger than the budget`);
+  t.ok(pool.cache.reads > budget / 4096, `pages were evicted and re-read (${pool.cache.reads} reads)`);
+  clean(t, pool, 'small cache');
+});
+
+t.test('errors change nothing', async (t) => {
+  const mp = memoryPool({ chunkSize: 4096 });
+  const pool = mp.pool;
+  pool.createVolume('v', 64 * KiB);
+  pool.write('v', 0, fill(64 * KiB, 5));
+  createSnapshot(pool, 'v@s');
+  const gen = pool.generation;
+  const image = mp.meta.image();
+  t.equal(code(() => pool.createVolume('v', 4096)), 'EEXIST');
+  t.equal(code(() => pool.createVolume('Bad', 4096)), 'EINVAL');
+  t.equal(code(() => pool.createVolume('w', 1000)), 'EINVAL');
+  t.equal(code(() => pool.grow('v', 4096)), 'EPERM');
+  t.equal(code(() => pool.grow('v@s', 1 * MiB)), 'EROFS');
+  t.equal(code(() => pool.write('v@s', 0, fill(1, 1))), 'EROFS');
+  t.equal(code(() => pool.write('v', 64 * KiB - 1, fill(2, 1))), 'EFBIG');
+  t.equal(code(() => pool.discard('v', 0, 128 * KiB)), 'EFBIG');
+  t.equal(code(() => pool.read('nope', 0, 1)), 'ENOENT');
+  t.equal(code(() => createSnapshot(pool, 'v@s')), 'EEXIST');
+  t.equal(code(() => createSnapshot(pool, 'v@s@x')), 'EINVAL');
+  t.equal(code(() => createSnapshot(pool, 'v@s@x')), 'EINVAL');
+  t.equal(code(() => deleteVolume(pool, 'v@s')), 'EINVAL');
+  t.equal(code(() => deleteSnapshot(pool, 'v')), 'EINVAL');
+  deleteVolume(pool, 'v');
+  t.equal(code(() => pool.createVolume('v', 4096)), 'EEXIST', "a new 'v' would adopt the orphaned v@s");
+  t.equal(pool.generation, gen + 1, 'only the delete committed');
+  t.notOk(mp.meta.image().equals(image), 'the delete did change metadata');
+  t.ok(pool.read('v@s', 0, 64 * KiB).equals(fill(64 * KiB, 5)), 'the orphaned snapshot still reads');
+  clean(t, pool, 'after rejected operations');
+});
+
+t.test('discard and delete give space back to the filesystem (hole punching)', async (t) => {
+  const dir = tmpDir('punch');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  initPoolDir(dir, { chunkSize: 65536 });
+  const blocks = (): number => fs.statSync(path.join(dir, 'cowvol.data')).blocks * 512;
+  const h = PoolDir.open(dir);
+  const pool = h.pool;
+  pool.createVolume('v', 64 * MiB);
+  pool.write('v', 0, fill(32 * MiB, 1));
+  pool.flush();
+  const full = blocks();
+  t.ok(full >= 32 * MiB, `32 MiB written uses ${full} bytes`);
+  pool.discard('v', 0, 16 * MiB);
+  pool.flush();
+  const half = blocks();
+  t.ok(half <= full - 15 * MiB, `discarding 16 MiB frees it: ${full} -> ${half}`);
+  t.ok(pool.read('v', 0, 16 * MiB).equals(Buffer.alloc(16 * MiB)), 'discarded range reads zeros');
+  deleteVolume(pool, 'v');
+  t.ok(blocks() <= 1 * MiB, `deleting the volume frees the rest: ${blocks()}`);
+  pool.createVolume('w', 1 * MiB);
+  pool.write('w', 4096, fill(512, 2));
+  t.ok(pool.read('w', 0, 65536).equals(Buffer.concat([Buffer.alloc(4096), fill(512, 2), Buffer.alloc(65536 - 4608)])), 'a reused chunk reads zeros around a partial write');
+  h.close();
+});
