@@ -10,7 +10,6 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"punchHole", NULL, fileops_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tryLock", NULL, fileops_try_lock, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"copyRange", NULL, fileops_copy_range, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -1,5 +1,5 @@
 /*
- * Synchronous wrappers for fallocate(PUNCH_HOLE), flock and copy_file_range.
+ * Synchronous wrappers for fallocate(PUNCH_HOLE) and flock.
  * They run on the calling thread: the blockstore does its metadata I/O
  * synchronously on purpose (deterministic, replayable in tests), and these are
  * short system calls. Errors are thrown as Error objects whose `code` is the
@@ -97,28 +97,4 @@ napi_value fileops_try_lock(napi_env env, napi_callback_info info) {
     return result;
   }
   return throw_errno(env, errno, "flock");
-}
-
-/*
- * copyRange(fdIn, offIn, fdOut, offOut, length): copy inside the kernel and
- * return the bytes copied, which is less than asked only when the source
- * ends first.
- */
-napi_value fileops_copy_range(napi_env env, napi_callback_info info) {
-  int64_t a[5];
-  if (get_args(env, info, 5, a) != 0) return NULL;
-  off_t in = (off_t)a[1], out = (off_t)a[3];
-  int64_t left = a[4];
-  while (left > 0) {
-    ssize_t n = copy_file_range((int)a[0], &in, (int)a[2], &out, (size_t)left, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return throw_errno(env, errno, "copy_file_range");
-    }
-    if (n == 0) break;
-    left -= n;
-  }
-  napi_value result;
-  napi_create_int64(env, a[4] - left, &result);
-  return result;
 }

@@ -36,7 +36,7 @@ export class Catalog {
     this.trees.forEach(this.directory, 0, Infinity, (id, page) => {
       const record = decodeRecord(this.cache.get(page), page);
       assert(record.id === id, `record page ${page} says id ${record.id}, directory says ${id}`);
-      this.index({ ...record, page, committedTree: { ...record.tree }, dirty: false, xlateId: newXlateId() });
+      this.index({ ...record, page, committedTree: { ...record.tree }, dirty: false, xlateId: newXlateId(), shareEpoch: 0 });
     });
   }
 
@@ -57,7 +57,7 @@ export class Catalog {
   }
 
   add(record: Omit<VolumeRecord, 'id'>, xlateId: number): Volume {
-    const volume: Volume = { ...record, id: this.nextId++, page: 0, committedTree: null, dirty: true, xlateId };
+    const volume: Volume = { ...record, id: this.nextId++, page: 0, committedTree: null, dirty: true, xlateId, shareEpoch: 0 };
     this.index(volume);
     return volume;
   }

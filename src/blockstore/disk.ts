@@ -11,8 +11,6 @@ export interface Disk {
   /** Fills `buf` from `position`; bytes past the end read as zeros. */
   read(buf: Buffer, position: number): void;
   write(buf: Buffer, position: number): void;
-  /** Copies `length` bytes from `from` to `to` (ranges never overlap). */
-  copy(from: number, to: number, length: number): void;
   /** Gives the range back to the filesystem; it reads as zeros afterwards. */
   punch(position: number, length: number): void;
   /** Makes every write so far durable. */

@@ -1,6 +1,6 @@
 /**
  * A Disk on a real file (or block device): positional reads and writes,
- * fdatasync, hole punching and in-kernel copies through the native addon.
+ * fdatasync, and hole punching through the native addon.
  */
 import fs from 'node:fs';
 
@@ -31,13 +31,6 @@ export class FileDisk implements Disk {
     while (done < buf.length) {
       done += fs.writeSync(this.fd, buf, done, buf.length - done, position + done);
     }
-  }
-
-  copy(from: number, to: number, length: number): void {
-    const copied = native.copyRange(this.fd, from, this.fd, to, length);
-    // The source ended early (a chunk whose tail was never written): the
-    // rest of it is zeros by definition, and the target must say so too.
-    if (copied < length) this.write(Buffer.alloc(length - copied), to + copied);
   }
 
   punch(position: number, length: number): void {

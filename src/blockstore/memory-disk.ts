@@ -25,12 +25,6 @@ export class MemoryDisk implements Disk {
     buf.copy(this.bytes, position);
   }
 
-  copy(from: number, to: number, length: number): void {
-    const tmp = Buffer.alloc(length);
-    this.read(tmp, from);
-    this.write(tmp, to);
-  }
-
   punch(position: number, length: number): void {
     const end = Math.min(this.length, position + length);
     if (end > position) this.bytes.fill(0, position, end);

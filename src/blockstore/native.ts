@@ -9,8 +9,6 @@ import path from 'node:path';
 export interface NativeFileOps {
   punchHole(fd: number, offset: number, length: number): void;
   tryLock(fd: number): boolean;
-  /** Returns the bytes copied; fewer than asked when the source ends early. */
-  copyRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): number;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -71,12 +71,6 @@ export class SimDisk implements Disk {
     this.pending.push({ position, data: Buffer.from(buf) });
   }
 
-  copy(from: number, to: number, length: number): void {
-    const tmp = Buffer.alloc(length);
-    this.current.read(tmp, from);
-    this.write(tmp, to);
-  }
-
   punch(position: number, length: number): void {
     this.plan.tick();
     this.current.punch(position, length);

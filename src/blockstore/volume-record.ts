@@ -30,8 +30,10 @@ export interface Volume extends VolumeRecord {
   committedTree: Tree | null;
   /** The record must be written at the next commit. */
   dirty: boolean;
-  /** Key space of this volume in the translation cache; changed to invalidate. */
+  /** Key space of this volume in the translation cache, fixed while the pool is open. */
   xlateId: number;
+  /** Bumped whenever the volume gains a sharer (snapshot, clone). */
+  shareEpoch: number;
 }
 
 const BODY = HEADER_SIZE + 4;
