@@ -20,6 +20,10 @@ export class Catalog {
   private readonly byName = new Map<string, Volume>();
   /** Record pages of volumes deleted in this transaction, by id. */
   private readonly removed = new Map<number, number>();
+  /** Volumes whose record changed in this transaction (commit cost follows this, not the volume count). */
+  private readonly changed = new Set<Volume>();
+  /** Volumes written by the commit under way, whose committed tree it moves. */
+  private persisted: Volume[] = [];
   private readonly trees: RadixTrees;
   private readonly cache: PageCache;
   private readonly meta: SpaceMap;
@@ -59,19 +63,25 @@ export class Catalog {
   add(record: Omit<VolumeRecord, 'id'>, xlateId: number): Volume {
     const volume: Volume = { ...record, id: this.nextId++, page: 0, committedTree: null, dirty: true, xlateId, shareEpoch: 0 };
     this.index(volume);
+    this.changed.add(volume);
     return volume;
+  }
+
+  /** The volume's record (tree, size, mapped count) must be written at the next commit. */
+  touch(volume: Volume): void {
+    volume.dirty = true;
+    this.changed.add(volume);
   }
 
   remove(volume: Volume): void {
     this.byId.delete(volume.id);
     this.byName.delete(volume.name);
+    this.changed.delete(volume);
     if (volume.page !== 0) this.removed.set(volume.id, volume.page);
   }
 
   hasChanges(): boolean {
-    if (this.removed.size > 0) return true;
-    for (const v of this.byId.values()) if (v.dirty) return true;
-    return false;
+    return this.removed.size > 0 || this.changed.size > 0;
   }
 
   /** Writes changed records and directory entries into the open transaction. */
@@ -81,8 +91,9 @@ export class Catalog {
       this.freeRecordPage(page);
     }
     this.removed.clear();
-    for (const v of this.byId.values()) {
-      if (!v.dirty) continue;
+    this.persisted = [...this.changed];
+    this.changed.clear();
+    for (const v of this.persisted) {
       const page = this.meta.reserve();
       this.cache.put(page, encodeRecord(v));
       const old = this.trees.set(this.directory, PageKind.DIRECTORY, v.id, page);
@@ -95,7 +106,8 @@ export class Catalog {
   }
 
   committedNow(): void {
-    for (const v of this.byId.values()) v.committedTree = { ...v.tree };
+    for (const v of this.persisted) v.committedTree = { ...v.tree };
+    this.persisted = [];
   }
 
   private freeRecordPage(page: number): void {

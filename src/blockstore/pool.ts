@@ -280,7 +280,7 @@ export class Pool {
     if (size === v.size) return this.info(v);
     this.trees.ensureLevels(v.tree, PageKind.MAP, levelsFor(this.chunksOf(size)));
     v.size = size;
-    v.dirty = true;
+    this.catalog.touch(v);
     this.txnChanged = true;
     this.commit();
     return this.info(v);
@@ -488,7 +488,7 @@ export class Pool {
     assert(old === current, `map of ${v.name} changed under a write at chunk ${index}`);
     if (old !== 0) this.releaseChunk(old);
     else v.mapped++;
-    v.dirty = true;
+    this.catalog.touch(v);
     this.xlate.set(key, fresh * XLATE_TAGS + tag);
   }
 
@@ -516,7 +516,7 @@ export class Pool {
     if (old === 0) return;
     this.releaseChunk(old);
     v.mapped--;
-    v.dirty = true;
+    this.catalog.touch(v);
     this.txnChanged = true;
   }
 
