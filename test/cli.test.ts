@@ -204,3 +204,24 @@ t.test('demo walks through a pool and lists its volumes, and can run again', asy
   t.equal(second.status, 0);
   t.equal(cowvol({ COWVOL_POOL: dir }, 'check').status, 0);
 });
+
+t.test('progress bars appear on a terminal and never in pipes', async (t) => {
+  const dir = tmpDir('cli-tty');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = { COWVOL_POOL: dir };
+  cowvol(env, 'pool', 'init');
+  cowvol(env, 'volume', 'create', 'v', '--size', '64M');
+  const img = path.join(dir, 'img.raw');
+  fs.writeFileSync(img, Buffer.alloc(32 << 20, 1));
+  const piped = cowvol(env, 'import', img, 'v', '--cache-size', '1M');
+  t.equal(piped.status, 0);
+  t.equal(piped.stderr, '', 'no progress on a pipe');
+  // script(1) runs the command on a pseudo-terminal and copies what it printed.
+  const tty = spawnSync('script', ['-qec', `${process.execPath} ${bin} import ${img} v`, '/dev/null'], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
+  t.equal(tty.status, 0, tty.stderr);
+  t.match(tty.stdout, /import v \[#+ *\] +\d+%/, 'a bar with a percentage on the terminal');
+  t.match(cowvol(env, 'check', '--cache-size', 'lots').stderr, /invalid cache size 'lots'/);
+});

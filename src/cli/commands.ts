@@ -30,7 +30,8 @@ export interface Context {
 }
 
 function withPool<T>(ctx: Context, fn: (pool: Pool) => T): T {
-  const handle = PoolDir.open(ctx.poolDir);
+  const cache = ctx.args.flags.get('cache-size');
+  const handle = PoolDir.open(ctx.poolDir, cache === undefined ? {} : { cacheBytes: parseSize(String(cache), 'cache size') });
   try {
     return fn(handle.pool);
   } finally {

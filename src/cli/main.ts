@@ -36,12 +36,13 @@ const GROUPS = new Set(['pool', 'volume', 'snapshot']);
 
 export function helpText(): string {
   return [
-    'usage: cowvol COMMAND [--pool DIR] [--json]',
+    'usage: cowvol COMMAND [--pool DIR] [--cache-size SIZE] [--json]',
     '',
     ...Object.values(COMMANDS).map((c) => `  cowvol ${c.usage}`),
     '',
     'SIZE: bytes, or a number with K, M, G or T and an optional iB (binary units).',
     'Pool directory: --pool DIR, else $COWVOL_POOL, else /var/lib/cowvol.',
+    'Metadata cache: --cache-size SIZE (default 64M) bounds the memory the pool uses.',
   ].join('\n');
 }
 
@@ -64,7 +65,7 @@ export function run(argv: string[]): RunResult {
   }
   const rest = argv.slice(GROUPS.has(first) ? 2 : 1);
   try {
-    const args = parseArgs(rest, new Set(['pool', ...(spec.values ?? [])]), new Set(['json']));
+    const args = parseArgs(rest, new Set(['pool', 'cache-size', ...(spec.values ?? [])]), new Set(['json']));
     const pool = args.flags.get('pool');
     const out = spec.run({ args, poolDir: resolvePoolDir(typeof pool === 'string' ? pool : undefined) });
     const stdout = args.flags.has('json') ? `${JSON.stringify(out.json, null, 2)}\n` : `${out.text}\n`;
