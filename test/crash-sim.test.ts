@@ -18,6 +18,7 @@ import { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import { Pool } from '../src/blockstore/pool.js';
 import { Prng } from '../src/blockstore/prng.js';
 import { CrashError, FaultPlan, SimDisk } from '../src/blockstore/sim-disk.js';
+import { runSeeds } from './helpers/seeds.js';
 import { Model, type ModelVolume, type Op, applyToPool, describe, nextOp } from './helpers/workload.js';
 
 const SEEDS = Number(process.env.COWVOL_CRASH_SEEDS ?? 3000);
@@ -133,15 +134,5 @@ function runSeed(seed: number): string | null {
 }
 
 t.test(`power loss at any disk operation (${only === null ? `${SEEDS} seeds` : `seed ${only}`})`, async (t) => {
-  const seeds = only === null ? Array.from({ length: SEEDS }, (_, i) => 7000 + i) : [only];
-  let failures = 0;
-  for (const seed of seeds) {
-    const wrong = runSeed(seed);
-    if (wrong) {
-      failures++;
-      t.fail(`seed ${seed}: ${wrong}\n  replay: COWVOL_SEED=${seed} npx tap dist/test/crash-sim.test.js`);
-      if (failures >= 5) break;
-    }
-  }
-  t.equal(failures, 0, `${seeds.length} crashes recovered`);
+  runSeeds(t, { first: 7000, count: SEEDS, file: 'dist/test/crash-sim.test.js', run: runSeed });
 });

@@ -12,6 +12,7 @@ import { checkPool } from '../src/blockstore/check.js';
 import { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import { Pool } from '../src/blockstore/pool.js';
 import { Prng } from '../src/blockstore/prng.js';
+import { runSeeds } from './helpers/seeds.js';
 import { Model, applyToPool, describe, nextOp } from './helpers/workload.js';
 
 const SEQUENCES = Number(process.env.COWVOL_SEQUENCES ?? 2000);
@@ -77,15 +78,5 @@ function runSequence(seed: number): string | null {
 }
 
 t.test(`random sequences match the model (${only === null ? SEQUENCES : `seed ${only}`})`, async (t) => {
-  const seeds = only === null ? Array.from({ length: SEQUENCES }, (_, i) => 1000 + i) : [only];
-  let failures = 0;
-  for (const seed of seeds) {
-    const wrong = runSequence(seed);
-    if (wrong) {
-      failures++;
-      t.fail(`seed ${seed}: ${wrong}\n  replay: COWVOL_SEED=${seed} npx tap dist/test/pool-model.test.js`);
-      if (failures >= 5) break;
-    }
-  }
-  t.equal(failures, 0, `${seeds.length} sequences`);
+  runSeeds(t, { first: 1000, count: SEQUENCES, file: 'dist/test/pool-model.test.js', run: runSequence });
 });
