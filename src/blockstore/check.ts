@@ -8,10 +8,10 @@
  * a reference to a zero count is a use-after-free. Every page read is
  * checksummed on the way.
  *
- * Memory: two u32 arrays sized by the pool's high-water marks (4 bytes per
- * metadata page and per data chunk ever allocated), plus one byte per page
- * (and 4 more) for the visited set. That is the one place that grows with pool size; it
- * runs only when asked.
+ * Memory: arrays sized by the pool's high-water marks, 9 bytes per metadata
+ * page (reference count, visited flag, mapped chunks below it) and 4 per data
+ * chunk. That is the one place that grows with pool size; it runs only when
+ * asked.
  */
 import { CowvolError } from '../errors.js';
 import { PageKind, SLOTS, pageKind, pageLevel, slot } from './page.js';

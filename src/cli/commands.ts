@@ -99,10 +99,8 @@ export function poolShow(ctx: Context): Output {
   noExtra(ctx, 0);
   return withPool(ctx, (pool) => {
     const s = pool.stats();
-    const hostFree = (() => {
-      const st = fs.statfsSync(ctx.poolDir);
-      return st.bavail * st.bsize;
-    })();
+    const st = fs.statfsSync(ctx.poolDir);
+    const hostFree = st.bavail * st.bsize;
     const capFree = s.capacityBytes > 0 ? s.freeChunks * s.chunkSize : Infinity;
     const free = Math.min(capFree, hostFree);
     const all = pool.list();
