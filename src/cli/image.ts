@@ -32,7 +32,7 @@ export function importImage(pool: Pool, file: string, volume: string): ImportRes
   } catch {
     fail('ENOENT', `cannot read ${file}: no such file`);
   }
-  if (!stat.isFile() && !stat.isBlockDevice()) fail('EINVAL', `${file} is not a regular file`);
+  if (!stat.isFile()) fail('EINVAL', `${file} is not a regular file`);
   const size = stat.size;
   if (size > v.size) fail('EFBIG', `${file} is ${size} bytes, larger than '${volume}' (${v.size} bytes): grow the volume first`);
   const fd = fs.openSync(file, 'r');
