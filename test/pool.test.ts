@@ -10,7 +10,8 @@ import t, { type Test } from 'tap';
 
 import { checkPool } from '../src/blockstore/check.js';
 import { PoolDir, initPoolDir } from '../src/blockstore/pool-dir.js';
-import type { Pool } from '../src/blockstore/pool.js';
+import { MemoryDisk } from '../src/blockstore/memory-disk.js';
+import { Pool } from '../src/blockstore/pool.js';
 import { CowvolError } from '../src/errors.js';
 import { cloneVolume, createSnapshot, deleteSnapshot, deleteVolume } from '../src/snapshots/snapshots.js';
 import { fill, memoryPool, tmpDir } from './helpers/pools.js';
@@ -235,4 +236,69 @@ t.test('discard and delete give space back to the filesystem (hole punching)', a
   pool.write('w', 4096, fill(512, 2));
   t.ok(pool.read('w', 0, 65536).equals(Buffer.concat([Buffer.alloc(4096), fill(512, 2), Buffer.alloc(65536 - 4608)])), 'a reused chunk reads zeros around a partial write');
   h.close();
+});
+
+/** A data disk on a filesystem with `limit` bytes: growing past it fails with ENOSPC. */
+class FullDisk extends MemoryDisk {
+  limit: number;
+
+  constructor(limit: number) {
+    super();
+    this.limit = limit;
+  }
+
+  override write(buf: Buffer, position: number): void {
+    if (position + buf.length > this.limit) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    super.write(buf, position);
+  }
+}
+
+t.test('the disk under the pool fills up: ENOSPC, nothing corrupted, freed chunks are reused', async (t) => {
+  const meta = new MemoryDisk();
+  const data = new FullDisk(10 * 4096);
+  Pool.init(meta, data, { chunkSize: 4096 });
+  const pool = Pool.open(meta, data);
+  pool.createVolume('v', 1 * MiB);
+  let written = 0;
+  let failure = 'none';
+  for (let i = 0; i < 20; i++) {
+    try {
+      pool.write('v', i * 4096, fill(4096, i + 1));
+      written++;
+    } catch (err) {
+      failure = (err as CowvolError).code;
+      break;
+    }
+  }
+  t.equal(written, 10, 'ten chunks fit');
+  t.equal(failure, 'ENOSPC', 'the eleventh write fails with ENOSPC');
+  t.ok(pool.read('v', 10 * 4096, 4096).equals(Buffer.alloc(4096)), 'the failed write left nothing');
+  clean(t, pool, 'disk full');
+  pool.discard('v', 0, 4 * 4096);
+  pool.flush();
+  for (let i = 10; i < 14; i++) pool.write('v', i * 4096, fill(4096, 60 + i));
+  t.ok(pool.read('v', 10 * 4096, 4096).equals(fill(4096, 70)), 'writes succeed in freed chunks');
+  let again = 'none';
+  try {
+    pool.write('v', 14 * 4096, fill(4096, 74));
+  } catch (err) {
+    again = (err as CowvolError).code;
+  }
+  t.equal(again, 'ENOSPC', 'full again once the freed chunks are used');
+  // Free a chunk the allocator has already passed: it must still be found.
+  pool.discard('v', 10 * 4096, 4096);
+  pool.flush();
+  pool.write('v', 14 * 4096, fill(4096, 74));
+  for (let i = 4; i < 10; i++) t.ok(pool.read('v', i * 4096, 4096).equals(fill(4096, i + 1)), `chunk ${i} intact`);
+  t.ok(pool.read('v', 14 * 4096, 4096).equals(fill(4096, 74)), 'the last write landed');
+  // Again, with the allocator's cursor just past the freed chunk.
+  pool.discard('v', 14 * 4096, 4096);
+  pool.flush();
+  pool.write('v', 15 * 4096, fill(4096, 75));
+  t.ok(pool.read('v', 15 * 4096, 4096).equals(fill(4096, 75)), 'a failed growth step leaves no hole for the allocator to trip on');
+  clean(t, pool, 'after freeing');
+  pool.close();
+  const reopened = Pool.open(meta, data);
+  t.ok(reopened.read('v', 15 * 4096, 4096).equals(fill(4096, 75)), 'and it is there after reopening');
+  clean(t, reopened, 'reopened');
 });

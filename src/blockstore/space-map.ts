@@ -89,8 +89,12 @@ export class SpaceMap {
     this.used++;
   }
 
+  /** Gives back a number that was never confirmed (its write failed). */
   unreserve(n: number): void {
     assert(this.reserved.delete(n), `${n} was not reserved`);
+    // Undo a growth step, or the scan would later find the number again and
+    // fail the same way (the disk under a grown number may be full).
+    if (n === this.highWater - 1) this.highWater--;
   }
 
   inc(n: number): void {
