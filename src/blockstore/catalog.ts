@@ -40,7 +40,7 @@ export class Catalog {
     this.trees.forEach(this.directory, 0, Infinity, (id, page) => {
       const record = decodeRecord(this.cache.get(page), page);
       assert(record.id === id, `record page ${page} says id ${record.id}, directory says ${id}`);
-      this.index({ ...record, page, committedTree: { ...record.tree }, dirty: false, xlateId: newXlateId(), shareEpoch: 0 });
+      this.index({ ...record, page, committedTree: { ...record.tree }, xlateId: newXlateId(), shareEpoch: 0 });
     });
   }
 
@@ -61,7 +61,7 @@ export class Catalog {
   }
 
   add(record: Omit<VolumeRecord, 'id'>, xlateId: number): Volume {
-    const volume: Volume = { ...record, id: this.nextId++, page: 0, committedTree: null, dirty: true, xlateId, shareEpoch: 0 };
+    const volume: Volume = { ...record, id: this.nextId++, page: 0, committedTree: null, xlateId, shareEpoch: 0 };
     this.index(volume);
     this.changed.add(volume);
     return volume;
@@ -69,8 +69,12 @@ export class Catalog {
 
   /** The volume's record (tree, size, mapped count) must be written at the next commit. */
   touch(volume: Volume): void {
-    volume.dirty = true;
     this.changed.add(volume);
+  }
+
+  /** Whether the volume's record waits for the next commit. */
+  isChanged(volume: Volume): boolean {
+    return this.changed.has(volume);
   }
 
   remove(volume: Volume): void {
@@ -101,7 +105,6 @@ export class Catalog {
       assert(old === v.page, `directory held page ${old} for volume ${v.id}, record says ${v.page}`);
       if (old !== 0) this.freeRecordPage(old);
       v.page = page;
-      v.dirty = false;
     }
   }
 

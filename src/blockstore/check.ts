@@ -104,7 +104,7 @@ export function checkPool(pool: Pool, progress?: (done: number, total: number) =
     readPage(page, PageKind.RECORD, 0, `record of volume ${id}`);
     const v = catalog.byIdGet(id);
     if (!v) problem(`directory names volume ${id} (page ${page}) but no such volume is loaded`);
-    else if (v.page !== page && !v.dirty) problem(`volume ${v.name}: directory says page ${page}, record is at ${v.page}`);
+    else if (v.page !== page && !catalog.isChanged(v)) problem(`volume ${v.name}: directory says page ${page}, record is at ${v.page}`);
   });
 
   // Chunk maps: shared pages walked once; mapped counts memoized per page.
@@ -137,8 +137,8 @@ export function checkPool(pool: Pool, progress?: (done: number, total: number) =
   let done = 0;
   for (const v of volumes) {
     const what = `volume ${v.name}`;
-    if (v.page === 0 && !v.dirty) problem(`${what}: has no record page`);
-    if (v.page !== 0 && !v.dirty && !seenIds.has(v.id)) problem(`${what}: missing from the directory`);
+    if (v.page === 0 && !catalog.isChanged(v)) problem(`${what}: has no record page`);
+    if (v.page !== 0 && !catalog.isChanged(v) && !seenIds.has(v.id)) problem(`${what}: missing from the directory`);
     const chunks = Math.ceil(v.size / pool.chunkSize);
     if (capacity(v.tree.levels) < chunks || v.tree.levels < levelsFor(Math.max(1, chunks))) {
       problem(`${what}: tree of ${v.tree.levels} levels cannot span ${chunks} chunks`);

@@ -28,8 +28,6 @@ export interface Volume extends VolumeRecord {
   page: number;
   /** The tree as of the last commit, or null if the volume is newer than that. */
   committedTree: Tree | null;
-  /** The record must be written at the next commit. */
-  dirty: boolean;
   /** Key space of this volume in the translation cache, fixed while the pool is open. */
   xlateId: number;
   /** Bumped whenever the volume gains a sharer (snapshot, clone). */
