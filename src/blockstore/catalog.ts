@@ -114,9 +114,8 @@ export class Catalog {
   }
 
   private freeRecordPage(page: number): void {
-    const left = this.meta.dec(page);
+    const left = this.trees.hooks.decPage(page);
     assert(left === 0, `record page ${page} had other holders`);
-    if (this.meta.committedCount(page) === 0) this.cache.forget(page);
   }
 
   private index(volume: Volume): void {

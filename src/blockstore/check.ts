@@ -17,6 +17,7 @@ import { CowvolError } from '../errors.js';
 import { PageKind, SLOTS, pageKind, pageLevel, slot } from './page.js';
 import type { Pool } from './pool.js';
 import { type Tree, capacity, levelsFor } from './radix-tree.js';
+import type { SpaceMap } from './space-map.js';
 
 export interface CheckReport {
   ok: boolean;
@@ -27,6 +28,11 @@ export interface CheckReport {
 }
 
 const MAX_PROBLEMS = 100;
+
+/** Every slot of a page, zeros included, copied out before the walk goes deeper. */
+function allSlots(buf: Buffer): number[] {
+  return Array.from({ length: SLOTS }, (_, i) => slot(buf, i));
+}
 
 export function checkPool(pool: Pool, progress?: (done: number, total: number) => void): CheckReport {
   const problems: string[] = [];
@@ -75,9 +81,7 @@ export function checkPool(pool: Pool, progress?: (done: number, total: number) =
     const walk = (page: number, level: number, base: number): void => {
       const buf = readPage(page, kind, level, what);
       if (!buf) return;
-      const values: number[] = [];
-      for (let i = 0; i < SLOTS; i++) values.push(slot(buf, i));
-      values.forEach((v, i) => {
+      allSlots(buf).forEach((v, i) => {
         if (v === 0) return;
         const index = base + i * SLOTS ** level;
         if (level === 0) leafValue(index, v);
@@ -114,11 +118,9 @@ export function checkPool(pool: Pool, progress?: (done: number, total: number) =
     const buf = readPage(page, PageKind.MAP, level, what);
     if (!buf) return 0;
     visited[page] = 1;
-    const values: number[] = [];
-    for (let i = 0; i < SLOTS; i++) values.push(slot(buf, i));
     let mapped = 0;
     const span = SLOTS ** level;
-    values.forEach((v, i) => {
+    allSlots(buf).forEach((v, i) => {
       if (v === 0) return;
       const index = base + i * span;
       if (index >= limit) problem(`${what}: entry for chunk index ${index} lies past the volume's end`);
@@ -158,29 +160,24 @@ export function checkPool(pool: Pool, progress?: (done: number, total: number) =
     names.add(v.name);
   }
 
-  let usedPages = 0;
-  for (let p = 2; p < meta.highWater; p++) {
-    const have = meta.count(p);
-    const want = pageRefs[p] ?? 0;
-    if (have !== 0) usedPages++;
-    if (have === want) continue;
-    if (want === 0) problem(`page ${p} is leaked: refcount ${have}, referenced by nothing`);
-    else if (have === 0) problem(`page ${p} is referenced ${want} times but marked free`);
-    else problem(`page ${p} has refcount ${have} but is referenced ${want} times`);
-  }
-  let usedChunks = 0;
-  let chunksReferenced = 0;
-  for (let c = 1; c < data.highWater; c++) {
-    const have = data.count(c);
-    const want = chunkRefs[c] ?? 0;
-    if (have !== 0) usedChunks++;
-    if (want !== 0) chunksReferenced++;
-    if (have === want) continue;
-    if (want === 0) problem(`chunk ${c} is leaked: refcount ${have}, referenced by nothing`);
-    else if (have === 0) problem(`chunk ${c} is referenced ${want} times but marked free`);
-    else problem(`chunk ${c} has refcount ${have} but is referenced ${want} times`);
-  }
-  if (usedPages !== meta.used) problem(`pool says ${meta.used} pages in use, counted ${usedPages}`);
-  if (usedChunks !== data.used) problem(`pool says ${data.used} chunks in use, counted ${usedChunks}`);
+  // Each count against the references found; returns [numbers in use, numbers referenced].
+  const compare = (space: SpaceMap, noun: string, refs: Uint32Array): [number, number] => {
+    let used = 0;
+    let referenced = 0;
+    for (let n = space.base; n < space.highWater; n++) {
+      const have = space.count(n);
+      const want = refs[n] ?? 0;
+      if (have !== 0) used++;
+      if (want !== 0) referenced++;
+      if (have === want) continue;
+      if (want === 0) problem(`${noun} ${n} is leaked: refcount ${have}, referenced by nothing`);
+      else if (have === 0) problem(`${noun} ${n} is referenced ${want} times but marked free`);
+      else problem(`${noun} ${n} has refcount ${have} but is referenced ${want} times`);
+    }
+    if (used !== space.used) problem(`pool says ${space.used} ${noun}s in use, counted ${used}`);
+    return [used, referenced];
+  };
+  compare(meta, 'page', pageRefs);
+  const [, chunksReferenced] = compare(data, 'chunk', chunkRefs);
   return { ok: problems.length === 0, problems, volumes: volumes.length, pagesChecked, chunksReferenced };
 }

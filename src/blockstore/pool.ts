@@ -23,7 +23,7 @@ import { Catalog } from './catalog.js';
 import { validateVolumeName } from './names.js';
 import type { Disk } from './disk.js';
 import { PageCache } from './page-cache.js';
-import { PAGE_SIZE, PageKind, SLOTS, slot } from './page.js';
+import { PAGE_SIZE, PageKind } from './page.js';
 import { MAX_LEVELS, RadixTrees, type Tree, capacity, levelsFor } from './radix-tree.js';
 import { SpaceMap } from './space-map.js';
 import { type Superblock, readSuperblock, writeSuperblock } from './superblock.js';
@@ -342,7 +342,7 @@ export class Pool {
   /** Data durable, then metadata committed. */
   flush(): void {
     this.usable();
-    if (this.txnChanged || this.catalog.hasChanges()) this.commit();
+    if (this.hasChanges()) this.commit();
     else this.dataDisk.sync();
   }
 
@@ -353,13 +353,7 @@ export class Pool {
     let chunks = 0;
     const walk = (page: number, level: number): void => {
       if (this.meta.count(page) > 1) return;
-      const children: number[] = [];
-      const buf = this.cache.get(page);
-      for (let i = 0; i < SLOTS; i++) {
-        const c = slot(buf, i);
-        if (c !== 0) children.push(c);
-      }
-      for (const c of children) {
+      for (const c of this.trees.children(page)) {
         if (level > 0) walk(c, level - 1);
         else if (this.data.count(c) === 1) chunks++;
       }
@@ -396,7 +390,7 @@ export class Pool {
 
   commit(): void {
     this.usable();
-    if (!this.txnChanged && !this.catalog.hasChanges()) return;
+    if (!this.hasChanges()) return;
     try {
       this.catalog.persist();
       this.cache.flush();
@@ -443,6 +437,11 @@ export class Pool {
   }
 
   // ---- internals -----------------------------------------------------------
+
+  /** Metadata changed since the last commit. */
+  private hasChanges(): boolean {
+    return this.txnChanged || this.catalog.hasChanges();
+  }
 
   private writeChunk(v: Volume, index: number, within: number, piece: Buffer): void {
     const key = this.xlateKey(v, index);

@@ -254,7 +254,8 @@ export class RadixTrees {
     this.hooks.decPage(page);
   }
 
-  private children(page: number): number[] {
+  /** The non-zero slots of a page: child pages, or a leaf's values. */
+  children(page: number): number[] {
     const buf = this.cache.get(page);
     const out: number[] = [];
     for (let i = 0; i < SLOTS; i++) {
