@@ -2,8 +2,9 @@
   "targets": [
     {
       "target_name": "cowvol_native",
-      "sources": ["src/addon.c", "src/fileops.c"],
-      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror"],
+      "sources": ["src/addon.c", "src/fileops.c", "src/fuse_session.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "<!@(pkg-config --cflags fuse3)"],
+      "libraries": ["<!@(pkg-config --libs fuse3)"],
       "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]
     }
   ]

@@ -5,11 +5,19 @@
 #include <node_api.h>
 
 #include "fileops.h"
+#include "fuse_session.h"
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"punchHole", NULL, fileops_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tryLock", NULL, fileops_try_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseMount", NULL, fuse_mount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseReply", NULL, fuse_reply, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseMap", NULL, fuse_map, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseInvalidate", NULL, fuse_invalidate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseStats", NULL, fuse_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseUnmount", NULL, fuse_unmount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseDestroy", NULL, fuse_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 
 import type { Disk } from './disk.js';
-import { native } from './native.js';
+import { native } from '../native.js';
 
 export class FileDisk implements Disk {
   readonly path: string;

@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import { CowvolError, fail } from '../errors.js';
 import { FileDisk } from './file-disk.js';
-import { native } from './native.js';
+import { native } from '../native.js';
 import { type InitOptions, type OpenOptions, Pool } from './pool.js';
 
 export const DEFAULT_POOL_DIR = '/var/lib/cowvol';
@@ -20,6 +20,11 @@ const LOCK = 'cowvol.lock';
 /** --pool beats $COWVOL_POOL beats the default. */
 export function resolvePoolDir(flag?: string): string {
   return path.resolve(flag ?? process.env.COWVOL_POOL ?? DEFAULT_POOL_DIR);
+}
+
+/** The data file, for frontends that do their own I/O on mapped chunks. */
+export function dataFilePath(dir: string): string {
+  return path.join(dir, DATA);
 }
 
 export function isPoolDir(dir: string): boolean {

@@ -45,6 +45,25 @@ const XLATE_TAGS = 2 ** 21;
 /** Freed chunks waiting for their hole punch after commit; beyond this, space is reclaimed on reuse. */
 const MAX_PENDING_PUNCHES = 65536;
 
+/**
+ * Told before a volume's chunk mappings change, so that a cache outside the
+ * pool (the FUSE addon's translation table) can drop them first. Both calls
+ * must return only once no I/O through the dropped entries is in flight.
+ */
+export interface MappingListener {
+  /** Every mapping of the volume: it gains a sharer or is deleted. */
+  dropVolume(id: number): void;
+  /** The mapping at one chunk index: it is replaced (CoW break) or unmapped. */
+  dropChunk(id: number, index: number): void;
+}
+
+export interface ChunkMapping {
+  /** Byte offset of the chunk in the data file. */
+  offset: number;
+  /** Whether a write may go straight to that offset. */
+  writable: boolean;
+}
+
 export interface InitOptions {
   chunkSize?: number;
   /** Most bytes of data the pool may hold; 0 means as much as the disk holds. */
@@ -119,6 +138,7 @@ export class Pool {
   private txnChanged = false;
   private failure: unknown = null;
   private closed = false;
+  listener: MappingListener | null = null;
 
   /** Formats empty disks as a pool. */
   static init(metaDisk: Disk, dataDisk: Disk, options: InitOptions = {}): void {
@@ -239,6 +259,7 @@ export class Pool {
     const size = options.size ?? src.size;
     this.validateSize(size);
     if (size < src.size) fail('EINVAL', `size ${size} is smaller than the source '${source}' (${src.size} bytes)`);
+    this.listener?.dropVolume(src.id);
     const tree: Tree = { ...src.tree };
     if (tree.root !== 0) this.meta.inc(tree.root);
     // Everything the source owned is shared from now on: no more in-place writes.
@@ -265,6 +286,7 @@ export class Pool {
   remove(name: string): void {
     this.usable();
     const v = this.volume(name);
+    this.listener?.dropVolume(v.id);
     this.trees.release(v.tree);
     this.catalog.remove(v);
     this.txnChanged = true;
@@ -360,6 +382,19 @@ export class Pool {
     };
     walk(v.tree.root, v.tree.levels - 1);
     return chunks * this.chunkSize;
+  }
+
+  /** Where chunk `index` of the volume lives and whether it may be written in place; null if unmapped. */
+  mapping(name: string, index: number): ChunkMapping | null {
+    const v = this.volume(name);
+    const chunk = this.trees.get(v.tree, index);
+    if (chunk === 0) return null;
+    return { offset: this.chunkOffset(chunk), writable: !v.readOnly && this.ownedInPlace(v, index, chunk) };
+  }
+
+  /** The first mapped chunk index in [from, to) of the volume, or -1. */
+  nextMapped(name: string, from: number, to: number): number {
+    return this.trees.next(this.volume(name).tree, from, to);
   }
 
   /** Calls fn for each mapped chunk index of the volume, in order. */
@@ -483,6 +518,7 @@ export class Pool {
     this.data.confirm(fresh);
     this.txnChanged = true;
     if (fresh >= this.zeroFrontier) this.zeroFrontier = fresh + 1;
+    if (current !== 0) this.listener?.dropChunk(v.id, index);
     const old = this.trees.set(v.tree, PageKind.MAP, index, fresh);
     assert(old === current, `map of ${v.name} changed under a write at chunk ${index}`);
     if (old !== 0) this.releaseChunk(old);
@@ -510,6 +546,7 @@ export class Pool {
   }
 
   private unmap(v: Volume, index: number): void {
+    this.listener?.dropChunk(v.id, index);
     this.xlate.delete(this.xlateKey(v, index));
     const old = this.trees.set(v.tree, PageKind.MAP, index, 0);
     if (old === 0) return;

@@ -190,6 +190,12 @@ export class RadixTrees {
     this.visit(tree.root, tree.levels - 1, 0, from, Math.min(to, capacity(tree.levels)), fn);
   }
 
+  /** The first index in [from, to) with a non-zero value, or -1. */
+  next(tree: Tree, from: number, to: number): number {
+    if (tree.root === 0) return -1;
+    return this.seek(tree.root, tree.levels - 1, 0, from, Math.min(to, capacity(tree.levels)));
+  }
+
   /** Whether a page may be modified in place in this transaction. */
   writable(page: number, kind: PageKind): boolean {
     if (this.hooks.pageCommittedCount(page) !== 0) return false;
@@ -221,6 +227,20 @@ export class RadixTrees {
    * recorded: recording it may walk this very tree (when it is a refcount
    * tree), and that walk must already see the new page.
    */
+  private seek(page: number, level: number, base: number, from: number, to: number): number {
+    const span = SLOTS ** level;
+    const first = Math.max(0, Math.floor((from - base) / span));
+    const last = Math.min(SLOTS - 1, Math.floor((to - 1 - base) / span));
+    for (let i = first; i <= last; i++) {
+      const value = slot(this.cache.get(page), i);
+      if (value === 0) continue;
+      if (level === 0) return base + i;
+      const found = this.seek(value, level - 1, base + i * span, from, to);
+      if (found >= 0) return found;
+    }
+    return -1;
+  }
+
   private allocate(kind: PageKind, level: number, link: (page: number) => void): void {
     const page = this.hooks.allocPage();
     this.cache.put(page, newPage(kind, level));

@@ -3,10 +3,13 @@
  * its text (or JSON with --json). Any error is one line on stderr that says
  * what to fix, with exit status 1 (2 for a malformed command line).
  */
-import { CowvolError } from '../errors.js';
+import { CowvolError, fail } from '../errors.js';
 import { resolvePoolDir } from '../blockstore/pool-dir.js';
+import { isLogLevel } from '../daemon/log.js';
+import { DEFAULT_MOUNT, serve } from '../daemon/serve.js';
 import { parseArgs } from './args.js';
 import * as cmd from './commands.js';
+import { parseSize } from './size.js';
 
 interface CommandSpec {
   run: (ctx: cmd.Context) => cmd.Output;
@@ -33,12 +36,14 @@ const COMMANDS: Record<string, CommandSpec> = {
 };
 
 const GROUPS = new Set(['pool', 'volume', 'snapshot']);
+const SERVE_USAGE = 'serve [--mount DIR] [--log-level LEVEL]   (the node daemon; default mount /run/cowvol)';
 
 export function helpText(): string {
   return [
     'usage: cowvol COMMAND [--pool DIR] [--cache-size SIZE] [--json]',
     '',
     ...Object.values(COMMANDS).map((c) => `  cowvol ${c.usage}`),
+    `  cowvol ${SERVE_USAGE}`,
     '',
     'SIZE: bytes, or a number with K, M, G or T and an optional iB (binary units).',
     'Pool directory: --pool DIR, else $COWVOL_POOL, else /var/lib/cowvol.',
@@ -82,7 +87,50 @@ export function run(argv: string[]): RunResult {
   }
 }
 
+/** Starts the daemon; it runs until SIGTERM or SIGINT. */
+function runServe(argv: string[]): void {
+  let daemon;
+  try {
+    const args = parseArgs(argv, new Set(['pool', 'mount', 'log-level', 'cache-size']), new Set());
+    if (args.positional.length > 0) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
+    const flag = (name: string): string | undefined => {
+      const v = args.flags.get(name);
+      return typeof v === 'string' ? v : undefined;
+    };
+    const logLevel = flag('log-level') ?? 'info';
+    if (!isLogLevel(logLevel)) fail('EINVAL', `invalid log level '${logLevel}': use fatal, error, warn, info, debug, trace or silent`);
+    const cache = flag('cache-size');
+    daemon = serve({
+      poolDir: resolvePoolDir(flag('pool')),
+      mount: flag('mount') ?? DEFAULT_MOUNT,
+      logLevel,
+      cacheBytes: cache === undefined ? undefined : parseSize(cache, 'cache size'),
+    });
+  } catch (err) {
+    if (!(err instanceof CowvolError)) throw err;
+    process.stderr.write(`cowvol: ${err.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  const d = daemon;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      d.stop(signal).then(
+        () => process.exit(0),
+        (err: unknown) => {
+          d.log.fatal({ err }, 'stop failed');
+          process.exit(1);
+        },
+      );
+    });
+  }
+}
+
 export function main(argv: string[]): void {
+  if (argv[0] === 'serve') {
+    runServe(argv.slice(1));
+    return;
+  }
   const result = run(argv);
   process.stdout.write(result.stdout);
   process.stderr.write(result.stderr);

@@ -1,0 +1,679 @@
+/*
+ * A libfuse3 low-level session that runs on its own threads.
+ *
+ * What it does by itself: read and write requests whose chunks are all in
+ * the translation table are served here with pread/pwrite on the pool's
+ * data file, without entering JavaScript. Everything else (namespace
+ * operations, unmapped or shared chunks, fsync, fallocate, lseek, statfs)
+ * is handed to one JavaScript handler through a thread-safe function; the
+ * FUSE worker thread waits until the handler replies, so request buffers
+ * stay valid and replies are sent from the worker.
+ *
+ * What it never does: decide anything. Entries are installed and removed by
+ * JavaScript (cowvolFuseMap / cowvolFuseInvalidate). Removal takes the
+ * table's write lock, which waits for every fast-path I/O in flight, so when
+ * invalidate returns no write can still land in a chunk that is about to be
+ * shared or freed.
+ *
+ * Caveats: the table is direct-mapped (a newer entry evicts an older one in
+ * the same slot); invalidating a volume scans the whole table.
+ */
+#define FUSE_USE_VERSION 312
+#include "fuse_session.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+enum {
+  OP_LOOKUP = 1,
+  OP_GETATTR = 2,
+  OP_SETATTR = 3,
+  OP_READDIR = 4,
+  OP_OPEN = 5,
+  OP_READ = 6,
+  OP_WRITE = 7,
+  OP_FSYNC = 8,
+  OP_FALLOCATE = 9,
+  OP_LSEEK = 10,
+  OP_STATFS = 11,
+};
+
+typedef struct {
+  uint64_t ino;
+  uint64_t index;
+  int64_t offset; /* byte offset of the chunk in the data file */
+  int writable;
+  int valid;
+} xlate_entry;
+
+typedef struct request {
+  int op;
+  uint64_t ino;
+  int64_t n[3];
+  const char *data;
+  size_t len;
+  const char *name;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  int err;
+  char *out;
+  size_t outlen;
+  int64_t r[6];
+} request;
+
+typedef struct session {
+  struct fuse_session *se;
+  pthread_t thread;
+  napi_threadsafe_function tsfn;
+  napi_threadsafe_function closed_tsfn;
+  int data_fd;
+  uint64_t chunk_size;
+  pthread_rwlock_t lock;
+  xlate_entry *table;
+  size_t slots;
+  atomic_int closing;
+  atomic_ullong fast_reads, fast_writes, slow_requests;
+  char mountpoint[4096];
+} session;
+
+/* ---- translation table ---------------------------------------------------- */
+
+static size_t slot_of(session *s, uint64_t ino, uint64_t index) {
+  uint64_t h = ino * 0x9E3779B97F4A7C15ULL ^ (index + 0x632BE59BD9B4E019ULL) * 0xC2B2AE3D27D4EB4FULL;
+  h ^= h >> 29;
+  return (size_t)(h % s->slots);
+}
+
+/* Caller holds the lock. Returns NULL on a miss. */
+static xlate_entry *find(session *s, uint64_t ino, uint64_t index) {
+  xlate_entry *e = &s->table[slot_of(s, ino, index)];
+  return (e->valid && e->ino == ino && e->index == index) ? e : NULL;
+}
+
+/*
+ * Serves [off, off+size) entirely from the table or not at all. For writes,
+ * every chunk touched must be writable in place. Returns 1 when served.
+ */
+static int fast_io(session *s, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err) {
+  if (size == 0) return 0;
+  pthread_rwlock_rdlock(&s->lock);
+  uint64_t first = (uint64_t)off / s->chunk_size;
+  uint64_t last = ((uint64_t)off + size - 1) / s->chunk_size;
+  for (uint64_t i = first; i <= last; i++) {
+    xlate_entry *e = find(s, ino, i);
+    if (!e || (write && !e->writable)) {
+      pthread_rwlock_unlock(&s->lock);
+      return 0;
+    }
+  }
+  size_t done = 0;
+  *err = 0;
+  while (done < size) {
+    uint64_t pos = (uint64_t)off + done;
+    uint64_t index = pos / s->chunk_size;
+    uint64_t within = pos - index * s->chunk_size;
+    size_t n = s->chunk_size - within;
+    if (n > size - done) n = size - done;
+    xlate_entry *e = find(s, ino, index);
+    off_t at = (off_t)(e->offset + (int64_t)within);
+    size_t piece = 0;
+    while (piece < n) {
+      ssize_t k = write ? pwrite(s->data_fd, buf + done + piece, n - piece, at + (off_t)piece)
+                        : pread(s->data_fd, buf + done + piece, n - piece, at + (off_t)piece);
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0) {
+        *err = errno;
+        break;
+      }
+      if (k == 0) { /* past the data file's end: a never-written tail reads as zeros */
+        if (write) {
+          *err = EIO;
+          break;
+        }
+        memset(buf + done + piece, 0, n - piece);
+        k = (ssize_t)(n - piece);
+      }
+      piece += (size_t)k;
+    }
+    if (*err) break;
+    done += n;
+  }
+  pthread_rwlock_unlock(&s->lock);
+  if (write) atomic_fetch_add(&s->fast_writes, 1);
+  else atomic_fetch_add(&s->fast_reads, 1);
+  return 1;
+}
+
+/* ---- the hop to JavaScript ------------------------------------------------- */
+
+static void call_js(napi_env env, napi_value handler, void *context, void *data) {
+  (void)context;
+  request *r = data;
+  if (env == NULL) { /* torn down with requests queued */
+    pthread_mutex_lock(&r->mu);
+    r->err = EIO;
+    r->done = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return;
+  }
+  napi_value argv[8], undefined;
+  napi_get_undefined(env, &undefined);
+  napi_create_double(env, (double)(uintptr_t)r, &argv[0]);
+  napi_create_int32(env, r->op, &argv[1]);
+  napi_create_double(env, (double)r->ino, &argv[2]);
+  for (int i = 0; i < 3; i++) napi_create_double(env, (double)r->n[i], &argv[3 + i]);
+  if (r->data) {
+    napi_create_buffer_copy(env, r->len, r->data, NULL, &argv[6]);
+  } else {
+    argv[6] = undefined;
+  }
+  if (r->name) {
+    napi_create_string_utf8(env, r->name, NAPI_AUTO_LENGTH, &argv[7]);
+  } else {
+    argv[7] = undefined;
+  }
+  napi_value result;
+  if (napi_call_function(env, undefined, handler, 8, argv, &result) != napi_ok) {
+    napi_value exception;
+    napi_get_and_clear_last_exception(env, &exception);
+    pthread_mutex_lock(&r->mu);
+    if (!r->done) {
+      r->err = EIO;
+      r->done = 1;
+      pthread_cond_signal(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+  }
+}
+
+/* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */
+static int ask_js(session *s, request *r) {
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  r->done = 0;
+  r->err = 0;
+  r->out = NULL;
+  r->outlen = 0;
+  atomic_fetch_add(&s->slow_requests, 1);
+  if (atomic_load(&s->closing) || napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
+    r->err = EIO;
+    r->done = 1;
+  }
+  pthread_mutex_lock(&r->mu);
+  while (!r->done) pthread_cond_wait(&r->cv, &r->mu);
+  pthread_mutex_unlock(&r->mu);
+  pthread_mutex_destroy(&r->mu);
+  pthread_cond_destroy(&r->cv);
+  return r->err;
+}
+
+static void fill_attr(struct stat *st, const int64_t *r) {
+  memset(st, 0, sizeof(*st));
+  st->st_ino = (ino_t)r[0];
+  st->st_size = r[1];
+  st->st_mode = (mode_t)r[2];
+  st->st_nlink = (nlink_t)r[3];
+  st->st_mtime = st->st_ctime = st->st_atime = (time_t)r[4];
+  st->st_blksize = 4096;
+  st->st_blocks = r[5] / 512;
+}
+
+static session *of(fuse_req_t req) {
+  return fuse_req_userdata(req);
+}
+
+/* ---- lowlevel operations --------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn) {
+  (void)userdata;
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  /* Block files never use the writeback cache: a loop device's dirty pages
+   * must reach us, not sit in a second page cache. */
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  request r = {.op = OP_LOOKUP, .ino = parent, .name = name};
+  int err = ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof(e));
+  e.ino = (fuse_ino_t)r.r[0];
+  fill_attr(&e.attr, r.r);
+  fuse_reply_entry(req, &e);
+}
+
+static void reply_attr(fuse_req_t req, request *r) {
+  int err = ask_js(of(req), r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct stat st;
+  fill_attr(&st, r->r);
+  fuse_reply_attr(req, &st, 0);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = {.op = OP_GETATTR, .ino = ino};
+  reply_attr(req, &r);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = {.op = OP_SETATTR, .ino = ino, .n = {to_set, attr->st_size, attr->st_mode}};
+  reply_attr(req, &r);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = {.op = OP_READDIR, .ino = ino, .n = {off, (int64_t)size, 0}};
+  int err = ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  /* JS sends every entry: u64 ino, u32 mode, u16 name length, name. */
+  char *buf = calloc(1, size);
+  size_t used = 0, pos = 0;
+  off_t index = 0;
+  while (buf && pos + 14 <= r.outlen) {
+    uint64_t child;
+    uint32_t mode;
+    uint16_t len;
+    memcpy(&child, r.out + pos, 8);
+    memcpy(&mode, r.out + pos + 8, 4);
+    memcpy(&len, r.out + pos + 12, 2);
+    if (pos + 14 + len > r.outlen || len >= 256) break;
+    char name[256];
+    memcpy(name, r.out + pos + 14, len);
+    name[len] = 0;
+    pos += 14 + len;
+    index++;
+    if (index <= off) continue;
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_ino = (ino_t)child;
+    st.st_mode = mode;
+    size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, index);
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buf, used);
+  free(buf);
+  free(r.out);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  request r = {.op = OP_OPEN, .ino = ino, .n = {fi->flags, 0, 0}};
+  int err = ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fi->direct_io = r.r[0] ? 1 : 0;
+  fi->keep_cache = 0;
+  fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  session *s = of(req);
+  char *buf = malloc(size ? size : 1);
+  int err = 0;
+  if (buf && fast_io(s, ino, buf, size, off, 0, &err)) {
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_buf(req, buf, size);
+    free(buf);
+    return;
+  }
+  free(buf);
+  request r = {.op = OP_READ, .ino = ino, .n = {off, (int64_t)size, 0}};
+  err = ask_js(s, &r);
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_buf(req, r.out, r.outlen);
+  free(r.out);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  session *s = of(req);
+  int err = 0;
+  if (fast_io(s, ino, (char *)data, size, off, 1, &err)) {
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_write(req, size);
+    return;
+  }
+  request r = {.op = OP_WRITE, .ino = ino, .n = {off, (int64_t)size, 0}, .data = data, .len = size};
+  err = ask_js(s, &r);
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_write(req, (size_t)r.r[0]);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = {.op = OP_FSYNC, .ino = ino, .n = {datasync, 0, 0}};
+  fuse_reply_err(req, ask_js(of(req), &r));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = {.op = OP_FALLOCATE, .ino = ino, .n = {mode, offset, length}};
+  fuse_reply_err(req, ask_js(of(req), &r));
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = {.op = OP_LSEEK, .ino = ino, .n = {off, whence, 0}};
+  int err = ask_js(of(req), &r);
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_lseek(req, (off_t)r.r[0]);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  request r = {.op = OP_STATFS, .ino = ino};
+  int err = ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct statvfs st;
+  memset(&st, 0, sizeof(st));
+  st.f_bsize = st.f_frsize = (unsigned long)r.r[5];
+  st.f_blocks = (fsblkcnt_t)r.r[0];
+  st.f_bfree = (fsblkcnt_t)r.r[1];
+  st.f_bavail = (fsblkcnt_t)r.r[2];
+  st.f_files = (fsfilcnt_t)r.r[3];
+  st.f_ffree = (fsfilcnt_t)r.r[4];
+  st.f_namemax = 255;
+  fuse_reply_statfs(req, &st);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readdir = op_readdir,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .fsync = op_fsync,
+    .fallocate = op_fallocate,
+    .lseek = op_lseek,
+    .statfs = op_statfs,
+};
+
+/* ---- session thread and JS entry points ----------------------------------- */
+
+static void *run(void *arg) {
+  session *s = arg;
+  /* Memory reclaim may wait on a loop device backed by us; we must not wait
+   * on reclaim in turn. Worker threads inherit the flag from this thread. */
+  prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, 16);
+  fuse_loop_cfg_set_clone_fd(cfg, 0);
+  fuse_session_loop_mt(s->se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  atomic_store(&s->closing, 1);
+  napi_call_threadsafe_function(s->closed_tsfn, NULL, napi_tsfn_blocking);
+  return NULL;
+}
+
+static void call_closed(napi_env env, napi_value cb, void *context, void *data) {
+  (void)context;
+  (void)data;
+  if (env == NULL) return;
+  napi_value undefined, result;
+  napi_get_undefined(env, &undefined);
+  napi_call_function(env, undefined, cb, 0, NULL, &result);
+}
+
+static napi_value throw_msg(napi_env env, const char *msg) {
+  napi_throw_error(env, "EIO", msg);
+  return NULL;
+}
+
+static session *get_session(napi_env env, napi_value v) {
+  session *s = NULL;
+  if (napi_get_value_external(env, v, (void **)&s) != napi_ok || s == NULL) {
+    napi_throw_type_error(env, "EINVAL", "not a FUSE session");
+    return NULL;
+  }
+  return s;
+}
+
+static int64_t num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return (int64_t)d;
+}
+
+/* fuseMount(mountpoint, dataFd, chunkSize, tableSlots, options, handler, onClosed) -> session */
+napi_value fuse_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 7) return throw_msg(env, "fuseMount: missing arguments");
+  session *s = calloc(1, sizeof(session));
+  if (!s) return throw_msg(env, "out of memory");
+  size_t len;
+  napi_get_value_string_utf8(env, argv[0], s->mountpoint, sizeof(s->mountpoint), &len);
+  s->data_fd = (int)num(env, argv[1]);
+  s->chunk_size = (uint64_t)num(env, argv[2]);
+  s->slots = (size_t)num(env, argv[3]);
+  char options[1024];
+  napi_get_value_string_utf8(env, argv[4], options, sizeof(options), &len);
+  if (s->chunk_size == 0 || s->slots == 0) {
+    free(s);
+    return throw_msg(env, "fuseMount: chunk size and table slots must be positive");
+  }
+  s->table = calloc(s->slots, sizeof(xlate_entry));
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  /* Invalidation must not starve behind a stream of fast-path readers. */
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&s->lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+
+  napi_value name;
+  napi_create_string_utf8(env, "cowvol-fuse", NAPI_AUTO_LENGTH, &name);
+  napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &s->tsfn);
+  napi_create_threadsafe_function(env, argv[6], NULL, name, 0, 1, NULL, NULL, NULL, call_closed, &s->closed_tsfn);
+
+  char *fargv[] = {"cowvol", "-o", options, NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
+  s->se = fuse_session_new(&args, &ops, sizeof(ops), s);
+  if (!s->se || !s->table) {
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
+    free(s->table);
+    free(s);
+    return throw_msg(env, "fuse_session_new failed (bad options?)");
+  }
+  if (fuse_session_mount(s->se, s->mountpoint) != 0) {
+    fuse_session_destroy(s->se);
+    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+    napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
+    free(s->table);
+    free(s);
+    return throw_msg(env, "fuse_session_mount failed");
+  }
+  if (pthread_create(&s->thread, NULL, run, s) != 0) {
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    free(s->table);
+    free(s);
+    return throw_msg(env, "could not start the FUSE thread");
+  }
+  napi_value external;
+  napi_create_external(env, s, NULL, NULL, &external);
+  return external;
+}
+
+/* fuseReply(session, id, errno, buffer|undefined, numbers|undefined) */
+napi_value fuse_reply(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) return throw_msg(env, "fuseReply: missing arguments");
+  request *r = (request *)(uintptr_t)num(env, argv[1]);
+  if (!r) return throw_msg(env, "fuseReply: bad request id");
+  int err = (int)num(env, argv[2]);
+  char *out = NULL;
+  size_t outlen = 0;
+  int64_t nums[6] = {0};
+  bool is_buffer = false;
+  if (argc > 3) napi_is_buffer(env, argv[3], &is_buffer);
+  if (is_buffer) {
+    void *data;
+    napi_get_buffer_info(env, argv[3], &data, &outlen);
+    out = malloc(outlen ? outlen : 1);
+    if (out) memcpy(out, data, outlen);
+  }
+  bool is_array = false;
+  if (argc > 4) napi_is_array(env, argv[4], &is_array);
+  if (is_array) {
+    uint32_t n;
+    napi_get_array_length(env, argv[4], &n);
+    for (uint32_t i = 0; i < n && i < 6; i++) {
+      napi_value v;
+      napi_get_element(env, argv[4], i, &v);
+      nums[i] = num(env, v);
+    }
+  }
+  pthread_mutex_lock(&r->mu);
+  if (r->done) {
+    pthread_mutex_unlock(&r->mu);
+    free(out);
+    return throw_msg(env, "fuseReply: request already answered");
+  }
+  r->err = err;
+  r->out = out;
+  r->outlen = outlen;
+  memcpy(r->r, nums, sizeof(nums));
+  r->done = 1;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* fuseMap(session, ino, index, fileOffset, writable) */
+napi_value fuse_map(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t ino = (uint64_t)num(env, argv[1]), index = (uint64_t)num(env, argv[2]);
+  bool writable = false;
+  napi_get_value_bool(env, argv[4], &writable);
+  pthread_rwlock_wrlock(&s->lock);
+  xlate_entry *e = &s->table[slot_of(s, ino, index)];
+  e->ino = ino;
+  e->index = index;
+  e->offset = num(env, argv[3]);
+  e->writable = writable;
+  e->valid = 1;
+  pthread_rwlock_unlock(&s->lock);
+  return NULL;
+}
+
+/*
+ * fuseInvalidate(session, ino, index): drops one entry, or every entry of
+ * the inode when index is negative. Returns after in-flight fast I/O ends.
+ */
+napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t ino = (uint64_t)num(env, argv[1]);
+  int64_t index = num(env, argv[2]);
+  pthread_rwlock_wrlock(&s->lock);
+  if (index >= 0) {
+    xlate_entry *e = find(s, ino, (uint64_t)index);
+    if (e) e->valid = 0;
+  } else {
+    for (size_t i = 0; i < s->slots; i++)
+      if (s->table[i].ino == ino) s->table[i].valid = 0;
+  }
+  pthread_rwlock_unlock(&s->lock);
+  return NULL;
+}
+
+/* fuseStats(session) -> [fastReads, fastWrites, slowRequests] */
+napi_value fuse_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  napi_value arr, v;
+  napi_create_array_with_length(env, 3, &arr);
+  napi_create_double(env, (double)atomic_load(&s->fast_reads), &v);
+  napi_set_element(env, arr, 0, v);
+  napi_create_double(env, (double)atomic_load(&s->fast_writes), &v);
+  napi_set_element(env, arr, 1, v);
+  napi_create_double(env, (double)atomic_load(&s->slow_requests), &v);
+  napi_set_element(env, arr, 2, v);
+  return arr;
+}
+
+/*
+ * fuseUnmount(session): stops taking requests and unmounts; does not wait.
+ * The onClosed callback given to fuseMount runs once every worker is gone;
+ * call fuseDestroy from it.
+ */
+napi_value fuse_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  fuse_session_exit(s->se);
+  fuse_session_unmount(s->se);
+  return NULL;
+}
+
+/* fuseDestroy(session): joins the session thread and frees everything. */
+napi_value fuse_destroy(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  pthread_join(s->thread, NULL);
+  fuse_session_destroy(s->se);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
+  pthread_rwlock_destroy(&s->lock);
+  free(s->table);
+  free(s);
+  return NULL;
+}

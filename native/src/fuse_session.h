@@ -1,0 +1,19 @@
+/*
+ * The FUSE session: a libfuse3 low-level filesystem on native threads that
+ * serves mapped chunk I/O itself and asks JavaScript for everything else.
+ * See fuse_session.c for the rules it keeps.
+ */
+#ifndef COWVOL_FUSE_SESSION_H
+#define COWVOL_FUSE_SESSION_H
+
+#include <node_api.h>
+
+napi_value fuse_mount(napi_env env, napi_callback_info info);
+napi_value fuse_reply(napi_env env, napi_callback_info info);
+napi_value fuse_map(napi_env env, napi_callback_info info);
+napi_value fuse_invalidate(napi_env env, napi_callback_info info);
+napi_value fuse_stats(napi_env env, napi_callback_info info);
+napi_value fuse_unmount(napi_env env, napi_callback_info info);
+napi_value fuse_destroy(napi_env env, napi_callback_info info);
+
+#endif

@@ -1,0 +1,258 @@
+/**
+ * The block-file frontend: every volume of the pool is a regular file of
+ * the volume's size at /block/NAME, every snapshot a read-only file at
+ * /snapshots/VOL@SNAP. Meant for loop devices, mkfs and fio.
+ *
+ * Semantics: reads and writes within the file (writes past the end fail
+ * with EFBIG and change nothing); fsync syncs data and commits metadata;
+ * fallocate PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE discard; SEEK_DATA and
+ * SEEK_HOLE follow the chunk map; truncate to another size is refused
+ * (EPERM: sizes change only through grow); statfs reports the pool. Files
+ * are opened direct_io, so the kernel keeps no second page cache of them.
+ *
+ * After each slow-path read or write this layer installs the chunk's mapping
+ * in the native table, so the next access to it stays in native threads.
+ */
+import { CowvolError, errno } from '../errors.js';
+import type { MappingListener, Pool } from '../blockstore/pool.js';
+import type { Volume } from '../blockstore/volume-record.js';
+import { FuseSession, type FuseRequest, Op, type SessionOptions } from './session.js';
+
+const ROOT = 1;
+const BLOCK_DIR = 2;
+const SNAP_DIR = 3;
+/** Volume inodes are this plus the volume id (ids are never reused). */
+const VOLUME_INO_BASE = 1000;
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const O_ACCMODE = 3;
+const O_RDONLY = 0;
+const FATTR_SIZE = 1 << 3;
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const ENXIO = 6;
+const EOPNOTSUPP = 95;
+const ENOTDIR = 20;
+const EISDIR = 21;
+
+class Reject extends Error {
+  constructor(readonly errno: number) {
+    super(`errno ${errno}`);
+  }
+}
+
+export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
+  /** Bytes free on the filesystem under the pool (used when the pool has no capacity). */
+  hostFree: () => number;
+  /** Called with each request that failed for an unexpected reason. */
+  onError?: (err: unknown, req: FuseRequest) => void;
+}
+
+export class BlockFiles implements MappingListener {
+  private readonly pool: Pool;
+  private readonly session: FuseSession;
+  private readonly opts: BlockFilesOptions;
+  private readonly started = Math.floor(Date.now() / 1000);
+
+  constructor(pool: Pool, opts: BlockFilesOptions) {
+    this.pool = pool;
+    this.opts = opts;
+    this.session = new FuseSession({ ...opts, chunkSize: pool.chunkSize }, (req) => this.handle(req));
+    pool.listener = this;
+  }
+
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number } {
+    return this.session.stats();
+  }
+
+  async close(): Promise<void> {
+    await this.session.close();
+    if (this.pool.listener === this) this.pool.listener = null;
+  }
+
+  dropVolume(id: number): void {
+    this.session.invalidate(VOLUME_INO_BASE + id);
+  }
+
+  dropChunk(id: number, index: number): void {
+    this.session.invalidate(VOLUME_INO_BASE + id, index);
+  }
+
+  private handle(req: FuseRequest): void {
+    if (this.session.closing) {
+      this.session.reply(req.id, errno.EIO);
+      return;
+    }
+    let data: Buffer | undefined;
+    let nums: number[] | undefined;
+    try {
+      [data, nums] = this.dispatch(req);
+    } catch (err) {
+      let code: number = errno.EIO;
+      if (err instanceof Reject) code = err.errno;
+      else if (err instanceof CowvolError) code = errno[err.code];
+      else this.opts.onError?.(err, req);
+      this.session.reply(req.id, code);
+      return;
+    }
+    this.session.reply(req.id, 0, data, nums);
+  }
+
+  private dispatch(req: FuseRequest): [Buffer | undefined, number[] | undefined] {
+    switch (req.op) {
+      case Op.LOOKUP:
+        return [undefined, this.attr(this.lookup(req.ino, req.name ?? ''))];
+      case Op.GETATTR:
+        return [undefined, this.attr(req.ino)];
+      case Op.SETATTR: {
+        const [toSet, size] = req.n;
+        if (toSet & FATTR_SIZE) {
+          const v = this.volumeOf(req.ino);
+          if (size !== v.size) throw new Reject(errno.EPERM);
+        }
+        return [undefined, this.attr(req.ino)];
+      }
+      case Op.READDIR:
+        return [this.readdir(req.ino), undefined];
+      case Op.OPEN: {
+        const v = this.volumeOf(req.ino);
+        if (v.readOnly && (req.n[0] & O_ACCMODE) !== O_RDONLY) throw new Reject(errno.EROFS);
+        return [undefined, [1]];
+      }
+      case Op.READ:
+        return [this.read(req.ino, req.n[0], req.n[1]), undefined];
+      case Op.WRITE:
+        return [undefined, [this.write(req.ino, req.n[0], req.data ?? Buffer.alloc(0))]];
+      case Op.FSYNC:
+        this.volumeOf(req.ino);
+        this.pool.flush();
+        return [undefined, undefined];
+      case Op.FALLOCATE:
+        this.fallocate(req.ino, req.n[0], req.n[1], req.n[2]);
+        return [undefined, undefined];
+      case Op.LSEEK:
+        return [undefined, [this.seek(req.ino, req.n[0], req.n[1])]];
+      case Op.STATFS:
+        return [undefined, this.statfs()];
+    }
+    throw new Reject(errno.EINVAL);
+  }
+
+  private lookup(parent: number, name: string): number {
+    if (parent === ROOT) {
+      if (name === 'block') return BLOCK_DIR;
+      if (name === 'snapshots') return SNAP_DIR;
+      throw new Reject(errno.ENOENT);
+    }
+    if (parent !== BLOCK_DIR && parent !== SNAP_DIR) throw new Reject(ENOTDIR);
+    const v = this.pool.has(name) ? this.pool.volume(name) : undefined;
+    if (!v || v.readOnly !== (parent === SNAP_DIR)) throw new Reject(errno.ENOENT);
+    return VOLUME_INO_BASE + v.id;
+  }
+
+  private volumeOf(ino: number): Volume {
+    if (ino < VOLUME_INO_BASE) throw new Reject(EISDIR);
+    const v = this.pool.catalog.byIdGet(ino - VOLUME_INO_BASE);
+    if (!v) throw new Reject(errno.ENOENT);
+    return v;
+  }
+
+  /** [ino, size, mode, nlink, mtime, allocated bytes] */
+  private attr(ino: number): number[] {
+    if (ino === ROOT || ino === BLOCK_DIR || ino === SNAP_DIR) return [ino, 0, S_IFDIR | 0o755, ino === ROOT ? 4 : 2, this.started, 0];
+    const v = this.volumeOf(ino);
+    const mode = S_IFREG | (v.readOnly ? 0o444 : 0o644);
+    return [ino, v.size, mode, 1, Math.floor(v.createdAt / 1000), v.mapped * this.pool.chunkSize];
+  }
+
+  private readdir(ino: number): Buffer {
+    const entries: [number, number, string][] = [];
+    if (ino === ROOT) {
+      entries.push([ROOT, S_IFDIR, '.'], [ROOT, S_IFDIR, '..'], [BLOCK_DIR, S_IFDIR, 'block'], [SNAP_DIR, S_IFDIR, 'snapshots']);
+    } else if (ino === BLOCK_DIR || ino === SNAP_DIR) {
+      entries.push([ino, S_IFDIR, '.'], [ROOT, S_IFDIR, '..']);
+      for (const v of this.pool.catalog.all()) {
+        if (v.readOnly === (ino === SNAP_DIR)) entries.push([VOLUME_INO_BASE + v.id, S_IFREG, v.name]);
+      }
+    } else {
+      throw new Reject(ENOTDIR);
+    }
+    const parts = entries.map(([child, mode, name]) => {
+      const nameBuf = Buffer.from(name);
+      const b = Buffer.alloc(14 + nameBuf.length);
+      b.writeBigUInt64LE(BigInt(child), 0);
+      b.writeUInt32LE(mode, 8);
+      b.writeUInt16LE(nameBuf.length, 12);
+      nameBuf.copy(b, 14);
+      return b;
+    });
+    return Buffer.concat(parts);
+  }
+
+  private read(ino: number, offset: number, size: number): Buffer {
+    const v = this.volumeOf(ino);
+    if (offset >= v.size) return Buffer.alloc(0);
+    const length = Math.min(size, v.size - offset);
+    const data = this.pool.read(v.name, offset, length);
+    this.publish(ino, v, offset, length);
+    return data;
+  }
+
+  private write(ino: number, offset: number, data: Buffer): number {
+    const v = this.volumeOf(ino);
+    if (v.readOnly) throw new Reject(errno.EROFS);
+    this.pool.write(v.name, offset, data);
+    this.publish(ino, v, offset, data.length);
+    return data.length;
+  }
+
+  /** Installs the mappings of the chunks just touched in the native table. */
+  private publish(ino: number, v: Volume, offset: number, length: number): void {
+    if (length === 0) return;
+    const chunk = this.pool.chunkSize;
+    for (let index = Math.floor(offset / chunk); index * chunk < offset + length; index++) {
+      const m = this.pool.mapping(v.name, index);
+      if (m) this.session.map(ino, index, m.offset, m.writable);
+    }
+  }
+
+  private fallocate(ino: number, mode: number, offset: number, length: number): void {
+    const v = this.volumeOf(ino);
+    if (v.readOnly) throw new Reject(errno.EROFS);
+    const punch = (mode & FALLOC_FL_PUNCH_HOLE) !== 0 && (mode & FALLOC_FL_KEEP_SIZE) !== 0;
+    const zero = (mode & FALLOC_FL_ZERO_RANGE) !== 0;
+    if (!punch && !zero) throw new Reject(EOPNOTSUPP);
+    const end = Math.min(offset + length, v.size);
+    if (end > offset) this.pool.discard(v.name, offset, end - offset);
+  }
+
+  private seek(ino: number, offset: number, whence: number): number {
+    const v = this.volumeOf(ino);
+    if (offset >= v.size) throw new Reject(ENXIO);
+    const chunk = this.pool.chunkSize;
+    const chunks = Math.ceil(v.size / chunk);
+    const at = Math.floor(offset / chunk);
+    if (whence === SEEK_DATA) {
+      const next = this.pool.nextMapped(v.name, at, chunks);
+      if (next < 0) throw new Reject(ENXIO);
+      return Math.max(offset, next * chunk);
+    }
+    if (whence === SEEK_HOLE) {
+      let index = at;
+      while (index < chunks && this.pool.nextMapped(v.name, index, index + 1) === index) index++;
+      return Math.min(v.size, Math.max(offset, index * chunk));
+    }
+    throw new Reject(errno.EINVAL);
+  }
+
+  /** [blocks, bfree, bavail, files, ffree, bsize] in chunks. */
+  private statfs(): number[] {
+    const s = this.pool.stats();
+    const free = s.capacityBytes > 0 ? s.freeChunks : Math.floor(this.opts.hostFree() / s.chunkSize);
+    return [s.usedChunks + free, free, free, s.volumes, 0, s.chunkSize];
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * A mounted FUSE session (native/src/fuse_session.c) with typed requests.
+ *
+ * The addon serves mapped reads and writes on its own threads and sends
+ * every other request to `handler` on the event loop; the handler must call
+ * `reply` exactly once per request, before it returns or later.
+ */
+import { type FuseHandle, native } from '../native.js';
+
+export const Op = {
+  LOOKUP: 1,
+  GETATTR: 2,
+  SETATTR: 3,
+  READDIR: 4,
+  OPEN: 5,
+  READ: 6,
+  WRITE: 7,
+  FSYNC: 8,
+  FALLOCATE: 9,
+  LSEEK: 10,
+  STATFS: 11,
+} as const;
+export type Op = (typeof Op)[keyof typeof Op];
+
+export interface FuseRequest {
+  id: number;
+  op: Op;
+  ino: number;
+  /** Op-specific numbers; see each op in block-files.ts. */
+  n: [number, number, number];
+  data?: Buffer;
+  name?: string;
+}
+
+export interface SessionOptions {
+  mountpoint: string;
+  /** An fd of the pool's data file, for the native fast path. */
+  dataFd: number;
+  chunkSize: number;
+  /** Entries in the native translation table. */
+  tableSlots: number;
+  /** Mount options for libfuse's -o. */
+  options: string;
+}
+
+export class FuseSession {
+  private readonly handle: FuseHandle;
+  private readonly closed: Promise<void>;
+  private unmounting = false;
+
+  constructor(opts: SessionOptions, handler: (req: FuseRequest) => void) {
+    let onClosed: () => void = () => {};
+    this.closed = new Promise<void>((resolve) => (onClosed = resolve));
+    this.handle = native.fuseMount(
+      opts.mountpoint,
+      opts.dataFd,
+      opts.chunkSize,
+      opts.tableSlots,
+      opts.options,
+      (id, op, ino, n0, n1, n2, data, name) => handler({ id, op: op as Op, ino, n: [n0, n1, n2], data, name }),
+      () => onClosed(),
+    );
+  }
+
+  reply(id: number, errno: number, data?: Buffer, nums?: number[]): void {
+    native.fuseReply(this.handle, id, errno, data, nums);
+  }
+
+  map(ino: number, index: number, offset: number, writable: boolean): void {
+    native.fuseMap(this.handle, ino, index, offset, writable);
+  }
+
+  /** Drops one entry, or all of an inode's (index < 0); returns after in-flight fast I/O. */
+  invalidate(ino: number, index = -1): void {
+    native.fuseInvalidate(this.handle, ino, index);
+  }
+
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number } {
+    const [fastReads, fastWrites, slowRequests] = native.fuseStats(this.handle);
+    return { fastReads, fastWrites, slowRequests };
+  }
+
+  /** Unmounts, lets the requests already queued finish, and frees the session. */
+  async close(): Promise<void> {
+    if (!this.unmounting) {
+      this.unmounting = true;
+      native.fuseUnmount(this.handle);
+      await this.closed;
+      native.fuseDestroy(this.handle);
+    }
+  }
+
+  get closing(): boolean {
+    return this.unmounting;
+  }
+}

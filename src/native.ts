@@ -1,0 +1,45 @@
+/**
+ * Loads the N-API addon built from native/ by `npm install`: the file
+ * operations Node's fs module lacks, and the libfuse3 session.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+export interface NativeFileOps {
+  punchHole(fd: number, offset: number, length: number): void;
+  tryLock(fd: number): boolean;
+}
+
+/** An opaque libfuse session handle. */
+export type FuseHandle = { readonly __brand: 'FuseHandle' };
+
+export type FuseHandler = (
+  id: number,
+  op: number,
+  ino: number,
+  n0: number,
+  n1: number,
+  n2: number,
+  data: Buffer | undefined,
+  name: string | undefined,
+) => void;
+
+export interface NativeFuse {
+  fuseMount(mountpoint: string, dataFd: number, chunkSize: number, slots: number, options: string, handler: FuseHandler, onClosed: () => void): FuseHandle;
+  fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
+  fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean): void;
+  fuseInvalidate(handle: FuseHandle, ino: number, index: number): void;
+  fuseStats(handle: FuseHandle): [number, number, number];
+  fuseUnmount(handle: FuseHandle): void;
+  fuseDestroy(handle: FuseHandle): void;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+// dist/src -> repository root
+const root = path.resolve(here, '..', '..');
+const require = createRequire(import.meta.url);
+
+export const native: NativeFileOps & NativeFuse = require(
+  path.join(root, 'native', 'build', 'Release', 'cowvol_native.node'),
+) as NativeFileOps & NativeFuse;
