@@ -31,11 +31,12 @@ export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
   const handle = PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
   const pool = handle.pool;
-  fs.mkdirSync(opts.mount, { recursive: true });
+  // Before touching the directory: a dead daemon's mount fails every access with ENOTCONN.
   if (isMountPoint(opts.mount)) {
     log.warn({ mount: opts.mount }, 'detaching a mount left by an earlier daemon');
     detach(opts.mount);
   }
+  fs.mkdirSync(opts.mount, { recursive: true });
   const dataFd = fs.openSync(dataFilePath(opts.poolDir), 'r+');
   const files = new BlockFiles(pool, {
     mountpoint: opts.mount,

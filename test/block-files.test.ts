@@ -1,0 +1,239 @@
+/**
+ * Block volumes served as files by a real `cowvol serve` process, through
+ * the kernel: fio with verification, loop devices with ext4 and fstrim,
+ * file semantics, pool full, kill -9 and SIGTERM.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import t, { type Test } from 'tap';
+
+import { isMountPoint } from '../src/daemon/mounts.js';
+import { Daemon, cli, sh, tidy } from './helpers/daemon.js';
+import { tmpDir } from './helpers/pools.js';
+
+interface Setup {
+  pool: string;
+  mount: string;
+}
+
+function setup(t: Test, name: string, init: string[] = [], volumes: [string, string][] = [['v', '256M']]): Setup {
+  const dir = tmpDir(name);
+  const pool = path.join(dir, 'pool');
+  const mount = path.join(dir, 'mnt');
+  t.teardown(() => {
+    tidy(mount);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  if (cli(pool, 'pool', 'init', ...init).status !== 0) throw new Error('pool init failed');
+  for (const [v, size] of volumes) if (cli(pool, 'volume', 'create', v, '--size', size).status !== 0) throw new Error(`create ${v}`);
+  return { pool, mount };
+}
+
+function fio(file: string, args: string[]): { status: number; out: string } {
+  const r = sh('fio', ['--name=check', `--filename=${file}`, '--ioengine=libaio', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', ...args]);
+  return { status: r.status, out: r.stdout + r.stderr };
+}
+
+function fastPathStats(log: string): { fastReads: number; fastWrites: number } {
+  const line = log.split('\n').find((l) => l.includes('stopped cleanly'));
+  const stats = line ? (JSON.parse(line) as { stats: { fastReads: number; fastWrites: number } }).stats : null;
+  return stats ?? { fastReads: 0, fastWrites: 0 };
+}
+
+async function stopClean(t: Test, d: Daemon): Promise<void> {
+  const r = await d.stop('SIGTERM');
+  t.equal(r.code, 0, 'SIGTERM: daemon exits 0');
+  t.notOk(isMountPoint(d.mount), 'SIGTERM: unmounted');
+  const check = cli(d.pool, 'check');
+  t.equal(check.status, 0, `pool check clean: ${check.stdout}${check.stderr}`);
+}
+
+t.test('fio --verify on a block file: direct and buffered, random and sequential', async (t) => {
+  const s = setup(t, 'fio');
+  const d = await Daemon.start(s.pool, s.mount);
+  const file = d.file('v');
+  t.equal(fs.statSync(file).size, 256 << 20, 'the file has the volume size');
+  for (const direct of ['1', '0']) {
+    for (const [rw, bs] of [['randwrite', '4k'], ['write', '1M'], ['randrw', '16k']]) {
+      const r = fio(file, [`--rw=${rw}`, `--bs=${bs}`, '--size=48M', `--direct=${direct}`, '--iodepth=8']);
+      t.equal(r.status, 0, `fio ${rw} bs=${bs} direct=${direct} verifies`);
+      t.match(r.out, /err= 0/, `fio ${rw} bs=${bs} direct=${direct}: no errors`);
+    }
+  }
+  await stopClean(t, d);
+  const stats = fastPathStats(d.log);
+  t.ok(stats.fastWrites > 0 && stats.fastReads > 0, `mapped chunks were served natively (${JSON.stringify(stats)})`);
+});
+
+t.test('loop device with ext4: mkfs, mount, fio, and fstrim frees pool chunks', async (t) => {
+  const s = setup(t, 'loop');
+  const d = await Daemon.start(s.pool, s.mount);
+  const loop = sh('losetup', ['--direct-io=on', '-f', '--show', d.file('v')]).stdout.trim();
+  t.match(loop, /^\/dev\/loop\d+$/, 'losetup --direct-io=on attaches the file');
+  const fsDir = path.join(path.dirname(s.mount), 'ext4');
+  fs.mkdirSync(fsDir);
+  t.teardown(() => {
+    sh('umount', [fsDir]);
+    sh('losetup', ['-d', loop]);
+  });
+  t.equal(sh('mkfs.ext4', ['-q', loop]).status, 0, 'mkfs.ext4');
+  t.equal(sh('mount', [loop, fsDir]).status, 0, 'mount');
+  const r = fio(path.join(fsDir, 'data'), ['--rw=randwrite', '--bs=4k', '--size=32M', '--direct=1', '--iodepth=16']);
+  t.equal(r.status, 0, 'fio --verify on ext4 over the loop device');
+  fs.writeFileSync(path.join(fsDir, 'big'), Buffer.alloc(64 << 20, 7));
+  sh('sync', []);
+  const used = (): number => {
+    const st = fs.statfsSync(s.mount);
+    return (st.blocks - st.bfree) * st.bsize;
+  };
+  const before = used();
+  fs.rmSync(path.join(fsDir, 'big'));
+  fs.rmSync(path.join(fsDir, 'data'));
+  sh('sync', []); // fstrim only sees blocks whose freeing ext4 has committed
+  const trim = sh('fstrim', ['-v', fsDir]);
+  t.equal(trim.status, 0, `fstrim works through the loop device: ${trim.stdout}${trim.stderr}`);
+  const after = used();
+  t.ok(after < before - (64 << 20), `pool usage drops after rm + fstrim: ${before} -> ${after}`);
+  t.equal(sh('umount', [fsDir]).status, 0);
+  t.equal(sh('losetup', ['-d', loop]).status, 0);
+  await stopClean(t, d);
+});
+
+t.test('file semantics: past the end, truncate, seek data and holes, punch, snapshots read-only', async (t) => {
+  const s = setup(t, 'sem', ['--chunk-size', '64K'], [['v', '16M']]);
+  const d0 = await Daemon.start(s.pool, s.mount);
+  const fd0 = fs.openSync(d0.file('v'), 'r+');
+  fs.writeSync(fd0, Buffer.alloc(65536, 1), 0, 65536, 4 << 20);
+  fs.fsyncSync(fd0);
+  fs.closeSync(fd0);
+  await d0.stop();
+  t.equal(cli(s.pool, 'snapshot', 'create', 'v@s').status, 0);
+  const d = await Daemon.start(s.pool, s.mount);
+  const script = `
+import os, errno, json
+out = {}
+f = ${JSON.stringify(d.file('v'))}
+fd = os.open(f, os.O_RDWR)
+out['data'] = os.lseek(fd, 0, os.SEEK_DATA)
+out['hole'] = os.lseek(fd, 4 << 20, os.SEEK_HOLE)
+def err(fn):
+    try:
+        fn(); return 0
+    except OSError as e:
+        return errno.errorcode[e.errno]
+out['past_end'] = err(lambda: os.pwrite(fd, b'x' * 8192, (16 << 20) - 4096))
+out['truncate'] = err(lambda: os.ftruncate(fd, 1 << 20))
+out['same_size'] = err(lambda: os.ftruncate(fd, 16 << 20))
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+def falloc(mode, off, length):
+    if libc.fallocate(fd, mode, off, length) != 0:
+        raise OSError(ctypes.get_errno(), 'fallocate')
+out['punch'] = err(lambda: falloc(0, 0, 4096))
+out['punch_rc'] = err(lambda: falloc(3, 4 << 20, 65536))
+out['after_punch'] = os.pread(fd, 16, 4 << 20).hex()
+out['data_after_punch'] = err(lambda: os.lseek(fd, 0, os.SEEK_DATA))
+os.close(fd)
+snap = ${JSON.stringify(d.file('v@s'))}
+out['snap_write'] = err(lambda: os.open(snap, os.O_RDWR))
+sfd = os.open(snap, os.O_RDONLY)
+out['snap_data'] = os.pread(sfd, 4, 4 << 20).hex()
+os.close(sfd)
+print(json.dumps(out))
+`;
+  const r = sh('python3', ['-c', script]);
+  t.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as Record<string, string | number>;
+  t.equal(out.data, 4 << 20, 'SEEK_DATA finds the written chunk');
+  t.equal(out.hole, (4 << 20) + 65536, 'SEEK_HOLE finds the end of it');
+  t.equal(out.past_end, 'EFBIG', 'a write past the end fails');
+  t.equal(out.truncate, 'EPERM', 'truncate to another size is refused');
+  t.equal(out.same_size, 0, 'truncate to the same size is fine');
+  t.match(String(out.punch), /^(EOPNOTSUPP|ENOTSUP)$/, 'plain preallocation is not offered (errno 95 has both names)');
+  t.equal(out.punch_rc, 0, 'PUNCH_HOLE|KEEP_SIZE works');
+  t.equal(out.after_punch, '00'.repeat(16), 'a punched range reads zeros');
+  t.equal(out.data_after_punch, 'ENXIO', 'and holds no data any more');
+  t.equal(out.snap_write, 'EROFS', 'snapshots open read-only');
+  t.equal(out.snap_data, '01010101', 'the snapshot kept the data');
+  await stopClean(t, d);
+  t.equal(JSON.parse(cli(s.pool, 'volume', 'show', 'v', '--json').stdout).allocatedBytes, 0, 'the punch freed the chunk');
+});
+
+t.test('pool full: the writer gets ENOSPC and the pool stays consistent', async (t) => {
+  const s = setup(t, 'full', ['--capacity', '4M'], [['v', '64M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  const r = sh('dd', ['if=/dev/zero', `of=${d.file('v')}`, 'bs=1M', 'count=8', 'oflag=direct', 'conv=notrunc']);
+  t.not(r.status, 0, 'dd fails');
+  t.match(r.stderr, /No space left on device/, 'with ENOSPC');
+  await stopClean(t, d);
+});
+
+t.test('two volumes written at once', async (t) => {
+  const s = setup(t, 'two', [], [['a', '128M'], ['b', '128M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  const run = (file: string): Promise<number> =>
+    new Promise((resolve) => {
+      const p = spawn('fio', ['--name=c', `--filename=${file}`, '--rw=randwrite', '--bs=4k', '--size=32M', '--direct=1', '--ioengine=libaio', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1'], { stdio: 'ignore' });
+      p.on('exit', (code) => resolve(code ?? -1));
+    });
+  const codes = await Promise.all([run(d.file('a')), run(d.file('b'))]);
+  t.same(codes, [0, 0], 'both fio runs verify');
+  await stopClean(t, d);
+});
+
+t.test('kill -9 during fsync-ed writes: restart cleans the mount, nothing flushed is lost', async (t) => {
+  const s = setup(t, 'kill9', [], [['v', '64M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  const writer = `
+import os, sys
+fd = os.open(${JSON.stringify(d.file('v'))}, os.O_RDWR)
+n = 0
+try:
+    while True:
+        n += 1
+        os.pwrite(fd, n.to_bytes(4, 'little') * 1024, ((n * 7) % 4096) * 4096)
+        if n % 8 == 0:
+            os.fsync(fd)
+            print(n, flush=True)
+except OSError:
+    pass
+`;
+  const w = spawn('python3', ['-c', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let flushed = 0;
+  w.stdout.on('data', (b: Buffer) => {
+    const lines = b.toString().trim().split('\n');
+    flushed = Math.max(flushed, Number(lines[lines.length - 1]));
+  });
+  await new Promise((r) => setTimeout(r, 1500));
+  const killed = await d.stop('SIGKILL');
+  t.equal(killed.signal, 'SIGKILL');
+  await new Promise((r) => w.once('exit', r));
+  t.ok(flushed > 0, `${flushed} writes were fsync-ed before the kill`);
+  t.ok(isMountPoint(s.mount), 'the dead daemon left its mount behind');
+  const d2 = await Daemon.start(s.pool, s.mount);
+  t.match(d2.log, /detaching a mount left by an earlier daemon/);
+  const data = fs.readFileSync(d2.file('v'));
+  const want = new Map<number, number>();
+  for (let n = 1; n <= flushed; n++) want.set((n * 7) % 4096, n);
+  let bad = 0;
+  for (const [block, n] of want) {
+    const got = data.readUInt32LE(block * 4096);
+    if (got < n || (got - n) % 4096 !== 0) bad++;
+  }
+  t.equal(bad, 0, 'every fsync-ed block holds its write or a later one');
+  await stopClean(t, d2);
+});
+
+t.test('SIGTERM while I/O is in flight: drains, commits, unmounts, exits 0', async (t) => {
+  const s = setup(t, 'term', [], [['v', '128M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  const f = spawn('fio', ['--name=t', `--filename=${d.file('v')}`, '--rw=randwrite', '--bs=4k', '--size=128M', '--direct=1', '--ioengine=libaio', '--iodepth=32', '--time_based', '--runtime=30'], { stdio: 'ignore' });
+  const fioExit = new Promise<number | null>((resolve) => f.once('exit', (c) => resolve(c)));
+  await new Promise((r) => setTimeout(r, 700));
+  t.equal(f.exitCode, null, 'fio is still writing when SIGTERM arrives');
+  await stopClean(t, d);
+  t.not(await fioExit, null, 'fio ended on its own once the mount went away');
+});
