@@ -2,4 +2,4 @@
 // Entry point: the compiled CLI lives in dist/ (built by `npm ci` or `npm run build`).
 import { main } from '../dist/src/cli/main.js';
 
-main(process.argv.slice(2));
+await main(process.argv.slice(2));

@@ -10,7 +10,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 
 import { isMountPoint } from '../src/daemon/mounts.js';
-import { Daemon, cli, sh, tidy } from './helpers/daemon.js';
+import { Daemon, bin, cli, sh, tidy } from './helpers/daemon.js';
 import { tmpDir } from './helpers/pools.js';
 
 interface Setup {
@@ -236,4 +236,89 @@ t.test('SIGTERM while I/O is in flight: drains, commits, unmounts, exits 0', asy
   t.equal(f.exitCode, null, 'fio is still writing when SIGTERM arrives');
   await stopClean(t, d);
   t.not(await fioExit, null, 'fio ended on its own once the mount went away');
+});
+
+t.test('the CLI goes through the daemon: changes show at once, grow reaches the loop device', async (t) => {
+  const s = setup(t, 'admin', [], [['v', '64M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  t.ok(fs.existsSync(path.join(s.pool, 'cowvol.sock')), 'admin socket in the pool directory');
+  t.equal((fs.statSync(path.join(s.pool, 'cowvol.sock')).mode & 0o777).toString(8), '600', 'socket is root-only');
+  t.equal(cli(s.pool, 'volume', 'create', 'w', '--size', '32M').status, 0, 'create while serving');
+  t.equal(fs.statSync(d.file('w')).size, 32 << 20, 'the new volume is a file at once');
+  const loop = sh('losetup', ['--direct-io=on', '-f', '--show', d.file('w')]).stdout.trim();
+  t.teardown(() => sh('losetup', ['-d', loop]));
+  t.equal(sh('blockdev', ['--getsize64', loop]).stdout.trim(), String(32 << 20));
+  t.equal(cli(s.pool, 'volume', 'grow', 'w', '--size', '96M').status, 0, 'grow while serving');
+  t.equal(fs.statSync(d.file('w')).size, 96 << 20, 'the file grew at once');
+  t.equal(sh('losetup', ['-c', loop]).status, 0, 'losetup -c');
+  t.equal(sh('blockdev', ['--getsize64', loop]).stdout.trim(), String(96 << 20), 'the loop device sees the new size');
+  t.equal(sh('losetup', ['-d', loop]).status, 0);
+  const dup = cli(s.pool, 'volume', 'create', 'w', '--size', '1M');
+  t.equal(dup.status, 1, 'errors come back from the daemon');
+  t.equal(dup.stderr, "cowvol: 'w' already exists\n", 'with the same one line');
+  t.match(cli(s.pool, 'pool', 'init').stderr, /a pool already exists/);
+  t.equal(cli(s.pool, 'snapshot', 'create', 'w@s').status, 0);
+  t.ok(fs.existsSync(d.file('w@s')), 'the snapshot is a file at once');
+  t.equal(cli(s.pool, 'volume', 'delete', 'w').status, 0);
+  t.notOk(fs.existsSync(d.file('w')), 'a deleted volume is gone at once');
+  t.same(JSON.parse(cli(s.pool, 'volume', 'list', '--json').stdout).map((v: { name: string }) => v.name), ['v']);
+  await stopClean(t, d);
+  t.notOk(fs.existsSync(path.join(s.pool, 'cowvol.sock')), 'the socket goes with the daemon');
+});
+
+t.test('a snapshot taken during writes holds what was acknowledged before it, and nothing written after', async (t) => {
+  const s = setup(t, 'snapw', ['--chunk-size', '16K'], [['v', '16M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  const blocks = 4096;
+  // Block n goes to (n * 7) % blocks and holds n; each acknowledged write is printed.
+  const writer = `
+import os, sys
+fd = os.open(${JSON.stringify(d.file('v'))}, os.O_RDWR | os.O_DIRECT)
+import mmap
+buf = mmap.mmap(-1, 4096)
+n = 0
+try:
+    while True:
+        n += 1
+        buf.seek(0); buf.write(n.to_bytes(4, 'little') * 1024)
+        os.pwritev(fd, [buf], ((n * 7) % ${blocks}) * 4096)
+        print(n, flush=True)
+except (OSError, BrokenPipeError):
+    pass
+`;
+  const w = spawn('python3', ['-c', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let acked = 0;
+  let tail = '';
+  w.stdout.on('data', (b: Buffer) => {
+    tail += b.toString();
+    const lines = tail.split('\n');
+    tail = lines.pop() ?? '';
+    if (lines.length > 0) acked = Number(lines[lines.length - 1]);
+  });
+  await new Promise((r) => setTimeout(r, 800));
+  const before = acked;
+  const snap = await new Promise<number>((resolve) => {
+    const p = spawn(process.execPath, [bin, 'snapshot', 'create', 'v@mid', '--pool', s.pool], { stdio: 'ignore' });
+    p.on('exit', (code) => resolve(code ?? -1));
+  });
+  const after = acked;
+  t.equal(snap, 0, 'snapshot created while writes go on');
+  await new Promise((r) => setTimeout(r, 500));
+  const first = fs.readFileSync(d.file('v@mid'));
+  await new Promise((r) => setTimeout(r, 500));
+  w.kill('SIGKILL');
+  await new Promise((r) => w.once('exit', r));
+  t.ok(before > 100 && acked > after, `writes went on before (${before}) and after (${after}..${acked}) the snapshot`);
+  const lastBefore = new Map<number, number>();
+  for (let n = 1; n <= before; n++) lastBefore.set((n * 7) % blocks, n);
+  let bad = 0;
+  for (let b = 0; b < blocks; b++) {
+    const got = first.readUInt32LE(b * 4096);
+    const floor = lastBefore.get(b) ?? 0;
+    // At most one write can be in flight past what was printed.
+    if (got < floor || got > after + 1 || (got !== 0 && (got * 7) % blocks !== b)) bad++;
+  }
+  t.equal(bad, 0, 'every block holds its last write acknowledged before the snapshot, or one that raced with it');
+  t.ok(fs.readFileSync(d.file('v@mid')).equals(first), 'writes after the snapshot never show in its file');
+  await stopClean(t, d);
 });

@@ -27,9 +27,12 @@ export interface Output {
 export interface Context {
   args: Parsed;
   poolDir: string;
+  /** The daemon's open pool, when the command arrived over the admin API. */
+  pool?: Pool;
 }
 
 function withPool<T>(ctx: Context, fn: (pool: Pool) => T): T {
+  if (ctx.pool) return fn(ctx.pool);
   const cache = ctx.args.flags.get('cache-size');
   const handle = PoolDir.open(ctx.poolDir, cache === undefined ? {} : { cacheBytes: parseSize(String(cache), 'cache size') });
   try {
@@ -83,6 +86,7 @@ function volumeJson(pool: Pool, v: VolumeInfo, exclusive?: number): Record<strin
 
 export function poolInit(ctx: Context): Output {
   noExtra(ctx, 0);
+  if (ctx.pool) fail('EEXIST', `a pool already exists in ${ctx.poolDir}`);
   const chunk = ctx.args.flags.get('chunk-size');
   const capacity = ctx.args.flags.get('capacity');
   initPoolDir(ctx.poolDir, {
@@ -267,7 +271,7 @@ export function check(ctx: Context): Output {
 export function demo(ctx: Context): Output {
   noExtra(ctx, 0);
   const lines: string[] = [];
-  if (!isPoolDir(ctx.poolDir)) {
+  if (!ctx.pool && !isPoolDir(ctx.poolDir)) {
     initPoolDir(ctx.poolDir);
     lines.push(`initialized pool ${ctx.poolDir}`);
   }

@@ -5,6 +5,8 @@
  */
 import { CowvolError, fail } from '../errors.js';
 import { resolvePoolDir } from '../blockstore/pool-dir.js';
+import type { Pool } from '../blockstore/pool.js';
+import { askDaemon } from './admin-client.js';
 import { isLogLevel } from '../daemon/log.js';
 import { DEFAULT_MOUNT, serve } from '../daemon/serve.js';
 import { parseArgs } from './args.js';
@@ -57,7 +59,13 @@ export interface RunResult {
   exitCode: number;
 }
 
-export function run(argv: string[]): RunResult {
+/** Where a command runs: on its own (opening the pool) or inside the daemon that holds it. */
+export interface Host {
+  pool: Pool;
+  poolDir: string;
+}
+
+export function run(argv: string[], host?: Host): RunResult {
   const [first, second] = argv;
   if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
     return { stdout: `${helpText()}\n`, stderr: '', exitCode: first === undefined ? 2 : 0 };
@@ -72,7 +80,8 @@ export function run(argv: string[]): RunResult {
   try {
     const args = parseArgs(rest, new Set(['pool', 'cache-size', ...(spec.values ?? [])]), new Set(['json']));
     const pool = args.flags.get('pool');
-    const out = spec.run({ args, poolDir: resolvePoolDir(typeof pool === 'string' ? pool : undefined) });
+    const poolDir = host?.poolDir ?? resolvePoolDir(typeof pool === 'string' ? pool : undefined);
+    const out = spec.run({ args, poolDir, pool: host?.pool });
     const stdout = args.flags.has('json') ? `${JSON.stringify(out.json, null, 2)}\n` : `${out.text}\n`;
     return { stdout, stderr: '', exitCode: out.exitCode ?? 0 };
   } catch (err) {
@@ -101,6 +110,7 @@ function runServe(argv: string[]): void {
     if (!isLogLevel(logLevel)) fail('EINVAL', `invalid log level '${logLevel}': use fatal, error, warn, info, debug, trace or silent`);
     const cache = flag('cache-size');
     daemon = serve({
+      execute: run,
       poolDir: resolvePoolDir(flag('pool')),
       mount: flag('mount') ?? DEFAULT_MOUNT,
       logLevel,
@@ -126,12 +136,13 @@ function runServe(argv: string[]): void {
   }
 }
 
-export function main(argv: string[]): void {
+export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'serve') {
     runServe(argv.slice(1));
     return;
   }
-  const result = run(argv);
+  // A running daemon holds the pool: the command goes to it, same output, same errors.
+  const result = (await askDaemon(argv)) ?? run(argv);
   process.stdout.write(result.stdout);
   process.stderr.write(result.stderr);
   process.exitCode = result.exitCode;

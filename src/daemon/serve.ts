@@ -7,7 +7,9 @@
 import fs from 'node:fs';
 
 import { PoolDir, dataFilePath } from '../blockstore/pool-dir.js';
+import type { Pool } from '../blockstore/pool.js';
 import { BlockFiles } from '../fuse/block-files.js';
+import { type CommandResult, adminSocketPath, startAdminServer } from './admin.js';
 import { type Logger, createLogger } from './log.js';
 import { detach, isMountPoint } from './mounts.js';
 
@@ -16,6 +18,8 @@ export const DEFAULT_MOUNT = '/run/cowvol';
 const COMMIT_INTERVAL_MS = 5000;
 
 export interface ServeOptions {
+  /** Runs one CLI command against the open pool (the admin API's work). */
+  execute: (argv: string[], host: { pool: Pool; poolDir: string }) => CommandResult;
   poolDir: string;
   mount: string;
   logLevel: string;
@@ -56,13 +60,17 @@ export function serve(opts: ServeOptions): Daemon {
       log.error({ err }, 'background commit failed');
     }
   }, COMMIT_INTERVAL_MS);
-  log.info({ pool: opts.poolDir, mount: opts.mount, volumes: pool.stats().volumes }, 'serving');
+  const socket = adminSocketPath(opts.poolDir);
+  const admin = startAdminServer(socket, (argv) => opts.execute(argv, { pool, poolDir: opts.poolDir }), log);
+  admin.once('listening', () => log.info({ pool: opts.poolDir, mount: opts.mount, socket, volumes: pool.stats().volumes }, 'serving'));
 
   let stopping: Promise<void> | null = null;
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'stopping: draining requests');
       clearInterval(timer);
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      fs.rmSync(socket, { force: true });
       const stats = files.stats();
       await files.close();
       handle.close();
