@@ -131,6 +131,15 @@ static int fast_io(session *s, uint64_t ino, char *buf, size_t size, off_t off, 
     if (n > size - done) n = size - done;
     xlate_entry *e = find(s, ino, index);
     off_t at = (off_t)(e->offset + (int64_t)within);
+    /* Chunks that sit back to back in the data file make one system call. */
+    for (xlate_entry *next = find(s, ino, index + 1); n < size - done && next && next->offset == e->offset + (int64_t)s->chunk_size;
+         next = find(s, ino, index + 1)) {
+      size_t more = s->chunk_size;
+      if (more > size - done - n) more = size - done - n;
+      n += more;
+      index++;
+      e = next;
+    }
     size_t piece = 0;
     while (piece < n) {
       ssize_t k = write ? pwrite(s->data_fd, buf + done + piece, n - piece, at + (off_t)piece)
