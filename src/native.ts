@@ -30,7 +30,7 @@ export interface NativeFuse {
   fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
   fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean): void;
   fuseInvalidate(handle: FuseHandle, ino: number, index: number): void;
-  fuseStats(handle: FuseHandle): [number, number, number];
+  fuseStats(handle: FuseHandle): [number, number, number, number];
   fuseUnmount(handle: FuseHandle): void;
   fuseDestroy(handle: FuseHandle): void;
 }

@@ -62,6 +62,20 @@ t.test('fio --verify on a block file: direct and buffered, random and sequential
       t.match(r.out, /err= 0/, `fio ${rw} bs=${bs} direct=${direct}: no errors`);
     }
   }
+  // PR_SET_IO_FLUSHER shows as PF_MEMALLOC_NOIO (0x80000) in the task flags of the FUSE threads.
+  const flushers = fs.readdirSync(`/proc/${d.child.pid}/task`).filter((tid) => {
+    const stat = fs.readFileSync(`/proc/${d.child.pid}/task/${tid}/stat`, 'utf8');
+    const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+    return (flags & 0x80000) !== 0;
+  });
+  const capEff = /CapEff:\s+([0-9a-f]+)/.exec(fs.readFileSync(`/proc/${d.child.pid}/status`, 'utf8'))?.[1] ?? '0';
+  const capSysResource = (BigInt(`0x${capEff}`) >> 24n) & 1n;
+  if (capSysResource === 1n) {
+    t.ok(flushers.length >= 2, `FUSE threads are IO flushers (${flushers.length} threads)`);
+  } else {
+    t.equal(flushers.length, 0, 'without CAP_SYS_RESOURCE no thread is an IO flusher');
+    t.match(d.log, /could not mark the serving threads PR_SET_IO_FLUSHER/, 'and the daemon says so');
+  }
   await stopClean(t, d);
   const stats = fastPathStats(d.log);
   t.ok(stats.fastWrites > 0 && stats.fastReads > 0, `mapped chunks were served natively (${JSON.stringify(stats)})`);

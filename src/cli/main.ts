@@ -3,6 +3,9 @@
  * its text (or JSON with --json). Any error is one line on stderr that says
  * what to fix, with exit status 1 (2 for a malformed command line).
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
 import { CowvolError, fail } from '../errors.js';
 import { resolvePoolDir } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
@@ -46,6 +49,7 @@ export function helpText(): string {
     '',
     ...Object.values(COMMANDS).map((c) => `  cowvol ${c.usage}`),
     `  cowvol ${SERVE_USAGE}`,
+    '  cowvol bench [--quick] [--runtime SECONDS]   (fio against cowvol, a C FUSE passthrough and a plain file)',
     '',
     'SIZE: bytes, or a number with K, M, G or T and an optional iB (binary units).',
     'Pool directory: --pool DIR, else $COWVOL_POOL, else /var/lib/cowvol.',
@@ -139,6 +143,13 @@ function runServe(argv: string[]): void {
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'serve') {
     runServe(argv.slice(1));
+    return;
+  }
+  if (argv[0] === 'bench') {
+    // The fio harness is a program of its own (bench/fio-bench.ts); it runs for minutes.
+    const harness = fileURLToPath(new URL('../../bench/fio-bench.js', import.meta.url));
+    const r = spawnSync(process.execPath, [harness, ...argv.slice(1)], { stdio: 'inherit' });
+    process.exitCode = r.status ?? 1;
     return;
   }
   // A running daemon holds the pool: the command goes to it, same output, same errors.

@@ -53,6 +53,11 @@ export function serve(opts: ServeOptions): Daemon {
     },
     onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
   });
+  const flusher = files.ioFlusherErrno();
+  if (flusher !== 0) {
+    // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
+    log.warn({ errno: flusher }, 'could not mark the serving threads PR_SET_IO_FLUSHER (needs CAP_SYS_RESOURCE)');
+  }
   const timer = setInterval(() => {
     try {
       pool.commit();
@@ -62,7 +67,11 @@ export function serve(opts: ServeOptions): Daemon {
   }, COMMIT_INTERVAL_MS);
   const socket = adminSocketPath(opts.poolDir);
   const admin = startAdminServer(socket, (argv) => opts.execute(argv, { pool, poolDir: opts.poolDir }), log);
-  admin.once('listening', () => log.info({ pool: opts.poolDir, mount: opts.mount, socket, volumes: pool.stats().volumes }, 'serving'));
+  admin.once('listening', () => {
+    log.info({ pool: opts.poolDir, mount: opts.mount, socket, volumes: pool.stats().volumes }, 'serving');
+    const files = pool.list().map((v) => `${opts.mount}/${v.readOnly ? 'snapshots' : 'block'}/${v.name}`);
+    process.stdout.write(`cowvol: serving ${opts.poolDir} at ${opts.mount}${files.length > 0 ? `:\n  ${files.join('\n  ')}` : ''}\n`);
+  });
 
   let stopping: Promise<void> | null = null;
   const stop = (reason: string): Promise<void> => {

@@ -69,6 +69,10 @@ export class BlockFiles implements MappingListener {
     return this.session.stats();
   }
 
+  ioFlusherErrno(): number {
+    return this.session.ioFlusherErrno();
+  }
+
   async close(): Promise<void> {
     await this.session.close();
     if (this.pool.listener === this) this.pool.listener = null;

@@ -80,6 +80,11 @@ export class FuseSession {
     return { fastReads, fastWrites, slowRequests };
   }
 
+  /** 0 when the serving threads are PR_SET_IO_FLUSHER, else the errno prctl gave. */
+  ioFlusherErrno(): number {
+    return native.fuseStats(this.handle)[3];
+  }
+
   /** Unmounts, lets the requests already queued finish, and frees the session. */
   async close(): Promise<void> {
     if (!this.unmounting) {
