@@ -341,3 +341,20 @@ except (OSError, BrokenPipeError):
   t.ok(fs.readFileSync(d.file('v@mid')).equals(first), 'writes after the snapshot never show in its file');
   await stopClean(t, d);
 });
+
+t.test('serve refuses to start with one line: pool held, mount point not a directory', async (t) => {
+  const s = setup(t, 'refuse', [], [['v', '16M']]);
+  const d = await Daemon.start(s.pool, s.mount);
+  const second = sh(process.execPath, [bin, 'serve', '--pool', s.pool, '--mount', `${s.mount}-2`]);
+  t.equal(second.status, 1, 'a second daemon on the same pool exits 1');
+  t.equal(second.stderr, `cowvol: pool ${s.pool} is in use by process ${d.child.pid}\n`, 'naming the holder');
+  await stopClean(t, d);
+  const file = path.join(path.dirname(s.mount), 'a-file');
+  fs.writeFileSync(file, '');
+  const r = sh(process.execPath, [bin, 'serve', '--pool', s.pool, '--mount', file]);
+  t.equal(r.status, 1);
+  t.equal(r.stderr, `cowvol: mount point ${file} is not a directory\n`);
+  t.equal(cli(s.pool, 'volume', 'list').status, 0, 'the pool was given back');
+  const bad = sh(process.execPath, [bin, 'serve', '--pool', s.pool, '--log-level', 'loud']);
+  t.match(bad.stderr, /^cowvol: invalid log level 'loud'/);
+});

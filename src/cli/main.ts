@@ -121,7 +121,8 @@ function runServe(argv: string[]): void {
       cacheBytes: cache === undefined ? undefined : parseSize(cache, 'cache size'),
     });
   } catch (err) {
-    if (!(err instanceof CowvolError)) throw err;
+    // Start-up failures (lock held, mount point unusable, FUSE refused) are one line too.
+    if (!(err instanceof Error)) throw err;
     process.stderr.write(`cowvol: ${err.message}\n`);
     process.exitCode = 1;
     return;

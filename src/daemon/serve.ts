@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 
+import { fail } from '../errors.js';
 import { PoolDir, dataFilePath } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { BlockFiles } from '../fuse/block-files.js';
@@ -35,24 +36,34 @@ export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
   const handle = PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
   const pool = handle.pool;
-  // Before touching the directory: a dead daemon's mount fails every access with ENOTCONN.
-  if (isMountPoint(opts.mount)) {
-    log.warn({ mount: opts.mount }, 'detaching a mount left by an earlier daemon');
-    detach(opts.mount);
+  let dataFd = -1;
+  let files: BlockFiles;
+  try {
+    // Before touching the directory: a dead daemon's mount fails every access with ENOTCONN.
+    if (isMountPoint(opts.mount)) {
+      log.warn({ mount: opts.mount }, 'detaching a mount left by an earlier daemon');
+      detach(opts.mount);
+    }
+    if (fs.existsSync(opts.mount) && !fs.statSync(opts.mount).isDirectory()) fail('EINVAL', `mount point ${opts.mount} is not a directory`);
+    fs.mkdirSync(opts.mount, { recursive: true });
+    dataFd = fs.openSync(dataFilePath(opts.poolDir), 'r+');
+    files = new BlockFiles(pool, {
+      mountpoint: opts.mount,
+      dataFd,
+      tableSlots: 1 << 18,
+      options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
+      hostFree: () => {
+        const st = fs.statfsSync(opts.poolDir);
+        return st.bavail * st.bsize;
+      },
+      onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
+    });
+  } catch (err) {
+    // Give the pool back (commit, unlock) before reporting.
+    if (dataFd >= 0) fs.closeSync(dataFd);
+    handle.close();
+    throw err;
   }
-  fs.mkdirSync(opts.mount, { recursive: true });
-  const dataFd = fs.openSync(dataFilePath(opts.poolDir), 'r+');
-  const files = new BlockFiles(pool, {
-    mountpoint: opts.mount,
-    dataFd,
-    tableSlots: 1 << 18,
-    options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
-    hostFree: () => {
-      const st = fs.statfsSync(opts.poolDir);
-      return st.bavail * st.bsize;
-    },
-    onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
-  });
   const flusher = files.ioFlusherErrno();
   if (flusher !== 0) {
     // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
