@@ -187,13 +187,21 @@ export class RadixTrees {
   /** Calls fn for each non-zero value with index in [from, to), in order. */
   forEach(tree: Tree, from: number, to: number, fn: (index: number, value: number) => void): void {
     if (tree.root === 0) return;
-    this.visit(tree.root, tree.levels - 1, 0, from, Math.min(to, capacity(tree.levels)), fn);
+    this.visit(tree.root, tree.levels - 1, 0, from, Math.min(to, capacity(tree.levels)), (index, value) => {
+      fn(index, value);
+    });
   }
 
   /** The first index in [from, to) with a non-zero value, or -1. */
   next(tree: Tree, from: number, to: number): number {
-    if (tree.root === 0) return -1;
-    return this.seek(tree.root, tree.levels - 1, 0, from, Math.min(to, capacity(tree.levels)));
+    let found = -1;
+    if (tree.root !== 0) {
+      this.visit(tree.root, tree.levels - 1, 0, from, Math.min(to, capacity(tree.levels)), (index) => {
+        found = index;
+        return true;
+      });
+    }
+    return found;
   }
 
   /** Whether a page may be modified in place in this transaction. */
@@ -202,14 +210,8 @@ export class RadixTrees {
     return kind !== PageKind.MAP || this.hooks.pageCount(page) === 1;
   }
 
-  private visit(
-    page: number,
-    level: number,
-    base: number,
-    from: number,
-    to: number,
-    fn: (index: number, value: number) => void,
-  ): void {
+  /** Visits non-zero values in [from, to) in order; stops early when fn returns true (and says so). */
+  private visit(page: number, level: number, base: number, from: number, to: number, fn: (index: number, value: number) => boolean | void): boolean {
     const span = SLOTS ** level;
     const first = Math.max(0, Math.floor((from - base) / span));
     const last = Math.min(SLOTS - 1, Math.floor((to - 1 - base) / span));
@@ -217,9 +219,10 @@ export class RadixTrees {
       // Re-fetch each time: fn may touch other pages and evict this one.
       const value = slot(this.cache.get(page), i);
       if (value === 0) continue;
-      if (level === 0) fn(base + i, value);
-      else this.visit(value, level - 1, base + i * span, from, to, fn);
+      const stop = level === 0 ? fn(base + i, value) === true : this.visit(value, level - 1, base + i * span, from, to, fn);
+      if (stop) return true;
     }
+    return false;
   }
 
   /*
@@ -227,20 +230,6 @@ export class RadixTrees {
    * recorded: recording it may walk this very tree (when it is a refcount
    * tree), and that walk must already see the new page.
    */
-  private seek(page: number, level: number, base: number, from: number, to: number): number {
-    const span = SLOTS ** level;
-    const first = Math.max(0, Math.floor((from - base) / span));
-    const last = Math.min(SLOTS - 1, Math.floor((to - 1 - base) / span));
-    for (let i = first; i <= last; i++) {
-      const value = slot(this.cache.get(page), i);
-      if (value === 0) continue;
-      if (level === 0) return base + i;
-      const found = this.seek(value, level - 1, base + i * span, from, to);
-      if (found >= 0) return found;
-    }
-    return -1;
-  }
-
   private allocate(kind: PageKind, level: number, link: (page: number) => void): void {
     const page = this.hooks.allocPage();
     this.cache.put(page, newPage(kind, level));
