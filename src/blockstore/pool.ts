@@ -79,6 +79,14 @@ export interface OpenOptions {
   dirtyPageLimit?: number;
 }
 
+export interface ForkOptions {
+  readOnly: boolean;
+  size?: number;
+  parentId?: number;
+  origin?: string;
+  labels?: Record<string, string>;
+}
+
 export interface VolumeInfo {
   id: number;
   name: string;
@@ -89,6 +97,7 @@ export interface VolumeInfo {
   parentId: number;
   createdAt: number;
   allocatedBytes: number;
+  labels: Record<string, string>;
 }
 
 export interface PoolStats {
@@ -136,6 +145,8 @@ export class Pool {
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
   private txnChanged = false;
+  /** Inside forkAll/removeAll: the caller commits once at the end. */
+  private batching = false;
   private failure: unknown = null;
   private closed = false;
   listener: MappingListener | null = null;
@@ -229,7 +240,7 @@ export class Pool {
     return v;
   }
 
-  createVolume(name: string, size: number): VolumeInfo {
+  createVolume(name: string, size: number, labels: Record<string, string> = {}): VolumeInfo {
     this.usable();
     validateVolumeName(name);
     this.validateSize(size);
@@ -240,7 +251,7 @@ export class Pool {
     }
     const tree: Tree = { root: 0, levels: levelsFor(Math.max(1, this.chunksOf(size))) };
     const v = this.catalog.add(
-      { name, size, tree, readOnly: false, parentId: 0, origin: '', createdAt: Date.now(), mapped: 0 },
+      { name, size, tree, readOnly: false, parentId: 0, origin: '', createdAt: Date.now(), mapped: 0, labels: { ...labels } },
       this.newXlateId(),
     );
     this.txnChanged = true;
@@ -252,7 +263,7 @@ export class Pool {
    * A new volume that shares every chunk of `source` as it is now: one
    * refcount on the source's root, whatever its size or history.
    */
-  fork(source: string, name: string, options: { readOnly: boolean; size?: number; parentId?: number; origin?: string }): VolumeInfo {
+  fork(source: string, name: string, options: ForkOptions): VolumeInfo {
     this.usable();
     const src = this.volume(source);
     this.nameFree(name);
@@ -274,13 +285,43 @@ export class Pool {
         origin: options.origin ?? source,
         createdAt: Date.now(),
         mapped: src.mapped,
+        labels: { ...(options.labels ?? {}) },
       },
       this.newXlateId(),
     );
     this.trees.ensureLevels(v.tree, PageKind.MAP, levelsFor(Math.max(1, this.chunksOf(size))));
     this.txnChanged = true;
-    this.commit();
+    if (!this.batching) this.commit();
     return this.info(v);
+  }
+
+  /**
+   * Several forks in one metadata transaction: after a crash either all of
+   * them exist or none does (a consistent group snapshot). Every fork is
+   * checked before any is made; if one still fails, the ones made are
+   * removed again before the commit, so nothing is half-done.
+   */
+  forkAll(forks: { source: string; name: string; options: ForkOptions }[]): VolumeInfo[] {
+    this.usable();
+    const names = new Set<string>();
+    for (const f of forks) {
+      this.volume(f.source);
+      this.nameFree(f.name);
+      if (names.has(f.name)) fail('EEXIST', `'${f.name}' is named twice`);
+      names.add(f.name);
+    }
+    const made: VolumeInfo[] = [];
+    this.batching = true;
+    try {
+      for (const f of forks) made.push(this.fork(f.source, f.name, f.options));
+    } catch (err) {
+      for (const m of made) this.remove(m.name);
+      throw err;
+    } finally {
+      this.batching = false;
+    }
+    this.commit();
+    return made;
   }
 
   remove(name: string): void {
@@ -290,6 +331,19 @@ export class Pool {
     this.trees.release(v.tree);
     this.catalog.remove(v);
     this.txnChanged = true;
+    if (!this.batching) this.commit();
+  }
+
+  /** Several removals in one metadata transaction (all names are checked first). */
+  removeAll(names: string[]): void {
+    this.usable();
+    for (const name of names) this.volume(name);
+    this.batching = true;
+    try {
+      for (const name of new Set(names)) this.remove(name);
+    } finally {
+      this.batching = false;
+    }
     this.commit();
   }
 
@@ -686,6 +740,7 @@ export class Pool {
       parentId: v.parentId,
       createdAt: v.createdAt,
       allocatedBytes: v.mapped * this.chunkSize,
+      labels: { ...v.labels },
     };
   }
 }

@@ -20,6 +20,8 @@ export interface VolumeRecord {
   createdAt: number;
   /** Chunks mapped in the tree, kept so that listing never walks a tree. */
   mapped: number;
+  /** Small string facts a frontend keeps with the volume (the CSI name, a group); fixed at creation. */
+  labels: Record<string, string>;
 }
 
 /** A record as the pool holds it in memory. */
@@ -49,6 +51,7 @@ export function encodeRecord(r: VolumeRecord): Buffer {
       origin: r.origin,
       createdAt: r.createdAt,
       mapped: r.mapped,
+      ...(Object.keys(r.labels).length > 0 ? { labels: r.labels } : {}),
     }),
   );
   if (BODY + body.length > PAGE_SIZE) throw new CowvolError('EINVAL', `record of ${r.name} is too large`);
@@ -83,8 +86,21 @@ export function decodeRecord(page: Buffer, pageNo: number): VolumeRecord {
       origin: str('origin'),
       createdAt: num('createdAt'),
       mapped: num('mapped'),
+      labels: labelsOf(j.labels),
     };
   } catch (err) {
     throw new CowvolError('ECORRUPT', `volume record page ${pageNo} is damaged: ${(err as Error).message}`);
   }
+}
+
+/** Records written before labels existed have none. */
+function labelsOf(v: unknown): Record<string, string> {
+  if (v === undefined) return {};
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('field labels');
+  const out: Record<string, string> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (typeof x !== 'string') throw new Error(`label ${k}`);
+    out[k] = x;
+  }
+  return out;
 }
