@@ -4,6 +4,7 @@
  * what to fix, with exit status 1 (2 for a malformed command line).
  */
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 import { CowvolError, fail } from '../errors.js';
@@ -11,7 +12,7 @@ import { resolvePoolDir } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { askDaemon } from './admin-client.js';
 import { isLogLevel } from '../daemon/log.js';
-import { DEFAULT_MOUNT, serve } from '../daemon/serve.js';
+import { DEFAULT_DRIVER_NAME, DEFAULT_KUBELET_DIR, DEFAULT_MAX_VOLUMES, socketPathOf } from '../csi/driver.js';
 import { parseArgs } from './args.js';
 import * as cmd from './commands.js';
 import { parseSize } from './size.js';
@@ -41,7 +42,8 @@ const COMMANDS: Record<string, CommandSpec> = {
 };
 
 const GROUPS = new Set(['pool', 'volume', 'snapshot']);
-const SERVE_USAGE = 'serve [--mount DIR] [--log-level LEVEL]   (the node daemon; default mount /run/cowvol)';
+const SERVE_USAGE =
+  'serve [--mount DIR] [--log-level LEVEL] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol)';
 
 export function helpText(): string {
   return [
@@ -101,10 +103,12 @@ export function run(argv: string[], host?: Host): RunResult {
 }
 
 /** Starts the daemon; it runs until SIGTERM or SIGINT. */
-function runServe(argv: string[]): void {
+async function runServe(argv: string[]): Promise<void> {
+  // Loaded here: the daemon (gRPC, FUSE) is more than a CLI command needs.
+  const { DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
   let daemon;
   try {
-    const args = parseArgs(argv, new Set(['pool', 'mount', 'log-level', 'cache-size']), new Set());
+    const args = parseArgs(argv, new Set(['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes']), new Set());
     if (args.positional.length > 0) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
     const flag = (name: string): string | undefined => {
       const v = args.flags.get(name);
@@ -113,12 +117,28 @@ function runServe(argv: string[]): void {
     const logLevel = flag('log-level') ?? 'info';
     if (!isLogLevel(logLevel)) fail('EINVAL', `invalid log level '${logLevel}': use fatal, error, warn, info, debug, trace or silent`);
     const cache = flag('cache-size');
+    const endpoint = flag('csi-endpoint');
+    if (endpoint === undefined) {
+      for (const f of ['node-id', 'kubelet-dir', 'driver-name', 'max-volumes']) {
+        if (flag(f) !== undefined) fail('EINVAL', `--${f} needs --csi-endpoint`);
+      }
+    } else socketPathOf(endpoint);
+    const maxVolumes = Number(flag('max-volumes') ?? DEFAULT_MAX_VOLUMES);
+    if (!Number.isSafeInteger(maxVolumes) || maxVolumes < 0) fail('EINVAL', `invalid --max-volumes '${flag('max-volumes')}': use a whole number, 0 for no limit`);
+    const driverName = flag('driver-name') ?? DEFAULT_DRIVER_NAME;
+    if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?$/.test(driverName)) fail('EINVAL', `invalid --driver-name '${driverName}': a domain-style name of at most 63 characters`);
+    const nodeId = flag('node-id') ?? os.hostname();
+    if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
       execute: run,
       poolDir: resolvePoolDir(flag('pool')),
       mount: flag('mount') ?? DEFAULT_MOUNT,
       logLevel,
       cacheBytes: cache === undefined ? undefined : parseSize(cache, 'cache size'),
+      csi:
+        endpoint === undefined
+          ? undefined
+          : { endpoint, nodeId, kubeletDir: flag('kubelet-dir') ?? DEFAULT_KUBELET_DIR, driverName, maxVolumesPerNode: maxVolumes },
     });
   } catch (err) {
     // Start-up failures (lock held, mount point unusable, FUSE refused) are one line too.
@@ -128,6 +148,11 @@ function runServe(argv: string[]): void {
     return;
   }
   const d = daemon;
+  d.started.catch((err: unknown) => {
+    // The CSI endpoint could not start: say so in one line and give the pool back.
+    process.stderr.write(`cowvol: ${err instanceof Error ? err.message : String(err)}\n`);
+    d.stop('start-up failed').finally(() => process.exit(1));
+  });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {
       d.stop(signal).then(
@@ -143,7 +168,7 @@ function runServe(argv: string[]): void {
 
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'serve') {
-    runServe(argv.slice(1));
+    await runServe(argv.slice(1));
     return;
   }
   if (argv[0] === 'bench') {

@@ -10,6 +10,10 @@ import { fail } from '../errors.js';
 import { PoolDir, dataFilePath } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { BlockFiles } from '../fuse/block-files.js';
+import { type CsiServer, startCsiServer } from '../csi/server.js';
+import { PathPolicy } from '../csi/paths.js';
+import { repairAfterRestart } from '../csi/repair.js';
+import { abortFuseConnection, fuseConnectionOf } from './fusectl.js';
 import { type CommandResult, adminSocketPath, startAdminServer } from './admin.js';
 import { type Logger, createLogger } from './log.js';
 import { detach, isMountPoint } from './mounts.js';
@@ -25,11 +29,25 @@ export interface ServeOptions {
   mount: string;
   logLevel: string;
   cacheBytes?: number;
+  csi?: CsiOptions;
 }
+
+export interface CsiOptions {
+  endpoint: string;
+  nodeId: string;
+  kubeletDir: string;
+  driverName: string;
+  maxVolumesPerNode: number;
+}
+
+/** How long stop waits for the block files to drain before cutting the FUSE connection. */
+const DRAIN_MS = 3000;
 
 export interface Daemon {
   log: Logger;
   stop(reason: string): Promise<void>;
+  /** Settles when the daemon answers on every socket (or failed to start part of it). */
+  started: Promise<void>;
 }
 
 export function serve(opts: ServeOptions): Daemon {
@@ -64,6 +82,7 @@ export function serve(opts: ServeOptions): Daemon {
     handle.close();
     throw err;
   }
+  const connection = fuseConnectionOf(opts.mount);
   const flusher = files.ioFlusherErrno();
   if (flusher !== 0) {
     // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
@@ -78,26 +97,60 @@ export function serve(opts: ServeOptions): Daemon {
   }, COMMIT_INTERVAL_MS);
   const socket = adminSocketPath(opts.poolDir);
   const admin = startAdminServer(socket, (argv) => opts.execute(argv, { pool, poolDir: opts.poolDir }), log);
-  admin.once('listening', () => {
-    log.info({ pool: opts.poolDir, mount: opts.mount, socket, volumes: pool.stats().volumes }, 'serving');
-    const files = pool.list().map((v) => `${opts.mount}/${v.readOnly ? 'snapshots' : 'block'}/${v.name}`);
-    process.stdout.write(`cowvol: serving ${opts.poolDir} at ${opts.mount}${files.length > 0 ? `:\n  ${files.join('\n  ')}` : ''}\n`);
-  });
+  let csi: CsiServer | null = null;
+  let ready = false;
+  const csiOpts = opts.csi;
+  const started = (async () => {
+    await new Promise<void>((resolve) => admin.once('listening', () => resolve()));
+    if (csiOpts) {
+      const ctx = {
+        pool,
+        ioErrors: (id: number) => files.errorCount(id),
+        mount: opts.mount,
+        nodeId: csiOpts.nodeId,
+        driverName: csiOpts.driverName,
+        kubelet: new PathPolicy(csiOpts.kubeletDir),
+        maxVolumesPerNode: csiOpts.maxVolumesPerNode,
+        hostFree: () => {
+          const st = fs.statfsSync(opts.poolDir);
+          return st.bavail * st.bsize;
+        },
+        log,
+      };
+      // Answering (Probe says not ready) while stages a previous daemon left are rebuilt.
+      csi = await startCsiServer(ctx, csiOpts.endpoint, () => ready);
+      const repaired = await repairAfterRestart(ctx);
+      if (repaired > 0) log.warn({ repaired }, 'stages rebuilt after a restart');
+    }
+    ready = true;
+    log.info({ pool: opts.poolDir, mount: opts.mount, socket, volumes: pool.stats().volumes, csi: csiOpts?.endpoint }, 'serving');
+    const list = pool.list().map((v) => `${opts.mount}/${v.readOnly ? 'snapshots' : 'block'}/${v.name}`);
+    process.stdout.write(`cowvol: serving ${opts.poolDir} at ${opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
+  })();
 
   let stopping: Promise<void> | null = null;
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'stopping: draining requests');
+      ready = false;
+      await started.catch(() => undefined);
       clearInterval(timer);
+      if (csi !== null) await (csi as CsiServer).close();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       fs.rmSync(socket, { force: true });
       const stats = files.stats();
+      // Loop devices over the block files keep the connection open after the
+      // unmount; once queued requests had their time, cut it (see repair.ts).
+      const cut = setTimeout(() => {
+        if (abortFuseConnection(connection)) log.warn({ connection }, 'FUSE connection still in use (loop devices): aborted it');
+      }, DRAIN_MS);
       await files.close();
+      clearTimeout(cut);
       handle.close();
       fs.closeSync(dataFd);
       log.info({ stats }, 'stopped cleanly');
     })();
     return stopping;
   };
-  return { log, stop };
+  return { log, stop, started };
 }

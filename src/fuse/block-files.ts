@@ -57,6 +57,8 @@ export class BlockFiles implements MappingListener {
   private readonly session: FuseSession;
   private readonly opts: BlockFilesOptions;
   private readonly started = Math.floor(Date.now() / 1000);
+  /** I/O requests that failed with EIO, by volume id: what CSI reports as an abnormal volume condition. */
+  private readonly ioErrors = new Map<number, number>();
 
   constructor(pool: Pool, opts: BlockFilesOptions) {
     this.pool = pool;
@@ -76,6 +78,11 @@ export class BlockFiles implements MappingListener {
   async close(): Promise<void> {
     await this.session.close();
     if (this.pool.listener === this) this.pool.listener = null;
+  }
+
+  /** EIO answers given for this volume since the daemon started. */
+  errorCount(volumeId: number): number {
+    return this.ioErrors.get(volumeId) ?? 0;
   }
 
   dropVolume(id: number): void {
@@ -100,6 +107,10 @@ export class BlockFiles implements MappingListener {
       if (err instanceof Reject) code = err.errno;
       else if (err instanceof CowvolError) code = errno[err.code];
       else this.opts.onError?.(err, req);
+      if (code === errno.EIO && req.ino >= VOLUME_INO_BASE) {
+        const id = req.ino - VOLUME_INO_BASE;
+        this.ioErrors.set(id, (this.ioErrors.get(id) ?? 0) + 1);
+      }
       this.session.reply(req.id, code);
       return;
     }

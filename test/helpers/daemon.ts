@@ -24,18 +24,18 @@ export class Daemon {
   log = '';
   private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  private constructor(pool: string, mount: string) {
+  private constructor(pool: string, mount: string, extra: string[]) {
     this.pool = pool;
     this.mount = mount;
-    this.child = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--log-level', 'info'], {
+    this.child = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--log-level', 'info', ...extra], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.child.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  static async start(pool: string, mount: string): Promise<Daemon> {
-    const d = new Daemon(pool, mount);
+  static async start(pool: string, mount: string, extra: string[] = []): Promise<Daemon> {
+    const d = new Daemon(pool, mount, extra);
     for (let i = 0; i < 200; i++) {
       if (d.log.includes('"msg":"serving"')) return d;
       if (d.child.exitCode !== null) break;

@@ -1,0 +1,309 @@
+/**
+ * The CSI Controller service: volumes and snapshots in the pool. Every
+ * change is one pool transaction that commits before the answer goes back,
+ * so a success is durable. Volumes are thin: capacity is what the volume
+ * may grow to, not space taken.
+ */
+import { isValidName } from '../blockstore/names.js';
+import type { Pool, VolumeInfo } from '../blockstore/pool.js';
+import { MULTI_NODE_MODES, usageOf } from './capabilities.js';
+import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, blockFile, nodeTopology } from './driver.js';
+import { listLoops, refreshLoop } from './host/loop.js';
+import { nameProblem, poolNameFor, snapshotIdFor } from './ids.js';
+import type { CapacityRange, ContentSource, CreateVolumeRequest, CsiSnapshot, CsiVolume, Topology, TopologyRequirement, VolumeCapability, VolumeCondition } from './proto.js';
+import { timestamp } from './proto.js';
+import { CsiError, csiFail, status } from './status.js';
+
+const MiB = 1 << 20;
+export const DEFAULT_VOLUME_SIZE = 1 << 30;
+/** mkfs.xfs refuses smaller filesystems. */
+const XFS_MIN_SIZE = 300 * MiB;
+
+export class ControllerService {
+  private readonly pool: Pool;
+
+  constructor(
+    private readonly ctx: DriverContext,
+    private readonly inflight: InFlight,
+  ) {
+    this.pool = ctx.pool;
+  }
+
+  // ---- volumes -----------------------------------------------------------------
+
+  async createVolume(req: CreateVolumeRequest): Promise<CsiVolume> {
+    const problem = nameProblem(req.name);
+    if (problem !== null) csiFail(status.INVALID_ARGUMENT, problem);
+    if (req.volumeCapabilities.length === 0) csiFail(status.INVALID_ARGUMENT, 'volume_capabilities is required');
+    const usages = req.volumeCapabilities.map((c, i) => usageOf(c, `volume_capabilities[${i}]`));
+    checkParameters(req.parameters, 'parameters');
+    if (Object.keys(req.mutableParameters).length > 0) csiFail(status.INVALID_ARGUMENT, 'mutable_parameters are not supported (no MODIFY_VOLUME)');
+    this.checkTopology(req.accessibilityRequirements, usages.some((u) => MULTI_NODE_MODES.includes(u.mode)));
+    const name = poolNameFor(req.name);
+    const source = this.contentSource(req.volumeContentSource);
+    const minSize = usages.some((u) => u.fsType === 'xfs') ? XFS_MIN_SIZE : 4096;
+    const params = JSON.stringify(sorted(req.parameters));
+    return this.inflight.run([name], () => {
+      const existing = this.pool.has(name) ? this.pool.stat(name) : undefined;
+      if (existing) {
+        if (existing.readOnly || existing.labels[LABEL.name] !== req.name) csiFail(status.ALREADY_EXISTS, `'${name}' exists and was not created for CSI name '${req.name}'`);
+        const range = req.capacityRange;
+        if (range && ((range.requiredBytes > 0 && existing.size < range.requiredBytes) || (range.limitBytes > 0 && existing.size > range.limitBytes))) {
+          csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists with ${existing.size} bytes, outside the capacity range asked for`);
+        }
+        if ((existing.labels[LABEL.source] ?? '') !== sourceKey(req.volumeContentSource)) csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists with another content source`);
+        if ((existing.labels[LABEL.parameters] ?? '{}') !== params) csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists with other parameters`);
+        return this.csiVolume(existing);
+      }
+      const size = pickSize(req.capacityRange, Math.max(minSize, source?.size ?? 0));
+      const labels: Record<string, string> = { [LABEL.name]: req.name, [LABEL.parameters]: params };
+      const key = sourceKey(req.volumeContentSource);
+      if (key !== '') labels[LABEL.source] = key;
+      const v = source
+        ? this.pool.fork(source.name, name, { readOnly: false, size, origin: source.name, labels })
+        : this.pool.createVolume(name, size, labels);
+      this.ctx.log.info({ volume: name, size, source: source?.name }, 'volume created');
+      return this.csiVolume(v);
+    });
+  }
+
+  async deleteVolume(volumeId: string): Promise<void> {
+    if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
+    await this.inflight.run([volumeId], async () => {
+      if (!isValidName(volumeId) || !this.pool.has(volumeId)) return;
+      const v = this.pool.stat(volumeId);
+      if (v.readOnly) return;
+      const file = blockFile(this.ctx, volumeId);
+      const loops = (await listLoops()).filter((l) => l.backFile === file);
+      if (loops.length > 0) csiFail(status.FAILED_PRECONDITION, `volume '${volumeId}' is in use on this node (${loops.map((l) => l.name).join(', ')}); unpublish and unstage it first`);
+      this.pool.remove(volumeId);
+      this.ctx.log.info({ volume: volumeId }, 'volume deleted');
+    });
+  }
+
+  validate(volumeId: string, caps: VolumeCapability[], context: Record<string, string>, parameters: Record<string, string>): object {
+    const v = this.existingVolume(volumeId);
+    if (caps.length === 0) csiFail(status.INVALID_ARGUMENT, 'volume_capabilities is required');
+    try {
+      caps.forEach((c, i) => usageOf(c, `volume_capabilities[${i}]`));
+      if (Object.keys(parameters).length > 0 && JSON.stringify(sorted(parameters)) !== (v.labels[LABEL.parameters] ?? '{}')) {
+        return { message: 'the parameters differ from those the volume was created with' };
+      }
+    } catch (err) {
+      if (err instanceof CsiError && err.code === status.INVALID_ARGUMENT) return { message: err.message };
+      throw err;
+    }
+    return { confirmed: { volumeContext: context, volumeCapabilities: caps, parameters } };
+  }
+
+  listVolumes(maxEntries: number, startingToken: string): object {
+    const all = this.pool.list().filter((v) => !v.readOnly);
+    const [page, next] = paginate(all, maxEntries, startingToken);
+    return { entries: page.map((v) => ({ volume: this.csiVolume(v), status: { volumeCondition: this.condition(v) } })), nextToken: next };
+  }
+
+  getVolume(volumeId: string): object {
+    const v = this.existingVolume(volumeId);
+    return { volume: this.csiVolume(v), status: { publishedNodeIds: [], volumeCondition: this.condition(v) } };
+  }
+
+  capacity(caps: VolumeCapability[], topology: Topology | null): object {
+    caps.forEach((c, i) => usageOf(c, `volume_capabilities[${i}]`));
+    if (topology && topology.segments[TOPOLOGY_KEY] !== this.ctx.nodeId) return { availableCapacity: 0 };
+    const st = this.pool.stats();
+    const available = Number.isFinite(st.freeChunks) ? st.freeChunks * st.chunkSize : this.ctx.hostFree();
+    return { availableCapacity: available };
+  }
+
+  async expand(volumeId: string, range: CapacityRange | null, cap: VolumeCapability | null): Promise<{ capacityBytes: number; nodeExpansionRequired: boolean }> {
+    if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
+    if (!range || (range.requiredBytes <= 0 && range.limitBytes <= 0)) csiFail(status.INVALID_ARGUMENT, 'capacity_range is required');
+    const block = cap ? usageOf(cap).block : false;
+    return this.inflight.run([volumeId], async () => {
+      const v = this.existingVolume(volumeId);
+      if (range.limitBytes > 0 && range.limitBytes < v.size) csiFail(status.OUT_OF_RANGE, `volume '${volumeId}' is ${v.size} bytes, above limit_bytes ${range.limitBytes}; volumes do not shrink`);
+      const size = pickSize(range, v.size);
+      const grown = size > v.size ? this.pool.grow(volumeId, size) : v;
+      // The loop devices over the volume learn the new size here, so a block volume needs no node step.
+      const file = blockFile(this.ctx, volumeId);
+      for (const loop of (await listLoops()).filter((l) => l.backFile === file)) await refreshLoop(loop.name);
+      this.ctx.log.info({ volume: volumeId, size: grown.size }, 'volume expanded');
+      return { capacityBytes: grown.size, nodeExpansionRequired: !block };
+    });
+  }
+
+  capabilities(): object[] {
+    return [
+      'CREATE_DELETE_VOLUME',
+      'LIST_VOLUMES',
+      'GET_CAPACITY',
+      'CREATE_DELETE_SNAPSHOT',
+      'LIST_SNAPSHOTS',
+      'CLONE_VOLUME',
+      'EXPAND_VOLUME',
+      'VOLUME_CONDITION',
+      'GET_VOLUME',
+      'SINGLE_NODE_MULTI_WRITER',
+      'GET_SNAPSHOT',
+    ].map((type) => ({ rpc: { type } }));
+  }
+
+  // ---- snapshots ---------------------------------------------------------------
+
+  createSnapshot(sourceVolumeId: string, name: string, parameters: Record<string, string>): Promise<CsiSnapshot> {
+    if (sourceVolumeId === '') csiFail(status.INVALID_ARGUMENT, 'source_volume_id is required');
+    const problem = nameProblem(name);
+    if (problem !== null) csiFail(status.INVALID_ARGUMENT, problem);
+    checkParameters(parameters, 'parameters');
+    return this.inflight.run([sourceVolumeId], () => {
+      const same = this.pool.list().find((v) => v.readOnly && v.labels[LABEL.name] === name && v.labels[LABEL.group] === undefined);
+      if (same) {
+        if (same.origin !== sourceVolumeId) csiFail(status.ALREADY_EXISTS, `snapshot '${name}' exists for volume '${same.origin}', not '${sourceVolumeId}'`);
+        return this.csiSnapshot(same);
+      }
+      const src = this.existingVolume(sourceVolumeId);
+      const snap = this.pool.fork(src.name, snapshotIdFor(src.name, name), { readOnly: true, parentId: src.id, origin: src.name, labels: { [LABEL.name]: name } });
+      this.ctx.log.info({ snapshot: snap.name }, 'snapshot created');
+      return this.csiSnapshot(snap);
+    });
+  }
+
+  deleteSnapshot(snapshotId: string): void {
+    if (snapshotId === '') csiFail(status.INVALID_ARGUMENT, 'snapshot_id is required');
+    const snap = this.findSnapshot(snapshotId);
+    if (!snap) return;
+    const group = snap.labels[LABEL.group];
+    if (group !== undefined) csiFail(status.FAILED_PRECONDITION, `snapshot '${snapshotId}' belongs to group snapshot '${group}'; delete the group`);
+    this.pool.remove(snap.name);
+    this.ctx.log.info({ snapshot: snapshotId }, 'snapshot deleted');
+  }
+
+  listSnapshots(maxEntries: number, startingToken: string, sourceVolumeId: string, snapshotId: string): object {
+    let all = this.pool.list().filter((v) => v.readOnly);
+    if (snapshotId !== '') all = all.filter((v) => v.name === snapshotId);
+    if (sourceVolumeId !== '') all = all.filter((v) => v.origin === sourceVolumeId);
+    const [page, next] = paginate(all, maxEntries, startingToken);
+    return { entries: page.map((v) => ({ snapshot: this.csiSnapshot(v) })), nextToken: next };
+  }
+
+  getSnapshot(snapshotId: string): CsiSnapshot {
+    if (snapshotId === '') csiFail(status.INVALID_ARGUMENT, 'snapshot_id is required');
+    const snap = this.findSnapshot(snapshotId);
+    if (!snap) csiFail(status.NOT_FOUND, `no snapshot '${snapshotId}'`);
+    return this.csiSnapshot(snap);
+  }
+
+  csiSnapshot(v: VolumeInfo): CsiSnapshot {
+    return {
+      sizeBytes: v.size,
+      snapshotId: v.name,
+      sourceVolumeId: v.origin,
+      creationTime: timestamp(v.createdAt),
+      readyToUse: true,
+      groupSnapshotId: v.labels[LABEL.group] ?? '',
+    };
+  }
+
+  findSnapshot(id: string): VolumeInfo | undefined {
+    if (!id.includes('@') || !this.pool.has(id)) return undefined;
+    const v = this.pool.stat(id);
+    return v.readOnly ? v : undefined;
+  }
+
+  // ---- internals -------------------------------------------------------------------
+
+  private existingVolume(volumeId: string): VolumeInfo {
+    if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
+    if (!isValidName(volumeId) || !this.pool.has(volumeId)) csiFail(status.NOT_FOUND, `no volume '${volumeId}'`);
+    const v = this.pool.stat(volumeId);
+    if (v.readOnly) csiFail(status.NOT_FOUND, `'${volumeId}' is a snapshot, not a volume`);
+    return v;
+  }
+
+  private contentSource(src: ContentSource | null): VolumeInfo | undefined {
+    if (!src || src.type === undefined) return undefined;
+    if (src.type === 'snapshot') {
+      const id = src.snapshot?.snapshotId ?? '';
+      if (id === '') csiFail(status.INVALID_ARGUMENT, 'volume_content_source.snapshot.snapshot_id is required');
+      const snap = this.findSnapshot(id);
+      if (!snap) csiFail(status.NOT_FOUND, `no snapshot '${id}' to restore from`);
+      return snap;
+    }
+    const id = src.volume?.volumeId ?? '';
+    if (id === '') csiFail(status.INVALID_ARGUMENT, 'volume_content_source.volume.volume_id is required');
+    if (!isValidName(id) || !this.pool.has(id) || this.pool.stat(id).readOnly) csiFail(status.NOT_FOUND, `no volume '${id}' to clone`);
+    return this.pool.stat(id);
+  }
+
+  /**
+   * Volumes live on this node. A requisite topology must include it; a mode
+   * that names several nodes needs every requisite topology to be this node,
+   * which is how "multi-node" is pinned to one.
+   */
+  private checkTopology(req: TopologyRequirement | null, multiNode: boolean): void {
+    const here = (t: Topology): boolean => t.segments[TOPOLOGY_KEY] === this.ctx.nodeId;
+    const requisite = req?.requisite ?? [];
+    if (requisite.length > 0 && !requisite.some(here)) {
+      csiFail(status.RESOURCE_EXHAUSTED, `this driver provisions on node '${this.ctx.nodeId}' only, which the requisite topology does not include`);
+    }
+    if (multiNode && (requisite.length === 0 || !requisite.every(here))) {
+      csiFail(status.INVALID_ARGUMENT, `multi-node access modes need the volume pinned to node '${this.ctx.nodeId}' by requisite topology (volumes are node-local)`);
+    }
+  }
+
+  private condition(v: VolumeInfo): VolumeCondition {
+    const errors = this.ctx.ioErrors(v.id);
+    return errors > 0 ? { abnormal: true, message: `${errors} I/O errors on volume '${v.name}' since the daemon started` } : { abnormal: false, message: 'healthy' };
+  }
+
+  private csiVolume(v: VolumeInfo): CsiVolume {
+    const source = v.labels[LABEL.source] ?? '';
+    let contentSource: ContentSource | null = null;
+    if (source.startsWith('snapshot:')) contentSource = { snapshot: { snapshotId: source.slice(9) } };
+    else if (source.startsWith('volume:')) contentSource = { volume: { volumeId: source.slice(7) } };
+    return { capacityBytes: v.size, volumeId: v.name, volumeContext: {}, contentSource, accessibleTopology: [nodeTopology(this.ctx)] };
+  }
+}
+
+/** A size in the range: the required size (or 1 GiB) rounded up to 1 MiB, or to 4 KiB if the limit is tighter. */
+export function pickSize(range: CapacityRange | null, minimum: number): number {
+  const required = range?.requiredBytes ?? 0;
+  const limit = range?.limitBytes ?? 0;
+  if (required < 0 || limit < 0) csiFail(status.INVALID_ARGUMENT, 'capacity_range values must not be negative');
+  if (limit > 0 && required > limit) csiFail(status.INVALID_ARGUMENT, `required_bytes ${required} is above limit_bytes ${limit}`);
+  let want = required > 0 ? required : DEFAULT_VOLUME_SIZE;
+  if (required === 0 && limit > 0) want = Math.min(want, limit);
+  want = Math.max(want, minimum);
+  let size = Math.ceil(want / MiB) * MiB;
+  if (limit > 0 && size > limit) size = Math.ceil(want / 4096) * 4096;
+  if (limit > 0 && size > limit) csiFail(status.OUT_OF_RANGE, `no size fits: at least ${want} bytes are needed and limit_bytes is ${limit}`);
+  return size;
+}
+
+/** cowvol takes no parameters of its own; kubernetes' own keys pass through. */
+function checkParameters(params: Record<string, string>, field: string): void {
+  for (const k of Object.keys(params)) {
+    if (!k.startsWith('csi.storage.k8s.io/')) csiFail(status.INVALID_ARGUMENT, `${field}: unknown key '${k}' (cowvol takes no parameters of its own)`);
+  }
+}
+
+function sourceKey(src: ContentSource | null): string {
+  if (!src || src.type === undefined) return '';
+  return src.type === 'snapshot' ? `snapshot:${src.snapshot?.snapshotId ?? ''}` : `volume:${src.volume?.volumeId ?? ''}`;
+}
+
+function sorted(m: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** Pages by position in the name-ordered list; a token that is not a position gets ABORTED, as the spec says. */
+export function paginate<T>(all: T[], maxEntries: number, token: string): [T[], string] {
+  if (maxEntries < 0) csiFail(status.INVALID_ARGUMENT, 'max_entries must not be negative');
+  let start = 0;
+  if (token !== '') {
+    if (!/^\d+$/.test(token) || Number(token) > all.length) throw new CsiError(status.ABORTED, `starting_token '${token}' is not valid (the list may have changed)`);
+    start = Number(token);
+  }
+  const end = maxEntries > 0 ? Math.min(all.length, start + maxEntries) : all.length;
+  return [all.slice(start, end), end < all.length ? String(end) : ''];
+}

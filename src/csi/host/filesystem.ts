@@ -1,0 +1,91 @@
+/**
+ * Filesystems on volumes: detect, make, mount, grow. ext4 and xfs only.
+ * xfs is always mounted with nouuid: a clone or restored snapshot carries its
+ * source's UUID, and xfs refuses a second mount with the same one.
+ */
+import { HostError, run } from './run.js';
+
+export const FILESYSTEMS = ['ext4', 'xfs'] as const;
+export type FsType = (typeof FILESYSTEMS)[number];
+
+export function isFsType(s: string): s is FsType {
+  return (FILESYSTEMS as readonly string[]).includes(s);
+}
+
+/** The filesystem on a device, or '' for none (blkid exits 2 when it finds nothing). */
+export async function detectFs(device: string): Promise<string> {
+  try {
+    return (await run('blkid', ['--probe', '--match-tag', 'TYPE', '--output', 'value', device])).trim();
+  } catch (err) {
+    if (err instanceof HostError && err.exitCode === 2) return '';
+    throw err;
+  }
+}
+
+export async function makeFs(device: string, fsType: FsType): Promise<void> {
+  // No discard pass: a new volume is already all holes.
+  if (fsType === 'ext4') await run('mkfs.ext4', ['-q', '-F', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', device]);
+  else await run('mkfs.xfs', ['-q', '-f', '-K', device]);
+}
+
+export async function mountFs(device: string, target: string, fsType: FsType, flags: string[], readOnly: boolean): Promise<void> {
+  const options = [...flags];
+  if (readOnly) options.push('ro');
+  if (fsType === 'xfs' && !options.includes('nouuid')) options.push('nouuid');
+  const args = ['-t', fsType];
+  if (options.length > 0) args.push('-o', options.join(','));
+  await run('mount', [...args, device, target]);
+}
+
+/** A bind mount; read-only takes a second step, as the kernel ignores ro on the first. */
+export async function bindMount(source: string, target: string, readOnly: boolean): Promise<void> {
+  await run('mount', ['--bind', source, target]);
+  if (readOnly) {
+    try {
+      await run('mount', ['-o', 'remount,bind,ro', target]);
+    } catch (err) {
+      await unmount(target, false);
+      throw err;
+    }
+  }
+}
+
+export async function unmount(target: string, lazy: boolean): Promise<void> {
+  await run('umount', lazy ? ['--lazy', target] : [target]);
+}
+
+/**
+ * Grows a mounted filesystem to its device. Online ext4 growth needs
+ * CAP_SYS_RESOURCE (the kernel checks it in the resize ioctl); without it the
+ * error says so, and growExt4Offline at the next stage does the job.
+ */
+export async function growFs(fsType: FsType, device: string, mountPoint: string): Promise<void> {
+  if (fsType === 'xfs') {
+    await run('xfs_growfs', [mountPoint]);
+    return;
+  }
+  try {
+    await run('resize2fs', [device]);
+  } catch (err) {
+    if (err instanceof Error && /Permission denied/.test(err.message)) {
+      throw new HostError(`growing ext4 online needs CAP_SYS_RESOURCE, which the daemon lacks (${err.message}); it grows at the next stage`, null, 'EPERM');
+    }
+    throw err;
+  }
+}
+
+/** Before mounting: grows an ext4 filesystem smaller than its device (a restore or clone to a larger size). */
+export async function growExt4Offline(device: string): Promise<void> {
+  const header = await run('dumpe2fs', ['-h', device]);
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(header)?.[1] ?? NaN);
+  const fsBytes = field('Block count') * field('Block size');
+  const deviceBytes = Number((await run('blockdev', ['--getsize64', device])).trim());
+  if (!(fsBytes < deviceBytes - field('Block size'))) return;
+  try {
+    await run('e2fsck', ['-f', '-p', device]);
+  } catch (err) {
+    // 1: errors were corrected, which is fine to go on from.
+    if (!(err instanceof HostError && err.exitCode === 1)) throw err;
+  }
+  await run('resize2fs', [device]);
+}

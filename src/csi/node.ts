@@ -1,0 +1,322 @@
+/**
+ * The CSI Node service: stage (loop device, filesystem), publish (bind
+ * mounts), stats, online expansion, inline ephemeral volumes.
+ *
+ * Caveats: mount flags given at stage are not recorded anywhere but the
+ * kernel; a restart that has to rebuild a stage (see repair.ts) mounts with
+ * the defaults. Block publishes that are read-only get their own read-only
+ * loop device.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+
+import { isValidName } from '../blockstore/names.js';
+import type { VolumeInfo } from '../blockstore/pool.js';
+import { parseSize } from '../cli/size.js';
+import { publishRefusal, usageOf, type Usage } from './capabilities.js';
+import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology } from './driver.js';
+import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from './host/filesystem.js';
+import { attachLoop, detachLoop, refreshLoop } from './host/loop.js';
+import { type NodeSnapshot, type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
+import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability, VolumeCondition } from './proto.js';
+import { CsiError, csiFail, status } from './status.js';
+
+const EPHEMERAL_KEY = 'csi.storage.k8s.io/ephemeral';
+const DEFAULT_EPHEMERAL_SIZE = 1 << 30;
+
+export class NodeService {
+  constructor(
+    private readonly ctx: DriverContext,
+    private readonly inflight: InFlight,
+  ) {}
+
+  // ---- stage ------------------------------------------------------------------
+
+  async stage(req: NodeStageVolumeRequest): Promise<void> {
+    const name = this.requireId(req.volumeId);
+    const staging = this.ctx.kubelet.check(req.stagingTargetPath, 'staging_target_path');
+    const usage = usageOf(req.volumeCapability);
+    await this.inflight.run([name], async () => {
+      this.volume(name);
+      const state = volumeState(await readNode(), blockFile(this.ctx, name));
+      const here = stagedAt(state, staging, usage.block);
+      if (here) {
+        if (!usage.block && here.entry.fsType !== usage.fsType) {
+          csiFail(status.ALREADY_EXISTS, `volume '${name}' is staged at ${staging} as ${here.entry.fsType}, not ${usage.fsType}`);
+        }
+        return;
+      }
+      const elsewhere = state.mounts.find((m) => (usage.block ? m.entry.mountPoint.endsWith('/dev') && m.entry.fsType === 'devtmpfs' : m.entry.fsType !== 'devtmpfs' && m.entry.root === '/'));
+      if (elsewhere) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is already staged at ${elsewhere.entry.mountPoint}`);
+      fs.mkdirSync(staging, { recursive: true });
+      const readOnly = usage.mode === 'SINGLE_NODE_READER_ONLY' || usage.mode === 'MULTI_NODE_READER_ONLY';
+      const device = await attachLoop(state.file, usage.block && readOnly);
+      try {
+        if (usage.block) {
+          const file = blockStagingFile(staging);
+          fs.writeFileSync(file, '');
+          await bindMount(device, file, false);
+        } else {
+          await this.mountFilesystem(name, device, staging, usage, readOnly);
+        }
+      } catch (err) {
+        await detachLoop(device).catch(() => undefined);
+        throw err;
+      }
+      this.ctx.log.info({ volume: name, staging, device }, 'staged');
+    });
+  }
+
+  async unstage(volumeId: string, stagingTargetPath: string): Promise<void> {
+    const name = this.requireId(volumeId);
+    const staging = this.ctx.kubelet.check(stagingTargetPath, 'staging_target_path');
+    await this.inflight.run([name], async () => {
+      const state = volumeState(await readNode(), blockFile(this.ctx, name));
+      const here = stagedAt(state, staging, false) ?? stagedAt(state, staging, true);
+      if (here) {
+        const still = otherMounts(state, here.entry.mountPoint);
+        if (still.length > 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is still published at ${still.map((m) => m.entry.mountPoint).join(', ')}`);
+        await unmount(here.entry.mountPoint, false);
+        if (here.entry.fsType === 'devtmpfs') fs.rmSync(here.entry.mountPoint, { force: true });
+        await detachLoop(here.loop.name);
+        this.ctx.log.info({ volume: name, staging }, 'unstaged');
+      }
+      await this.detachUnused(name);
+    });
+  }
+
+  // ---- publish ----------------------------------------------------------------
+
+  async publish(req: NodePublishVolumeRequest): Promise<void> {
+    const name = this.requireId(req.volumeId);
+    const target = this.ctx.kubelet.check(req.targetPath, 'target_path');
+    const usage = usageOf(req.volumeCapability);
+    if (req.volumeContext[EPHEMERAL_KEY] === 'true') {
+      await this.inflight.run([name], () => this.publishEphemeral(name, target, usage, req));
+      return;
+    }
+    const staging = this.ctx.kubelet.check(req.stagingTargetPath, 'staging_target_path');
+    if (staging === target) csiFail(status.INVALID_ARGUMENT, 'target_path and staging_target_path are the same');
+    await this.inflight.run([name], async () => {
+      this.volume(name);
+      const node = await readNode();
+      const state = volumeState(node, blockFile(this.ctx, name));
+      const staged = stagedAt(state, staging, usage.block);
+      if (!staged) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged at ${staging} as a ${usage.block ? 'block device' : 'filesystem'}`);
+      const existing = state.mounts.find((m) => m.entry.mountPoint === target);
+      if (existing) {
+        if (existing.entry.readOnly !== req.readonly && !(usage.block && existing.loop.readOnly === req.readonly)) {
+          csiFail(status.ALREADY_EXISTS, `volume '${name}' is published at ${target} ${existing.entry.readOnly ? 'read-only' : 'read-write'} already`);
+        }
+        return;
+      }
+      if (isMountedAt(node, target)) csiFail(status.ALREADY_EXISTS, `something else is mounted at ${target}`);
+      const others = otherMounts(state, staged.entry.mountPoint, target).map((m) => ({ readOnly: m.entry.readOnly || m.loop.readOnly }));
+      const refusal = publishRefusal(usage.mode, req.readonly, others);
+      if (refusal !== null) csiFail(status.FAILED_PRECONDITION, `cannot publish '${name}' at ${target}: ${refusal}`);
+      if (usage.block) await this.publishBlock(state, staged.loop.name, target, req.readonly);
+      else {
+        fs.mkdirSync(target, { recursive: true });
+        await bindMount(staged.entry.mountPoint, target, req.readonly);
+      }
+      this.ctx.log.info({ volume: name, target, readOnly: req.readonly }, 'published');
+    });
+  }
+
+  async unpublish(volumeId: string, targetPath: string): Promise<void> {
+    const name = this.requireId(volumeId);
+    const target = this.ctx.kubelet.check(targetPath, 'target_path');
+    await this.inflight.run([name], async () => {
+      const node = await readNode();
+      const state = volumeState(node, blockFile(this.ctx, name));
+      const here = state.mounts.find((m) => m.entry.mountPoint === target);
+      if (!here) {
+        if (isMountedAt(node, target)) csiFail(status.NOT_FOUND, `${target} is not a publish of volume '${name}'`);
+        removeTarget(target);
+        return;
+      }
+      await unmount(target, false);
+      removeTarget(target);
+      const v = this.ctx.pool.has(name) ? this.ctx.pool.stat(name) : undefined;
+      if (v?.labels[LABEL.ephemeral] === 'true') {
+        await detachLoop(here.loop.name);
+        this.ctx.pool.remove(name);
+        this.ctx.log.info({ volume: name, target }, 'ephemeral volume deleted');
+        return;
+      }
+      await this.detachUnused(name);
+      this.ctx.log.info({ volume: name, target }, 'unpublished');
+    });
+  }
+
+  // ---- stats and expansion ----------------------------------------------------
+
+  async stats(volumeId: string, volumePath: string): Promise<{ usage: object[]; volumeCondition: VolumeCondition }> {
+    const name = this.requireId(volumeId);
+    const where = this.ctx.kubelet.check(volumePath, 'volume_path');
+    const v = this.volume(name);
+    // Asynchronous, like every look into a volume's filesystem: its I/O may need this thread (the FUSE slow path).
+    if ((await fsp.lstat(where).catch(() => null)) === null) csiFail(status.NOT_FOUND, `volume_path ${where} does not exist`);
+    const state = volumeState(await readNode(), blockFile(this.ctx, name));
+    const here = state.mounts.find((m) => m.entry.mountPoint === where);
+    const condition = this.condition(v, state, here !== undefined, where);
+    if (here && here.entry.fsType === 'devtmpfs') {
+      return { usage: [{ unit: 'BYTES', total: v.size, used: v.allocatedBytes, available: Math.max(0, v.size - v.allocatedBytes) }], volumeCondition: condition };
+    }
+    if (!here) return { usage: [], volumeCondition: condition };
+    const st = await fsp.statfs(where);
+    return {
+      usage: [
+        { unit: 'BYTES', total: st.blocks * st.bsize, available: st.bavail * st.bsize, used: (st.blocks - st.bfree) * st.bsize },
+        { unit: 'INODES', total: st.files, available: st.ffree, used: st.files - st.ffree },
+      ],
+      volumeCondition: condition,
+    };
+  }
+
+  async expand(volumeId: string, volumePath: string, requiredBytes: number, cap: VolumeCapability | null): Promise<number> {
+    const name = this.requireId(volumeId);
+    const where = this.ctx.kubelet.check(volumePath, 'volume_path');
+    return this.inflight.run([name], async () => {
+      const v = this.volume(name);
+      if (requiredBytes > v.size) csiFail(status.OUT_OF_RANGE, `volume '${name}' is ${v.size} bytes; expand it through the controller first`);
+      const state = volumeState(await readNode(), blockFile(this.ctx, name));
+      if (state.loops.length === 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged on this node`);
+      for (const loop of state.loops) await refreshLoop(loop.name);
+      const here = state.mounts.find((m) => m.entry.mountPoint === where);
+      if (!here) csiFail(status.NOT_FOUND, `volume '${name}' is not mounted at ${where}`);
+      const block = cap?.accessType === 'block' || here.entry.fsType === 'devtmpfs';
+      if (!block) {
+        const fsType = here.entry.fsType;
+        if (!isFsType(fsType)) csiFail(status.FAILED_PRECONDITION, `volume '${name}' carries ${fsType}, which cowvol does not grow`);
+        // Grow through the writable mount: a read-only publish cannot grow the filesystem.
+        const rw = state.mounts.find((m) => m.loop.name === here.loop.name && m.entry.fsType === fsType && !m.entry.readOnly);
+        if (!rw) csiFail(status.FAILED_PRECONDITION, `volume '${name}' has no writable mount to grow the filesystem through`);
+        await growFs(fsType, here.loop.name, rw.entry.mountPoint);
+      }
+      this.ctx.log.info({ volume: name, size: v.size }, 'expanded on the node');
+      return v.size;
+    });
+  }
+
+  capabilities(): object[] {
+    return ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'].map((type) => ({ rpc: { type } }));
+  }
+
+  info(): object {
+    return { nodeId: this.ctx.nodeId, maxVolumesPerNode: this.ctx.maxVolumesPerNode, accessibleTopology: nodeTopology(this.ctx) };
+  }
+
+  // ---- internals ----------------------------------------------------------------
+
+  private requireId(volumeId: string): string {
+    if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
+    return volumeId;
+  }
+
+  private volume(name: string): VolumeInfo {
+    if (!isValidName(name) || !this.ctx.pool.has(name)) csiFail(status.NOT_FOUND, `no volume '${name}'`);
+    const v = this.ctx.pool.stat(name);
+    if (v.readOnly) csiFail(status.NOT_FOUND, `'${name}' is a snapshot, not a volume`);
+    return v;
+  }
+
+  private condition(v: VolumeInfo, state: VolumeState, mounted: boolean, where: string): VolumeCondition {
+    const errors = this.ctx.ioErrors(v.id);
+    if (errors > 0) return { abnormal: true, message: `${errors} I/O errors on volume '${v.name}' since the daemon started` };
+    if (!mounted) return { abnormal: true, message: `volume '${v.name}' is not mounted at ${where}` };
+    if (state.loops.length === 0) return { abnormal: true, message: `volume '${v.name}' has no loop device` };
+    return { abnormal: false, message: 'healthy' };
+  }
+
+  private async mountFilesystem(name: string, device: string, at: string, usage: Usage, readOnly: boolean): Promise<void> {
+    const fsType = usage.fsType as FsType;
+    const found = await detectFs(device);
+    if (found === '') await makeFs(device, fsType);
+    else if (found !== fsType) csiFail(status.FAILED_PRECONDITION, `volume '${name}' holds ${found}, not ${fsType}`);
+    if (fsType === 'ext4' && !readOnly) await growExt4Offline(device);
+    await mountFs(device, at, fsType, usage.mountFlags, readOnly);
+    if (fsType === 'xfs' && !readOnly) {
+      // A volume restored or cloned to a larger size carries the source's smaller filesystem.
+      try {
+        await growFs(fsType, device, at);
+      } catch (err) {
+        await unmount(at, false).catch(() => undefined);
+        throw err;
+      }
+    }
+  }
+
+  private async publishBlock(state: VolumeState, stagedDevice: string, target: string, readOnly: boolean): Promise<void> {
+    if (!fs.existsSync(path.dirname(target))) csiFail(status.FAILED_PRECONDITION, `the directory of target_path ${target} does not exist`);
+    if (!fs.existsSync(target)) fs.writeFileSync(target, '');
+    const device = readOnly ? await attachLoop(state.file, true) : stagedDevice;
+    try {
+      await bindMount(device, target, false);
+    } catch (err) {
+      if (device !== stagedDevice) await detachLoop(device).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async publishEphemeral(name: string, target: string, usage: Usage, req: NodePublishVolumeRequest): Promise<void> {
+    if (!isValidName(name)) csiFail(status.INVALID_ARGUMENT, `ephemeral volume id '${name}' is not a valid volume name`);
+    if (usage.block) csiFail(status.INVALID_ARGUMENT, 'ephemeral inline volumes are filesystems, not block devices');
+    let size = DEFAULT_EPHEMERAL_SIZE;
+    for (const [k, value] of Object.entries(req.volumeContext)) {
+      if (k === 'size') size = ephemeralSize(value);
+      else if (!k.startsWith('csi.storage.k8s.io/')) csiFail(status.INVALID_ARGUMENT, `unknown volume attribute '${k}' (cowvol takes 'size')`);
+    }
+    const node = await readNode();
+    const file = blockFile(this.ctx, name);
+    if (volumeState(node, file).mounts.some((m) => m.entry.mountPoint === target)) return;
+    if (isMountedAt(node, target)) csiFail(status.ALREADY_EXISTS, `something else is mounted at ${target}`);
+    if (this.ctx.pool.has(name)) {
+      if (this.ctx.pool.stat(name).labels[LABEL.ephemeral] !== 'true') csiFail(status.ALREADY_EXISTS, `volume '${name}' exists and is not an ephemeral volume`);
+    } else {
+      this.ctx.pool.createVolume(name, size, { [LABEL.ephemeral]: 'true' });
+    }
+    fs.mkdirSync(target, { recursive: true });
+    let device = '';
+    try {
+      device = await attachLoop(file, false);
+      await this.mountFilesystem(name, device, target, usage, req.readonly);
+    } catch (err) {
+      if (device !== '') await detachLoop(device).catch(() => undefined);
+      this.ctx.pool.remove(name);
+      throw err;
+    }
+    this.ctx.log.info({ volume: name, target, size }, 'ephemeral volume published');
+  }
+
+  /** Loop devices of the volume that nothing shows any more (after unstage or a failed call). */
+  private async detachUnused(name: string): Promise<void> {
+    const state = volumeState(await readNode(), blockFile(this.ctx, name));
+    for (const loop of state.loops) {
+      if (!state.mounts.some((m) => m.loop.name === loop.name)) await detachLoop(loop.name);
+    }
+  }
+}
+
+function removeTarget(target: string): void {
+  try {
+    const st = fs.lstatSync(target);
+    if (st.isDirectory()) fs.rmdirSync(target);
+    else fs.unlinkSync(target);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CsiError(status.INTERNAL, `could not remove ${target}: ${(err as Error).message}`);
+  }
+}
+
+/** Kubernetes writes sizes as quantities ("1Gi"); cowvol's parser reads "1GiB". */
+function ephemeralSize(text: string): number {
+  try {
+    const size = parseSize(text.replace(/^(\d+)([KMGT])i$/, '$1$2iB'), 'size');
+    return Math.ceil(size / 4096) * 4096;
+  } catch (err) {
+    throw new CsiError(status.INVALID_ARGUMENT, (err as Error).message);
+  }
+}
+
+export type { NodeSnapshot };

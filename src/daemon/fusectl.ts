@@ -1,0 +1,35 @@
+/**
+ * The kernel's FUSE control filesystem (/sys/fs/fuse/connections/N), used
+ * for one thing: aborting our own connection at shutdown when loop devices
+ * still hold it open, so the serving threads end instead of waiting forever.
+ * N is the minor number of the mount's device.
+ */
+import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
+
+import { mountAt, readMountTable } from '../csi/host/mount-table.js';
+
+const CONTROL = '/sys/fs/fuse/connections';
+
+/**
+ * From the mount table, never from stat(2) on the mount: the daemon's own
+ * thread would wait on a request that only it can answer.
+ */
+export function fuseConnectionOf(mount: string): number {
+  const entry = mountAt(readMountTable(), mount);
+  if (!entry) throw new Error(`${mount} is not mounted`);
+  return Number(entry.devNo.split(':')[1]);
+}
+
+export function abortFuseConnection(connection: number): boolean {
+  if (!fs.existsSync(`${CONTROL}/${connection}`)) {
+    // Not mounted on this host yet: mount it (harmless if another mounts it too).
+    spawnSync('mount', ['-t', 'fusectl', 'fusectl', CONTROL]);
+  }
+  try {
+    fs.writeFileSync(`${CONTROL}/${connection}/abort`, '1');
+    return true;
+  } catch {
+    return false;
+  }
+}
