@@ -55,7 +55,7 @@ export class ControllerService {
         if ((existing.labels[LABEL.parameters] ?? '{}') !== params) csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists with other parameters`);
         return this.csiVolume(existing);
       }
-      const size = pickSize(req.capacityRange, Math.max(minSize, source?.size ?? 0));
+      const size = pickSize(req.capacityRange, Math.max(minSize, source?.size ?? 0), source?.size ?? DEFAULT_VOLUME_SIZE);
       const labels: Record<string, string> = { [LABEL.name]: req.name, [LABEL.parameters]: params };
       const key = sourceKey(req.volumeContentSource);
       if (key !== '') labels[LABEL.source] = key;
@@ -265,13 +265,16 @@ export class ControllerService {
   }
 }
 
-/** A size in the range: the required size (or 1 GiB) rounded up to 1 MiB, or to 4 KiB if the limit is tighter. */
-export function pickSize(range: CapacityRange | null, minimum: number): number {
+/**
+ * A size in the range: the required size (or, without one, the source's
+ * size or 1 GiB) rounded up to 1 MiB, or to 4 KiB if the limit is tighter.
+ */
+export function pickSize(range: CapacityRange | null, minimum: number, fallback = DEFAULT_VOLUME_SIZE): number {
   const required = range?.requiredBytes ?? 0;
   const limit = range?.limitBytes ?? 0;
   if (required < 0 || limit < 0) csiFail(status.INVALID_ARGUMENT, 'capacity_range values must not be negative');
   if (limit > 0 && required > limit) csiFail(status.INVALID_ARGUMENT, `required_bytes ${required} is above limit_bytes ${limit}`);
-  let want = required > 0 ? required : DEFAULT_VOLUME_SIZE;
+  let want = required > 0 ? required : fallback;
   if (required === 0 && limit > 0) want = Math.min(want, limit);
   want = Math.max(want, minimum);
   let size = Math.ceil(want / MiB) * MiB;
