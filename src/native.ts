@@ -9,6 +9,8 @@ import path from 'node:path';
 export interface NativeFileOps {
   punchHole(fd: number, offset: number, length: number): void;
   tryLock(fd: number): boolean;
+  /** "major:minor" of the filesystem holding a loop device's backing file ("" if it has none). */
+  loopBackingDevice(device: string): string;
 }
 
 /** An opaque libfuse session handle. */

@@ -11,6 +11,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"punchHole", NULL, fileops_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tryLock", NULL, fileops_try_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"loopBackingDevice", NULL, fileops_loop_backing_device, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseMount", NULL, fuse_mount, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseReply", NULL, fuse_reply, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseMap", NULL, fuse_map, NULL, NULL, NULL, napi_enumerable, NULL},

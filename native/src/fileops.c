@@ -12,7 +12,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/loop.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall) {
@@ -27,6 +31,7 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall) {
   case EFBIG: name = "EFBIG"; break;
   case EROFS: name = "EROFS"; break;
   case EINTR: name = "EINTR"; break;
+  case ENOTCONN: name = "ENOTCONN"; break;
   default: break;
   }
   char message[160];
@@ -97,4 +102,38 @@ napi_value fileops_try_lock(napi_env env, napi_callback_info info) {
     return result;
   }
   return throw_errno(env, errno, "flock");
+}
+
+/*
+ * loopBackingDevice(path): "major:minor" of the filesystem that holds a loop
+ * device's backing file, from LOOP_GET_STATUS64. When that filesystem was a
+ * FUSE mount that is gone, the backing file's path no longer tells where it
+ * was; this number still does. Returns "" for a loop device with no file.
+ */
+napi_value fileops_loop_backing_device(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[256];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "loopBackingDevice(path)");
+    return NULL;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open");
+  struct loop_info64 li;
+  memset(&li, 0, sizeof(li));
+  int rc = ioctl(fd, LOOP_GET_STATUS64, &li);
+  int err = errno;
+  close(fd);
+  char out[32] = "";
+  if (rc != 0) {
+    if (err != ENXIO) return throw_errno(env, err, "ioctl(LOOP_GET_STATUS64)");
+  } else {
+    snprintf(out, sizeof(out), "%u:%u", major((dev_t)li.lo_device), minor((dev_t)li.lo_device));
+  }
+  napi_value result;
+  napi_create_string_utf8(env, out, NAPI_AUTO_LENGTH, &result);
+  return result;
 }

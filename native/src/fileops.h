@@ -1,7 +1,8 @@
 /*
  * File operations that Node's fs module does not offer: hole punching and
  * advisory whole-file locks. The blockstore needs them to give freed chunks
- * back to the filesystem and to keep one process per pool.
+ * back to the filesystem and to keep one process per pool. Also where a loop
+ * device's backing file lives, which losetup does not report for FUSE files.
  */
 #ifndef COWVOL_FILEOPS_H
 #define COWVOL_FILEOPS_H
@@ -10,5 +11,6 @@
 
 napi_value fileops_punch_hole(napi_env env, napi_callback_info info);
 napi_value fileops_try_lock(napi_env env, napi_callback_info info);
+napi_value fileops_loop_backing_device(napi_env env, napi_callback_info info);
 
 #endif

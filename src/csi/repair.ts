@@ -16,22 +16,36 @@
  * filesystem replays its journal as after a power cut. Stage mount flags are
  * not recorded, so a rebuilt stage uses the defaults.
  */
-import { type DriverContext } from './driver.js';
-import { bindMount, isFsType, mountFs, unmount } from './host/filesystem.js';
-import { attachLoop, detachLoop } from './host/loop.js';
-import { mountsOfLoop } from './host/mount-table.js';
-import { readNode } from './node-state.js';
+import path from 'node:path';
 
-export async function repairAfterRestart(ctx: DriverContext): Promise<number> {
-  const node = await readNode();
-  const prefix = `${ctx.mount}/block/`;
+import { type DriverContext, blockFile } from './driver.js';
+import { bindMount, isFsType, mountFs, unmount } from './host/filesystem.js';
+import { DISCONNECTED, type LoopDevice, attachLoop, detachLoop, listLoops } from './host/loop.js';
+import { mountsOfLoop, readMountTable } from './host/mount-table.js';
+
+/**
+ * A stale loop device is one whose backing file the kernel can no longer
+ * reach (its FUSE server died) and whose path is a block file: either the
+ * full path under the previous daemon's mount, or, once that mount was
+ * detached, the path inside it ("/block/NAME").
+ */
+export function isStale(loop: LoopDevice, previousMount: string): boolean {
+  if (loop.backDev !== DISCONNECTED) return false;
+  const m = /^(.*)\/block\/([^/]+)$/.exec(loop.backFile);
+  return m !== null && (m[1] === '' || m[1] === previousMount);
+}
+
+export async function repairAfterRestart(ctx: DriverContext, previousMount: string): Promise<number> {
+  // Safe to ask where backing files live: our new mount has no loop devices yet.
+  const node = { loops: await listLoops(true), table: readMountTable() };
   let repaired = 0;
-  for (const stale of node.loops.filter((l) => l.backFile.startsWith(prefix))) {
-    const name = stale.backFile.slice(prefix.length);
+  for (const stale of node.loops.filter((l) => isStale(l, previousMount))) {
+    const name = path.basename(stale.backFile);
+    const file = blockFile(ctx, name);
     const mounts = mountsOfLoop(node.table, stale).sort((a, b) => a.id - b.id);
     for (const m of [...mounts].reverse()) await unmount(m.mountPoint, true);
     if (ctx.pool.has(name) && mounts.length > 0) {
-      const device = await attachLoop(stale.backFile, stale.readOnly);
+      const device = await attachLoop(file, stale.readOnly);
       const filesystems = mounts.filter((m) => m.fsType !== 'devtmpfs');
       const first = filesystems[0];
       if (first !== undefined && isFsType(first.fsType)) {

@@ -14,6 +14,7 @@ import { type CsiServer, startCsiServer } from '../csi/server.js';
 import { PathPolicy } from '../csi/paths.js';
 import { repairAfterRestart } from '../csi/repair.js';
 import { abortFuseConnection, fuseConnectionOf } from './fusectl.js';
+import { readRunFile, writeRunFile } from './run-file.js';
 import { type CommandResult, adminSocketPath, startAdminServer } from './admin.js';
 import { type Logger, createLogger } from './log.js';
 import { detach, isMountPoint } from './mounts.js';
@@ -83,6 +84,9 @@ export function serve(opts: ServeOptions): Daemon {
     throw err;
   }
   const connection = fuseConnectionOf(opts.mount);
+  // Who mounted before us (read before this daemon records itself): its loop devices are stale now.
+  const previous = readRunFile(opts.poolDir);
+  writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid });
   const flusher = files.ioFlusherErrno();
   if (flusher !== 0) {
     // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
@@ -119,7 +123,7 @@ export function serve(opts: ServeOptions): Daemon {
       };
       // Answering (Probe says not ready) while stages a previous daemon left are rebuilt.
       csi = await startCsiServer(ctx, csiOpts.endpoint, () => ready);
-      const repaired = await repairAfterRestart(ctx);
+      const repaired = await repairAfterRestart(ctx, previous?.mount ?? opts.mount);
       if (repaired > 0) log.warn({ repaired }, 'stages rebuilt after a restart');
     }
     ready = true;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import type { Test } from 'tap';
 
 import { listLoops } from '../../src/csi/host/loop.js';
+import { isStale } from '../../src/csi/repair.js';
 import { readMountTable } from '../../src/csi/host/mount-table.js';
 import { CsiClient } from './csi-client.js';
 import { Daemon, cli, sh, tidy } from './daemon.js';
@@ -57,7 +58,7 @@ export async function startCsi(t: Test, name: string, init: string[] = []): Prom
   t.teardown(async () => {
     s.client.close();
     if (s.daemon.child.exitCode === null) await s.daemon.stop('SIGTERM');
-    await cleanUnder(dir, mount);
+    await cleanUnder(s);
     fs.rmSync(dir, { recursive: true, force: true });
   });
   return s;
@@ -71,14 +72,15 @@ export function mountsUnder(dir: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-export async function loopsOver(mount: string): Promise<string[]> {
-  return (await listLoops()).filter((l) => l.backFile.startsWith(`${mount}/`)).map((l) => l.name);
+/** Loop devices over this setup's block files, live or left by a dead daemon (any dead daemon's: they are all garbage). */
+export async function loopsOf(s: CsiSetup): Promise<string[]> {
+  return (await listLoops(true)).filter((l) => l.backFile.startsWith(`${s.mount}/`) || isStale(l, s.mount)).map((l) => l.name);
 }
 
-async function cleanUnder(dir: string, mount: string): Promise<void> {
-  for (const p of mountsUnder(dir)) if (p !== mount) sh('umount', ['-l', p]);
-  for (const loop of await loopsOver(mount)) sh('losetup', ['-d', loop]);
-  tidy(mount);
+async function cleanUnder(s: CsiSetup): Promise<void> {
+  for (const p of mountsUnder(s.dir)) if (p !== s.mount) sh('umount', ['-l', p]);
+  for (const loop of await loopsOf(s)) sh('losetup', ['-d', loop]);
+  tidy(s.mount);
 }
 
 export function blockCap(mode = 'SINGLE_NODE_WRITER'): object {

@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs';
 
+import { native } from '../../native.js';
 import { run } from './run.js';
 
 export interface LoopDevice {
@@ -16,6 +17,12 @@ export interface LoopDevice {
   readOnly: boolean;
   /** "major:minor", as in mountinfo. */
   devNo: string;
+  /**
+   * "major:minor" of the filesystem the backing file is on ('' unless asked
+   * for), or DISCONNECTED when that was a FUSE mount whose server died (the
+   * kernel cannot even stat the file then).
+   */
+  backDev: string;
 }
 
 interface LosetupRow {
@@ -24,7 +31,13 @@ interface LosetupRow {
   ro: boolean | string | number;
 }
 
-export async function listLoops(): Promise<LoopDevice[]> {
+/**
+ * The loop devices with a backing file. `withBackingDevice` also asks the
+ * kernel where each file lives; never do that in the daemon while its own
+ * mount is up: the kernel answers by asking the file's FUSE server (a
+ * getattr) — the daemon's own thread, which is busy waiting in the ioctl.
+ */
+export async function listLoops(withBackingDevice = false): Promise<LoopDevice[]> {
   const out = await run('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE,RO']);
   if (out.trim() === '') return [];
   const rows = (JSON.parse(out) as { loopdevices: LosetupRow[] }).loopdevices;
@@ -44,9 +57,23 @@ export async function listLoops(): Promise<LoopDevice[]> {
       backFile: r['back-file'].replace(/ \(deleted\)$/, ''),
       readOnly: r.ro === true || r.ro === '1' || r.ro === 1,
       devNo,
+      // losetup leaves BACK-MAJ:MIN empty for files on FUSE; the kernel knows.
+      backDev: withBackingDevice ? backingDevice(r.name) : '',
     });
   }
   return loops;
+}
+
+/** Marks a loop device whose backing file sits on a FUSE mount whose server is gone. */
+export const DISCONNECTED = 'disconnected';
+
+function backingDevice(device: string): string {
+  try {
+    return native.loopBackingDevice(device);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTCONN') return DISCONNECTED;
+    return ''; // detached since the listing
+  }
 }
 
 export async function attachLoop(file: string, readOnly: boolean): Promise<string> {
