@@ -42,6 +42,9 @@ const COMMANDS: Record<string, CommandSpec> = {
 };
 
 const GROUPS = new Set(['pool', 'volume', 'snapshot']);
+/** The flags `cowvol serve` takes (deploy/ is checked against this list). */
+export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes'] as const;
+
 const SERVE_USAGE =
   'serve [--mount DIR] [--log-level LEVEL] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol)';
 
@@ -108,7 +111,7 @@ async function runServe(argv: string[]): Promise<void> {
   const { DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
   let daemon;
   try {
-    const args = parseArgs(argv, new Set(['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes']), new Set());
+    const args = parseArgs(argv, new Set(SERVE_FLAGS), new Set());
     if (args.positional.length > 0) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
     const flag = (name: string): string | undefined => {
       const v = args.flags.get(name);

@@ -1,0 +1,144 @@
+/**
+ * deploy/: every manifest parses, validates against the Kubernetes API
+ * schemas (kubernetes-models for the core API, the snapshot CRDs' schemas
+ * for the rest), and agrees with the driver: its name, the socket the
+ * sidecars and kubelet use, the flags `cowvol serve` takes, the service
+ * account the RBAC binds.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { Ajv } from 'ajv';
+import t from 'tap';
+import { parseAllDocuments } from 'yaml';
+
+import { SERVE_FLAGS } from '../src/cli/main.js';
+import { DEFAULT_DRIVER_NAME } from '../src/csi/driver.js';
+import { SNAPSHOT_SCHEMAS } from './helpers/snapshot-crds.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const deployDir = path.join(root, 'deploy');
+
+interface Manifest {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
+  [k: string]: unknown;
+}
+
+function yamlFiles(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? yamlFiles(path.join(dir, e.name)) : e.name.endsWith('.yaml') ? [path.join(dir, e.name)] : []));
+}
+
+function load(file: string): Manifest[] {
+  return parseAllDocuments(fs.readFileSync(file, 'utf8')).map((doc) => {
+    if (doc.errors.length > 0) throw new Error(`${file}: ${doc.errors[0]?.message}`);
+    return doc.toJS() as Manifest;
+  });
+}
+
+interface Validatable {
+  validate(): void;
+}
+type ModelClass = new (data: object) => Validatable;
+
+/** The kubernetes-models class for a core kind: kubernetes-models/<group>/<version>/<Kind>. */
+async function modelFor(apiVersion: string, kind: string): Promise<ModelClass | null> {
+  try {
+    const mod = (await import(`kubernetes-models/${apiVersion}/${kind}`)) as Record<string, ModelClass>;
+    return mod[kind] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const all = yamlFiles(deployDir).flatMap((file) => load(file).map((m) => ({ file: path.relative(root, file), m })));
+const find = (kind: string, name?: string): Manifest[] => all.map((x) => x.m).filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
+
+t.test('every manifest validates against its API schema', async (t) => {
+  t.ok(all.length >= 12, `found ${all.length} manifests`);
+  const ajv = new Ajv({ allErrors: true, strictRequired: false });
+  for (const { file, m } of all) {
+    const what = `${file}: ${m.kind} ${m.metadata?.name}`;
+    const crd = SNAPSHOT_SCHEMAS[`${m.apiVersion}/${m.kind}`];
+    if (crd !== undefined) {
+      const validate = ajv.compile(crd);
+      t.ok(validate(m), `${what} (CRD schema) ${ajv.errorsText(validate.errors)}`);
+      continue;
+    }
+    const Model = await modelFor(m.apiVersion, m.kind);
+    if (Model === null) {
+      t.fail(`${what}: no schema for ${m.apiVersion} ${m.kind}`);
+      continue;
+    }
+    t.doesNotThrow(() => new Model(m).validate(), `${what} (kubernetes-models)`);
+  }
+  // The schemas are not blind: a broken manifest fails them.
+  const Driver = await modelFor('storage.k8s.io/v1', 'CSIDriver');
+  t.throws(() => new (Driver as ModelClass)({ apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: 'x' }, spec: { attachRequired: 'no' } }).validate(), 'a wrong type is caught');
+  const cls = ajv.compile(SNAPSHOT_SCHEMAS['snapshot.storage.k8s.io/v1/VolumeSnapshotClass'] ?? {});
+  t.notOk(cls({ apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshotClass', metadata: { name: 'x' }, driver: 'd', deletionPolicy: 'Keep' }), 'a bad deletionPolicy is caught');
+});
+
+t.test('the manifests agree with the driver and with each other', async (t) => {
+  const driver = find('CSIDriver')[0] as Manifest & { spec: { attachRequired: boolean; podInfoOnMount: boolean; volumeLifecycleModes: string[]; fsGroupPolicy: string } };
+  t.equal(driver.metadata.name, DEFAULT_DRIVER_NAME);
+  t.equal(driver.spec.attachRequired, false, 'no attach step');
+  t.equal(driver.spec.podInfoOnMount, true);
+  t.same(driver.spec.volumeLifecycleModes, ['Persistent', 'Ephemeral']);
+  t.ok(driver.spec.fsGroupPolicy !== undefined, 'fsGroupPolicy is set');
+
+  const classes = find('StorageClass') as (Manifest & { provisioner: string; volumeBindingMode: string; allowVolumeExpansion: boolean })[];
+  const defaults = classes.filter((c) => c.metadata.annotations?.['storageclass.kubernetes.io/is-default-class'] === 'true');
+  t.equal(defaults.length, 1, 'exactly one default StorageClass');
+  for (const c of classes) {
+    t.equal(c.provisioner, DEFAULT_DRIVER_NAME, `${c.metadata.name}: provisioned by cowvol`);
+    t.equal(c.volumeBindingMode, 'WaitForFirstConsumer', `${c.metadata.name}: bound where the pod lands`);
+    t.equal(c.allowVolumeExpansion, true, `${c.metadata.name}: expandable`);
+  }
+  t.ok(classes.some((c) => c.metadata.name.includes('block')), 'a class for block claims');
+  for (const kind of ['VolumeSnapshotClass', 'VolumeGroupSnapshotClass']) {
+    const c = find(kind)[0] as (Manifest & { driver: string }) | undefined;
+    t.equal(c?.driver, DEFAULT_DRIVER_NAME, `${kind} names the driver`);
+  }
+
+  type Container = { name: string; args?: string[]; volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[] };
+  const ds = find('DaemonSet')[0] as Manifest & { spec: { template: { spec: { serviceAccountName: string; containers: Container[]; volumes: { name: string; hostPath?: { path: string } }[] } } } };
+  const pod = ds.spec.template.spec;
+  const names = pod.containers.map((c) => c.name);
+  for (const sidecar of ['cowvol', 'node-driver-registrar', 'csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'liveness-probe']) t.ok(names.includes(sidecar), `container ${sidecar}`);
+  const cowvol = pod.containers.find((c) => c.name === 'cowvol') as Container;
+  const args = cowvol.args ?? [];
+  t.equal(args[0], 'serve');
+  for (const a of args.slice(1)) {
+    const flag = /^--([a-z-]+)=/.exec(a)?.[1] ?? '';
+    t.ok((SERVE_FLAGS as readonly string[]).includes(flag), `'cowvol serve' takes ${a}`);
+  }
+  const endpoint = args.find((a) => a.startsWith('--csi-endpoint='))?.slice('--csi-endpoint='.length) ?? '';
+  const socket = endpoint.replace(/^unix:\/\//, '');
+  const socketDir = path.dirname(socket);
+  for (const c of pod.containers) {
+    const mount = c.volumeMounts?.find((v) => v.mountPath === socketDir);
+    t.ok(mount !== undefined && mount.name === 'socket-dir', `${c.name} sees the CSI socket directory`);
+    const addr = c.args?.find((a) => a.startsWith('--csi-address='));
+    if (c.name !== 'cowvol') t.equal(addr, `--csi-address=${socket}`, `${c.name} dials the daemon's socket`);
+  }
+  const registrar = pod.containers.find((c) => c.name === 'node-driver-registrar') as Container;
+  const hostSocket = registrar.args?.find((a) => a.startsWith('--kubelet-registration-path='))?.split('=')[1] ?? '';
+  const socketVolume = pod.volumes.find((v) => v.name === 'socket-dir');
+  t.equal(path.dirname(hostSocket), socketVolume?.hostPath?.path, 'kubelet finds the socket where the pod puts it');
+  t.ok(hostSocket.includes(DEFAULT_DRIVER_NAME), 'under plugins/<driver name>');
+  const kubeletMount = cowvol.volumeMounts?.find((v) => v.mountPath === '/var/lib/kubelet');
+  t.equal(kubeletMount?.mountPropagation, 'Bidirectional', 'mounts made by cowvol reach kubelet and the pods');
+  const provisioner = pod.containers.find((c) => c.name === 'csi-provisioner') as Container;
+  t.ok(provisioner.args?.includes('--node-deployment=true'), 'each node provisions its own claims');
+
+  const sa = find('ServiceAccount')[0] as Manifest;
+  t.equal(pod.serviceAccountName, sa.metadata.name, 'the DaemonSet runs as the service account');
+  t.equal(ds.metadata.namespace, sa.metadata.namespace);
+  const binding = find('ClusterRoleBinding')[0] as Manifest & { subjects: { name: string; namespace: string }[]; roleRef: { name: string } };
+  t.same(binding.subjects.map((s) => [s.name, s.namespace]), [[sa.metadata.name, sa.metadata.namespace]], 'the binding names that account');
+  t.equal(find('ClusterRole', binding.roleRef.name).length, 1, 'and a role that exists');
+  t.equal(find('Namespace', sa.metadata.namespace ?? '').length, 1, 'the namespace is created too');
+});
