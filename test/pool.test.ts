@@ -12,6 +12,7 @@ import { checkPool } from '../src/blockstore/check.js';
 import { PoolDir, initPoolDir } from '../src/blockstore/pool-dir.js';
 import { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import { Pool } from '../src/blockstore/pool.js';
+import { CrashError, FaultPlan, SimDisk } from '../src/blockstore/sim-disk.js';
 import { CowvolError } from '../src/errors.js';
 import { cloneVolume, createSnapshot, deleteSnapshot, deleteVolume } from '../src/snapshots/snapshots.js';
 import { fill, memoryPool, tmpDir } from './helpers/pools.js';
@@ -301,4 +302,59 @@ t.test('the disk under the pool fills up: ENOSPC, nothing corrupted, freed chunk
   const reopened = Pool.open(meta, data);
   t.ok(reopened.read('v', 15 * 4096, 4096).equals(fill(4096, 75)), 'and it is there after reopening');
   clean(t, reopened, 'reopened');
+});
+
+t.test('forkAll: a group of forks is one transaction, whole or absent even across power loss', (t) => {
+  // A pool with three written volumes, as disk images to crash from.
+  const setupMeta = new MemoryDisk();
+  const setupData = new MemoryDisk();
+  Pool.init(setupMeta, setupData, { chunkSize: 4096 });
+  const setup = Pool.open(setupMeta, setupData);
+  for (const [i, n] of ['a', 'b', 'c'].entries()) {
+    setup.createVolume(n, 64 * 1024);
+    setup.write(n, 0, fill(8192, i + 1));
+  }
+  setup.close();
+  const group = ['a', 'b', 'c'].map((n) => ({ source: n, name: `${n}@g`, options: { readOnly: true, origin: n, labels: { group: 'g' } } }));
+
+  // Refused before anything is made: a missing source, a taken name.
+  const mp = memoryPool({ chunkSize: 4096 });
+  mp.pool.createVolume('a', 65536);
+  mp.pool.createVolume('b', 65536);
+  const generation = mp.pool.stats().generation;
+  t.throws(() => mp.pool.forkAll([{ source: 'a', name: 'a@g', options: { readOnly: true } }, { source: 'zz', name: 'zz@g', options: { readOnly: true } }]), { code: 'ENOENT' });
+  t.throws(() => mp.pool.forkAll([{ source: 'a', name: 'b', options: { readOnly: true } }]), { code: 'EEXIST' });
+  t.throws(() => mp.pool.forkAll([{ source: 'a', name: 'a@g', options: { readOnly: true } }, { source: 'b', name: 'a@g', options: { readOnly: true } }]), { code: 'EEXIST' });
+  t.same(mp.pool.list().map((v) => v.name), ['a', 'b'], 'refused: nothing made');
+  t.equal(mp.pool.stats().generation, generation, 'refused: nothing committed');
+  mp.pool.forkAll([{ source: 'a', name: 'a@g', options: { readOnly: true, labels: { k: 'v' } } }, { source: 'b', name: 'b@g', options: { readOnly: true } }]);
+  t.equal(mp.pool.stats().generation, generation + 1, 'two forks, one commit');
+  t.same(mp.reopen().stat('a@g').labels, { k: 'v' }, 'labels persist');
+  mp.pool.removeAll(['a@g', 'b@g']);
+  t.equal(mp.pool.stats().generation, generation + 2, 'two removals, one commit');
+  clean(t, mp.pool, 'after removeAll');
+
+  // Cut power at every disk operation of the group snapshot in turn.
+  let outcomes = { all: 0, none: 0 };
+  for (let crashAt = 1; ; crashAt++) {
+    const plan = new FaultPlan(crashAt, { crashAt });
+    const meta = new SimDisk(plan, setupMeta.image());
+    const data = new SimDisk(plan, setupData.image());
+    const pool = Pool.open(meta, data);
+    try {
+      pool.forkAll(group);
+      break; // got through: every operation has had its crash
+    } catch (err) {
+      if (!(err instanceof CrashError)) throw err;
+    }
+    const after = Pool.open(new MemoryDisk(meta.crashImage()), new MemoryDisk(data.crashImage()));
+    const members = after.list().filter((v) => v.labels.group === 'g').map((v) => v.name);
+    if (members.length === 3) outcomes = { ...outcomes, all: outcomes.all + 1 };
+    else if (members.length === 0) outcomes = { ...outcomes, none: outcomes.none + 1 };
+    else t.fail(`crash at operation ${crashAt}: ${members.length} of 3 members survived`);
+    for (const m of members) t.ok(after.read(m, 0, 8192).equals(fill(8192, ['a', 'b', 'c'].indexOf(m[0] ?? '') + 1)), `crash at ${crashAt}: ${m} holds its data`);
+    clean(t, after, `crash at ${crashAt}`);
+  }
+  t.ok(outcomes.none > 0, `some crashes left no member (${outcomes.none}), the others all three (${outcomes.all})`);
+  t.end();
 });
