@@ -59,6 +59,8 @@ t.test('Identity: plugin info, capabilities, probe', async (t) => {
   }
   t.notOk(rpcs.includes('PUBLISH_UNPUBLISH_VOLUME'), 'no controller publish: attachRequired is false');
   t.equal((await s.client.code('Controller', 'ControllerPublishVolume', { volumeId: 'x', nodeId: NODE_ID })).code, status.UNIMPLEMENTED);
+  t.equal((await s.client.code('Controller', 'ControllerUnpublishVolume', { volumeId: 'x' })).code, status.UNIMPLEMENTED);
+  t.equal((await s.client.code('Controller', 'ControllerModifyVolume', { volumeId: 'x', mutableParameters: { a: 'b' } })).code, status.UNIMPLEMENTED, 'no mutable parameters');
 });
 
 t.test('CreateVolume and DeleteVolume: sizes, topology, idempotency, every error code', async (t) => {

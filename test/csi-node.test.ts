@@ -261,9 +261,13 @@ t.test('node errors, idempotency and concurrency', async (t) => {
   t.same(mountsUnder(s.kubelet), [], 'rejected calls mounted nothing');
 
   // Two stages of one volume at once: one works, the other is told to come back.
-  const [a, b] = await Promise.all([stage(p.staging), stage(p.staging)]);
+  const flags = { volumeCapability: mountCap('ext4', 'SINGLE_NODE_WRITER', ['noatime', 'nodev']) };
+  const [a, b] = await Promise.all([stage(p.staging, flags), stage(p.staging, flags)]);
   t.same([a.code, b.code].sort(), [status.OK, status.ABORTED].sort(), 'concurrent stage: one OK, one ABORTED');
   t.equal((await stage(p.staging)).code, status.OK, 'the retry: OK (already staged)');
+  const stagedMount = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === p.staging) ?? '';
+  t.match(stagedMount.split(' ')[5] ?? '', /noatime/, 'the mount flags asked for are on the staging mount');
+  t.match(stagedMount.split(' ')[5] ?? '', /nodev/, 'all of them');
   t.equal((await stage(p.staging, { volumeCapability: capOf('xfs') })).code, status.ALREADY_EXISTS, 'staged as ext4, asked for xfs: ALREADY_EXISTS');
   t.equal((await stage(path.join(s.kubelet, 'staging', 'other'))).code, status.FAILED_PRECONDITION, 'a second staging path: FAILED_PRECONDITION');
   fs.mkdirSync(path.dirname(p.target), { recursive: true });

@@ -36,7 +36,11 @@ export async function startCsiServer(ctx: DriverContext, endpoint: string, ready
       impl[method] = (call: grpc.ServerUnaryCall<unknown, object>, callback: grpc.sendUnaryData<object>) => {
         const started = process.hrtime.bigint();
         Promise.resolve()
-          .then(() => fn(call.request as never))
+          .then(() => {
+            // Until the pool is open and stages are rebuilt, only Identity answers (Probe says not ready).
+            if (service !== 'Identity' && !ready()) throw new CsiError(status.UNAVAILABLE, 'cowvol is starting or stopping; retry');
+            return fn(call.request as never);
+          })
           .then(
             (res) => {
               ctx.log.debug({ rpc: `${service}.${method}`, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'csi call');
