@@ -13,7 +13,8 @@ import t, { type Test } from 'tap';
 
 import { grpc } from './helpers/csi-client.js';
 import { MiB, NODE_ID, TOPOLOGY_KEY, blockCap, loopsOf, mountCap, mountsUnder, startCsi, type CsiSetup } from './helpers/csi.js';
-import { cli, sh } from './helpers/daemon.js';
+import { bin, cli, sh } from './helpers/daemon.js';
+import { tmpDir } from './helpers/pools.js';
 
 const { status } = grpc;
 
@@ -353,4 +354,29 @@ t.test('daemon restarts between stage and publish, and between publish and unpub
   await unpublishAndUnstage(s, 'blk');
   for (const v of ['fsvol', 'blk']) await s.client.call('Controller', 'DeleteVolume', { volumeId: v });
   await assertNothingLeft(t, s);
+});
+
+t.test('serve --csi-endpoint refuses bad settings with one line and gives the pool back', async (t) => {
+  const dir = tmpDir('csi-refuse');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const pool = path.join(dir, 'pool');
+  const mount = path.join(dir, 'mnt');
+  t.equal(cli(pool, 'pool', 'init').status, 0);
+  const serve = (...args: string[]): { status: number; stderr: string } => sh(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, ...args]);
+  const cases: [string[], RegExp][] = [
+    [['--csi-endpoint', 'tcp://1.2.3.4:5'], /^cowvol: --csi-endpoint 'tcp:\/\/1\.2\.3\.4:5' must be unix:\/\/\/ABSOLUTE\/PATH\n$/],
+    [['--node-id', 'n1'], /^cowvol: --node-id needs --csi-endpoint\n$/],
+    [['--csi-endpoint', `unix://${dir}/c.sock`, '--max-volumes', 'many'], /^cowvol: invalid --max-volumes 'many'/],
+    [['--csi-endpoint', `unix://${dir}/c.sock`, '--driver-name', '-bad-'], /^cowvol: invalid --driver-name '-bad-'/],
+  ];
+  for (const [args, message] of cases) {
+    const r = serve(...args);
+    t.equal(r.status, 1, `${args.join(' ')}: exit 1`);
+    t.match(r.stderr, message, `${args.join(' ')}: says what to fix`);
+  }
+  const r = serve('--csi-endpoint', `unix://${dir}/c.sock`, '--kubelet-dir', path.join(dir, 'no-kubelet'));
+  t.equal(r.status, 1, 'a missing kubelet directory: exit 1');
+  t.match(r.stderr, /^cowvol: kubelet directory .*no-kubelet does not exist: pass --kubelet-dir$/m, 'says so in one line');
+  t.same(mountsUnder(dir), [], 'nothing left mounted');
+  t.equal(cli(pool, 'volume', 'list').status, 0, 'the pool was given back');
 });

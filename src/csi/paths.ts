@@ -14,7 +14,7 @@ export class PathPolicy {
 
   constructor(root: string) {
     this.root = path.resolve(root);
-    fs.mkdirSync(this.root, { recursive: true });
+    if (!fs.existsSync(this.root)) throw new Error(`kubelet directory ${this.root} does not exist: pass --kubelet-dir`);
     this.realRoot = fs.realpathSync(this.root);
   }
 
