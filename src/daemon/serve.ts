@@ -139,7 +139,6 @@ export function serve(opts: ServeOptions): Daemon {
       ready = false;
       await started.catch(() => undefined);
       clearInterval(timer);
-      if (csi !== null) await (csi as CsiServer).close();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       fs.rmSync(socket, { force: true });
       const stats = files.stats();
@@ -150,6 +149,8 @@ export function serve(opts: ServeOptions): Daemon {
       }, DRAIN_MS);
       await files.close();
       clearTimeout(cut);
+      // Closed last: while draining, Probe says not ready and other CSI calls get UNAVAILABLE.
+      if (csi !== null) await (csi as CsiServer).close();
       handle.close();
       fs.closeSync(dataFd);
       log.info({ stats }, 'stopped cleanly');
