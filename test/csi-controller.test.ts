@@ -8,7 +8,7 @@ import fs from 'node:fs';
 
 import t from 'tap';
 
-import { grpc } from './helpers/csi-client.js';
+import { grpc } from '../src/csi/client.js';
 import { MiB, NODE_ID, TOPOLOGY_KEY, blockCap, mountCap, startCsi, type CsiSetup } from './helpers/csi.js';
 import { cli, sh } from './helpers/daemon.js';
 

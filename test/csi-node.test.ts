@@ -11,7 +11,7 @@ import path from 'node:path';
 
 import t, { type Test } from 'tap';
 
-import { grpc } from './helpers/csi-client.js';
+import { grpc } from '../src/csi/client.js';
 import { MiB, NODE_ID, TOPOLOGY_KEY, blockCap, loopsOf, mountCap, mountsUnder, startCsi, type CsiSetup } from './helpers/csi.js';
 import { bin, cli, sh } from './helpers/daemon.js';
 import { tmpDir } from './helpers/pools.js';

@@ -626,15 +626,23 @@ export class Pool {
   }
 
   private punchFreed(): void {
-    const chunks = this.pendingPunches;
+    const chunks = this.pendingPunches.filter((c) => this.data.count(c) === 0).sort((a, b) => a - b);
     this.pendingPunches = [];
-    for (const c of chunks) if (this.data.count(c) === 0) this.punch(c);
+    // Adjacent chunks in one call: deleting a volume frees long runs of them.
+    let i = 0;
+    while (i < chunks.length) {
+      const first = chunks[i] as number;
+      let n = 1;
+      while (i + n < chunks.length && chunks[i + n] === first + n) n++;
+      this.punch(first, n);
+      i += n;
+    }
   }
 
   /** Space reclaim is best effort: a filesystem without hole punching still works. */
-  private punch(chunk: number): void {
+  private punch(chunk: number, count = 1): void {
     try {
-      this.dataDisk.punch(this.chunkOffset(chunk), this.chunkSize);
+      this.dataDisk.punch(this.chunkOffset(chunk), count * this.chunkSize);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EOPNOTSUPP') throw err;
     }

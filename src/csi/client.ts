@@ -1,10 +1,11 @@
 /**
- * A CSI client over the daemon's unix socket, built from the same
- * csi.proto: what kubelet and the sidecars would send, as plain objects.
+ * A CSI client over a unix socket, built from the same csi.proto: what
+ * kubelet and the sidecars send, as plain objects. Used by the tests and
+ * the CSI benchmark.
  */
 import * as grpc from '@grpc/grpc-js';
 
-import { loadCsi } from '../../src/csi/proto.js';
+import { loadCsi } from './proto.js';
 
 export type Service = 'Identity' | 'Controller' | 'GroupController' | 'Node';
 type Unary = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
