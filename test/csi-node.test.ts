@@ -392,3 +392,39 @@ t.test('serve --csi-endpoint refuses bad settings with one line and gives the po
   t.same(mountsUnder(dir), [], 'nothing left mounted');
   t.equal(cli(pool, 'volume', 'list').status, 0, 'the pool was given back');
 });
+
+t.test('volume condition: errors the pool reports for a volume make it abnormal', async (t) => {
+  const s = await startCsi(t, 'csi-condition');
+  await createVol(s, 'sick', 'block', 4 * MiB);
+  await createVol(s, 'well', 'block', 4 * MiB);
+  const target = await stageAndPublish(s, 'sick', 'block');
+  writeAt('block', target, Buffer.alloc(MiB, 0x33));
+  // A cold cache, then damage every chunk-map page on disk (only 'sick' has any).
+  await s.restart('SIGTERM');
+  const metaFile = path.join(s.pool, 'cowvol.meta');
+  const fd = fs.openSync(metaFile, 'r+');
+  const page = Buffer.alloc(4096);
+  let damaged = 0;
+  for (let at = 0; fs.readSync(fd, page, 0, 4096, at) === 4096; at += 4096) {
+    if (page.readUInt32LE(0) === 0 || page[4] !== 1) continue; // not a MAP page
+    page[4000] = (page[4000] ?? 0) ^ 0xff;
+    fs.writeSync(fd, page, 0, 4096, at);
+    damaged++;
+  }
+  fs.closeSync(fd);
+  t.ok(damaged > 0, `damaged ${damaged} chunk-map pages`);
+  const cond = async (): Promise<{ abnormal: boolean; message: string }> =>
+    (await s.client.call<{ status: { volumeCondition: { abnormal: boolean; message: string } } }>('Controller', 'ControllerGetVolume', { volumeId: 'sick' })).status.volumeCondition;
+  t.equal((await cond()).abnormal, false, 'before anyone reads: normal');
+  const read = sh('dd', [`if=${s.daemon.file('sick')}`, 'of=/dev/null', 'bs=64k', 'count=1', 'iflag=direct', 'status=none']);
+  t.not(read.status, 0, `reading through the damaged map fails (${read.stderr.trim()})`);
+  const c = await cond();
+  t.equal(c.abnormal, true, 'ControllerGetVolume: abnormal');
+  t.match(c.message, /errors on volume 'sick'/);
+  const node = await s.client.call<{ volumeCondition: { abnormal: boolean } }>('Node', 'NodeGetVolumeStats', { volumeId: 'sick', volumePath: target });
+  t.equal(node.volumeCondition.abnormal, true, 'NodeGetVolumeStats: abnormal');
+  const other = await s.client.call<{ status: { volumeCondition: { abnormal: boolean } } }>('Controller', 'ControllerGetVolume', { volumeId: 'well' });
+  t.equal(other.status.volumeCondition.abnormal, false, 'another volume stays normal');
+  const listed = await s.client.call<{ entries: { volume: { volumeId: string }; status: { volumeCondition: { abnormal: boolean } } }[] }>('Controller', 'ListVolumes');
+  t.same(listed.entries.map((e) => [e.volume.volumeId, e.status.volumeCondition.abnormal]), [['sick', true], ['well', false]], 'ListVolumes says the same');
+});

@@ -57,7 +57,7 @@ export class BlockFiles implements MappingListener {
   private readonly session: FuseSession;
   private readonly opts: BlockFilesOptions;
   private readonly started = Math.floor(Date.now() / 1000);
-  /** I/O requests that failed with EIO, by volume id: what CSI reports as an abnormal volume condition. */
+  /** Requests that failed with EIO or EUCLEAN, by volume id: what CSI reports as an abnormal volume condition. */
   private readonly ioErrors = new Map<number, number>();
 
   constructor(pool: Pool, opts: BlockFilesOptions) {
@@ -80,7 +80,7 @@ export class BlockFiles implements MappingListener {
     if (this.pool.listener === this) this.pool.listener = null;
   }
 
-  /** EIO answers given for this volume since the daemon started. */
+  /** EIO and EUCLEAN answers given for this volume since the daemon started. */
   errorCount(volumeId: number): number {
     return this.ioErrors.get(volumeId) ?? 0;
   }
@@ -107,7 +107,8 @@ export class BlockFiles implements MappingListener {
       if (err instanceof Reject) code = err.errno;
       else if (err instanceof CowvolError) code = errno[err.code];
       else this.opts.onError?.(err, req);
-      if (code === errno.EIO && req.ino >= VOLUME_INO_BASE) {
+      // What the pool could not do for this volume (I/O, or metadata that fails its checksum).
+      if ((code === errno.EIO || code === errno.ECORRUPT) && req.ino >= VOLUME_INO_BASE) {
         const id = req.ino - VOLUME_INO_BASE;
         this.ioErrors.set(id, (this.ioErrors.get(id) ?? 0) + 1);
       }
