@@ -278,6 +278,9 @@ t.test('node errors, idempotency and concurrency', async (t) => {
   t.equal((await publish({ readonly: true })).code, status.ALREADY_EXISTS, 'same target, now read-only: ALREADY_EXISTS');
   t.equal((await s.client.code('Node', 'NodeUnstageVolume', { volumeId: 'n', stagingTargetPath: p.staging })).code, status.FAILED_PRECONDITION, 'unstage while published: FAILED_PRECONDITION');
   t.equal((await s.client.code('Controller', 'DeleteVolume', { volumeId: 'n' })).code, status.FAILED_PRECONDITION, 'delete while in use: FAILED_PRECONDITION');
+  const byHand = cli(s.pool, 'volume', 'delete', 'n');
+  t.equal(byHand.status, 1, 'the CLI (through the daemon) cannot delete a staged volume either');
+  t.match(byHand.stderr, /^cowvol: 'n' is in use \(loop device \/dev\/loop\d+\); release it first\n$/, 'and says what holds it');
   t.equal((await s.client.code('Node', 'NodeExpandVolume', { volumeId: 'n', volumePath: p.target, capacityRange: { requiredBytes: 64 * MiB } })).code, status.OUT_OF_RANGE, 'node expand past the volume size: OUT_OF_RANGE');
 
   // Condition: a path that is not (or no longer) a mount of the volume is abnormal.

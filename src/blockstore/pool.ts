@@ -55,6 +55,8 @@ export interface MappingListener {
   dropVolume(id: number): void;
   /** The mapping at one chunk index: it is replaced (CoW break) or unmapped. */
   dropChunk(id: number, index: number): void;
+  /** Why the volume must not be removed now (a frontend user holds it), or null. */
+  holder?(id: number): string | null;
 }
 
 export interface ChunkMapping {
@@ -327,6 +329,7 @@ export class Pool {
   remove(name: string): void {
     this.usable();
     const v = this.volume(name);
+    this.refuseIfHeld(v);
     this.listener?.dropVolume(v.id);
     this.trees.release(v.tree);
     this.catalog.remove(v);
@@ -337,7 +340,7 @@ export class Pool {
   /** Several removals in one metadata transaction (all names are checked first). */
   removeAll(names: string[]): void {
     this.usable();
-    for (const name of names) this.volume(name);
+    for (const name of names) this.refuseIfHeld(this.volume(name));
     this.batching = true;
     try {
       for (const name of new Set(names)) this.remove(name);
@@ -722,6 +725,11 @@ export class Pool {
     if (chunks > MAX_CHUNKS || chunks > capacity(MAX_LEVELS)) {
       fail('EINVAL', `size ${size} is too large for chunk size ${this.chunkSize}`);
     }
+  }
+
+  private refuseIfHeld(v: Volume): void {
+    const holder = this.listener?.holder?.(v.id) ?? null;
+    if (holder !== null) fail('EBUSY', `'${v.name}' is in use (${holder}); release it first`);
   }
 
   private nameFree(name: string): void {

@@ -13,6 +13,7 @@ import { BlockFiles } from '../fuse/block-files.js';
 import { type CsiServer, startCsiServer } from '../csi/server.js';
 import { PathPolicy } from '../csi/paths.js';
 import { repairAfterRestart } from '../csi/repair.js';
+import { listLoopsSync } from '../csi/host/loop.js';
 import { abortFuseConnection, fuseConnectionOf } from './fusectl.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 import { type CommandResult, adminSocketPath, startAdminServer } from './admin.js';
@@ -76,6 +77,11 @@ export function serve(opts: ServeOptions): Daemon {
         return st.bavail * st.bsize;
       },
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
+      // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
+      holderOf: (file) => {
+        const loop = listLoopsSync().find((l) => l.backFile === file);
+        return loop ? `loop device ${loop.name}` : null;
+      },
     });
   } catch (err) {
     // Give the pool back (commit, unlock) before reporting.

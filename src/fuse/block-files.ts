@@ -50,6 +50,8 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
   hostFree: () => number;
   /** Called with each request that failed for an unexpected reason. */
   onError?: (err: unknown, req: FuseRequest) => void;
+  /** Who holds a block file open outside this process (a loop device), or null; consulted before a volume is removed. */
+  holderOf?: (file: string) => string | null;
 }
 
 export class BlockFiles implements MappingListener {
@@ -83,6 +85,12 @@ export class BlockFiles implements MappingListener {
   /** EIO and EUCLEAN answers given for this volume since the daemon started. */
   errorCount(volumeId: number): number {
     return this.ioErrors.get(volumeId) ?? 0;
+  }
+
+  holder(id: number): string | null {
+    const v = this.pool.catalog.byIdGet(id);
+    if (!v || !this.opts.holderOf) return null;
+    return this.opts.holderOf(`${this.opts.mountpoint}/${v.readOnly ? 'snapshots' : 'block'}/${v.name}`);
   }
 
   dropVolume(id: number): void {

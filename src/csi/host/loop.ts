@@ -6,9 +6,12 @@
  * writes to the device.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 
 import { native } from '../../native.js';
 import { run } from './run.js';
+
+const SYS_BLOCK = '/sys/block';
 
 export interface LoopDevice {
   /** /dev/loopN */
@@ -25,10 +28,36 @@ export interface LoopDevice {
   backDev: string;
 }
 
-interface LosetupRow {
-  name: string;
-  'back-file': string | null;
-  ro: boolean | string | number;
+/**
+ * Read from sysfs (/sys/block/loopN/loop/backing_file, ro, dev): no child
+ * process, and safe on the daemon's thread, since it never asks the file's
+ * filesystem anything.
+ */
+export function listLoopsSync(withBackingDevice = false): LoopDevice[] {
+  const loops: LoopDevice[] = [];
+  for (const entry of fs.readdirSync(SYS_BLOCK)) {
+    if (!/^loop\d+$/.test(entry)) continue;
+    const read = (f: string): string | null => {
+      try {
+        return fs.readFileSync(path.join(SYS_BLOCK, entry, f), 'utf8').trim();
+      } catch {
+        return null; // no file attached (no loop/ directory), or detached just now
+      }
+    };
+    const backFile = read('loop/backing_file');
+    const devNo = read('dev');
+    if (backFile === null || backFile === '' || devNo === null) continue;
+    const name = `/dev/${entry}`;
+    loops.push({
+      name,
+      // A file whose mount went away shows with a " (deleted)" suffix.
+      backFile: backFile.replace(/ \(deleted\)$/, ''),
+      readOnly: read('ro') === '1',
+      devNo,
+      backDev: withBackingDevice ? backingDevice(name) : '',
+    });
+  }
+  return loops.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
 }
 
 /**
@@ -38,30 +67,7 @@ interface LosetupRow {
  * getattr) — the daemon's own thread, which is busy waiting in the ioctl.
  */
 export async function listLoops(withBackingDevice = false): Promise<LoopDevice[]> {
-  const out = await run('losetup', ['--list', '--json', '--output', 'NAME,BACK-FILE,RO']);
-  if (out.trim() === '') return [];
-  const rows = (JSON.parse(out) as { loopdevices: LosetupRow[] }).loopdevices;
-  const loops: LoopDevice[] = [];
-  for (const r of rows) {
-    if (r['back-file'] === null) continue;
-    let devNo = '';
-    try {
-      const rdev = fs.statSync(r.name).rdev;
-      devNo = `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
-    } catch {
-      continue; // detached between the listing and now
-    }
-    loops.push({
-      name: r.name,
-      // A file whose mount went away shows with a " (deleted)" suffix.
-      backFile: r['back-file'].replace(/ \(deleted\)$/, ''),
-      readOnly: r.ro === true || r.ro === '1' || r.ro === 1,
-      devNo,
-      // losetup leaves BACK-MAJ:MIN empty for files on FUSE; the kernel knows.
-      backDev: withBackingDevice ? backingDevice(r.name) : '',
-    });
-  }
-  return loops;
+  return Promise.resolve(listLoopsSync(withBackingDevice));
 }
 
 /** Marks a loop device whose backing file sits on a FUSE mount whose server is gone. */
