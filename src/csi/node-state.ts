@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 
-import { type LoopDevice, listLoops } from './host/loop.js';
+import { type LoopDevice, listLoopsSync } from './host/loop.js';
 import { type MountEntry, mountAt, mountsOfLoop, readMountTable } from './host/mount-table.js';
 
 export interface VolumeState {
@@ -27,8 +27,8 @@ export interface NodeSnapshot {
   table: MountEntry[];
 }
 
-export async function readNode(): Promise<NodeSnapshot> {
-  return { loops: await listLoops(), table: readMountTable() };
+export function readNode(): NodeSnapshot {
+  return { loops: listLoopsSync(), table: readMountTable() };
 }
 
 export function volumeState(node: NodeSnapshot, file: string): VolumeState {

@@ -18,7 +18,7 @@ import { publishRefusal, usageOf, type Usage } from './capabilities.js';
 import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology } from './driver.js';
 import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from './host/filesystem.js';
 import { attachLoop, detachLoop, refreshLoop } from './host/loop.js';
-import { type NodeSnapshot, type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
+import { type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
 import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability, VolumeCondition } from './proto.js';
 import { CsiError, csiFail, status } from './status.js';
 
@@ -39,7 +39,7 @@ export class NodeService {
     const usage = usageOf(req.volumeCapability);
     await this.inflight.run([name], async () => {
       this.volume(name);
-      const state = volumeState(await readNode(), blockFile(this.ctx, name));
+      const state = volumeState(readNode(), blockFile(this.ctx, name));
       const here = stagedAt(state, staging, usage.block);
       if (here) {
         if (!usage.block && here.entry.fsType !== usage.fsType) {
@@ -72,7 +72,7 @@ export class NodeService {
     const name = this.requireId(volumeId);
     const staging = this.ctx.kubelet.check(stagingTargetPath, 'staging_target_path');
     await this.inflight.run([name], async () => {
-      const state = volumeState(await readNode(), blockFile(this.ctx, name));
+      const state = volumeState(readNode(), blockFile(this.ctx, name));
       const here = stagedAt(state, staging, false) ?? stagedAt(state, staging, true);
       if (here) {
         const still = otherMounts(state, here.entry.mountPoint);
@@ -100,7 +100,7 @@ export class NodeService {
     if (staging === target) csiFail(status.INVALID_ARGUMENT, 'target_path and staging_target_path are the same');
     await this.inflight.run([name], async () => {
       this.volume(name);
-      const node = await readNode();
+      const node = readNode();
       const state = volumeState(node, blockFile(this.ctx, name));
       const staged = stagedAt(state, staging, usage.block);
       if (!staged) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged at ${staging} as a ${usage.block ? 'block device' : 'filesystem'}`);
@@ -128,7 +128,7 @@ export class NodeService {
     const name = this.requireId(volumeId);
     const target = this.ctx.kubelet.check(targetPath, 'target_path');
     await this.inflight.run([name], async () => {
-      const node = await readNode();
+      const node = readNode();
       const state = volumeState(node, blockFile(this.ctx, name));
       const here = state.mounts.find((m) => m.entry.mountPoint === target);
       if (!here) {
@@ -158,7 +158,7 @@ export class NodeService {
     const v = this.volume(name);
     // Asynchronous, like every look into a volume's filesystem: its I/O may need this thread (the FUSE slow path).
     if ((await fsp.lstat(where).catch(() => null)) === null) csiFail(status.NOT_FOUND, `volume_path ${where} does not exist`);
-    const state = volumeState(await readNode(), blockFile(this.ctx, name));
+    const state = volumeState(readNode(), blockFile(this.ctx, name));
     const here = state.mounts.find((m) => m.entry.mountPoint === where);
     const condition = this.condition(v, state, here !== undefined, where);
     if (here && here.entry.fsType === 'devtmpfs') {
@@ -181,7 +181,7 @@ export class NodeService {
     return this.inflight.run([name], async () => {
       const v = this.volume(name);
       if (requiredBytes > v.size) csiFail(status.OUT_OF_RANGE, `volume '${name}' is ${v.size} bytes; expand it through the controller first`);
-      const state = volumeState(await readNode(), blockFile(this.ctx, name));
+      const state = volumeState(readNode(), blockFile(this.ctx, name));
       if (state.loops.length === 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged on this node`);
       for (const loop of state.loops) await refreshLoop(loop.name);
       const here = state.mounts.find((m) => m.entry.mountPoint === where);
@@ -268,7 +268,7 @@ export class NodeService {
       if (k === 'size') size = ephemeralSize(value);
       else if (!k.startsWith('csi.storage.k8s.io/')) csiFail(status.INVALID_ARGUMENT, `unknown volume attribute '${k}' (cowvol takes 'size')`);
     }
-    const node = await readNode();
+    const node = readNode();
     const file = blockFile(this.ctx, name);
     if (volumeState(node, file).mounts.some((m) => m.entry.mountPoint === target)) return;
     if (isMountedAt(node, target)) csiFail(status.ALREADY_EXISTS, `something else is mounted at ${target}`);
@@ -292,7 +292,7 @@ export class NodeService {
 
   /** Loop devices of the volume that nothing shows any more (after unstage or a failed call). */
   private async detachUnused(name: string): Promise<void> {
-    const state = volumeState(await readNode(), blockFile(this.ctx, name));
+    const state = volumeState(readNode(), blockFile(this.ctx, name));
     for (const loop of state.loops) {
       if (!state.mounts.some((m) => m.loop.name === loop.name)) await detachLoop(loop.name);
     }
@@ -319,4 +319,3 @@ function ephemeralSize(text: string): number {
   }
 }
 
-export type { NodeSnapshot };
