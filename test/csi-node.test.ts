@@ -86,7 +86,7 @@ function sizeAt(kind: Kind, target: string): number {
 }
 
 async function assertNothingLeft(t: Test, s: CsiSetup): Promise<void> {
-  t.same(await loopsOf(s), [], 'no loop device left');
+  t.same(loopsOf(s), [], 'no loop device left');
   t.same(mountsUnder(s.kubelet), [], 'no mount left under the kubelet directory');
   const stats = JSON.parse(cli(s.pool, 'pool', 'show', '--json').stdout) as { usedBytes: number; volumes: number; snapshots: number };
   t.equal(stats.volumes + stats.snapshots, 0, 'no volume or snapshot left');
@@ -258,7 +258,7 @@ t.test('node errors, idempotency and concurrency', async (t) => {
     ['stats, no path', () => s.client.code('Node', 'NodeGetVolumeStats', { volumeId: 'n' }), status.INVALID_ARGUMENT],
   ];
   for (const [what, call, code] of bad) t.equal((await call()).code, code, `${what}: ${status[code]}`);
-  t.same(await loopsOf(s), [], 'rejected calls attached nothing');
+  t.same(loopsOf(s), [], 'rejected calls attached nothing');
   t.same(mountsUnder(s.kubelet), [], 'rejected calls mounted nothing');
 
   // Two stages of one volume at once: one works, the other is told to come back.
@@ -298,7 +298,7 @@ t.test('node errors, idempotency and concurrency', async (t) => {
   t.equal(sh('mkfs.xfs', ['-q', '-f', path.join(bp.staging, 'dev')]).status, 0, 'xfs made on the block volume by hand');
   await s.client.call('Node', 'NodeUnstageVolume', { volumeId: 'b', stagingTargetPath: bp.staging });
   t.equal((await s.client.code('Node', 'NodeStageVolume', { volumeId: 'b', stagingTargetPath: bp.staging, volumeCapability: capOf('ext4') })).code, status.FAILED_PRECONDITION, 'holds xfs, asked for ext4: FAILED_PRECONDITION');
-  t.equal((await loopsOf(s)).length, 1, 'the refused stage left no loop device (one is n\'s)');
+  t.equal(loopsOf(s).length, 1, 'the refused stage left no loop device (one is n\'s)');
 
   // Unpublish and unstage are idempotent.
   for (let i = 0; i < 2; i++) {
@@ -363,7 +363,7 @@ t.test('daemon restarts between stage and publish, and between publish and unpub
   t.ok(readAt('ext4', fp.target, MiB, 'after.bin').equals(Buffer.alloc(MiB, 0x78)), 'and takes new writes');
   const stats = await s.client.call<{ volumeCondition: { abnormal: boolean } }>('Node', 'NodeGetVolumeStats', { volumeId: 'fsvol', volumePath: fp.target });
   t.equal(stats.volumeCondition.abnormal, false, 'condition normal after the rebuild');
-  t.equal((await loopsOf(s)).length, 2, 'one loop device per staged volume, the dead ones detached');
+  t.equal(loopsOf(s).length, 2, 'one loop device per staged volume, the dead ones detached');
 
   await unpublishAndUnstage(s, 'fsvol');
   await unpublishAndUnstage(s, 'blk');

@@ -7,7 +7,7 @@
 import { isValidName } from '../blockstore/names.js';
 import type { Pool, VolumeInfo } from '../blockstore/pool.js';
 import { MULTI_NODE_MODES, usageOf } from './capabilities.js';
-import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, blockFile, nodeTopology } from './driver.js';
+import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, blockFile, nodeTopology, poolCondition, volumeById } from './driver.js';
 import { listLoops, refreshLoop } from './host/loop.js';
 import { nameProblem, poolNameFor, snapshotIdFor } from './ids.js';
 import type { CapacityRange, ContentSource, CreateVolumeRequest, CsiSnapshot, CsiVolume, Topology, TopologyRequirement, VolumeCapability, VolumeCondition } from './proto.js';
@@ -69,13 +69,10 @@ export class ControllerService {
 
   async deleteVolume(volumeId: string): Promise<void> {
     if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
-    await this.inflight.run([volumeId], async () => {
+    await this.inflight.run([volumeId], () => {
       if (!isValidName(volumeId) || !this.pool.has(volumeId)) return;
-      const v = this.pool.stat(volumeId);
-      if (v.readOnly) return;
-      const file = blockFile(this.ctx, volumeId);
-      const loops = (await listLoops()).filter((l) => l.backFile === file);
-      if (loops.length > 0) csiFail(status.FAILED_PRECONDITION, `volume '${volumeId}' is in use on this node (${loops.map((l) => l.name).join(', ')}); unpublish and unstage it first`);
+      if (this.pool.stat(volumeId).readOnly) return;
+      // A volume still staged is refused by the pool itself (its loop device holds it: EBUSY, FAILED_PRECONDITION).
       this.pool.remove(volumeId);
       this.ctx.log.info({ volume: volumeId }, 'volume deleted');
     });
@@ -126,7 +123,7 @@ export class ControllerService {
       const grown = size > v.size ? this.pool.grow(volumeId, size) : v;
       // The loop devices over the volume learn the new size here, so a block volume needs no node step.
       const file = blockFile(this.ctx, volumeId);
-      for (const loop of (await listLoops()).filter((l) => l.backFile === file)) await refreshLoop(loop.name);
+      for (const loop of listLoops().filter((l) => l.backFile === file)) await refreshLoop(loop.name);
       this.ctx.log.info({ volume: volumeId, size: grown.size }, 'volume expanded');
       return { capacityBytes: grown.size, nodeExpansionRequired: !block };
     });
@@ -214,10 +211,7 @@ export class ControllerService {
 
   private existingVolume(volumeId: string): VolumeInfo {
     if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
-    if (!isValidName(volumeId) || !this.pool.has(volumeId)) csiFail(status.NOT_FOUND, `no volume '${volumeId}'`);
-    const v = this.pool.stat(volumeId);
-    if (v.readOnly) csiFail(status.NOT_FOUND, `'${volumeId}' is a snapshot, not a volume`);
-    return v;
+    return volumeById(this.pool, volumeId);
   }
 
   private contentSource(src: ContentSource | null): VolumeInfo | undefined {
@@ -231,8 +225,7 @@ export class ControllerService {
     }
     const id = src.volume?.volumeId ?? '';
     if (id === '') csiFail(status.INVALID_ARGUMENT, 'volume_content_source.volume.volume_id is required');
-    if (!isValidName(id) || !this.pool.has(id) || this.pool.stat(id).readOnly) csiFail(status.NOT_FOUND, `no volume '${id}' to clone`);
-    return this.pool.stat(id);
+    return volumeById(this.pool, id);
   }
 
   /**
@@ -252,8 +245,7 @@ export class ControllerService {
   }
 
   private condition(v: VolumeInfo): VolumeCondition {
-    const errors = this.ctx.ioErrors(v.id);
-    return errors > 0 ? { abnormal: true, message: `${errors} I/O errors on volume '${v.name}' since the daemon started` } : { abnormal: false, message: 'healthy' };
+    return poolCondition(this.ctx, v) ?? { abnormal: false, message: 'healthy' };
   }
 
   private csiVolume(v: VolumeInfo): CsiVolume {

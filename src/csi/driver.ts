@@ -2,10 +2,13 @@
  * What the CSI services share: the open pool and its block files, who this
  * node is, the path policy, and the per-volume serialization of calls.
  */
-import type { Pool } from '../blockstore/pool.js';
+import { isValidName } from '../blockstore/names.js';
+import type { Pool, VolumeInfo } from '../blockstore/pool.js';
+import { blockFilePath } from '../fuse/block-files.js';
 import type { Logger } from '../daemon/log.js';
 import type { PathPolicy } from './paths.js';
-import { CsiError, status } from './status.js';
+import type { VolumeCondition } from './proto.js';
+import { CsiError, csiFail, status } from './status.js';
 
 export const DEFAULT_DRIVER_NAME = 'cowvol.csi.dev';
 export const TOPOLOGY_KEY = 'topology.cowvol.csi.dev/node';
@@ -40,7 +43,21 @@ export interface DriverContext {
 }
 
 export function blockFile(ctx: DriverContext, name: string): string {
-  return `${ctx.mount}/block/${name}`;
+  return blockFilePath(ctx.mount, name, false);
+}
+
+/** The pool volume a CSI volume id names: NOT_FOUND for an unknown id, and for a snapshot's. */
+export function volumeById(pool: Pool, id: string): VolumeInfo {
+  if (!isValidName(id) || !pool.has(id)) csiFail(status.NOT_FOUND, `no volume '${id}'`);
+  const v = pool.stat(id);
+  if (v.readOnly) csiFail(status.NOT_FOUND, `'${id}' is a snapshot, not a volume`);
+  return v;
+}
+
+/** What the pool says of a volume: abnormal once the block files answered it EIO or EUCLEAN; null if nothing. */
+export function poolCondition(ctx: DriverContext, v: VolumeInfo): VolumeCondition | null {
+  const errors = ctx.ioErrors(v.id);
+  return errors > 0 ? { abnormal: true, message: `${errors} I/O errors on volume '${v.name}' since the daemon started` } : null;
 }
 
 export function nodeTopology(ctx: DriverContext): { segments: Record<string, string> } {

@@ -6,7 +6,7 @@
  */
 import type { Pool, VolumeInfo } from '../blockstore/pool.js';
 import type { ControllerService } from './controller.js';
-import { type DriverContext, InFlight, LABEL } from './driver.js';
+import { type DriverContext, InFlight, LABEL, volumeById } from './driver.js';
 import { nameProblem, poolNameFor } from './ids.js';
 import { timestamp } from './proto.js';
 import { csiFail, status } from './status.js';
@@ -50,10 +50,7 @@ export class GroupControllerService {
         if (had.join('\n') !== asked.join('\n')) csiFail(status.ALREADY_EXISTS, `group snapshot '${name}' exists with other volumes (${had.join(', ')})`);
         return this.describe(id, members);
       }
-      const sources = sourceVolumeIds.map((v) => {
-        if (!this.pool.has(v) || this.pool.stat(v).readOnly) csiFail(status.NOT_FOUND, `no volume '${v}'`);
-        return this.pool.stat(v);
-      });
+      const sources = sourceVolumeIds.map((v) => volumeById(this.pool, v));
       const made = this.pool.forkAll(
         sources.map((s) => ({
           source: s.name,

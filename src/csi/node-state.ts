@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 
-import { type LoopDevice, listLoopsSync } from './host/loop.js';
+import { type LoopDevice, listLoops } from './host/loop.js';
 import { type MountEntry, mountAt, mountsOfLoop, readMountTable } from './host/mount-table.js';
 
 export interface VolumeState {
@@ -28,7 +28,7 @@ export interface NodeSnapshot {
 }
 
 export function readNode(): NodeSnapshot {
-  return { loops: listLoopsSync(), table: readMountTable() };
+  return { loops: listLoops(), table: readMountTable() };
 }
 
 export function volumeState(node: NodeSnapshot, file: string): VolumeState {

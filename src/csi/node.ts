@@ -14,8 +14,8 @@ import path from 'node:path';
 import { isValidName } from '../blockstore/names.js';
 import type { VolumeInfo } from '../blockstore/pool.js';
 import { parseSize } from '../cli/size.js';
-import { publishRefusal, usageOf, type Usage } from './capabilities.js';
-import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology } from './driver.js';
+import { isReaderOnly, publishRefusal, usageOf, type Usage } from './capabilities.js';
+import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology, poolCondition, volumeById } from './driver.js';
 import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from './host/filesystem.js';
 import { attachLoop, detachLoop, refreshLoop } from './host/loop.js';
 import { type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
@@ -50,7 +50,7 @@ export class NodeService {
       const elsewhere = state.mounts.find((m) => (usage.block ? m.entry.mountPoint.endsWith('/dev') && m.entry.fsType === 'devtmpfs' : m.entry.fsType !== 'devtmpfs' && m.entry.root === '/'));
       if (elsewhere) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is already staged at ${elsewhere.entry.mountPoint}`);
       fs.mkdirSync(staging, { recursive: true });
-      const readOnly = usage.mode === 'SINGLE_NODE_READER_ONLY' || usage.mode === 'MULTI_NODE_READER_ONLY';
+      const readOnly = isReaderOnly(usage.mode);
       const device = await attachLoop(state.file, usage.block && readOnly);
       try {
         if (usage.block) {
@@ -216,15 +216,12 @@ export class NodeService {
   }
 
   private volume(name: string): VolumeInfo {
-    if (!isValidName(name) || !this.ctx.pool.has(name)) csiFail(status.NOT_FOUND, `no volume '${name}'`);
-    const v = this.ctx.pool.stat(name);
-    if (v.readOnly) csiFail(status.NOT_FOUND, `'${name}' is a snapshot, not a volume`);
-    return v;
+    return volumeById(this.ctx.pool, name);
   }
 
   private condition(v: VolumeInfo, state: VolumeState, mounted: boolean, where: string): VolumeCondition {
-    const errors = this.ctx.ioErrors(v.id);
-    if (errors > 0) return { abnormal: true, message: `${errors} I/O errors on volume '${v.name}' since the daemon started` };
+    const pool = poolCondition(this.ctx, v);
+    if (pool) return pool;
     if (!mounted) return { abnormal: true, message: `volume '${v.name}' is not mounted at ${where}` };
     if (state.loops.length === 0) return { abnormal: true, message: `volume '${v.name}' has no loop device` };
     return { abnormal: false, message: 'healthy' };

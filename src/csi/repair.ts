@@ -37,7 +37,7 @@ export function isStale(loop: LoopDevice, previousMount: string): boolean {
 
 export async function repairAfterRestart(ctx: DriverContext, previousMount: string): Promise<number> {
   // Safe to ask where backing files live: our new mount has no loop devices yet.
-  const node = { loops: await listLoops(true), table: readMountTable() };
+  const node = { loops: listLoops(true), table: readMountTable() };
   let repaired = 0;
   for (const stale of node.loops.filter((l) => isStale(l, previousMount))) {
     const name = path.basename(stale.backFile);

@@ -1,18 +1,14 @@
 /**
- * The mount table, read from /proc/self/mountinfo, and clean-up of a mount
- * a killed daemon left behind ("Transport endpoint is not connected").
+ * Whether something is mounted at a path, and clean-up of a mount a killed
+ * daemon left behind ("Transport endpoint is not connected"). The mount
+ * table itself is read by src/csi/host/mount-table.ts.
  */
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
 
-/** Decodes the octal escapes mountinfo uses for spaces and the like. */
-function unescape(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
+import { readMountTable } from '../csi/host/mount-table.js';
 
 export function isMountPoint(dir: string): boolean {
-  const table = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  return table.split('\n').some((line) => unescape(line.split(' ')[4] ?? '') === dir);
+  return readMountTable().some((m) => m.mountPoint === dir);
 }
 
 /** Detaches whatever is mounted at dir (lazily, so busy users do not block it). */

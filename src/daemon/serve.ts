@@ -9,11 +9,11 @@ import fs from 'node:fs';
 import { fail } from '../errors.js';
 import { PoolDir, dataFilePath } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
-import { BlockFiles } from '../fuse/block-files.js';
+import { BlockFiles, blockFilePath } from '../fuse/block-files.js';
 import { type CsiServer, startCsiServer } from '../csi/server.js';
 import { PathPolicy } from '../csi/paths.js';
 import { repairAfterRestart } from '../csi/repair.js';
-import { listLoopsSync } from '../csi/host/loop.js';
+import { listLoops } from '../csi/host/loop.js';
 import { abortFuseConnection, fuseConnectionOf } from './fusectl.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 import { type CommandResult, adminSocketPath, startAdminServer } from './admin.js';
@@ -56,6 +56,11 @@ export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
   const handle = PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
   const pool = handle.pool;
+  /** Bytes free on the filesystem under the pool: what a pool without a capacity can still take. */
+  const hostFree = (): number => {
+    const st = fs.statfsSync(opts.poolDir);
+    return st.bavail * st.bsize;
+  };
   let dataFd = -1;
   let files: BlockFiles;
   try {
@@ -72,14 +77,11 @@ export function serve(opts: ServeOptions): Daemon {
       dataFd,
       tableSlots: 1 << 18,
       options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
-      hostFree: () => {
-        const st = fs.statfsSync(opts.poolDir);
-        return st.bavail * st.bsize;
-      },
+      hostFree,
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
       // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
       holderOf: (file) => {
-        const loop = listLoopsSync().find((l) => l.backFile === file);
+        const loop = listLoops().find((l) => l.backFile === file);
         return loop ? `loop device ${loop.name}` : null;
       },
     });
@@ -121,10 +123,7 @@ export function serve(opts: ServeOptions): Daemon {
         driverName: csiOpts.driverName,
         kubelet: new PathPolicy(csiOpts.kubeletDir),
         maxVolumesPerNode: csiOpts.maxVolumesPerNode,
-        hostFree: () => {
-          const st = fs.statfsSync(opts.poolDir);
-          return st.bavail * st.bsize;
-        },
+        hostFree,
         log,
       };
       // Answering (Probe says not ready) while stages a previous daemon left are rebuilt.
@@ -134,7 +133,7 @@ export function serve(opts: ServeOptions): Daemon {
     }
     ready = true;
     log.info({ pool: opts.poolDir, mount: opts.mount, socket, volumes: pool.stats().volumes, csi: csiOpts?.endpoint }, 'serving');
-    const list = pool.list().map((v) => `${opts.mount}/${v.readOnly ? 'snapshots' : 'block'}/${v.name}`);
+    const list = pool.list().map((v) => blockFilePath(opts.mount, v.name, v.readOnly));
     process.stdout.write(`cowvol: serving ${opts.poolDir} at ${opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
   })();
 

@@ -54,6 +54,11 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
   holderOf?: (file: string) => string | null;
 }
 
+/** Where a volume's (or snapshot's) file is under the mount point. */
+export function blockFilePath(mountpoint: string, name: string, readOnly: boolean): string {
+  return `${mountpoint}/${readOnly ? 'snapshots' : 'block'}/${name}`;
+}
+
 export class BlockFiles implements MappingListener {
   private readonly pool: Pool;
   private readonly session: FuseSession;
@@ -90,7 +95,7 @@ export class BlockFiles implements MappingListener {
   holder(id: number): string | null {
     const v = this.pool.catalog.byIdGet(id);
     if (!v || !this.opts.holderOf) return null;
-    return this.opts.holderOf(`${this.opts.mountpoint}/${v.readOnly ? 'snapshots' : 'block'}/${v.name}`);
+    return this.opts.holderOf(blockFilePath(this.opts.mountpoint, v.name, v.readOnly));
   }
 
   dropVolume(id: number): void {

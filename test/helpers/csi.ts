@@ -58,7 +58,7 @@ export async function startCsi(t: Test, name: string, init: string[] = []): Prom
   t.teardown(async () => {
     s.client.close();
     if (s.daemon.child.exitCode === null) await s.daemon.stop('SIGTERM');
-    await cleanUnder(s);
+    cleanUnder(s);
     fs.rmSync(dir, { recursive: true, force: true });
   });
   return s;
@@ -73,13 +73,13 @@ export function mountsUnder(dir: string): string[] {
 }
 
 /** Loop devices over this setup's block files, live or left by a dead daemon (any dead daemon's: they are all garbage). */
-export async function loopsOf(s: CsiSetup): Promise<string[]> {
-  return (await listLoops(true)).filter((l) => l.backFile.startsWith(`${s.mount}/`) || isStale(l, s.mount)).map((l) => l.name);
+export function loopsOf(s: CsiSetup): string[] {
+  return listLoops(true).filter((l) => l.backFile.startsWith(`${s.mount}/`) || isStale(l, s.mount)).map((l) => l.name);
 }
 
-async function cleanUnder(s: CsiSetup): Promise<void> {
+function cleanUnder(s: CsiSetup): void {
   for (const p of mountsUnder(s.dir)) if (p !== s.mount) sh('umount', ['-l', p]);
-  for (const loop of await loopsOf(s)) sh('losetup', ['-d', loop]);
+  for (const loop of loopsOf(s)) sh('losetup', ['-d', loop]);
   tidy(s.mount);
 }
 

@@ -29,11 +29,15 @@ export interface LoopDevice {
 }
 
 /**
- * Read from sysfs (/sys/block/loopN/loop/backing_file, ro, dev): no child
- * process, and safe on the daemon's thread, since it never asks the file's
- * filesystem anything.
+ * The loop devices with a backing file, read from sysfs
+ * (/sys/block/loopN/loop/backing_file, ro, dev): no child process, and safe
+ * on the daemon's thread, since it never asks the file's filesystem
+ * anything. `withBackingDevice` also asks the kernel where each file lives;
+ * never do that in the daemon while its own mount is up: the kernel answers
+ * by asking the file's FUSE server (a getattr) — the daemon's own thread,
+ * which is busy waiting in the ioctl.
  */
-export function listLoopsSync(withBackingDevice = false): LoopDevice[] {
+export function listLoops(withBackingDevice = false): LoopDevice[] {
   const loops: LoopDevice[] = [];
   for (const entry of fs.readdirSync(SYS_BLOCK)) {
     if (!/^loop\d+$/.test(entry)) continue;
@@ -60,15 +64,6 @@ export function listLoopsSync(withBackingDevice = false): LoopDevice[] {
   return loops.sort((a, b) => a.name.localeCompare(b.name, 'en', { numeric: true }));
 }
 
-/**
- * The loop devices with a backing file. `withBackingDevice` also asks the
- * kernel where each file lives; never do that in the daemon while its own
- * mount is up: the kernel answers by asking the file's FUSE server (a
- * getattr) — the daemon's own thread, which is busy waiting in the ioctl.
- */
-export async function listLoops(withBackingDevice = false): Promise<LoopDevice[]> {
-  return Promise.resolve(listLoopsSync(withBackingDevice));
-}
 
 /** Marks a loop device whose backing file sits on a FUSE mount whose server is gone. */
 export const DISCONNECTED = 'disconnected';
