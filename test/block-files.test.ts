@@ -5,11 +5,12 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import t, { type Test } from 'tap';
 
-import { isMountPoint } from '../src/daemon/mounts.js';
+import { isMountPoint } from '../src/host/mounts.js';
 import { Daemon, bin, cli, sh, tidy } from './helpers/daemon.js';
 import { tmpDir } from './helpers/pools.js';
 
@@ -32,7 +33,7 @@ function setup(t: Test, name: string, init: string[] = [], volumes: [string, str
 }
 
 function fio(file: string, args: string[]): { status: number; out: string } {
-  const r = sh('fio', ['--name=check', `--filename=${file}`, '--ioengine=libaio', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', ...args]);
+  const r = sh('fio', ['--name=check', `--filename=${file}`, '--ioengine=libaio', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0', ...args]);
   return { status: r.status, out: r.stdout + r.stderr };
 }
 
@@ -195,7 +196,7 @@ t.test('two volumes written at once', async (t) => {
   const d = await Daemon.start(s.pool, s.mount);
   const run = (file: string): Promise<number> =>
     new Promise((resolve) => {
-      const p = spawn('fio', ['--name=c', `--filename=${file}`, '--rw=randwrite', '--bs=4k', '--size=32M', '--direct=1', '--ioengine=libaio', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1'], { stdio: 'ignore' });
+      const p = spawn('fio', ['--name=c', `--filename=${file}`, '--rw=randwrite', '--bs=4k', '--size=32M', '--direct=1', '--ioengine=libaio', '--iodepth=16', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1', '--verify_state_save=0'], { stdio: 'ignore', cwd: os.tmpdir() });
       p.on('exit', (code) => resolve(code ?? -1));
     });
   const codes = await Promise.all([run(d.file('a')), run(d.file('b'))]);
@@ -222,11 +223,15 @@ except OSError:
 `;
   const w = spawn('python3', ['-c', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
   let flushed = 0;
-  w.stdout.on('data', (b: Buffer) => {
-    const lines = b.toString().trim().split('\n');
-    flushed = Math.max(flushed, Number(lines[lines.length - 1]));
+  // The kill comes once enough writes are fsync-ed: counted, not timed.
+  const enough = new Promise<void>((resolve) => {
+    w.stdout.on('data', (b: Buffer) => {
+      const lines = b.toString().trim().split('\n');
+      flushed = Math.max(flushed, Number(lines[lines.length - 1]));
+      if (flushed >= 400) resolve();
+    });
   });
-  await new Promise((r) => setTimeout(r, 1500));
+  await enough;
   const killed = await d.stop('SIGKILL');
   t.equal(killed.signal, 'SIGKILL');
   await new Promise((r) => w.once('exit', r));
@@ -249,9 +254,10 @@ except OSError:
 t.test('SIGTERM while I/O is in flight: drains, commits, unmounts, exits 0', async (t) => {
   const s = setup(t, 'term', [], [['v', '128M']]);
   const d = await Daemon.start(s.pool, s.mount);
-  const f = spawn('fio', ['--name=t', `--filename=${d.file('v')}`, '--rw=randwrite', '--bs=4k', '--size=128M', '--direct=1', '--ioengine=libaio', '--iodepth=32', '--time_based', '--runtime=30'], { stdio: 'ignore' });
+  const f = spawn('fio', ['--name=t', `--filename=${d.file('v')}`, '--rw=randwrite', '--bs=4k', '--size=128M', '--direct=1', '--ioengine=libaio', '--iodepth=32', '--time_based', '--runtime=30'], { stdio: 'ignore', cwd: os.tmpdir() });
   const fioExit = new Promise<number | null>((resolve) => f.once('exit', (c) => resolve(c)));
-  await new Promise((r) => setTimeout(r, 700));
+  // SIGTERM once fio's writes have reached the pool (allocated bytes show in st_blocks).
+  while (f.exitCode === null && fs.statSync(d.file('v')).blocks === 0) await new Promise((r) => setImmediate(r));
   t.equal(f.exitCode, null, 'fio is still writing when SIGTERM arrives');
   await stopClean(t, d);
   t.not(await fioExit, null, 'fio ended on its own once the mount went away');
@@ -308,13 +314,20 @@ except (OSError, BrokenPipeError):
   const w = spawn('python3', ['-c', writer], { stdio: ['ignore', 'pipe', 'ignore'] });
   let acked = 0;
   let tail = '';
+  // Waiters on the acknowledged count: the test moves on when the writer has written, never after a sleep.
+  const waiters: { n: number; resolve: () => void }[] = [];
+  const ackedAtLeast = (n: number): Promise<void> => (acked >= n ? Promise.resolve() : new Promise((resolve) => waiters.push({ n, resolve })));
   w.stdout.on('data', (b: Buffer) => {
     tail += b.toString();
     const lines = tail.split('\n');
     tail = lines.pop() ?? '';
     if (lines.length > 0) acked = Number(lines[lines.length - 1]);
+    for (const x of waiters.splice(0)) {
+      if (acked >= x.n) x.resolve();
+      else waiters.push(x);
+    }
   });
-  await new Promise((r) => setTimeout(r, 800));
+  await ackedAtLeast(200);
   const before = acked;
   const snap = await new Promise<number>((resolve) => {
     const p = spawn(process.execPath, [bin, 'snapshot', 'create', 'v@mid', '--pool', s.pool], { stdio: 'ignore' });
@@ -322,12 +335,12 @@ except (OSError, BrokenPipeError):
   });
   const after = acked;
   t.equal(snap, 0, 'snapshot created while writes go on');
-  await new Promise((r) => setTimeout(r, 500));
+  await ackedAtLeast(after + 200);
   const first = fs.readFileSync(d.file('v@mid'));
-  await new Promise((r) => setTimeout(r, 500));
+  await ackedAtLeast(acked + 200);
   w.kill('SIGKILL');
   await new Promise((r) => w.once('exit', r));
-  t.ok(before > 100 && acked > after, `writes went on before (${before}) and after (${after}..${acked}) the snapshot`);
+  t.ok(before >= 200 && acked > after, `writes went on before (${before}) and after (${after}..${acked}) the snapshot`);
   const lastBefore = new Map<number, number>();
   for (let n = 1; n <= before; n++) lastBefore.set((n * 7) % blocks, n);
   let bad = 0;

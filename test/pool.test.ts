@@ -14,7 +14,7 @@ import { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import { Pool } from '../src/blockstore/pool.js';
 import { CrashError, FaultPlan, SimDisk } from '../src/blockstore/sim-disk.js';
 import { CowvolError } from '../src/errors.js';
-import { cloneVolume, createSnapshot, deleteSnapshot, deleteVolume } from '../src/snapshots/snapshots.js';
+import { Volumes } from '../src/volumes/volumes.js';
 import { fill, memoryPool, tmpDir } from './helpers/pools.js';
 
 const KiB = 1024;
@@ -43,7 +43,7 @@ t.test('a snapshot costs the same pages whatever the volume holds', async (t) =>
     for (let i = 0; i < chunks; i++) pool.write('v', i * 4096, fill(4096, 1 + (i % 200)));
     pool.flush();
     const before = pool.stats().metaPages;
-    createSnapshot(pool, 'v@s');
+    new Volumes(pool).createSnapshot('v@s');
     costs.push(pool.stats().metaPages - before);
     clean(t, pool, `${chunks} chunks`);
   }
@@ -56,10 +56,10 @@ t.test('reads are one lookup of one map whatever the snapshot history', async (t
   pool.createVolume('v', 16 * MiB);
   for (let s = 0; s < 100; s++) {
     pool.write('v', (s * 37 % 4096) * 4096, fill(4096, s + 1));
-    createSnapshot(pool, `v@s${s}`);
+    new Volumes(pool).createSnapshot(`v@s${s}`);
   }
-  const v = pool.volume('v');
-  t.equal(pool.trees.path(v.tree, 37).length, v.tree.levels, 'the path to a chunk is the tree height');
+  const v = pool['volume']('v');
+  t.equal(pool['trees'].path(v.tree, 37).length, v.tree.levels, 'the path to a chunk is the tree height');
   t.equal(v.tree.levels, 2, 'the height depends on the size, not on 100 snapshots');
   t.same(pool.read('v@s50', (50 * 37 % 4096) * 4096, 4), fill(4, 51), 'old snapshot reads its own data');
   clean(t, pool, '100 snapshots');
@@ -78,9 +78,9 @@ t.test('delete in any order keeps what others still hold', async (t) => {
     const { pool } = memoryPool({ chunkSize: 8192 });
     pool.createVolume('vol', 256 * KiB);
     pool.write('vol', 0, fill(256 * KiB, 7));
-    createSnapshot(pool, 'vol@snap');
+    new Volumes(pool).createSnapshot('vol@snap');
     pool.write('vol', 0, fill(8192, 8));
-    cloneVolume(pool, 'vol@snap', 'clone');
+    new Volumes(pool).clone('vol@snap', 'clone');
     pool.write('clone', 8192, fill(8192, 9));
     const expect: Record<string, Buffer> = {
       vol: Buffer.concat([fill(8192, 8), fill(248 * KiB, 7)]),
@@ -90,8 +90,8 @@ t.test('delete in any order keeps what others still hold', async (t) => {
     const names: Record<string, string> = { vol: 'vol', snap: 'vol@snap', clone: 'clone' };
     for (const which of order) {
       const name = names[which] ?? '';
-      if (which === 'snap') deleteSnapshot(pool, name);
-      else deleteVolume(pool, name);
+      if (which === 'snap') new Volumes(pool).deleteSnapshot(name);
+      else new Volumes(pool).delete(name);
       delete expect[name];
       for (const [other, data] of Object.entries(expect)) {
         t.ok(pool.read(other, 0, data.length).equals(data), `${order.join(',')}: ${other} intact after deleting ${name}`);
@@ -106,8 +106,8 @@ t.test('clone to a larger size reads zeros past the source and is writable there
   const { pool } = memoryPool({ chunkSize: 65536 });
   pool.createVolume('src', 1 * MiB);
   pool.write('src', 0, fill(1 * MiB, 3));
-  t.equal(code(() => cloneVolume(pool, 'src', 'small', 512 * KiB)), 'EINVAL', 'smaller than the source is refused');
-  cloneVolume(pool, 'src', 'big', 100 * MiB);
+  t.equal(code(() => new Volumes(pool).clone('src', 'small', { size: 512 * KiB })), 'EINVAL', 'smaller than the source is refused');
+  new Volumes(pool).clone('src', 'big', { size: 100 * MiB });
   t.equal(pool.stat('big').size, 100 * MiB);
   t.ok(pool.read('big', 0, MiB).equals(fill(MiB, 3)), 'source data present');
   t.ok(pool.read('big', 99 * MiB, MiB).equals(Buffer.alloc(MiB)), 'tail reads zeros');
@@ -122,8 +122,9 @@ t.test('a snapshot holds exactly the writes that completed before it, with write
   const model = Buffer.alloc(4 * MiB);
   let snapModel: Buffer | null = null;
   let stop = false;
+  let done = 0;
   const writer = async (seed: number): Promise<void> => {
-    for (let i = 0; !stop && i < 2000; i++) {
+    for (let i = 0; !stop && i < 2000; i++, done++) {
       const off = ((seed * 7919 + i * 104729) % 1024) * 4096;
       const data = fill(4096, (seed * 31 + i) % 251);
       pool.write('v', off, data);
@@ -132,10 +133,14 @@ t.test('a snapshot holds exactly the writes that completed before it, with write
     }
   };
   const writers = [1, 2, 3].map(writer);
-  await new Promise((r) => setTimeout(r, 20));
-  createSnapshot(pool, 'v@mid');
+  // Counted turns of the event loop, not a clock: each writer yields once per write.
+  const writesDone = async (n: number): Promise<void> => {
+    while (done < n) await new Promise((r) => setImmediate(r));
+  };
+  await writesDone(300);
+  new Volumes(pool).createSnapshot('v@mid');
   snapModel = Buffer.from(model);
-  await new Promise((r) => setTimeout(r, 20));
+  await writesDone(done + 300);
   stop = true;
   await Promise.all(writers);
   t.ok(pool.read('v@mid', 0, 4 * MiB).equals(snapModel), 'snapshot equals the data acknowledged before it');
@@ -148,12 +153,12 @@ t.test('pool full: ENOSPC for the write, nothing corrupted, writes resume once s
   pool.createVolume('a', 1 * MiB);
   for (let i = 0; i < 16; i++) pool.write('a', i * 4096, fill(4096, i + 1));
   t.equal(code(() => pool.write('a', 16 * 4096, fill(4096, 99))), 'ENOSPC', 'a new chunk is refused');
-  createSnapshot(pool, 'a@s');
+  new Volumes(pool).createSnapshot('a@s');
   t.equal(code(() => pool.write('a', 0, fill(512, 99))), 'ENOSPC', 'a CoW break is refused too');
   for (let i = 0; i < 16; i++) t.ok(pool.read('a', i * 4096, 4096).equals(fill(4096, i + 1)), `chunk ${i} intact`);
   t.ok(pool.read('a', 16 * 4096, 4096).equals(Buffer.alloc(4096)), 'the refused write left nothing');
   clean(t, pool, 'full pool');
-  deleteSnapshot(pool, 'a@s');
+  new Volumes(pool).deleteSnapshot('a@s');
   pool.write('a', 0, fill(512, 99));
   pool.discard('a', 4096, 8 * 4096);
   pool.write('a', 16 * 4096, fill(4096, 98));
@@ -170,17 +175,17 @@ t.test('the page cache stays within its budget on a map larger than the budget',
   let maxSeen = 0;
   for (let i = 0; i < chunks; i += 7) {
     pool.write('big', i * 4096, fill(512, (i % 250) + 1));
-    maxSeen = Math.max(maxSeen, pool.cache.bytes());
+    maxSeen = Math.max(maxSeen, pool['cache'].bytes());
   }
   pool.flush();
   for (let i = 0; i < chunks; i += 7 * 97) {
     t.ok(pool.read('big', i * 4096, 512).equals(fill(512, (i % 250) + 1)), `chunk ${i} reads back`);
-    maxSeen = Math.max(maxSeen, pool.cache.bytes());
+    maxSeen = Math.max(maxSeen, pool['cache'].bytes());
   }
   t.ok(maxSeen <= budget, `cache peaked at ${maxSeen} bytes, budget ${budget}`);
   const metaBytes = pool.stats().metaPages * 4096;
   t.ok(metaBytes > 2 * budget, `the metadata (${metaBytes} bytes) is larger than the budget`);
-  t.ok(pool.cache.reads > budget / 4096, `pages were evicted and re-read (${pool.cache.reads} reads)`);
+  t.ok(pool['cache'].reads > budget / 4096, `pages were evicted and re-read (${pool['cache'].reads} reads)`);
   clean(t, pool, 'small cache');
 });
 
@@ -189,11 +194,11 @@ t.test('errors change nothing', async (t) => {
   const pool = mp.pool;
   pool.createVolume('v', 64 * KiB);
   pool.write('v', 0, fill(64 * KiB, 5));
-  createSnapshot(pool, 'v@s');
+  new Volumes(pool).createSnapshot('v@s');
   const gen = pool.generation;
   const image = mp.meta.image();
   t.equal(code(() => pool.createVolume('v', 4096)), 'EEXIST');
-  t.equal(code(() => pool.createVolume('Bad', 4096)), 'EINVAL');
+  t.equal(code(() => new Volumes(pool).create('Bad', { size: 4096 })), 'EINVAL');
   t.equal(code(() => pool.createVolume('w', 1000)), 'EINVAL');
   t.equal(code(() => pool.grow('v', 4096)), 'EPERM');
   t.equal(code(() => pool.grow('v@s', 1 * MiB)), 'EROFS');
@@ -201,13 +206,13 @@ t.test('errors change nothing', async (t) => {
   t.equal(code(() => pool.write('v', 64 * KiB - 1, fill(2, 1))), 'EFBIG');
   t.equal(code(() => pool.discard('v', 0, 128 * KiB)), 'EFBIG');
   t.equal(code(() => pool.read('nope', 0, 1)), 'ENOENT');
-  t.equal(code(() => createSnapshot(pool, 'v@s')), 'EEXIST');
-  t.equal(code(() => createSnapshot(pool, 'v@s@x')), 'EINVAL');
-  t.equal(code(() => createSnapshot(pool, 'v@s@x')), 'EINVAL');
-  t.equal(code(() => deleteVolume(pool, 'v@s')), 'EINVAL');
-  t.equal(code(() => deleteSnapshot(pool, 'v')), 'EINVAL');
-  deleteVolume(pool, 'v');
-  t.equal(code(() => pool.createVolume('v', 4096)), 'EEXIST', "a new 'v' would adopt the orphaned v@s");
+  t.equal(code(() => new Volumes(pool).createSnapshot('v@s')), 'EEXIST');
+  t.equal(code(() => new Volumes(pool).createSnapshot('v@s@x')), 'EINVAL');
+  t.equal(code(() => new Volumes(pool).createSnapshot('v@s@x')), 'EINVAL');
+  t.equal(code(() => new Volumes(pool).delete('v@s')), 'EINVAL');
+  t.equal(code(() => new Volumes(pool).deleteSnapshot('v')), 'EINVAL');
+  new Volumes(pool).delete('v');
+  t.equal(code(() => new Volumes(pool).create('v', { size: 4096 })), 'EEXIST', "a new 'v' would adopt the orphaned v@s");
   t.equal(pool.generation, gen + 1, 'only the delete committed');
   t.notOk(mp.meta.image().equals(image), 'the delete did change metadata');
   t.ok(pool.read('v@s', 0, 64 * KiB).equals(fill(64 * KiB, 5)), 'the orphaned snapshot still reads');
@@ -231,7 +236,7 @@ t.test('discard and delete give space back to the filesystem (hole punching)', a
   const half = blocks();
   t.ok(half <= full - 15 * MiB, `discarding 16 MiB frees it: ${full} -> ${half}`);
   t.ok(pool.read('v', 0, 16 * MiB).equals(Buffer.alloc(16 * MiB)), 'discarded range reads zeros');
-  deleteVolume(pool, 'v');
+  new Volumes(pool).delete('v');
   t.ok(blocks() <= 1 * MiB, `deleting the volume frees the rest: ${blocks()}`);
   pool.createVolume('w', 1 * MiB);
   pool.write('w', 4096, fill(512, 2));

@@ -5,10 +5,11 @@
  * mounted.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { isMountPoint } from '../../src/daemon/mounts.js';
+import { isMountPoint } from '../../src/host/mounts.js';
 
 export const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'cowvol.js');
 
@@ -34,14 +35,20 @@ export class Daemon {
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
+  /** Resolves once the daemon logs that it serves; rejects if it exits first. No clock: a loaded machine is slow. */
   static async start(pool: string, mount: string, extra: string[] = []): Promise<Daemon> {
     const d = new Daemon(pool, mount, extra);
-    for (let i = 0; i < 200; i++) {
-      if (d.log.includes('"msg":"serving"')) return d;
-      if (d.child.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    d.child.kill('SIGKILL');
+    const up = await new Promise<boolean>((resolve) => {
+      const look = (): void => {
+        if (!d.log.includes('"msg":"serving"')) return;
+        d.child.stderr?.off('data', look);
+        resolve(true);
+      };
+      d.child.stderr?.on('data', look);
+      void d.exited.then(() => resolve(d.log.includes('"msg":"serving"')));
+      look();
+    });
+    if (up) return d;
     throw new Error(`daemon did not start: ${d.log}`);
   }
 
@@ -62,7 +69,8 @@ export function tidy(mount: string, loops: string[] = []): void {
   for (let i = 0; i < 3 && isMountPoint(mount); i++) spawnSync('umount', ['-l', mount]);
 }
 
-export function sh(cmd: string, args: string[]): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+/** Runs a tool to completion; `cwd` keeps files tools drop (fio's *.state) out of the work tree. */
+export function sh(cmd: string, args: string[], cwd = os.tmpdir()): { status: number; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', cwd });
   return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
