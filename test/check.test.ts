@@ -9,14 +9,14 @@ import { checkPool } from '../src/blockstore/check.js';
 import { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import { PAGE_SIZE } from '../src/blockstore/page.js';
 import { Pool } from '../src/blockstore/pool.js';
-import { createSnapshot } from '../src/snapshots/snapshots.js';
+import { Volumes } from '../src/volumes/volumes.js';
 import { fill, memoryPool } from './helpers/pools.js';
 
 function healthy(): ReturnType<typeof memoryPool> {
   const mp = memoryPool({ chunkSize: 4096 });
   mp.pool.createVolume('v', 1 << 20);
   for (let i = 0; i < 40; i++) mp.pool.write('v', i * 8192, fill(4096, i + 1));
-  createSnapshot(mp.pool, 'v@s');
+  new Volumes(mp.pool).createSnapshot('v@s');
   mp.pool.write('v', 0, fill(4096, 200));
   mp.pool.flush();
   return mp;
@@ -32,8 +32,8 @@ t.test('a healthy pool is clean', async (t) => {
 t.test('an extra reference on a chunk is reported', async (t) => {
   const { pool } = healthy();
   let chunk = 0;
-  pool.trees.forEach(pool.volume('v').tree, 0, 1, (_i, c) => (chunk = c));
-  pool.data.inc(chunk);
+  pool['trees'].forEach(pool['volume']('v').tree, 0, 1, (_i, c) => (chunk = c));
+  pool['data'].inc(chunk);
   pool.commit();
   const r = checkPool(pool);
   t.notOk(r.ok);
@@ -42,16 +42,16 @@ t.test('an extra reference on a chunk is reported', async (t) => {
 
 t.test('a chunk counted but referenced by nothing is a leak', async (t) => {
   const { pool } = healthy();
-  const chunk = pool.data.reserve();
-  pool.data.confirm(chunk);
+  const chunk = pool['data'].reserve();
+  pool['data'].confirm(chunk);
   pool.commit();
   t.match(checkPool(pool).problems.join('\n'), /chunk \d+ is leaked/);
 });
 
 t.test('a lost reference on a shared page is reported', async (t) => {
   const { pool } = healthy();
-  const root = pool.volume('v@s').tree.root;
-  pool.meta.dec(root);
+  const root = pool['volume']('v@s').tree.root;
+  pool['meta'].dec(root);
   pool.commit();
   t.match(checkPool(pool).problems.join('\n'), /page \d+ has refcount 1 but is referenced 2 times|marked free/);
 });
@@ -60,7 +60,7 @@ t.test('a damaged page fails its checksum', async (t) => {
   const mp = healthy();
   mp.pool.close();
   const image = mp.meta.image();
-  const root = Pool.open(new MemoryDisk(image), new MemoryDisk(mp.data.image())).volume('v@s').tree.root;
+  const root = Pool.open(new MemoryDisk(image), new MemoryDisk(mp.data.image()))['volume']('v@s').tree.root;
   image[root * PAGE_SIZE + 100] ^= 0xff;
   const pool = Pool.open(new MemoryDisk(image), new MemoryDisk(mp.data.image()));
   const r = checkPool(pool);
@@ -70,7 +70,7 @@ t.test('a damaged page fails its checksum', async (t) => {
 
 t.test('a record whose mapped count is wrong is reported', async (t) => {
   const { pool } = healthy();
-  pool.volume('v').mapped += 1;
+  pool['volume']('v').mapped += 1;
   t.match(checkPool(pool).problems.join('\n'), /volume v: record says \d+ chunks mapped/);
 });
 

@@ -256,6 +256,9 @@ t.test('node errors, idempotency and concurrency', async (t) => {
     ['expand, not staged', () => s.client.code('Node', 'NodeExpandVolume', { volumeId: 'n', volumePath: p.target }), status.FAILED_PRECONDITION],
     ['stats, unknown volume', () => s.client.code('Node', 'NodeGetVolumeStats', { volumeId: 'ghost', volumePath: p.target }), status.NOT_FOUND],
     ['stats, no path', () => s.client.code('Node', 'NodeGetVolumeStats', { volumeId: 'n' }), status.INVALID_ARGUMENT],
+    ['stats, unknown volume, relative path', () => s.client.code('Node', 'NodeGetVolumeStats', { volumeId: 'ghost', volumePath: 'rel/path' }), status.NOT_FOUND],
+    ['expand, unknown volume, relative path', () => s.client.code('Node', 'NodeExpandVolume', { volumeId: 'ghost', volumePath: 'rel/path' }), status.NOT_FOUND],
+    ['expand, no path', () => s.client.code('Node', 'NodeExpandVolume', { volumeId: 'n' }), status.INVALID_ARGUMENT],
   ];
   for (const [what, call, code] of bad) t.equal((await call()).code, code, `${what}: ${status[code]}`);
   t.same(loopsOf(s), [], 'rejected calls attached nothing');

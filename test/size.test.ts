@@ -1,7 +1,7 @@
 import t from 'tap';
 
-import { parseSize, formatSize } from '../src/cli/size.js';
-import { isValidName, parseSnapshotName } from '../src/blockstore/names.js';
+import { parseSize, formatSize } from '../src/size.js';
+import { isValidName, parseSnapshotName } from '../src/volumes/names.js';
 import { CowvolError } from '../src/errors.js';
 
 t.test('sizes parse in binary units', async (t) => {

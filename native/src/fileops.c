@@ -19,25 +19,22 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
-  const char *name = "EIO";
-  switch (err) {
-  case ENOSPC: name = "ENOSPC"; break;
-  case EBADF: name = "EBADF"; break;
-  case EINVAL: name = "EINVAL"; break;
-  case EOPNOTSUPP: name = "EOPNOTSUPP"; break;
-  case EWOULDBLOCK: name = "EWOULDBLOCK"; break;
-  case EXDEV: name = "EXDEV"; break;
-  case EFBIG: name = "EFBIG"; break;
-  case EROFS: name = "EROFS"; break;
-  case EINTR: name = "EINTR"; break;
-  case ENOTCONN: name = "ENOTCONN"; break;
-  default: break;
-  }
+/*
+ * Throws an Error whose code is the errno's own name (ENOSPC, ENOTCONN...),
+ * as Node's fs errors do; src/errors.ts maps the name onward. glibc >= 2.32
+ * names every errno it knows; an unknown one is reported as EIO.
+ */
+napi_value cowvol_throw_errno(napi_env env, int err, const char *syscall) {
+  const char *name = strerrorname_np(err);
+  if (name == NULL) name = "EIO";
   char message[160];
   snprintf(message, sizeof(message), "%s: %s", syscall, strerror(err));
+  return cowvol_throw_code(env, name, message);
+}
+
+napi_value cowvol_throw_code(napi_env env, const char *code_name, const char *message) {
   napi_value code, msg, error;
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, code_name, NAPI_AUTO_LENGTH, &code);
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
   napi_create_error(env, code, msg, &error);
   napi_throw(env, error);
@@ -76,7 +73,7 @@ napi_value fileops_punch_hole(napi_env env, napi_callback_info info) {
   do {
     rc = fallocate((int)a[0], FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a[1], (off_t)a[2]);
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0) return throw_errno(env, errno, "fallocate");
+  if (rc != 0) return cowvol_throw_errno(env, errno, "fallocate");
   return NULL;
 }
 
@@ -101,7 +98,7 @@ napi_value fileops_try_lock(napi_env env, napi_callback_info info) {
     napi_get_boolean(env, false, &result);
     return result;
   }
-  return throw_errno(env, errno, "flock");
+  return cowvol_throw_errno(env, errno, "flock");
 }
 
 /*
@@ -121,7 +118,7 @@ napi_value fileops_loop_backing_device(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return throw_errno(env, errno, "open");
+  if (fd < 0) return cowvol_throw_errno(env, errno, "open");
   struct loop_info64 li;
   memset(&li, 0, sizeof(li));
   int rc = ioctl(fd, LOOP_GET_STATUS64, &li);
@@ -129,7 +126,7 @@ napi_value fileops_loop_backing_device(napi_env env, napi_callback_info info) {
   close(fd);
   char out[32] = "";
   if (rc != 0) {
-    if (err != ENXIO) return throw_errno(env, err, "ioctl(LOOP_GET_STATUS64)");
+    if (err != ENXIO) return cowvol_throw_errno(env, err, "ioctl(LOOP_GET_STATUS64)");
   } else {
     snprintf(out, sizeof(out), "%u:%u", major((dev_t)li.lo_device), minor((dev_t)li.lo_device));
   }

@@ -20,6 +20,7 @@
  */
 #define FUSE_USE_VERSION 312
 #include "fuse_session.h"
+#include "fileops.h"
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
@@ -484,9 +485,9 @@ static void call_closed(napi_env env, napi_value cb, void *context, void *data) 
   napi_call_function(env, undefined, cb, 0, NULL, &result);
 }
 
+/* Argument errors are EINVAL, as a syscall would say; the others carry their own errno. */
 static napi_value throw_msg(napi_env env, const char *msg) {
-  napi_throw_error(env, "EIO", msg);
-  return NULL;
+  return cowvol_throw_code(env, "EINVAL", msg);
 }
 
 static session *get_session(napi_env env, napi_value v) {
@@ -511,7 +512,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 7) return throw_msg(env, "fuseMount: missing arguments");
   session *s = calloc(1, sizeof(session));
-  if (!s) return throw_msg(env, "out of memory");
+  if (!s) return cowvol_throw_errno(env, ENOMEM, "fuseMount");
   size_t len;
   napi_get_value_string_utf8(env, argv[0], s->mountpoint, sizeof(s->mountpoint), &len);
   s->data_fd = (int)num(env, argv[1]);
@@ -545,7 +546,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
     free(s->table);
     free(s);
-    return throw_msg(env, "fuse_session_new failed (bad options?)");
+    return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
   if (fuse_session_mount(s->se, s->mountpoint) != 0) {
     fuse_session_destroy(s->se);
@@ -553,19 +554,20 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
     free(s->table);
     free(s);
-    return throw_msg(env, "fuse_session_mount failed");
+    return cowvol_throw_code(env, "EIO", "fuse_session_mount failed (see the message above)");
   }
   /* Memory reclaim may wait on a loop device backed by us; we must not wait
    * on reclaim in turn. Set on this (the event loop's) thread, which serves
    * the slow path, and inherited by the FUSE threads created below. Needs
    * CAP_SYS_RESOURCE; without it the caller is told and logs it. */
   s->io_flusher_errno = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0 ? 0 : errno;
-  if (pthread_create(&s->thread, NULL, run, s) != 0) {
+  int rc = pthread_create(&s->thread, NULL, run, s);
+  if (rc != 0) {
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
     free(s->table);
     free(s);
-    return throw_msg(env, "could not start the FUSE thread");
+    return cowvol_throw_errno(env, rc, "pthread_create");
   }
   napi_value external;
   napi_create_external(env, s, NULL, NULL, &external);

@@ -1,12 +1,17 @@
 /**
  * `cowvol check`: recount every reference in the pool and compare.
  *
- * Walks the two refcount trees, the directory, every record and every chunk
- * map (a page shared by several maps is walked once, since its children are
- * held by the page, not by each map). Each page and chunk must be counted
- * exactly as often as it is referenced; a count with no reference is a leak,
- * a reference to a zero count is a use-after-free. Every page read is
+ * Steps, each a method of Checker: the two refcount trees, the directory and
+ * its records, every chunk map (a page shared by several maps is walked once,
+ * since its children are held by the page, not by each map), names, and at
+ * last each count against the references found. A count with no reference is
+ * a leak, a reference to a zero count is a use-after-free. Every page read is
  * checksummed on the way.
+ *
+ * The walk is a generator that yields after each volume, so a daemon can run
+ * it in slices between FUSE requests (see src/volumes/long-ops.ts). It reads
+ * the pool only through PoolView; a metadata change between two slices makes
+ * the recount meaningless, which the caller detects with Pool.changeCount.
  *
  * Memory: arrays sized by the pool's high-water marks, 9 bytes per metadata
  * page (reference count, visited flag, mapped chunks below it) and 4 per data
@@ -15,9 +20,9 @@
  */
 import { CowvolError } from '../errors.js';
 import { PageKind, SLOTS, pageKind, pageLevel, slot } from './page.js';
-import type { Pool } from './pool.js';
+import type { Pool, PoolView, SpaceView } from './pool.js';
 import { type Tree, capacity, levelsFor } from './radix-tree.js';
-import type { SpaceMap } from './space-map.js';
+import type { Volume } from './volume-record.js';
 
 export interface CheckReport {
   ok: boolean;
@@ -27,6 +32,11 @@ export interface CheckReport {
   chunksReferenced: number;
 }
 
+export interface CheckProgress {
+  done: number;
+  total: number;
+}
+
 const MAX_PROBLEMS = 100;
 
 /** Every slot of a page, zeros included, copied out before the walk goes deeper. */
@@ -34,134 +44,81 @@ function allSlots(buf: Buffer): number[] {
   return Array.from({ length: SLOTS }, (_, i) => slot(buf, i));
 }
 
-export function checkPool(pool: Pool, progress?: (done: number, total: number) => void): CheckReport {
-  const problems: string[] = [];
-  const problem = (msg: string): void => {
-    if (problems.length < MAX_PROBLEMS) problems.push(msg);
-    else if (problems.length === MAX_PROBLEMS) problems.push('... more problems not shown');
-  };
-  const { meta, data, cache, catalog } = pool;
-  const pageRefs = new Uint32Array(meta.highWater);
-  const chunkRefs = new Uint32Array(data.highWater);
-  const visited = new Uint8Array(meta.highWater);
-  let pagesChecked = 0;
+class Checker {
+  readonly problems: string[] = [];
+  pagesChecked = 0;
+  private readonly pageRefs: Uint32Array;
+  private readonly chunkRefs: Uint32Array;
+  private readonly visited: Uint8Array;
+  private readonly mappedUnder: Uint32Array;
+  private readonly seenIds = new Set<number>();
 
-  const readPage = (page: number, kind: PageKind, level: number, what: string): Buffer | null => {
-    if (page < 2 || page >= meta.highWater) {
-      problem(`${what}: page number ${page} is outside the metadata area (2..${meta.highWater - 1})`);
-      return null;
-    }
-    try {
-      const buf = cache.get(page);
-      pagesChecked++;
-      if (pageKind(buf) !== kind) problem(`${what}: page ${page} is of kind ${pageKind(buf)}, expected ${kind}`);
-      if (pageLevel(buf) !== level) problem(`${what}: page ${page} is at level ${pageLevel(buf)}, expected ${level}`);
-      return buf;
-    } catch (err) {
-      if (err instanceof CowvolError) {
-        problem(`${what}: ${err.message}`);
-        return null;
-      }
-      throw err;
-    }
-  };
+  constructor(private readonly pool: PoolView) {
+    this.pageRefs = new Uint32Array(pool.meta.highWater);
+    this.chunkRefs = new Uint32Array(pool.data.highWater);
+    this.visited = new Uint8Array(pool.meta.highWater);
+    this.mappedUnder = new Uint32Array(pool.meta.highWater);
+  }
 
-  const refChunk = (chunk: number, what: string): void => {
-    if (chunk < 1 || chunk >= data.highWater) problem(`${what}: chunk ${chunk} is outside the data area (1..${data.highWater - 1})`);
-    else chunkRefs[chunk] = (chunkRefs[chunk] ?? 0) + 1;
-  };
-  const refPage = (page: number): void => {
-    if (page >= 2 && page < meta.highWater) pageRefs[page] = (pageRefs[page] ?? 0) + 1;
-  };
+  problem(msg: string): void {
+    if (this.problems.length < MAX_PROBLEMS) this.problems.push(msg);
+    else if (this.problems.length === MAX_PROBLEMS) this.problems.push('... more problems not shown');
+  }
 
-  // Unshared trees: every page referenced once; leaf values handed to `leafValue`.
-  const walkPlain = (tree: Tree, kind: PageKind, what: string, leafValue: (index: number, value: number) => void): void => {
-    if (tree.root === 0) return;
-    refPage(tree.root);
-    const walk = (page: number, level: number, base: number): void => {
-      const buf = readPage(page, kind, level, what);
-      if (!buf) return;
-      allSlots(buf).forEach((v, i) => {
-        if (v === 0) return;
-        const index = base + i * SLOTS ** level;
-        if (level === 0) leafValue(index, v);
-        else {
-          refPage(v);
-          walk(v, level - 1, index);
-        }
-      });
-    };
-    walk(tree.root, tree.levels - 1, 0);
-  };
+  /** Step 1: the refcount trees themselves; counts beyond a high-water mark are problems. */
+  countSpaces(): void {
+    const { meta, data } = this.pool;
+    this.walkPlain(meta.tree, PageKind.META_SPACE, 'page refcounts', this.beyond('page refcounts', meta.highWater));
+    this.walkPlain(data.tree, PageKind.DATA_SPACE, 'chunk refcounts', this.beyond('chunk refcounts', data.highWater));
+  }
 
-  const countBeyond = (what: string, limit: number) => (index: number, value: number) => {
-    if (index >= limit) problem(`${what}: number ${index} has count ${value} but lies beyond the high-water mark ${limit}`);
-  };
-  walkPlain(meta.tree, PageKind.META_SPACE, 'page refcounts', countBeyond('page refcounts', meta.highWater));
-  walkPlain(data.tree, PageKind.DATA_SPACE, 'chunk refcounts', countBeyond('chunk refcounts', data.highWater));
-
-  const volumes = catalog.all();
-  const seenIds = new Set<number>();
-  walkPlain(catalog.directory, PageKind.DIRECTORY, 'directory', (id, page) => {
-    seenIds.add(id);
-    refPage(page);
-    readPage(page, PageKind.RECORD, 0, `record of volume ${id}`);
-    const v = catalog.byIdGet(id);
-    if (!v) problem(`directory names volume ${id} (page ${page}) but no such volume is loaded`);
-    else if (v.page !== page && !catalog.isChanged(v)) problem(`volume ${v.name}: directory says page ${page}, record is at ${v.page}`);
-  });
-
-  // Chunk maps: shared pages walked once; mapped counts memoized per page.
-  const mappedUnder = new Uint32Array(meta.highWater);
-  const walkMap = (page: number, level: number, base: number, limit: number, what: string): number => {
-    if (visited[page]) return mappedUnder[page] ?? 0;
-    const buf = readPage(page, PageKind.MAP, level, what);
-    if (!buf) return 0;
-    visited[page] = 1;
-    let mapped = 0;
-    const span = SLOTS ** level;
-    allSlots(buf).forEach((v, i) => {
-      if (v === 0) return;
-      const index = base + i * span;
-      if (index >= limit) problem(`${what}: entry for chunk index ${index} lies past the volume's end`);
-      if (level === 0) {
-        refChunk(v, what);
-        mapped++;
-      } else {
-        refPage(v);
-        mapped += walkMap(v, level - 1, index, limit, what);
-      }
+  /** Step 2: the directory, and that each entry's record page is the loaded record's. */
+  walkDirectory(): void {
+    this.walkPlain(this.pool.directory, PageKind.DIRECTORY, 'directory', (id, page) => {
+      this.seenIds.add(id);
+      this.refPage(page);
+      this.readPage(page, PageKind.RECORD, 0, `record of volume ${id}`);
+      const v = this.pool.volumeById(id);
+      if (!v) this.problem(`directory names volume ${id} (page ${page}) but no such volume is loaded`);
+      else if (v.page !== page && !this.pool.recordChanged(v)) this.problem(`volume ${v.name}: directory says page ${page}, record is at ${v.page}`);
     });
-    mappedUnder[page] = mapped;
-    return mapped;
-  };
+  }
 
-  let done = 0;
-  for (const v of volumes) {
+  /** Step 3, once per volume: its record against the directory, and its chunk map. */
+  walkVolume(v: Readonly<Volume>): void {
     const what = `volume ${v.name}`;
-    if (v.page === 0 && !catalog.isChanged(v)) problem(`${what}: has no record page`);
-    if (v.page !== 0 && !catalog.isChanged(v) && !seenIds.has(v.id)) problem(`${what}: missing from the directory`);
-    const chunks = Math.ceil(v.size / pool.chunkSize);
+    const changed = this.pool.recordChanged(v);
+    if (v.page === 0 && !changed) this.problem(`${what}: has no record page`);
+    if (v.page !== 0 && !changed && !this.seenIds.has(v.id)) this.problem(`${what}: missing from the directory`);
+    const chunks = Math.ceil(v.size / this.pool.chunkSize);
     if (capacity(v.tree.levels) < chunks || v.tree.levels < levelsFor(Math.max(1, chunks))) {
-      problem(`${what}: tree of ${v.tree.levels} levels cannot span ${chunks} chunks`);
+      this.problem(`${what}: tree of ${v.tree.levels} levels cannot span ${chunks} chunks`);
     }
     let mapped = 0;
     if (v.tree.root !== 0) {
-      refPage(v.tree.root);
+      this.refPage(v.tree.root);
       // A shared subtree may be limited by a smaller sharer; bound by the tree.
-      mapped = walkMap(v.tree.root, v.tree.levels - 1, 0, chunks, what);
+      mapped = this.walkMap(v.tree.root, v.tree.levels - 1, 0, chunks, what);
     }
-    if (mapped !== v.mapped) problem(`${what}: record says ${v.mapped} chunks mapped, the map holds ${mapped}`);
-    progress?.(++done, volumes.length);
-  }
-  const names = new Set<string>();
-  for (const v of volumes) {
-    if (names.has(v.name)) problem(`name ${v.name} is used twice`);
-    names.add(v.name);
+    if (mapped !== v.mapped) this.problem(`${what}: record says ${v.mapped} chunks mapped, the map holds ${mapped}`);
   }
 
-  // Each count against the references found; returns [numbers in use, numbers referenced].
-  const compare = (space: SpaceMap, noun: string, refs: Uint32Array): [number, number] => {
+  /** Step 4: no name twice. */
+  checkNames(volumes: readonly Readonly<Volume>[]): void {
+    const names = new Set<string>();
+    for (const v of volumes) {
+      if (names.has(v.name)) this.problem(`name ${v.name} is used twice`);
+      names.add(v.name);
+    }
+  }
+
+  /** Step 5: each count against the references found; returns the chunks referenced. */
+  compareCounts(): number {
+    this.compare(this.pool.meta, 'page', this.pageRefs);
+    return this.compare(this.pool.data, 'chunk', this.chunkRefs);
+  }
+
+  private compare(space: SpaceView, noun: string, refs: Uint32Array): number {
     let used = 0;
     let referenced = 0;
     for (let n = space.base; n < space.highWater; n++) {
@@ -170,14 +127,116 @@ export function checkPool(pool: Pool, progress?: (done: number, total: number) =
       if (have !== 0) used++;
       if (want !== 0) referenced++;
       if (have === want) continue;
-      if (want === 0) problem(`${noun} ${n} is leaked: refcount ${have}, referenced by nothing`);
-      else if (have === 0) problem(`${noun} ${n} is referenced ${want} times but marked free`);
-      else problem(`${noun} ${n} has refcount ${have} but is referenced ${want} times`);
+      if (want === 0) this.problem(`${noun} ${n} is leaked: refcount ${have}, referenced by nothing`);
+      else if (have === 0) this.problem(`${noun} ${n} is referenced ${want} times but marked free`);
+      else this.problem(`${noun} ${n} has refcount ${have} but is referenced ${want} times`);
     }
-    if (used !== space.used) problem(`pool says ${space.used} ${noun}s in use, counted ${used}`);
-    return [used, referenced];
-  };
-  compare(meta, 'page', pageRefs);
-  const [, chunksReferenced] = compare(data, 'chunk', chunkRefs);
-  return { ok: problems.length === 0, problems, volumes: volumes.length, pagesChecked, chunksReferenced };
+    if (used !== space.used) this.problem(`pool says ${space.used} ${noun}s in use, counted ${used}`);
+    return referenced;
+  }
+
+  private readPage(page: number, kind: PageKind, level: number, what: string): Buffer | null {
+    const high = this.pool.meta.highWater;
+    if (page < 2 || page >= high) {
+      this.problem(`${what}: page number ${page} is outside the metadata area (2..${high - 1})`);
+      return null;
+    }
+    try {
+      const buf = this.pool.page(page);
+      this.pagesChecked++;
+      if (pageKind(buf) !== kind) this.problem(`${what}: page ${page} is of kind ${pageKind(buf)}, expected ${kind}`);
+      if (pageLevel(buf) !== level) this.problem(`${what}: page ${page} is at level ${pageLevel(buf)}, expected ${level}`);
+      return buf;
+    } catch (err) {
+      if (!(err instanceof CowvolError)) throw err;
+      this.problem(`${what}: ${err.message}`);
+      return null;
+    }
+  }
+
+  private refChunk(chunk: number, what: string): void {
+    const high = this.pool.data.highWater;
+    if (chunk < 1 || chunk >= high) this.problem(`${what}: chunk ${chunk} is outside the data area (1..${high - 1})`);
+    else this.chunkRefs[chunk] = (this.chunkRefs[chunk] ?? 0) + 1;
+  }
+
+  private refPage(page: number): void {
+    if (page >= 2 && page < this.pool.meta.highWater) this.pageRefs[page] = (this.pageRefs[page] ?? 0) + 1;
+  }
+
+  private beyond(what: string, limit: number) {
+    return (index: number, value: number): void => {
+      if (index >= limit) this.problem(`${what}: number ${index} has count ${value} but lies beyond the high-water mark ${limit}`);
+    };
+  }
+
+  /** Unshared trees: every page referenced once; leaf values handed to `leafValue`. */
+  private walkPlain(tree: Tree, kind: PageKind, what: string, leafValue: (index: number, value: number) => void): void {
+    if (tree.root === 0) return;
+    this.refPage(tree.root);
+    const walk = (page: number, level: number, base: number): void => {
+      const buf = this.readPage(page, kind, level, what);
+      if (!buf) return;
+      allSlots(buf).forEach((v, i) => {
+        if (v === 0) return;
+        const index = base + i * SLOTS ** level;
+        if (level === 0) leafValue(index, v);
+        else {
+          this.refPage(v);
+          walk(v, level - 1, index);
+        }
+      });
+    };
+    walk(tree.root, tree.levels - 1, 0);
+  }
+
+  /** A chunk map: shared pages walked once, their mapped counts memoized. */
+  private walkMap(page: number, level: number, base: number, limit: number, what: string): number {
+    if (this.visited[page]) return this.mappedUnder[page] ?? 0;
+    const buf = this.readPage(page, PageKind.MAP, level, what);
+    if (!buf) return 0;
+    this.visited[page] = 1;
+    let mapped = 0;
+    const span = SLOTS ** level;
+    allSlots(buf).forEach((v, i) => {
+      if (v === 0) return;
+      const index = base + i * span;
+      if (index >= limit) this.problem(`${what}: entry for chunk index ${index} lies past the volume's end`);
+      if (level === 0) {
+        this.refChunk(v, what);
+        mapped++;
+      } else {
+        this.refPage(v);
+        mapped += this.walkMap(v, level - 1, index, limit, what);
+      }
+    });
+    this.mappedUnder[page] = mapped;
+    return mapped;
+  }
+}
+
+/** The check, a volume at a time: yields progress after each, returns the report. */
+export function* checkSteps(view: PoolView): Generator<CheckProgress, CheckReport, void> {
+  const c = new Checker(view);
+  c.countSpaces();
+  c.walkDirectory();
+  const volumes = view.volumes();
+  let done = 0;
+  for (const v of volumes) {
+    c.walkVolume(v);
+    yield { done: ++done, total: volumes.length };
+  }
+  c.checkNames(volumes);
+  const chunksReferenced = c.compareCounts();
+  return { ok: c.problems.length === 0, problems: c.problems, volumes: volumes.length, pagesChecked: c.pagesChecked, chunksReferenced };
+}
+
+/** The whole check at once. */
+export function checkPool(pool: Pool, progress?: (done: number, total: number) => void): CheckReport {
+  const steps = checkSteps(pool.inspect());
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+    progress?.(r.value.done, r.value.total);
+  }
 }

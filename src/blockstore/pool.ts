@@ -20,14 +20,13 @@ import { LRUCache } from 'lru-cache';
 
 import { CowvolError, assert, fail, isNoSpace } from '../errors.js';
 import { Catalog } from './catalog.js';
-import { validateVolumeName } from './names.js';
 import type { Disk } from './disk.js';
 import { PageCache } from './page-cache.js';
 import { PAGE_SIZE, PageKind } from './page.js';
 import { MAX_LEVELS, RadixTrees, type Tree, capacity, levelsFor } from './radix-tree.js';
 import { SpaceMap } from './space-map.js';
 import { type Superblock, readSuperblock, writeSuperblock } from './superblock.js';
-import type { Volume } from './volume-record.js';
+import { DEFAULT_KIND, type Volume } from './volume-record.js';
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 export const MIN_CHUNK_SIZE = 4 * 1024;
@@ -46,25 +45,35 @@ const XLATE_TAGS = 2 ** 21;
 const MAX_PENDING_PUNCHES = 65536;
 
 /**
- * Told before a volume's chunk mappings change, so that a cache outside the
- * pool (the FUSE addon's translation table) can drop them first. Both calls
- * must return only once no I/O through the dropped entries is in flight.
+ * The in-place write rule, and who enforces it.
+ *
+ * The rule lives in one place, `Pool.ownedInPlace`: a chunk may be written
+ * where it is only while this volume alone holds it now and in the last
+ * commit. The pool's translation cache (`xlate`) is the one JavaScript-side
+ * cache of its answers. A frontend that serves I/O outside the pool (the
+ * FUSE addon's native table) is a MappingListener: the pool hands it every
+ * mapping it resolves (`map`, with the rule's answer), and takes mappings
+ * back (`dropVolume`, `dropChunk`) before anything can make them wrong. The
+ * native side only looks entries up; it never decides.
+ *
+ * Drops must return only once no I/O through the dropped entries is in flight.
  */
 export interface MappingListener {
   /** Every mapping of the volume: it gains a sharer or is deleted. */
   dropVolume(id: number): void;
   /** The mapping at one chunk index: it is replaced (CoW break) or unmapped. */
   dropChunk(id: number, index: number): void;
+  /** Chunk `index` of volume `id` lives at `offset` of the data file; `writable`: in place, per the rule. */
+  map?(id: number, index: number, offset: number, writable: boolean): void;
   /** Why the volume must not be removed now (a frontend user holds it), or null. */
   holder?(id: number): string | null;
 }
 
-export interface ChunkMapping {
-  /** Byte offset of the chunk in the data file. */
-  offset: number;
-  /** Whether a write may go straight to that offset. */
-  writable: boolean;
-}
+/** A volume is named by its name or by its id (what the FUSE frontend has from an inode). */
+export type VolumeRef = string | number;
+
+/** Longest name the pool stores; the naming rules themselves live in src/volumes. */
+const MAX_NAME_BYTES = 512;
 
 export interface InitOptions {
   chunkSize?: number;
@@ -89,6 +98,11 @@ export interface ForkOptions {
   labels?: Record<string, string>;
 }
 
+export interface CreateOptions {
+  labels?: Record<string, string>;
+  kind?: string;
+}
+
 export interface VolumeInfo {
   id: number;
   name: string;
@@ -100,6 +114,7 @@ export interface VolumeInfo {
   createdAt: number;
   allocatedBytes: number;
   labels: Record<string, string>;
+  kind: string;
 }
 
 export interface PoolStats {
@@ -130,11 +145,11 @@ export class Pool {
   readonly uuid: string;
   readonly createdAt: number;
   readonly capacityChunks: number;
-  readonly cache: PageCache;
-  readonly trees: RadixTrees;
-  readonly meta: SpaceMap;
-  readonly data: SpaceMap;
-  readonly catalog: Catalog;
+  private readonly cache: PageCache;
+  private readonly trees: RadixTrees;
+  private readonly meta: SpaceMap;
+  private readonly data: SpaceMap;
+  private readonly catalog: Catalog;
   generation: number;
   private readonly metaDisk: Disk;
   private readonly dataDisk: Disk;
@@ -147,6 +162,8 @@ export class Pool {
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
   private txnChanged = false;
+  /** See changeCount. */
+  private changes = 0;
   /** Inside forkAll/removeAll: the caller commits once at the end. */
   private batching = false;
   private failure: unknown = null;
@@ -200,7 +217,7 @@ export class Pool {
     this.trees.hooks = {
       allocPage: () => this.meta.reserve(),
       confirmPage: (page) => {
-        this.txnChanged = true;
+        this.markChanged();
         this.meta.confirm(page);
       },
       pageCount: (page) => this.meta.count(page),
@@ -227,36 +244,42 @@ export class Pool {
     return this.catalog.all().map((v) => this.info(v));
   }
 
-  has(name: string): boolean {
-    return this.catalog.get(name) !== undefined;
+  has(ref: VolumeRef): boolean {
+    return (typeof ref === 'number' ? this.catalog.byIdGet(ref) : this.catalog.get(ref)) !== undefined;
   }
 
-  stat(name: string): VolumeInfo {
-    return this.info(this.volume(name));
+  stat(ref: VolumeRef): VolumeInfo {
+    return this.info(this.volume(ref));
   }
 
-  /** Internal record, for the snapshot layer and check. */
-  volume(name: string): Volume {
-    const v = this.catalog.get(name);
-    if (!v) fail('ENOENT', `no volume or snapshot named '${name}'`);
+  private volume(ref: VolumeRef): Volume {
+    const v = typeof ref === 'number' ? this.catalog.byIdGet(ref) : this.catalog.get(ref);
+    if (!v) fail('ENOENT', typeof ref === 'number' ? `no volume with id ${ref}` : `no volume or snapshot named '${ref}'`);
     return v;
   }
 
-  createVolume(name: string, size: number, labels: Record<string, string> = {}): VolumeInfo {
+  createVolume(name: string, size: number, options: CreateOptions = {}): VolumeInfo {
     this.usable();
-    validateVolumeName(name);
+    this.validateName(name);
     this.validateSize(size);
     this.nameFree(name);
-    const orphan = this.catalog.all().find((v) => v.name.startsWith(`${name}@`));
-    if (orphan) {
-      fail('EEXIST', `snapshot '${orphan.name}' of an earlier volume '${name}' still exists: delete it or pick another name`);
-    }
     const tree: Tree = { root: 0, levels: levelsFor(Math.max(1, this.chunksOf(size))) };
     const v = this.catalog.add(
-      { name, size, tree, readOnly: false, parentId: 0, origin: '', createdAt: Date.now(), mapped: 0, labels: { ...labels } },
+      {
+        name,
+        size,
+        tree,
+        readOnly: false,
+        parentId: 0,
+        origin: '',
+        createdAt: Date.now(),
+        mapped: 0,
+        labels: { ...(options.labels ?? {}) },
+        kind: options.kind ?? DEFAULT_KIND,
+      },
       this.newXlateId(),
     );
-    this.txnChanged = true;
+    this.markChanged();
     this.commit();
     return this.info(v);
   }
@@ -268,6 +291,7 @@ export class Pool {
   fork(source: string, name: string, options: ForkOptions): VolumeInfo {
     this.usable();
     const src = this.volume(source);
+    this.validateName(name);
     this.nameFree(name);
     const size = options.size ?? src.size;
     this.validateSize(size);
@@ -288,11 +312,12 @@ export class Pool {
         createdAt: Date.now(),
         mapped: src.mapped,
         labels: { ...(options.labels ?? {}) },
+        kind: src.kind,
       },
       this.newXlateId(),
     );
     this.trees.ensureLevels(v.tree, PageKind.MAP, levelsFor(Math.max(1, this.chunksOf(size))));
-    this.txnChanged = true;
+    this.markChanged();
     if (!this.batching) this.commit();
     return this.info(v);
   }
@@ -333,7 +358,7 @@ export class Pool {
     this.listener?.dropVolume(v.id);
     this.trees.release(v.tree);
     this.catalog.remove(v);
-    this.txnChanged = true;
+    this.markChanged();
     if (!this.batching) this.commit();
   }
 
@@ -360,40 +385,31 @@ export class Pool {
     this.trees.ensureLevels(v.tree, PageKind.MAP, levelsFor(this.chunksOf(size)));
     v.size = size;
     this.catalog.touch(v);
-    this.txnChanged = true;
+    this.markChanged();
     this.commit();
     return this.info(v);
   }
 
   // ---- data ----------------------------------------------------------------
 
-  read(name: string, offset: number, length: number): Buffer {
+  read(ref: VolumeRef, offset: number, length: number): Buffer {
     this.usable();
-    const v = this.volume(name);
+    const v = this.volume(ref);
     this.checkRange(v, offset, length);
     // Every byte is written below: read from a chunk, or zero-filled.
     const out = Buffer.allocUnsafe(length);
     this.forPieces(offset, length, (index, within, at, n) => {
-      const key = this.xlateKey(v, index);
-      const entry = this.xlate.get(key);
-      let chunk: number;
-      if (entry !== undefined) {
-        chunk = Math.floor(entry / XLATE_TAGS);
-      } else {
-        chunk = this.trees.get(v.tree, index);
-        // Mapped chunks are remembered for reads (not for writes: tag 0).
-        if (chunk !== 0) this.xlate.set(key, chunk * XLATE_TAGS);
-      }
+      const chunk = this.resolve(v, index);
       if (chunk !== 0) this.dataDisk.read(out.subarray(at, at + n), this.chunkOffset(chunk) + within);
       else out.fill(0, at, at + n);
     });
     return out;
   }
 
-  write(name: string, offset: number, data: Buffer): void {
+  write(ref: VolumeRef, offset: number, data: Buffer): void {
     this.usable();
-    const v = this.volume(name);
-    if (v.readOnly) fail('EROFS', `'${name}' is a read-only snapshot`);
+    const v = this.volume(ref);
+    if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
     this.checkRange(v, offset, data.length);
     this.forPieces(offset, data.length, (index, within, at, n) => {
       this.writeChunk(v, index, within, data.subarray(at, at + n));
@@ -402,10 +418,10 @@ export class Pool {
   }
 
   /** Unmaps whole chunks in the range and zeroes partial ones; the range reads as zeros. */
-  discard(name: string, offset: number, length: number): void {
+  discard(ref: VolumeRef, offset: number, length: number): void {
     this.usable();
-    const v = this.volume(name);
-    if (v.readOnly) fail('EROFS', `'${name}' is a read-only snapshot`);
+    const v = this.volume(ref);
+    if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
     this.checkRange(v, offset, length);
     this.forPieces(offset, length, (index, within, _at, n) => {
       if (this.trees.get(v.tree, index) === 0) return;
@@ -426,8 +442,8 @@ export class Pool {
   }
 
   /** Bytes of chunks only this volume holds (walks the volume's map). */
-  exclusiveBytes(name: string): number {
-    const v = this.volume(name);
+  exclusiveBytes(ref: VolumeRef): number {
+    const v = this.volume(ref);
     if (v.tree.root === 0) return 0;
     let chunks = 0;
     const walk = (page: number, level: number): void => {
@@ -441,23 +457,35 @@ export class Pool {
     return chunks * this.chunkSize;
   }
 
-  /** Where chunk `index` of the volume lives and whether it may be written in place; null if unmapped. */
-  mapping(name: string, index: number): ChunkMapping | null {
-    const v = this.volume(name);
-    const chunk = this.trees.get(v.tree, index);
-    if (chunk === 0) return null;
-    return { offset: this.chunkOffset(chunk), writable: !v.readOnly && this.ownedInPlace(v, index, chunk) };
-  }
-
   /** The first mapped chunk index in [from, to) of the volume, or -1. */
-  nextMapped(name: string, from: number, to: number): number {
-    return this.trees.next(this.volume(name).tree, from, to);
+  nextMapped(ref: VolumeRef, from: number, to: number): number {
+    return this.trees.next(this.volume(ref).tree, from, to);
   }
 
-  /** Calls fn for each mapped chunk index of the volume, in order. */
-  forEachMapped(name: string, fn: (index: number) => void): void {
-    const v = this.volume(name);
-    this.trees.forEach(v.tree, 0, this.chunksOf(v.size), (index) => fn(index));
+  /** Calls fn for each mapped chunk index in [from, to) of the volume, in order. */
+  forEachMapped(ref: VolumeRef, fn: (index: number) => void, from = 0, to = Infinity): void {
+    const v = this.volume(ref);
+    this.trees.forEach(v.tree, from, Math.min(to, this.chunksOf(v.size)), (index) => fn(index));
+  }
+
+  /** What check reads: counts, trees and pages, with no way to change them. */
+  inspect(): PoolView {
+    return {
+      chunkSize: this.chunkSize,
+      meta: this.meta,
+      data: this.data,
+      directory: this.catalog.directory,
+      volumes: () => this.catalog.all(),
+      volumeById: (id) => this.catalog.byIdGet(id),
+      recordChanged: (v) => this.catalog.isChanged(v),
+      page: (page) => this.cache.get(page),
+      children: (page) => this.trees.children(page),
+    };
+  }
+
+  /** Bumped by every metadata change: a reader working in slices can tell it raced with one. */
+  get changeCount(): number {
+    return this.changes;
   }
 
   stats(): PoolStats {
@@ -510,6 +538,7 @@ export class Pool {
       throw err;
     }
     this.generation++;
+    this.changes++;
     this.meta.committedNow();
     this.data.committedNow();
     this.catalog.committedNow();
@@ -530,9 +559,31 @@ export class Pool {
 
   // ---- internals -----------------------------------------------------------
 
+  private markChanged(): void {
+    this.txnChanged = true;
+    this.changes++;
+  }
+
   /** Metadata changed since the last commit. */
   private hasChanges(): boolean {
     return this.txnChanged || this.catalog.hasChanges();
+  }
+
+  /**
+   * The chunk at `index` (0: unmapped), through the translation cache. A
+   * miss asks the tree and the in-place rule once and tells the listener, so
+   * the native table can serve the chunk from then on.
+   */
+  private resolve(v: Volume, index: number): number {
+    const key = this.xlateKey(v, index);
+    const entry = this.xlate.get(key);
+    if (entry !== undefined) return Math.floor(entry / XLATE_TAGS);
+    const chunk = this.trees.get(v.tree, index);
+    if (chunk === 0) return 0;
+    const writable = !v.readOnly && this.ownedInPlace(v, index, chunk);
+    this.xlate.set(key, chunk * XLATE_TAGS + (writable ? this.writableTag(v) : 0));
+    this.listener?.map?.(v.id, index, this.chunkOffset(chunk), writable);
+    return chunk;
   }
 
   private writeChunk(v: Volume, index: number, within: number, piece: Buffer): void {
@@ -540,7 +591,10 @@ export class Pool {
     const tag = this.writableTag(v);
     const entry = this.xlate.get(key);
     if (entry !== undefined && entry % XLATE_TAGS === tag) {
-      this.dataWrite(piece, this.chunkOffset(Math.floor(entry / XLATE_TAGS)) + within);
+      // Here on the slow path, the native table had lost the entry: give it back.
+      const chunk = Math.floor(entry / XLATE_TAGS);
+      this.dataWrite(piece, this.chunkOffset(chunk) + within);
+      this.listener?.map?.(v.id, index, this.chunkOffset(chunk), true);
       return;
     }
     // A cached entry still names the mapped chunk; only its writability is stale.
@@ -548,6 +602,7 @@ export class Pool {
     if (current !== 0 && this.ownedInPlace(v, index, current)) {
       this.xlate.set(key, current * XLATE_TAGS + tag);
       this.dataWrite(piece, this.chunkOffset(current) + within);
+      this.listener?.map?.(v.id, index, this.chunkOffset(current), true);
       return;
     }
     // A new chunk: first write to this index, or a CoW break.
@@ -573,7 +628,7 @@ export class Pool {
       throw err;
     }
     this.data.confirm(fresh);
-    this.txnChanged = true;
+    this.markChanged();
     if (fresh >= this.zeroFrontier) this.zeroFrontier = fresh + 1;
     if (current !== 0) this.listener?.dropChunk(v.id, index);
     const old = this.trees.set(v.tree, PageKind.MAP, index, fresh);
@@ -582,6 +637,8 @@ export class Pool {
     else v.mapped++;
     this.catalog.touch(v);
     this.xlate.set(key, fresh * XLATE_TAGS + tag);
+    // Alone in a fresh chunk, behind freshly shadowed pages: writable in place by the rule.
+    this.listener?.map?.(v.id, index, this.chunkOffset(fresh), true);
   }
 
   /**
@@ -610,7 +667,7 @@ export class Pool {
     this.releaseChunk(old);
     v.mapped--;
     this.catalog.touch(v);
-    this.txnChanged = true;
+    this.markChanged();
   }
 
   private allocChunk(): number {
@@ -732,6 +789,10 @@ export class Pool {
     if (holder !== null) fail('EBUSY', `'${v.name}' is in use (${holder}); release it first`);
   }
 
+  private validateName(name: string): void {
+    if (name === '' || Buffer.byteLength(name) > MAX_NAME_BYTES) fail('EINVAL', `invalid name '${name}'`);
+  }
+
   private nameFree(name: string): void {
     if (this.catalog.get(name)) fail('EEXIST', `'${name}' already exists`);
   }
@@ -757,6 +818,31 @@ export class Pool {
       createdAt: v.createdAt,
       allocatedBytes: v.mapped * this.chunkSize,
       labels: { ...v.labels },
+      kind: v.kind,
     };
   }
+}
+
+/** A count space as check sees it. */
+export interface SpaceView {
+  readonly base: number;
+  readonly highWater: number;
+  readonly used: number;
+  readonly tree: Tree;
+  count(n: number): number;
+}
+
+/** The pool as check sees it: read-only, and only what a recount needs. */
+export interface PoolView {
+  chunkSize: number;
+  meta: SpaceView;
+  data: SpaceView;
+  directory: Tree;
+  volumes(): readonly Readonly<Volume>[];
+  volumeById(id: number): Readonly<Volume> | undefined;
+  /** The record changed in the open transaction (its page is not written yet). */
+  recordChanged(v: Readonly<Volume>): boolean;
+  /** A metadata page, checksummed on the way in (throws ECORRUPT). */
+  page(page: number): Buffer;
+  children(page: number): number[];
 }

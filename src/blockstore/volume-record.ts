@@ -22,6 +22,11 @@ export interface VolumeRecord {
   mapped: number;
   /** Small string facts a frontend keeps with the volume (the CSI name, a group); fixed at creation. */
   labels: Record<string, string>;
+  /**
+   * What the volume's map holds, as src/volumes names it ('block' for a raw
+   * disk); the pool keeps it and forks copy it, but never reads it.
+   */
+  kind: string;
 }
 
 /** A record as the pool holds it in memory. */
@@ -37,6 +42,8 @@ export interface Volume extends VolumeRecord {
 }
 
 const BODY = HEADER_SIZE + 4;
+/** Records written before kinds existed are block volumes; block records leave the field out. */
+export const DEFAULT_KIND = 'block';
 
 export function encodeRecord(r: VolumeRecord): Buffer {
   const body = Buffer.from(
@@ -52,6 +59,7 @@ export function encodeRecord(r: VolumeRecord): Buffer {
       createdAt: r.createdAt,
       mapped: r.mapped,
       ...(Object.keys(r.labels).length > 0 ? { labels: r.labels } : {}),
+      ...(r.kind !== DEFAULT_KIND ? { kind: r.kind } : {}),
     }),
   );
   if (BODY + body.length > PAGE_SIZE) throw new CowvolError('EINVAL', `record of ${r.name} is too large`);
@@ -87,6 +95,7 @@ export function decodeRecord(page: Buffer, pageNo: number): VolumeRecord {
       createdAt: num('createdAt'),
       mapped: num('mapped'),
       labels: labelsOf(j.labels),
+      kind: j.kind === undefined ? DEFAULT_KIND : str('kind'),
     };
   } catch (err) {
     throw new CowvolError('ECORRUPT', `volume record page ${pageNo} is damaged: ${(err as Error).message}`);

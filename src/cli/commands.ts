@@ -1,21 +1,17 @@
 /**
- * The CLI's commands, each a function from parsed arguments to an Output:
- * the text a person reads and the value `--json` prints. They open the pool
- * directly (holding its lock for the command's duration).
+ * The CLI's commands: how each turns parsed arguments into one admin
+ * operation (src/admin/protocol.ts) and how it prints that operation's
+ * result, as text for a person or, with --json, as the value itself. Where
+ * the operation runs (in the daemon, or here on a pool this process opened)
+ * is main.ts's business; the rules are the volume service's.
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 import { fail } from '../errors.js';
-import { checkPool } from '../blockstore/check.js';
-import { PoolDir, initPoolDir, isPoolDir } from '../blockstore/pool-dir.js';
-import type { Pool, VolumeInfo } from '../blockstore/pool.js';
-import { cloneVolume, createSnapshot, deleteSnapshot, deleteVolume, listSnapshots, snapshotCount } from '../snapshots/snapshots.js';
+import type { ArgsOf, OpName, PoolSummary, ResultOf } from '../admin/protocol.js';
+import type { VolumeView } from '../volumes/volumes.js';
+import { formatSize, parseSize } from '../size.js';
 import type { Parsed } from './args.js';
-import { exportImage, importImage } from './image.js';
-import { Progress } from './progress.js';
-import { formatSize, parseSize } from './size.js';
 
 export interface Output {
   text: string;
@@ -24,39 +20,37 @@ export interface Output {
   exitCode?: number;
 }
 
-export interface Context {
-  args: Parsed;
-  poolDir: string;
-  /** The daemon's open pool, when the command arrived over the admin API. */
-  pool?: Pool;
+export interface Command<K extends OpName = OpName> {
+  usage: string;
+  /** Flags that take a value, besides --pool and --cache-size. */
+  values?: string[];
+  op: K;
+  args(p: Parsed): ArgsOf<K>;
+  format(result: ResultOf<K>, args: ArgsOf<K>): Output;
+  /** The label of the progress bar, for long operations. */
+  progress?(args: ArgsOf<K>): string;
 }
 
-function withPool<T>(ctx: Context, fn: (pool: Pool) => T): T {
-  if (ctx.pool) return fn(ctx.pool);
-  const cache = ctx.args.flags.get('cache-size');
-  const handle = PoolDir.open(ctx.poolDir, cache === undefined ? {} : { cacheBytes: parseSize(String(cache), 'cache size') });
-  try {
-    return fn(handle.pool);
-  } finally {
-    handle.close();
-  }
+/** Keeps each command's types tied together, then lets the table hold them side by side. */
+function command<K extends OpName>(c: Command<K>): Command {
+  return c as unknown as Command;
 }
 
-function arg(ctx: Context, i: number, what: string): string {
-  const value = ctx.args.positional[i];
+function arg(p: Parsed, i: number, what: string): string {
+  const value = p.positional[i];
   if (value === undefined) fail('EINVAL', `missing ${what}: see 'cowvol help'`);
   return value;
 }
 
-function noExtra(ctx: Context, n: number): void {
-  const extra = ctx.args.positional[n];
+function noExtra(p: Parsed, n: number): void {
+  const extra = p.positional[n];
   if (extra !== undefined) fail('EINVAL', `unexpected argument '${extra}': see 'cowvol help'`);
 }
 
-function sizeFlag(ctx: Context, required: true): number;
-function sizeFlag(ctx: Context, required: false): number | undefined;
-function sizeFlag(ctx: Context, required: boolean): number | undefined {
-  const v = ctx.args.flags.get('size');
+function sizeFlag(p: Parsed, required: true): number;
+function sizeFlag(p: Parsed, required: false): number | undefined;
+function sizeFlag(p: Parsed, required: boolean): number | undefined {
+  const v = p.flags.get('size');
   if (v === undefined) {
     if (required) fail('EINVAL', 'missing --size SIZE (e.g. --size 10G)');
     return undefined;
@@ -70,238 +64,169 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-function volumeJson(pool: Pool, v: VolumeInfo, exclusive?: number): Record<string, unknown> {
+/** What --json shows of a volume or snapshot. */
+export function volumeJson(v: VolumeView, exclusive?: number): Record<string, unknown> {
   return {
     name: v.name,
+    kind: v.kind,
     size: v.size,
     chunkSize: v.chunkSize,
     allocatedBytes: v.allocatedBytes,
     ...(exclusive === undefined ? {} : { exclusiveBytes: exclusive }),
-    snapshotCount: v.readOnly ? 0 : snapshotCount(pool, v.id),
+    snapshotCount: v.snapshotCount,
     origin: v.origin || null,
     readOnly: v.readOnly,
     createdAt: new Date(v.createdAt).toISOString(),
+    ...(v.group === null ? {} : { group: v.group }),
   };
 }
 
-export function poolInit(ctx: Context): Output {
-  noExtra(ctx, 0);
-  if (ctx.pool) fail('EEXIST', `a pool already exists in ${ctx.poolDir}`);
-  const chunk = ctx.args.flags.get('chunk-size');
-  const capacity = ctx.args.flags.get('capacity');
-  initPoolDir(ctx.poolDir, {
-    chunkSize: chunk === undefined ? undefined : parseSize(String(chunk), 'chunk size'),
-    capacity: capacity === undefined ? undefined : parseSize(String(capacity), 'capacity'),
-  });
-  return withPool(ctx, (pool) => ({
-    text: `initialized pool ${ctx.poolDir} (chunk size ${formatSize(pool.chunkSize)})`,
-    json: { pool: ctx.poolDir, chunkSize: pool.chunkSize, uuid: pool.uuid },
-  }));
+function poolText(s: PoolSummary): string {
+  return [
+    `pool        ${s.pool}`,
+    `uuid        ${s.uuid}`,
+    `chunk size  ${formatSize(s.chunkSize)}`,
+    `capacity    ${s.capacityBytes !== null ? formatSize(s.capacityBytes) : 'the disk under the pool'}`,
+    `used        ${formatSize(s.usedBytes)}`,
+    `free        ${formatSize(s.freeBytes)}`,
+    `volumes     ${s.volumes}`,
+    `snapshots   ${s.snapshots}`,
+    `metadata    ${s.metadataPages} pages (${formatSize(s.metadataPages * 4096)})`,
+    `generation  ${s.generation}`,
+  ].join('\n');
 }
 
-export function poolShow(ctx: Context): Output {
-  noExtra(ctx, 0);
-  return withPool(ctx, (pool) => {
-    const s = pool.stats();
-    const st = fs.statfsSync(ctx.poolDir);
-    const hostFree = st.bavail * st.bsize;
-    const capFree = s.capacityBytes > 0 ? s.freeChunks * s.chunkSize : Infinity;
-    const free = Math.min(capFree, hostFree);
-    const all = pool.list();
-    const json = {
-      pool: ctx.poolDir,
-      uuid: s.uuid,
-      chunkSize: s.chunkSize,
-      capacityBytes: s.capacityBytes > 0 ? s.capacityBytes : null,
-      usedBytes: s.usedBytes,
-      freeBytes: free,
-      volumes: all.filter((v) => !v.readOnly).length,
-      snapshots: all.filter((v) => v.readOnly).length,
-      metadataPages: s.metaPages,
-      generation: s.generation,
-    };
-    const text = [
-      `pool        ${ctx.poolDir}`,
-      `uuid        ${s.uuid}`,
-      `chunk size  ${formatSize(s.chunkSize)}`,
-      `capacity    ${s.capacityBytes > 0 ? formatSize(s.capacityBytes) : 'the disk under the pool'}`,
-      `used        ${formatSize(s.usedBytes)}`,
-      `free        ${formatSize(free)}`,
-      `volumes     ${json.volumes}`,
-      `snapshots   ${json.snapshots}`,
-      `metadata    ${s.metaPages} pages (${formatSize(s.metaPages * 4096)})`,
-      `generation  ${s.generation}`,
-    ].join('\n');
-    return { text, json };
-  });
-}
+const none = (p: Parsed): Record<string, never> => {
+  noExtra(p, 0);
+  return {};
+};
 
-export function volumeCreate(ctx: Context): Output {
-  const name = arg(ctx, 0, 'NAME');
-  noExtra(ctx, 1);
-  const size = sizeFlag(ctx, true);
-  return withPool(ctx, (pool) => {
-    const v = pool.createVolume(name, size);
-    return { text: `created volume ${v.name} (${formatSize(v.size)})`, json: volumeJson(pool, v) };
-  });
-}
+const one = (what: string) => (p: Parsed): { name: string } => {
+  const name = arg(p, 0, what);
+  noExtra(p, 1);
+  return { name };
+};
 
-export function volumeList(ctx: Context): Output {
-  noExtra(ctx, 0);
-  return withPool(ctx, (pool) => {
-    const vols = pool.list().filter((v) => !v.readOnly);
-    const rows = vols.map((v) => [v.name, formatSize(v.size), formatSize(v.allocatedBytes), String(snapshotCount(pool, v.id)), v.origin || '-']);
-    return {
-      text: vols.length === 0 ? 'no volumes' : table(['NAME', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN'], rows),
-      json: vols.map((v) => volumeJson(pool, v)),
-    };
-  });
-}
-
-export function volumeShow(ctx: Context): Output {
-  const name = arg(ctx, 0, 'NAME');
-  noExtra(ctx, 1);
-  return withPool(ctx, (pool) => {
-    const v = pool.stat(name);
-    const json = volumeJson(pool, v, pool.exclusiveBytes(name));
-    const text = Object.entries(json)
-      .map(([k, val]) => `${k.padEnd(15)} ${typeof val === 'number' && /Bytes|size|Size/.test(k) ? `${formatSize(val)} (${val})` : String(val ?? '-')}`)
-      .join('\n');
-    return { text, json };
-  });
-}
-
-export function volumeGrow(ctx: Context): Output {
-  const name = arg(ctx, 0, 'NAME');
-  noExtra(ctx, 1);
-  const size = sizeFlag(ctx, true);
-  return withPool(ctx, (pool) => {
-    const v = pool.grow(name, size);
-    return { text: `volume ${name} is now ${formatSize(v.size)}`, json: volumeJson(pool, v) };
-  });
-}
-
-export function volumeDelete(ctx: Context): Output {
-  const name = arg(ctx, 0, 'NAME');
-  noExtra(ctx, 1);
-  return withPool(ctx, (pool) => {
-    deleteVolume(pool, name);
-    return { text: `deleted volume ${name}`, json: { deleted: name } };
-  });
-}
-
-export function snapshotCreate(ctx: Context): Output {
-  const name = arg(ctx, 0, 'VOL@SNAP');
-  noExtra(ctx, 1);
-  return withPool(ctx, (pool) => {
-    const s = createSnapshot(pool, name);
-    return { text: `created snapshot ${s.name}`, json: volumeJson(pool, s) };
-  });
-}
-
-export function snapshotList(ctx: Context): Output {
-  const vol = ctx.args.positional[0];
-  noExtra(ctx, 1);
-  return withPool(ctx, (pool) => {
-    const snaps = listSnapshots(pool, vol);
-    const rows = snaps.map((s) => [s.name, formatSize(s.size), formatSize(s.allocatedBytes), new Date(s.createdAt).toISOString()]);
-    return {
-      text: snaps.length === 0 ? 'no snapshots' : table(['NAME', 'SIZE', 'ALLOCATED', 'CREATED'], rows),
-      json: snaps.map((s) => volumeJson(pool, s)),
-    };
-  });
-}
-
-export function snapshotDelete(ctx: Context): Output {
-  const name = arg(ctx, 0, 'VOL@SNAP');
-  noExtra(ctx, 1);
-  return withPool(ctx, (pool) => {
-    deleteSnapshot(pool, name);
-    return { text: `deleted snapshot ${name}`, json: { deleted: name } };
-  });
-}
-
-export function clone(ctx: Context): Output {
-  const source = arg(ctx, 0, 'SOURCE');
-  const name = arg(ctx, 1, 'NEWVOL');
-  noExtra(ctx, 2);
-  const size = sizeFlag(ctx, false);
-  return withPool(ctx, (pool) => {
-    const v = cloneVolume(pool, source, name, size);
-    return { text: `cloned ${source} to ${v.name} (${formatSize(v.size)})`, json: volumeJson(pool, v) };
-  });
-}
-
-export function importCmd(ctx: Context): Output {
-  const file = arg(ctx, 0, 'FILE');
-  const vol = arg(ctx, 1, 'VOL');
-  noExtra(ctx, 2);
-  return withPool(ctx, (pool) => {
-    const r = importImage(pool, file, vol);
-    return { text: `imported ${formatSize(r.bytes)} into ${vol} (${formatSize(r.writtenBytes)} of data)`, json: { volume: vol, ...r } };
-  });
-}
-
-export function exportCmd(ctx: Context): Output {
-  const source = arg(ctx, 0, 'SOURCE');
-  const file = arg(ctx, 1, 'FILE');
-  noExtra(ctx, 2);
-  return withPool(ctx, (pool) => {
-    const r = exportImage(pool, source, file);
-    return { text: `exported ${source} to ${file} (${formatSize(r.bytes)}, ${formatSize(r.dataBytes)} of data)`, json: { source, file, ...r } };
-  });
-}
-
-export function check(ctx: Context): Output {
-  noExtra(ctx, 0);
-  return withPool(ctx, (pool) => {
-    const progress = new Progress('check');
-    const report = checkPool(pool, (done, total) => progress.update(done, total));
-    progress.done();
-    const summary = `${report.volumes} volumes and snapshots, ${report.pagesChecked} pages, ${report.chunksReferenced} chunks`;
-    return {
-      text: report.ok ? `clean: ${summary}` : [`${report.problems.length} problems found (${summary}):`, ...report.problems.map((p) => `  ${p}`)].join('\n'),
-      json: report,
-      exitCode: report.ok ? 0 : 1,
-    };
-  });
-}
-
-/** The walk-through the README starts with: idempotent, so it can be rerun. */
-export function demo(ctx: Context): Output {
-  noExtra(ctx, 0);
-  const lines: string[] = [];
-  if (!ctx.pool && !isPoolDir(ctx.poolDir)) {
-    initPoolDir(ctx.poolDir);
-    lines.push(`initialized pool ${ctx.poolDir}`);
-  }
-  withPool(ctx, (pool) => {
-    if (!pool.has('demo')) {
-      pool.createVolume('demo', 1 << 30);
-      lines.push('created volume demo (1 GiB)');
-      const image = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-demo-')), 'image.raw');
-      // 8 MiB image: text at the start, zeros in the middle, data at the end.
-      const buf = Buffer.alloc(8 << 20);
-      buf.write('hello from cowvol\n', 0);
-      buf.fill('cowvol', 6 << 20);
-      fs.writeFileSync(image, buf);
-      const r = importImage(pool, image, 'demo');
-      fs.rmSync(path.dirname(image), { recursive: true, force: true });
-      lines.push(`imported an 8 MiB image into demo (${formatSize(r.writtenBytes)} allocated, zeros left sparse)`);
-    }
-    if (!pool.has('demo@first')) {
-      createSnapshot(pool, 'demo@first');
-      lines.push('snapshotted demo as demo@first');
-    }
-    if (!pool.has('demo-clone')) {
-      cloneVolume(pool, 'demo@first', 'demo-clone', 2 * 2 ** 30);
-      pool.write('demo-clone', 0, Buffer.from('hello from the clone\n'));
-      pool.flush();
-      lines.push('cloned demo@first to demo-clone (2 GiB) and wrote to the clone');
-    }
-    lines.push(`demo reads:       ${JSON.stringify(pool.read('demo', 0, 18).toString())}`);
-    lines.push(`demo-clone reads: ${JSON.stringify(pool.read('demo-clone', 0, 21).toString())}`);
-  });
-  lines.push('', '$ cowvol volume list', volumeList({ ...ctx, args: { positional: [], flags: new Map() } }).text);
-  return { text: lines.join('\n'), json: { pool: ctx.poolDir } };
-}
+export const COMMANDS: Record<string, Command> = {
+  'pool show': command({ usage: 'pool show', op: 'pool.show', args: none, format: (s) => ({ text: poolText(s), json: s }) }),
+  'volume create': command({
+    usage: 'volume create NAME --size SIZE',
+    values: ['size'],
+    op: 'volume.create',
+    args: (p) => ({ ...one('NAME')(p), size: sizeFlag(p, true) }),
+    format: (v) => ({ text: `created volume ${v.name} (${formatSize(v.size)})`, json: volumeJson(v) }),
+  }),
+  'volume list': command({
+    usage: 'volume list',
+    op: 'volume.list',
+    args: none,
+    format: (vols) => ({
+      text: vols.length === 0 ? 'no volumes' : table(['NAME', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN'], vols.map((v) => [v.name, formatSize(v.size), formatSize(v.allocatedBytes), String(v.snapshotCount), v.origin || '-'])),
+      json: vols.map((v) => volumeJson(v)),
+    }),
+  }),
+  'volume show': command({
+    usage: 'volume show NAME',
+    op: 'volume.show',
+    args: one('NAME'),
+    format: (v) => {
+      const json = volumeJson(v, v.exclusiveBytes);
+      const text = Object.entries(json)
+        .map(([k, val]) => `${k.padEnd(15)} ${typeof val === 'number' && /Bytes|size|Size/.test(k) ? `${formatSize(val)} (${val})` : String(val ?? '-')}`)
+        .join('\n');
+      return { text, json };
+    },
+  }),
+  'volume grow': command({
+    usage: 'volume grow NAME --size SIZE',
+    values: ['size'],
+    op: 'volume.grow',
+    args: (p) => ({ ...one('NAME')(p), size: sizeFlag(p, true) }),
+    format: (v) => ({ text: `volume ${v.name} is now ${formatSize(v.size)}`, json: volumeJson(v) }),
+  }),
+  'volume delete': command({ usage: 'volume delete NAME', op: 'volume.delete', args: one('NAME'), format: (r) => ({ text: `deleted volume ${r.deleted}`, json: r }) }),
+  'snapshot create': command({ usage: 'snapshot create VOL@SNAP', op: 'snapshot.create', args: one('VOL@SNAP'), format: (s) => ({ text: `created snapshot ${s.name}`, json: volumeJson(s) }) }),
+  'snapshot list': command({
+    usage: 'snapshot list [VOL]',
+    op: 'snapshot.list',
+    args: (p) => {
+      noExtra(p, 1);
+      const volume = p.positional[0];
+      return volume === undefined ? {} : { volume };
+    },
+    format: (snaps) => ({
+      text: snaps.length === 0 ? 'no snapshots' : table(['NAME', 'SIZE', 'ALLOCATED', 'CREATED'], snaps.map((s) => [s.name, formatSize(s.size), formatSize(s.allocatedBytes), new Date(s.createdAt).toISOString()])),
+      json: snaps.map((s) => volumeJson(s)),
+    }),
+  }),
+  'snapshot delete': command({ usage: 'snapshot delete VOL@SNAP', op: 'snapshot.delete', args: one('VOL@SNAP'), format: (r) => ({ text: `deleted snapshot ${r.deleted}`, json: r }) }),
+  'group create': command({
+    usage: 'group create GROUP VOL [VOL...]   (snapshots VOL@GROUP of every VOL at one instant)',
+    op: 'group.create',
+    args: (p) => {
+      const name = arg(p, 0, 'GROUP');
+      arg(p, 1, 'VOL');
+      return { name, volumes: p.positional.slice(1) };
+    },
+    format: (made) => ({ text: `created group snapshot: ${made.map((m) => m.name).join(', ')}`, json: made.map((m) => volumeJson(m)) }),
+  }),
+  'group delete': command({ usage: 'group delete GROUP', op: 'group.delete', args: one('GROUP'), format: (r) => ({ text: `deleted ${r.deleted.join(', ')}`, json: r }) }),
+  clone: command({
+    usage: 'clone SOURCE NEWVOL [--size SIZE]   (SOURCE: VOL or VOL@SNAP)',
+    values: ['size'],
+    op: 'clone',
+    args: (p) => {
+      const source = arg(p, 0, 'SOURCE');
+      const name = arg(p, 1, 'NEWVOL');
+      noExtra(p, 2);
+      const size = sizeFlag(p, false);
+      return size === undefined ? { source, name } : { source, name, size };
+    },
+    format: (v, a) => ({ text: `cloned ${a.source} to ${v.name} (${formatSize(v.size)})`, json: volumeJson(v) }),
+  }),
+  import: command({
+    usage: 'import FILE VOL',
+    op: 'import',
+    args: (p) => {
+      const file = path.resolve(arg(p, 0, 'FILE'));
+      const volume = arg(p, 1, 'VOL');
+      noExtra(p, 2);
+      return { file, volume };
+    },
+    progress: (a) => `import ${a.volume}`,
+    format: (r, a) => ({ text: `imported ${formatSize(r.bytes)} into ${a.volume} (${formatSize(r.writtenBytes)} of data)`, json: { volume: a.volume, ...r } }),
+  }),
+  export: command({
+    usage: 'export SOURCE FILE',
+    op: 'export',
+    args: (p) => {
+      const source = arg(p, 0, 'SOURCE');
+      const file = path.resolve(arg(p, 1, 'FILE'));
+      noExtra(p, 2);
+      return { source, file };
+    },
+    progress: (a) => `export ${a.source}`,
+    format: (r, a) => ({ text: `exported ${a.source} to ${a.file} (${formatSize(r.bytes)}, ${formatSize(r.dataBytes)} of data)`, json: { source: a.source, file: a.file, ...r } }),
+  }),
+  check: command({
+    usage: 'check',
+    op: 'check',
+    args: none,
+    progress: () => 'check',
+    format: (report) => {
+      const summary = `${report.volumes} volumes and snapshots, ${report.pagesChecked} pages, ${report.chunksReferenced} chunks`;
+      return {
+        text: report.ok ? `clean: ${summary}` : [`${report.problems.length} problems found (${summary}):`, ...report.problems.map((p) => `  ${p}`)].join('\n'),
+        json: report,
+        exitCode: report.ok ? 0 : 1,
+      };
+    },
+  }),
+  demo: command({
+    usage: 'demo   (init a pool if needed, then create, import, snapshot and clone a volume)',
+    op: 'demo',
+    args: none,
+    progress: () => 'import demo',
+    format: (r) => ({ text: r.lines.join('\n'), json: r }),
+  }),
+};

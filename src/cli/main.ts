@@ -7,41 +7,20 @@ import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
-import { CowvolError, fail } from '../errors.js';
-import { resolvePoolDir } from '../blockstore/pool-dir.js';
-import type { Pool } from '../blockstore/pool.js';
-import { askDaemon } from './admin-client.js';
-import { isLogLevel } from '../daemon/log.js';
+import { CowvolError, fail, fromSystemError, isSystemError } from '../errors.js';
+import { PoolDir, initPoolDir, isPoolDir, resolvePoolDir } from '../blockstore/pool-dir.js';
+import { askDaemon } from '../admin/client.js';
+import { isOpName, runOperation } from '../admin/operations.js';
+import { isLogLevel } from '../log.js';
 import { DEFAULT_DRIVER_NAME, DEFAULT_KUBELET_DIR, DEFAULT_MAX_VOLUMES, socketPathOf } from '../csi/driver.js';
-import { parseArgs } from './args.js';
-import * as cmd from './commands.js';
-import { parseSize } from './size.js';
+import { Volumes } from '../volumes/volumes.js';
+import { formatSize, parseSize } from '../size.js';
+import { type Parsed, parseArgs } from './args.js';
+import { COMMANDS, type Command, type Output } from './commands.js';
+import { Progress } from './progress.js';
 
-interface CommandSpec {
-  run: (ctx: cmd.Context) => cmd.Output;
-  values?: string[];
-  usage: string;
-}
-
-const COMMANDS: Record<string, CommandSpec> = {
-  'pool init': { run: cmd.poolInit, values: ['chunk-size', 'capacity'], usage: 'pool init [--chunk-size SIZE] [--capacity SIZE]' },
-  'pool show': { run: cmd.poolShow, usage: 'pool show' },
-  'volume create': { run: cmd.volumeCreate, values: ['size'], usage: 'volume create NAME --size SIZE' },
-  'volume list': { run: cmd.volumeList, usage: 'volume list' },
-  'volume show': { run: cmd.volumeShow, usage: 'volume show NAME' },
-  'volume grow': { run: cmd.volumeGrow, values: ['size'], usage: 'volume grow NAME --size SIZE' },
-  'volume delete': { run: cmd.volumeDelete, usage: 'volume delete NAME' },
-  'snapshot create': { run: cmd.snapshotCreate, usage: 'snapshot create VOL@SNAP' },
-  'snapshot list': { run: cmd.snapshotList, usage: 'snapshot list [VOL]' },
-  'snapshot delete': { run: cmd.snapshotDelete, usage: 'snapshot delete VOL@SNAP' },
-  clone: { run: cmd.clone, values: ['size'], usage: 'clone SOURCE NEWVOL [--size SIZE]   (SOURCE: VOL or VOL@SNAP)' },
-  import: { run: cmd.importCmd, usage: 'import FILE VOL' },
-  export: { run: cmd.exportCmd, usage: 'export SOURCE FILE' },
-  check: { run: cmd.check, usage: 'check' },
-  demo: { run: cmd.demo, usage: 'demo   (init a pool if needed, then create, import, snapshot and clone a volume)' },
-};
-
-const GROUPS = new Set(['pool', 'volume', 'snapshot']);
+const POOL_INIT_USAGE = 'pool init [--chunk-size SIZE] [--capacity SIZE]';
+const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 /** The flags `cowvol serve` takes (deploy/ is checked against this list). */
 export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes'] as const;
 
@@ -52,6 +31,7 @@ export function helpText(): string {
   return [
     'usage: cowvol COMMAND [--pool DIR] [--cache-size SIZE] [--json]',
     '',
+    `  cowvol ${POOL_INIT_USAGE}`,
     ...Object.values(COMMANDS).map((c) => `  cowvol ${c.usage}`),
     `  cowvol ${SERVE_USAGE}`,
     '  cowvol bench [--quick] [--runtime SECONDS]   (fio against cowvol, a C FUSE passthrough and a plain file)',
@@ -68,40 +48,85 @@ export interface RunResult {
   exitCode: number;
 }
 
-/** Where a command runs: on its own (opening the pool) or inside the daemon that holds it. */
-export interface Host {
-  pool: Pool;
-  poolDir: string;
-}
-
-export function run(argv: string[], host?: Host): RunResult {
+/** Runs one CLI command: in the daemon that holds the pool, or on the pool directly when none does. */
+export async function run(argv: string[]): Promise<RunResult> {
   const [first, second] = argv;
   if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
     return { stdout: `${helpText()}\n`, stderr: '', exitCode: first === undefined ? 2 : 0 };
   }
   const name = GROUPS.has(first) ? `${first} ${second ?? ''}` : first;
   const spec = COMMANDS[name];
-  if (!spec) {
+  if (!spec && name !== 'pool init') {
     const what = GROUPS.has(first) ? `'${first} ${second ?? ''}'`.replace(/ '$/, "'") : `'${first}'`;
     return { stdout: '', stderr: `cowvol: unknown command ${what}: see 'cowvol help'\n`, exitCode: 2 };
   }
   const rest = argv.slice(GROUPS.has(first) ? 2 : 1);
   try {
-    const args = parseArgs(rest, new Set(['pool', 'cache-size', ...(spec.values ?? [])]), new Set(['json']));
+    const values = spec?.values ?? (spec ? [] : ['chunk-size', 'capacity']);
+    const args = parseArgs(rest, new Set(['pool', 'cache-size', ...values]), new Set(['json']));
     const pool = args.flags.get('pool');
-    const poolDir = host?.poolDir ?? resolvePoolDir(typeof pool === 'string' ? pool : undefined);
-    const out = spec.run({ args, poolDir, pool: host?.pool });
+    const poolDir = resolvePoolDir(typeof pool === 'string' ? pool : undefined);
+    const out = spec ? await runCommand(spec, args, poolDir) : poolInit(args, poolDir);
     const stdout = args.flags.has('json') ? `${JSON.stringify(out.json, null, 2)}\n` : `${out.text}\n`;
     return { stdout, stderr: '', exitCode: out.exitCode ?? 0 };
   } catch (err) {
-    if (err instanceof CowvolError) {
-      return { stdout: '', stderr: `cowvol: ${err.message}\n`, exitCode: 1 };
-    }
-    const e = err as NodeJS.ErrnoException;
-    if (typeof e.code === 'string' && typeof e.path === 'string') {
-      return { stdout: '', stderr: `cowvol: ${e.path}: ${e.message.replace(/^[A-Z]+: /, '')}\n`, exitCode: 1 };
+    if (err instanceof CowvolError || isSystemError(err)) {
+      return { stdout: '', stderr: `cowvol: ${fromSystemError(err).message}\n`, exitCode: 1 };
     }
     throw err;
+  }
+}
+
+async function runCommand(spec: Command, args: Parsed, poolDir: string): Promise<Output> {
+  const cache = args.flags.get('cache-size');
+  const cacheBytes = cache === undefined ? undefined : parseSize(String(cache), 'cache size');
+  const opArgs = spec.args(args);
+  const lines: string[] = [];
+  if (spec.op === 'demo' && !isPoolDir(poolDir)) {
+    initPoolDir(poolDir);
+    lines.push(`initialized pool ${poolDir}`);
+  }
+  const result = await execute(spec.op, opArgs, poolDir, cacheBytes, spec.progress?.(opArgs));
+  const out = spec.format(result as never, opArgs);
+  if (spec.op !== 'demo') return out;
+  const list = COMMANDS['volume list'] as Command;
+  const vols = list.format((await execute(list.op, {}, poolDir, cacheBytes)) as never, {});
+  return { text: [...lines, out.text, '', '$ cowvol volume list', vols.text].join('\n'), json: { pool: poolDir } };
+}
+
+/** One admin operation, through the daemon if one answers, else on the pool opened here. */
+async function execute(op: string, args: object, poolDir: string, cacheBytes?: number, progressLabel?: string): Promise<unknown> {
+  if (!isOpName(op)) fail('EINVAL', `unknown operation '${op}'`);
+  const bar = progressLabel === undefined ? null : new Progress(progressLabel);
+  const progress = (done: number, total: number): void => bar?.update(done, total);
+  try {
+    const remote = await askDaemon(poolDir, op, args, progress);
+    if (remote !== null) return remote.result;
+    const handle = PoolDir.open(poolDir, cacheBytes === undefined ? {} : { cacheBytes });
+    try {
+      return await runOperation({ volumes: new Volumes(handle.pool), poolDir }, op, args, progress);
+    } finally {
+      handle.close();
+    }
+  } finally {
+    bar?.done();
+  }
+}
+
+function poolInit(args: Parsed, poolDir: string): Output {
+  if (args.positional[0] !== undefined) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
+  const chunk = args.flags.get('chunk-size');
+  const capacity = args.flags.get('capacity');
+  initPoolDir(poolDir, {
+    chunkSize: chunk === undefined ? undefined : parseSize(String(chunk), 'chunk size'),
+    capacity: capacity === undefined ? undefined : parseSize(String(capacity), 'capacity'),
+  });
+  const handle = PoolDir.open(poolDir);
+  try {
+    const pool = handle.pool;
+    return { text: `initialized pool ${poolDir} (chunk size ${formatSize(pool.chunkSize)})`, json: { pool: poolDir, chunkSize: pool.chunkSize, uuid: pool.uuid } };
+  } finally {
+    handle.close();
   }
 }
 
@@ -133,7 +158,6 @@ async function runServe(argv: string[]): Promise<void> {
     const nodeId = flag('node-id') ?? os.hostname();
     if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
-      execute: run,
       poolDir: resolvePoolDir(flag('pool')),
       mount: flag('mount') ?? DEFAULT_MOUNT,
       logLevel,
@@ -181,8 +205,7 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = r.status ?? 1;
     return;
   }
-  // A running daemon holds the pool: the command goes to it, same output, same errors.
-  const result = (await askDaemon(argv)) ?? run(argv);
+  const result = await run(argv);
   process.stdout.write(result.stdout);
   process.stderr.write(result.stderr);
   process.exitCode = result.exitCode;

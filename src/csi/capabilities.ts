@@ -7,7 +7,7 @@
  * node through topology (see docs/csi.md); on the node they mean several
  * publishes sharing one staged device.
  */
-import { isFsType } from './host/filesystem.js';
+import { isFsType } from '../host/filesystem.js';
 import type { AccessModeName, VolumeCapability } from './proto.js';
 import { CsiError, status } from './status.js';
 

@@ -4,11 +4,12 @@
  * so a success is durable. Volumes are thin: capacity is what the volume
  * may grow to, not space taken.
  */
-import { isValidName } from '../blockstore/names.js';
-import type { Pool, VolumeInfo } from '../blockstore/pool.js';
+import { CowvolError } from '../errors.js';
+import { isSnapshotName } from '../volumes/names.js';
+import type { VolumeView, Volumes } from '../volumes/volumes.js';
 import { MULTI_NODE_MODES, usageOf } from './capabilities.js';
-import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, blockFile, nodeTopology, poolCondition, volumeById } from './driver.js';
-import { listLoops, refreshLoop } from './host/loop.js';
+import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, blockFile, nodeTopology, poolCondition } from './driver.js';
+import { listLoops, refreshLoop } from '../host/loop.js';
 import { nameProblem, poolNameFor, snapshotIdFor } from './ids.js';
 import type { CapacityRange, ContentSource, CreateVolumeRequest, CsiSnapshot, CsiVolume, Topology, TopologyRequirement, VolumeCapability, VolumeCondition } from './proto.js';
 import { timestamp } from './proto.js';
@@ -20,13 +21,13 @@ export const DEFAULT_VOLUME_SIZE = 1 << 30;
 const XFS_MIN_SIZE = 300 * MiB;
 
 export class ControllerService {
-  private readonly pool: Pool;
+  private readonly volumes: Volumes;
 
   constructor(
     private readonly ctx: DriverContext,
     private readonly inflight: InFlight,
   ) {
-    this.pool = ctx.pool;
+    this.volumes = ctx.volumes;
   }
 
   // ---- volumes -----------------------------------------------------------------
@@ -44,7 +45,7 @@ export class ControllerService {
     const minSize = usages.some((u) => u.fsType === 'xfs') ? XFS_MIN_SIZE : 4096;
     const params = JSON.stringify(sorted(req.parameters));
     return this.inflight.run([name], () => {
-      const existing = this.pool.has(name) ? this.pool.stat(name) : undefined;
+      const existing = this.volumes.find(name);
       if (existing) {
         if (existing.readOnly || existing.labels[LABEL.name] !== req.name) csiFail(status.ALREADY_EXISTS, `'${name}' exists and was not created for CSI name '${req.name}'`);
         const range = req.capacityRange;
@@ -59,9 +60,7 @@ export class ControllerService {
       const labels: Record<string, string> = { [LABEL.name]: req.name, [LABEL.parameters]: params };
       const key = sourceKey(req.volumeContentSource);
       if (key !== '') labels[LABEL.source] = key;
-      const v = source
-        ? this.pool.fork(source.name, name, { readOnly: false, size, origin: source.name, labels })
-        : this.pool.createVolume(name, size, labels);
+      const v = source ? this.volumes.clone(source.name, name, { size, labels }) : this.volumes.create(name, { size, labels });
       this.ctx.log.info({ volume: name, size, source: source?.name }, 'volume created');
       return this.csiVolume(v);
     });
@@ -70,10 +69,15 @@ export class ControllerService {
   async deleteVolume(volumeId: string): Promise<void> {
     if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
     await this.inflight.run([volumeId], () => {
-      if (!isValidName(volumeId) || !this.pool.has(volumeId)) return;
-      if (this.pool.stat(volumeId).readOnly) return;
-      // A volume still staged is refused by the pool itself (its loop device holds it: EBUSY, FAILED_PRECONDITION).
-      this.pool.remove(volumeId);
+      if (this.volumes.find(volumeId) === undefined) return;
+      try {
+        // A volume still staged is refused by the pool itself (its loop device holds it: EBUSY, FAILED_PRECONDITION).
+        this.volumes.delete(volumeId);
+      } catch (err) {
+        // The service's ENOENT ("not a volume": a snapshot's id) is, by the spec, a volume that does not exist: OK.
+        if (err instanceof CowvolError && err.code === 'ENOENT') return;
+        throw err;
+      }
       this.ctx.log.info({ volume: volumeId }, 'volume deleted');
     });
   }
@@ -94,8 +98,7 @@ export class ControllerService {
   }
 
   listVolumes(maxEntries: number, startingToken: string): object {
-    const all = this.pool.list().filter((v) => !v.readOnly);
-    const [page, next] = paginate(all, maxEntries, startingToken);
+    const [page, next] = paginate(this.volumes.list(), maxEntries, startingToken);
     return { entries: page.map((v) => ({ volume: this.csiVolume(v), status: { volumeCondition: this.condition(v) } })), nextToken: next };
   }
 
@@ -107,7 +110,7 @@ export class ControllerService {
   capacity(caps: VolumeCapability[], topology: Topology | null): object {
     caps.forEach((c, i) => usageOf(c, `volume_capabilities[${i}]`));
     if (topology && topology.segments[TOPOLOGY_KEY] !== this.ctx.nodeId) return { availableCapacity: 0 };
-    const st = this.pool.stats();
+    const st = this.volumes.pool.stats();
     const available = Number.isFinite(st.freeChunks) ? st.freeChunks * st.chunkSize : this.ctx.hostFree();
     return { availableCapacity: available };
   }
@@ -120,7 +123,7 @@ export class ControllerService {
       const v = this.existingVolume(volumeId);
       if (range.limitBytes > 0 && range.limitBytes < v.size) csiFail(status.OUT_OF_RANGE, `volume '${volumeId}' is ${v.size} bytes, above limit_bytes ${range.limitBytes}; volumes do not shrink`);
       const size = pickSize(range, v.size);
-      const grown = size > v.size ? this.pool.grow(volumeId, size) : v;
+      const grown = size > v.size ? this.volumes.grow(volumeId, size) : v;
       // The loop devices over the volume learn the new size here, so a block volume needs no node step.
       const file = blockFile(this.ctx, volumeId);
       for (const loop of listLoops().filter((l) => l.backFile === file)) await refreshLoop(loop.name);
@@ -153,13 +156,13 @@ export class ControllerService {
     if (problem !== null) csiFail(status.INVALID_ARGUMENT, problem);
     checkParameters(parameters, 'parameters');
     return this.inflight.run([sourceVolumeId], () => {
-      const same = this.pool.list().find((v) => v.readOnly && v.labels[LABEL.name] === name && v.labels[LABEL.group] === undefined);
+      const same = this.volumes.listSnapshots().find((v) => v.labels[LABEL.name] === name && v.group === null);
       if (same) {
         if (same.origin !== sourceVolumeId) csiFail(status.ALREADY_EXISTS, `snapshot '${name}' exists for volume '${same.origin}', not '${sourceVolumeId}'`);
         return this.csiSnapshot(same);
       }
       const src = this.existingVolume(sourceVolumeId);
-      const snap = this.pool.fork(src.name, snapshotIdFor(src.name, name), { readOnly: true, parentId: src.id, origin: src.name, labels: { [LABEL.name]: name } });
+      const snap = this.volumes.createSnapshot(snapshotIdFor(src.name, name), { [LABEL.name]: name });
       this.ctx.log.info({ snapshot: snap.name }, 'snapshot created');
       return this.csiSnapshot(snap);
     });
@@ -169,14 +172,12 @@ export class ControllerService {
     if (snapshotId === '') csiFail(status.INVALID_ARGUMENT, 'snapshot_id is required');
     const snap = this.findSnapshot(snapshotId);
     if (!snap) return;
-    const group = snap.labels[LABEL.group];
-    if (group !== undefined) csiFail(status.FAILED_PRECONDITION, `snapshot '${snapshotId}' belongs to group snapshot '${group}'; delete the group`);
-    this.pool.remove(snap.name);
+    this.volumes.deleteSnapshot(snap.name);
     this.ctx.log.info({ snapshot: snapshotId }, 'snapshot deleted');
   }
 
   listSnapshots(maxEntries: number, startingToken: string, sourceVolumeId: string, snapshotId: string): object {
-    let all = this.pool.list().filter((v) => v.readOnly);
+    let all = this.volumes.listSnapshots();
     if (snapshotId !== '') all = all.filter((v) => v.name === snapshotId);
     if (sourceVolumeId !== '') all = all.filter((v) => v.origin === sourceVolumeId);
     const [page, next] = paginate(all, maxEntries, startingToken);
@@ -190,42 +191,41 @@ export class ControllerService {
     return this.csiSnapshot(snap);
   }
 
-  csiSnapshot(v: VolumeInfo): CsiSnapshot {
+  csiSnapshot(v: VolumeView): CsiSnapshot {
     return {
       sizeBytes: v.size,
       snapshotId: v.name,
       sourceVolumeId: v.origin,
       creationTime: timestamp(v.createdAt),
       readyToUse: true,
-      groupSnapshotId: v.labels[LABEL.group] ?? '',
+      groupSnapshotId: v.group ?? '',
     };
   }
 
-  findSnapshot(id: string): VolumeInfo | undefined {
-    if (!id.includes('@') || !this.pool.has(id)) return undefined;
-    const v = this.pool.stat(id);
-    return v.readOnly ? v : undefined;
+  /** A snapshot id that names no snapshot is, for CSI, one that does not exist (never malformed). */
+  findSnapshot(id: string): VolumeView | undefined {
+    const v = isSnapshotName(id) ? this.volumes.find(id) : undefined;
+    return v?.readOnly === true ? v : undefined;
   }
 
   // ---- internals -------------------------------------------------------------------
 
-  private existingVolume(volumeId: string): VolumeInfo {
+  private existingVolume(volumeId: string): VolumeView {
     if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
-    return volumeById(this.pool, volumeId);
+    return this.volumes.volume(volumeId);
   }
 
-  private contentSource(src: ContentSource | null): VolumeInfo | undefined {
+  private contentSource(src: ContentSource | null): VolumeView | undefined {
     if (!src || src.type === undefined) return undefined;
     if (src.type === 'snapshot') {
       const id = src.snapshot?.snapshotId ?? '';
       if (id === '') csiFail(status.INVALID_ARGUMENT, 'volume_content_source.snapshot.snapshot_id is required');
-      const snap = this.findSnapshot(id);
-      if (!snap) csiFail(status.NOT_FOUND, `no snapshot '${id}' to restore from`);
-      return snap;
+      if (!isSnapshotName(id)) csiFail(status.NOT_FOUND, `no snapshot '${id}' to restore from`);
+      return this.volumes.snapshot(id);
     }
     const id = src.volume?.volumeId ?? '';
     if (id === '') csiFail(status.INVALID_ARGUMENT, 'volume_content_source.volume.volume_id is required');
-    return volumeById(this.pool, id);
+    return this.volumes.volume(id);
   }
 
   /**
@@ -244,11 +244,11 @@ export class ControllerService {
     }
   }
 
-  private condition(v: VolumeInfo): VolumeCondition {
+  private condition(v: VolumeView): VolumeCondition {
     return poolCondition(this.ctx, v) ?? { abnormal: false, message: 'healthy' };
   }
 
-  private csiVolume(v: VolumeInfo): CsiVolume {
+  private csiVolume(v: VolumeView): CsiVolume {
     const source = v.labels[LABEL.source] ?? '';
     let contentSource: ContentSource | null = null;
     if (source.startsWith('snapshot:')) contentSource = { snapshot: { snapshotId: source.slice(9) } };

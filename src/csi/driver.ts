@@ -2,13 +2,12 @@
  * What the CSI services share: the open pool and its block files, who this
  * node is, the path policy, and the per-volume serialization of calls.
  */
-import { isValidName } from '../blockstore/names.js';
-import type { Pool, VolumeInfo } from '../blockstore/pool.js';
+import type { VolumeView, Volumes } from '../volumes/volumes.js';
 import { blockFilePath } from '../fuse/block-files.js';
-import type { Logger } from '../daemon/log.js';
+import type { Logger } from '../log.js';
 import type { PathPolicy } from './paths.js';
 import type { VolumeCondition } from './proto.js';
-import { CsiError, csiFail, status } from './status.js';
+import { CsiError, status } from './status.js';
 
 export const DEFAULT_DRIVER_NAME = 'cowvol.csi.dev';
 export const TOPOLOGY_KEY = 'topology.cowvol.csi.dev/node';
@@ -23,12 +22,13 @@ export const LABEL = {
   parameters: 'csi.parameters',
   source: 'csi.source',
   ephemeral: 'csi.ephemeral',
-  group: 'csi.group',
+  /** The CSI name of a group snapshot (its members carry the service's group label as well). */
   groupName: 'csi.group-name',
 } as const;
 
 export interface DriverContext {
-  pool: Pool;
+  /** The volume service: every volume rule CSI relies on lives there. */
+  volumes: Volumes;
   /** EIO answers the block files gave for a volume (by pool id). */
   ioErrors(volumeId: number): number;
   /** Where the block files are mounted: MOUNT/block/NAME. */
@@ -46,16 +46,8 @@ export function blockFile(ctx: DriverContext, name: string): string {
   return blockFilePath(ctx.mount, name, false);
 }
 
-/** The pool volume a CSI volume id names: NOT_FOUND for an unknown id, and for a snapshot's. */
-export function volumeById(pool: Pool, id: string): VolumeInfo {
-  if (!isValidName(id) || !pool.has(id)) csiFail(status.NOT_FOUND, `no volume '${id}'`);
-  const v = pool.stat(id);
-  if (v.readOnly) csiFail(status.NOT_FOUND, `'${id}' is a snapshot, not a volume`);
-  return v;
-}
-
 /** What the pool says of a volume: abnormal once the block files answered it EIO or EUCLEAN; null if nothing. */
-export function poolCondition(ctx: DriverContext, v: VolumeInfo): VolumeCondition | null {
+export function poolCondition(ctx: DriverContext, v: VolumeView): VolumeCondition | null {
   const errors = ctx.ioErrors(v.id);
   return errors > 0 ? { abnormal: true, message: `${errors} I/O errors on volume '${v.name}' since the daemon started` } : null;
 }

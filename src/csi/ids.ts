@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 
-import { isValidName } from '../blockstore/names.js';
+import { isValidName } from '../volumes/names.js';
 
 export function poolNameFor(csiName: string): string {
   if (isValidName(csiName)) return csiName;

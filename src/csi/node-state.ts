@@ -12,8 +12,8 @@
  */
 import path from 'node:path';
 
-import { type LoopDevice, listLoops } from './host/loop.js';
-import { type MountEntry, mountAt, mountsOfLoop, readMountTable } from './host/mount-table.js';
+import { type LoopDevice, listLoops } from '../host/loop.js';
+import { type MountEntry, mountAt, mountsOfLoop, readMountTable } from '../host/mount-table.js';
 
 export interface VolumeState {
   file: string;

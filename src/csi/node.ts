@@ -11,13 +11,13 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
-import { isValidName } from '../blockstore/names.js';
-import type { VolumeInfo } from '../blockstore/pool.js';
-import { parseSize } from '../cli/size.js';
+import { isValidName } from '../volumes/names.js';
+import type { VolumeView } from '../volumes/volumes.js';
+import { parseSize } from '../size.js';
 import { isReaderOnly, publishRefusal, usageOf, type Usage } from './capabilities.js';
-import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology, poolCondition, volumeById } from './driver.js';
-import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from './host/filesystem.js';
-import { attachLoop, detachLoop, refreshLoop } from './host/loop.js';
+import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology, poolCondition } from './driver.js';
+import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from '../host/filesystem.js';
+import { attachLoop, detachLoop, refreshLoop } from '../host/loop.js';
 import { type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
 import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability, VolumeCondition } from './proto.js';
 import { CsiError, csiFail, status } from './status.js';
@@ -138,10 +138,10 @@ export class NodeService {
       }
       await unmount(target, false);
       removeTarget(target);
-      const v = this.ctx.pool.has(name) ? this.ctx.pool.stat(name) : undefined;
+      const v = this.ctx.volumes.find(name);
       if (v?.labels[LABEL.ephemeral] === 'true') {
         await detachLoop(here.loop.name);
-        this.ctx.pool.remove(name);
+        this.ctx.volumes.delete(name);
         this.ctx.log.info({ volume: name, target }, 'ephemeral volume deleted');
         return;
       }
@@ -154,8 +154,10 @@ export class NodeService {
 
   async stats(volumeId: string, volumePath: string): Promise<{ usage: object[]; volumeCondition: VolumeCondition }> {
     const name = this.requireId(volumeId);
-    const where = this.ctx.kubelet.check(volumePath, 'volume_path');
+    // The spec's order: a volume that does not exist is NOT_FOUND whatever the path says.
+    if (volumePath === '') csiFail(status.INVALID_ARGUMENT, 'volume_path is required');
     const v = this.volume(name);
+    const where = this.ctx.kubelet.check(volumePath, 'volume_path');
     // Asynchronous, like every look into a volume's filesystem: its I/O may need this thread (the FUSE slow path).
     if ((await fsp.lstat(where).catch(() => null)) === null) csiFail(status.NOT_FOUND, `volume_path ${where} does not exist`);
     const state = volumeState(readNode(), blockFile(this.ctx, name));
@@ -177,6 +179,8 @@ export class NodeService {
 
   async expand(volumeId: string, volumePath: string, requiredBytes: number, cap: VolumeCapability | null): Promise<number> {
     const name = this.requireId(volumeId);
+    if (volumePath === '') csiFail(status.INVALID_ARGUMENT, 'volume_path is required');
+    this.volume(name);
     const where = this.ctx.kubelet.check(volumePath, 'volume_path');
     return this.inflight.run([name], async () => {
       const v = this.volume(name);
@@ -215,11 +219,11 @@ export class NodeService {
     return volumeId;
   }
 
-  private volume(name: string): VolumeInfo {
-    return volumeById(this.ctx.pool, name);
+  private volume(name: string): VolumeView {
+    return this.ctx.volumes.volume(name);
   }
 
-  private condition(v: VolumeInfo, state: VolumeState, mounted: boolean, where: string): VolumeCondition {
+  private condition(v: VolumeView, state: VolumeState, mounted: boolean, where: string): VolumeCondition {
     const pool = poolCondition(this.ctx, v);
     if (pool) return pool;
     if (!mounted) return { abnormal: true, message: `volume '${v.name}' is not mounted at ${where}` };
@@ -269,10 +273,11 @@ export class NodeService {
     const file = blockFile(this.ctx, name);
     if (volumeState(node, file).mounts.some((m) => m.entry.mountPoint === target)) return;
     if (isMountedAt(node, target)) csiFail(status.ALREADY_EXISTS, `something else is mounted at ${target}`);
-    if (this.ctx.pool.has(name)) {
-      if (this.ctx.pool.stat(name).labels[LABEL.ephemeral] !== 'true') csiFail(status.ALREADY_EXISTS, `volume '${name}' exists and is not an ephemeral volume`);
+    const existing = this.ctx.volumes.find(name);
+    if (existing) {
+      if (existing.labels[LABEL.ephemeral] !== 'true') csiFail(status.ALREADY_EXISTS, `volume '${name}' exists and is not an ephemeral volume`);
     } else {
-      this.ctx.pool.createVolume(name, size, { [LABEL.ephemeral]: 'true' });
+      this.ctx.volumes.create(name, { size, labels: { [LABEL.ephemeral]: 'true' } });
     }
     fs.mkdirSync(target, { recursive: true });
     let device = '';
@@ -281,7 +286,7 @@ export class NodeService {
       await this.mountFilesystem(name, device, target, usage, req.readonly);
     } catch (err) {
       if (device !== '') await detachLoop(device).catch(() => undefined);
-      this.ctx.pool.remove(name);
+      this.ctx.volumes.delete(name);
       throw err;
     }
     this.ctx.log.info({ volume: name, target, size }, 'ephemeral volume published');

@@ -19,9 +19,9 @@
 import path from 'node:path';
 
 import { type DriverContext, blockFile } from './driver.js';
-import { bindMount, isFsType, mountFs, unmount } from './host/filesystem.js';
-import { DISCONNECTED, type LoopDevice, attachLoop, detachLoop, listLoops } from './host/loop.js';
-import { mountsOfLoop, readMountTable } from './host/mount-table.js';
+import { bindMount, isFsType, mountFs, unmount } from '../host/filesystem.js';
+import { DISCONNECTED, type LoopDevice, attachLoop, detachLoop, listLoops } from '../host/loop.js';
+import { mountsOfLoop, readMountTable } from '../host/mount-table.js';
 
 /**
  * A stale loop device is one whose backing file the kernel can no longer
@@ -44,7 +44,7 @@ export async function repairAfterRestart(ctx: DriverContext, previousMount: stri
     const file = blockFile(ctx, name);
     const mounts = mountsOfLoop(node.table, stale).sort((a, b) => a.id - b.id);
     for (const m of [...mounts].reverse()) await unmount(m.mountPoint, true);
-    if (ctx.pool.has(name) && mounts.length > 0) {
+    if (ctx.volumes.find(name) !== undefined && mounts.length > 0) {
       const device = await attachLoop(file, stale.readOnly);
       const filesystems = mounts.filter((m) => m.fsType !== 'devtmpfs');
       const first = filesystems[0];

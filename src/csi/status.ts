@@ -1,12 +1,12 @@
 /**
- * gRPC status codes for CSI answers. Handlers throw CsiError with the
- * spec's code; pool errors (CowvolError) are translated here in one place so
- * every RPC maps ENOENT, EEXIST, ENOSPC... the same way.
+ * gRPC status codes for CSI answers. Handlers throw CsiError for what only
+ * CSI says (a missing field, ABORTED for an overlapping call); everything
+ * else is a CowvolError, whose code maps to one status through the table in
+ * src/errors.ts, so the CLI and CSI answer a refused request the same way.
  */
 import { status } from '@grpc/grpc-js';
 
-import { CowvolError, type ErrorCode } from '../errors.js';
-import { HostError } from './host/run.js';
+import { CowvolError, MEANING, fromSystemError, isSystemError } from '../errors.js';
 
 export { status };
 
@@ -24,23 +24,11 @@ export function csiFail(code: status, message: string): never {
   throw new CsiError(code, message);
 }
 
-const FROM_POOL: Record<ErrorCode, status> = {
-  EINVAL: status.INVALID_ARGUMENT,
-  ENOENT: status.NOT_FOUND,
-  EEXIST: status.ALREADY_EXISTS,
-  ENOSPC: status.RESOURCE_EXHAUSTED,
-  EFBIG: status.OUT_OF_RANGE,
-  EROFS: status.FAILED_PRECONDITION,
-  EBUSY: status.FAILED_PRECONDITION,
-  EPERM: status.FAILED_PRECONDITION,
-  ECORRUPT: status.INTERNAL,
-  ENOTPOOL: status.INTERNAL,
-  EIO: status.INTERNAL,
-};
-
 export function toCsiError(err: unknown): CsiError {
   if (err instanceof CsiError) return err;
-  if (err instanceof CowvolError) return new CsiError(FROM_POOL[err.code], err.message);
-  if (err instanceof HostError && err.reason === 'EPERM') return new CsiError(status.FAILED_PRECONDITION, err.message);
+  if (err instanceof CowvolError || isSystemError(err)) {
+    const e = fromSystemError(err);
+    return new CsiError(MEANING[e.code].grpc as status, e.message);
+  }
   return new CsiError(status.INTERNAL, err instanceof Error ? err.message : String(err));
 }

@@ -1,7 +1,8 @@
 /**
  * The block-file frontend: every volume of the pool is a regular file of
  * the volume's size at /block/NAME, every snapshot a read-only file at
- * /snapshots/VOL@SNAP. Meant for loop devices, mkfs and fio.
+ * /snapshots/VOL@SNAP. Meant for loop devices, mkfs and fio. An inode is
+ * VOLUME_INO_BASE + the volume's pool id, and the pool is asked by id.
  *
  * Semantics: reads and writes within the file (writes past the end fail
  * with EFBIG and change nothing); fsync syncs data and commits metadata;
@@ -10,12 +11,12 @@
  * (EPERM: sizes change only through grow); statfs reports the pool. Files
  * are opened direct_io, so the kernel keeps no second page cache of them.
  *
- * After each slow-path read or write this layer installs the chunk's mapping
- * in the native table, so the next access to it stays in native threads.
+ * This layer is the pool's MappingListener: the pool hands it each mapping
+ * it resolves (with the in-place rule's answer, see pool.ts) and it installs
+ * them in the native table, so the next access stays in native threads.
  */
-import { CowvolError, errno } from '../errors.js';
-import type { MappingListener, Pool } from '../blockstore/pool.js';
-import type { Volume } from '../blockstore/volume-record.js';
+import { CowvolError, type ErrorCode, errno, fail, fromSystemError } from '../errors.js';
+import type { MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
 import { FuseSession, type FuseRequest, Op, type SessionOptions } from './session.js';
 
 const ROOT = 1;
@@ -34,15 +35,10 @@ const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
-const ENXIO = 6;
-const EOPNOTSUPP = 95;
-const ENOTDIR = 20;
-const EISDIR = 21;
 
-class Reject extends Error {
-  constructor(readonly errno: number) {
-    super(`errno ${errno}`);
-  }
+/** A refusal the kernel passes on as an errno; the message only reaches logs. */
+function reject(code: ErrorCode): never {
+  fail(code, `refused: ${code}`);
 }
 
 export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
@@ -93,9 +89,13 @@ export class BlockFiles implements MappingListener {
   }
 
   holder(id: number): string | null {
-    const v = this.pool.catalog.byIdGet(id);
-    if (!v || !this.opts.holderOf) return null;
+    if (!this.opts.holderOf || !this.pool.has(id)) return null;
+    const v = this.pool.stat(id);
     return this.opts.holderOf(blockFilePath(this.opts.mountpoint, v.name, v.readOnly));
+  }
+
+  map(id: number, index: number, offset: number, writable: boolean): void {
+    this.session.map(VOLUME_INO_BASE + id, index, offset, writable);
   }
 
   dropVolume(id: number): void {
@@ -117,9 +117,12 @@ export class BlockFiles implements MappingListener {
       [data, nums] = this.dispatch(req);
     } catch (err) {
       let code: number = errno.EIO;
-      if (err instanceof Reject) code = err.errno;
-      else if (err instanceof CowvolError) code = errno[err.code];
-      else this.opts.onError?.(err, req);
+      if (err instanceof CowvolError) code = errno[err.code];
+      else {
+        // Not a refusal: an OS error keeps its errno where it has one in the vocabulary, and is logged.
+        this.opts.onError?.(err, req);
+        code = errno[fromSystemError(err).code];
+      }
       // What the pool could not do for this volume (I/O, or metadata that fails its checksum).
       if ((code === errno.EIO || code === errno.ECORRUPT) && req.ino >= VOLUME_INO_BASE) {
         const id = req.ino - VOLUME_INO_BASE;
@@ -141,7 +144,7 @@ export class BlockFiles implements MappingListener {
         const [toSet, size] = req.n;
         if (toSet & FATTR_SIZE) {
           const v = this.volumeOf(req.ino);
-          if (size !== v.size) throw new Reject(errno.EPERM);
+          if (size !== v.size) reject('EPERM');
         }
         return [undefined, this.attr(req.ino)];
       }
@@ -149,7 +152,7 @@ export class BlockFiles implements MappingListener {
         return [this.readdir(req.ino), undefined];
       case Op.OPEN: {
         const v = this.volumeOf(req.ino);
-        if (v.readOnly && (req.n[0] & O_ACCMODE) !== O_RDONLY) throw new Reject(errno.EROFS);
+        if (v.readOnly && (req.n[0] & O_ACCMODE) !== O_RDONLY) reject('EROFS');
         return [undefined, [1]];
       }
       case Op.READ:
@@ -168,26 +171,26 @@ export class BlockFiles implements MappingListener {
       case Op.STATFS:
         return [undefined, this.statfs()];
     }
-    throw new Reject(errno.EINVAL);
+    return reject('EINVAL');
   }
 
   private lookup(parent: number, name: string): number {
     if (parent === ROOT) {
       if (name === 'block') return BLOCK_DIR;
       if (name === 'snapshots') return SNAP_DIR;
-      throw new Reject(errno.ENOENT);
+      reject('ENOENT');
     }
-    if (parent !== BLOCK_DIR && parent !== SNAP_DIR) throw new Reject(ENOTDIR);
-    const v = this.pool.has(name) ? this.pool.volume(name) : undefined;
-    if (!v || v.readOnly !== (parent === SNAP_DIR)) throw new Reject(errno.ENOENT);
+    if (parent !== BLOCK_DIR && parent !== SNAP_DIR) reject('ENOTDIR');
+    const v = this.pool.has(name) ? this.pool.stat(name) : undefined;
+    if (!v || v.readOnly !== (parent === SNAP_DIR)) reject('ENOENT');
     return VOLUME_INO_BASE + v.id;
   }
 
-  private volumeOf(ino: number): Volume {
-    if (ino < VOLUME_INO_BASE) throw new Reject(EISDIR);
-    const v = this.pool.catalog.byIdGet(ino - VOLUME_INO_BASE);
-    if (!v) throw new Reject(errno.ENOENT);
-    return v;
+  private volumeOf(ino: number): VolumeInfo {
+    if (ino < VOLUME_INO_BASE) reject('EISDIR');
+    const id = ino - VOLUME_INO_BASE;
+    if (!this.pool.has(id)) reject('ENOENT');
+    return this.pool.stat(id);
   }
 
   /** [ino, size, mode, nlink, mtime, allocated bytes] */
@@ -195,7 +198,7 @@ export class BlockFiles implements MappingListener {
     if (ino === ROOT || ino === BLOCK_DIR || ino === SNAP_DIR) return [ino, 0, S_IFDIR | 0o755, ino === ROOT ? 4 : 2, this.started, 0];
     const v = this.volumeOf(ino);
     const mode = S_IFREG | (v.readOnly ? 0o444 : 0o644);
-    return [ino, v.size, mode, 1, Math.floor(v.createdAt / 1000), v.mapped * this.pool.chunkSize];
+    return [ino, v.size, mode, 1, Math.floor(v.createdAt / 1000), v.allocatedBytes];
   }
 
   private readdir(ino: number): Buffer {
@@ -204,11 +207,11 @@ export class BlockFiles implements MappingListener {
       entries.push([ROOT, S_IFDIR, '.'], [ROOT, S_IFDIR, '..'], [BLOCK_DIR, S_IFDIR, 'block'], [SNAP_DIR, S_IFDIR, 'snapshots']);
     } else if (ino === BLOCK_DIR || ino === SNAP_DIR) {
       entries.push([ino, S_IFDIR, '.'], [ROOT, S_IFDIR, '..']);
-      for (const v of this.pool.catalog.all()) {
+      for (const v of this.pool.list()) {
         if (v.readOnly === (ino === SNAP_DIR)) entries.push([VOLUME_INO_BASE + v.id, S_IFREG, v.name]);
       }
     } else {
-      throw new Reject(ENOTDIR);
+      reject('ENOTDIR');
     }
     const parts = entries.map(([child, mode, name]) => {
       const nameBuf = Buffer.from(name);
@@ -225,57 +228,43 @@ export class BlockFiles implements MappingListener {
   private read(ino: number, offset: number, size: number): Buffer {
     const v = this.volumeOf(ino);
     if (offset >= v.size) return Buffer.alloc(0);
-    const length = Math.min(size, v.size - offset);
-    const data = this.pool.read(v.name, offset, length);
-    this.publish(ino, v, offset, length);
-    return data;
+    return this.pool.read(v.id, offset, Math.min(size, v.size - offset));
   }
 
   private write(ino: number, offset: number, data: Buffer): number {
     const v = this.volumeOf(ino);
-    if (v.readOnly) throw new Reject(errno.EROFS);
-    this.pool.write(v.name, offset, data);
-    this.publish(ino, v, offset, data.length);
+    if (v.readOnly) reject('EROFS');
+    this.pool.write(v.id, offset, data);
     return data.length;
-  }
-
-  /** Installs the mappings of the chunks just touched in the native table. */
-  private publish(ino: number, v: Volume, offset: number, length: number): void {
-    if (length === 0) return;
-    const chunk = this.pool.chunkSize;
-    for (let index = Math.floor(offset / chunk); index * chunk < offset + length; index++) {
-      const m = this.pool.mapping(v.name, index);
-      if (m) this.session.map(ino, index, m.offset, m.writable);
-    }
   }
 
   private fallocate(ino: number, mode: number, offset: number, length: number): void {
     const v = this.volumeOf(ino);
-    if (v.readOnly) throw new Reject(errno.EROFS);
+    if (v.readOnly) reject('EROFS');
     const punch = (mode & FALLOC_FL_PUNCH_HOLE) !== 0 && (mode & FALLOC_FL_KEEP_SIZE) !== 0;
     const zero = (mode & FALLOC_FL_ZERO_RANGE) !== 0;
-    if (!punch && !zero) throw new Reject(EOPNOTSUPP);
+    if (!punch && !zero) reject('EOPNOTSUPP');
     const end = Math.min(offset + length, v.size);
-    if (end > offset) this.pool.discard(v.name, offset, end - offset);
+    if (end > offset) this.pool.discard(v.id, offset, end - offset);
   }
 
   private seek(ino: number, offset: number, whence: number): number {
     const v = this.volumeOf(ino);
-    if (offset >= v.size) throw new Reject(ENXIO);
+    if (offset >= v.size) reject('ENXIO');
     const chunk = this.pool.chunkSize;
     const chunks = Math.ceil(v.size / chunk);
     const at = Math.floor(offset / chunk);
     if (whence === SEEK_DATA) {
-      const next = this.pool.nextMapped(v.name, at, chunks);
-      if (next < 0) throw new Reject(ENXIO);
+      const next = this.pool.nextMapped(v.id, at, chunks);
+      if (next < 0) reject('ENXIO');
       return Math.max(offset, next * chunk);
     }
     if (whence === SEEK_HOLE) {
       let index = at;
-      while (index < chunks && this.pool.nextMapped(v.name, index, index + 1) === index) index++;
+      while (index < chunks && this.pool.nextMapped(v.id, index, index + 1) === index) index++;
       return Math.min(v.size, Math.max(offset, index * chunk));
     }
-    throw new Reject(errno.EINVAL);
+    return reject('EINVAL');
   }
 
   /** [blocks, bfree, bavail, files, ffree, bsize] in chunks. */

@@ -9,9 +9,9 @@ import path from 'node:path';
 
 import type { Test } from 'tap';
 
-import { listLoops } from '../../src/csi/host/loop.js';
+import { listLoops } from '../../src/host/loop.js';
 import { isStale } from '../../src/csi/repair.js';
-import { readMountTable } from '../../src/csi/host/mount-table.js';
+import { readMountTable } from '../../src/host/mount-table.js';
 import { CsiClient } from '../../src/csi/client.js';
 import { Daemon, cli, sh, tidy } from './daemon.js';
 import { tmpDir } from './pools.js';

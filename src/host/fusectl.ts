@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
-import { mountAt, readMountTable } from '../csi/host/mount-table.js';
+import { mountAt, readMountTable } from './mount-table.js';
 
 const CONTROL = '/sys/fs/fuse/connections';
 

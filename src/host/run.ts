@@ -1,20 +1,11 @@
 /**
  * Runs the node's storage tools (losetup, mkfs, mount...). A failure becomes
- * one line: the command and the tool's last line of stderr.
+ * one line, the command and the tool's last line of stderr, as a
+ * CowvolError: EIO, with the tool's exit status kept in `toolExit`.
  */
 import { execFile } from 'node:child_process';
 
-export class HostError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number | null,
-    /** Set when the cause is known: EPERM for a missing capability. */
-    readonly reason: 'EPERM' | '' = '',
-  ) {
-    super(message);
-    this.name = 'HostError';
-  }
-}
+import { CowvolError } from '../errors.js';
 
 /** A limit on every external call: a wedged mount must not hold an RPC forever. */
 const TIMEOUT_MS = 120_000;
@@ -28,7 +19,7 @@ export function run(cmd: string, args: string[]): Promise<string> {
       }
       const last = stderr.trim().split('\n').pop() ?? '';
       const code = typeof err.code === 'number' ? err.code : null;
-      reject(new HostError(`${cmd} ${args.join(' ')}: ${last !== '' ? last : err.message}`, code));
+      reject(new CowvolError('EIO', `${cmd} ${args.join(' ')}: ${last !== '' ? last : err.message}`, code));
     });
   });
 }

@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 
-import { readMountTable } from '../csi/host/mount-table.js';
+import { readMountTable } from './mount-table.js';
 
 export function isMountPoint(dir: string): boolean {
   return readMountTable().some((m) => m.mountPoint === dir);

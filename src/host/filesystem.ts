@@ -3,7 +3,8 @@
  * xfs is always mounted with nouuid: a clone or restored snapshot carries its
  * source's UUID, and xfs refuses a second mount with the same one.
  */
-import { HostError, run } from './run.js';
+import { CowvolError } from '../errors.js';
+import { run } from './run.js';
 
 export const FILESYSTEMS = ['ext4', 'xfs'] as const;
 export type FsType = (typeof FILESYSTEMS)[number];
@@ -17,7 +18,7 @@ export async function detectFs(device: string): Promise<string> {
   try {
     return (await run('blkid', ['--probe', '--match-tag', 'TYPE', '--output', 'value', device])).trim();
   } catch (err) {
-    if (err instanceof HostError && err.exitCode === 2) return '';
+    if (err instanceof CowvolError && err.toolExit === 2) return '';
     throw err;
   }
 }
@@ -68,7 +69,7 @@ export async function growFs(fsType: FsType, device: string, mountPoint: string)
     await run('resize2fs', [device]);
   } catch (err) {
     if (err instanceof Error && /Permission denied/.test(err.message)) {
-      throw new HostError(`growing ext4 online needs CAP_SYS_RESOURCE, which the daemon lacks (${err.message}); it grows at the next stage`, null, 'EPERM');
+      throw new CowvolError('EPERM', `growing ext4 online needs CAP_SYS_RESOURCE, which the daemon lacks (${err.message}); it grows at the next stage`);
     }
     throw err;
   }
@@ -85,7 +86,7 @@ export async function growExt4Offline(device: string): Promise<void> {
     await run('e2fsck', ['-f', '-p', device]);
   } catch (err) {
     // 1: errors were corrected, which is fine to go on from.
-    if (!(err instanceof HostError && err.exitCode === 1)) throw err;
+    if (!(err instanceof CowvolError && err.toolExit === 1)) throw err;
   }
   await run('resize2fs', [device]);
 }

@@ -2,15 +2,18 @@
  * Raw images in and out of volumes. Import writes a file's bytes from offset
  * 0 and leaves runs of zeros unallocated (discarding what was there); export
  * writes a sparse file of the volume's size, skipping unmapped and all-zero
- * chunks.
+ * chunks. Both run in slices (slices.ts) and report progress per slice.
+ *
+ * Caveat: an export of a volume that is written meanwhile is not one
+ * instant's image (other writes land between slices); export a snapshot for
+ * that. An import and other writers of the same volume interleave like any
+ * two writers of a disk.
  */
 import fs from 'node:fs';
 
 import { fail } from '../errors.js';
 import type { Pool } from '../blockstore/pool.js';
-import { Progress } from './progress.js';
-
-const BATCH_CHUNKS = 16;
+import { type ProgressFn, SLICE_BYTES, yieldSlice } from './slices.js';
 
 function isZero(buf: Buffer): boolean {
   for (let i = 0; i + 8 <= buf.length; i += 8) if (buf.readBigUInt64LE(i) !== 0n) return false;
@@ -23,8 +26,8 @@ export interface ImportResult {
   writtenBytes: number;
 }
 
-export function importImage(pool: Pool, file: string, volume: string): ImportResult {
-  const v = pool.volume(volume);
+export async function importImage(pool: Pool, file: string, volume: string, progress?: ProgressFn): Promise<ImportResult> {
+  const v = pool.stat(volume);
   if (v.readOnly) fail('EROFS', `'${volume}' is a read-only snapshot: import into a volume`);
   let stat: fs.Stats;
   try {
@@ -36,9 +39,8 @@ export function importImage(pool: Pool, file: string, volume: string): ImportRes
   const size = stat.size;
   if (size > v.size) fail('EFBIG', `${file} is ${size} bytes, larger than '${volume}' (${v.size} bytes): grow the volume first`);
   const fd = fs.openSync(file, 'r');
-  const progress = new Progress(`import ${volume}`);
   const chunk = pool.chunkSize;
-  const buf = Buffer.alloc(chunk * BATCH_CHUNKS);
+  const buf = Buffer.alloc(Math.max(chunk, SLICE_BYTES));
   let written = 0;
   try {
     for (let offset = 0; offset < size; ) {
@@ -59,39 +61,56 @@ export function importImage(pool: Pool, file: string, volume: string): ImportRes
         }
       }
       offset += got;
-      progress.update(offset, size);
+      progress?.(offset, size);
+      await yieldSlice();
     }
     pool.flush();
   } finally {
-    progress.done();
     fs.closeSync(fd);
   }
   return { bytes: size, writtenBytes: written };
 }
 
-export function exportImage(pool: Pool, source: string, file: string): { bytes: number; dataBytes: number } {
-  const v = pool.volume(source);
+export interface ExportResult {
+  bytes: number;
+  dataBytes: number;
+}
+
+export async function exportImage(pool: Pool, source: string, file: string, progress?: ProgressFn): Promise<ExportResult> {
+  const v = pool.stat(source);
   const chunk = pool.chunkSize;
-  const total = v.mapped;
+  const total = v.allocatedBytes / chunk;
+  const perSlice = Math.max(1, Math.floor(SLICE_BYTES / chunk));
+  const chunks = Math.ceil(v.size / chunk);
   const fd = fs.openSync(file, 'w', 0o600);
-  const progress = new Progress(`export ${source}`);
   let dataBytes = 0;
   let done = 0;
   try {
     fs.ftruncateSync(fd, v.size);
-    // Streams chunk by chunk: memory stays flat whatever the volume's size.
-    pool.forEachMapped(source, (index) => {
-      const offset = index * chunk;
-      const data = pool.read(source, offset, Math.min(chunk, v.size - offset));
-      if (!isZero(data)) {
-        fs.writeSync(fd, data, 0, data.length, offset);
-        dataBytes += data.length;
+    // A slice at a time over the index space: memory stays flat whatever the volume's size.
+    for (let from = 0; from < chunks; from += perSlice) {
+      const indices: number[] = [];
+      pool.forEachMapped(source, (index) => indices.push(index), from, from + perSlice);
+      for (const index of indices) {
+        const offset = index * chunk;
+        const data = pool.read(source, offset, Math.min(chunk, v.size - offset));
+        if (!isZero(data)) {
+          fs.writeSync(fd, data, 0, data.length, offset);
+          dataBytes += data.length;
+        }
       }
-      progress.update(++done, total);
-    });
+      done += indices.length;
+      if (indices.length > 0) {
+        progress?.(done, total);
+        await yieldSlice();
+      }
+      // Jump over unmapped stretches instead of stepping through them.
+      const next = pool.nextMapped(source, from + perSlice, chunks);
+      if (next < 0) break;
+      from = Math.floor(next / perSlice) * perSlice - perSlice;
+    }
     fs.fsyncSync(fd);
   } finally {
-    progress.done();
     fs.closeSync(fd);
   }
   return { bytes: v.size, dataBytes };

@@ -2,7 +2,7 @@
  * Sizes on the command line: plain bytes, or a number with K, M, G or T and
  * an optional "iB" (all binary: 1K = 1024). Printed back the same way.
  */
-import { fail } from '../errors.js';
+import { fail } from './errors.js';
 
 const UNITS: Record<string, number> = { K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { native } from '../../native.js';
+import { native } from '../native.js';
 import { run } from './run.js';
 
 const SYS_BLOCK = '/sys/block';
