@@ -115,6 +115,8 @@ async function execute(op: string, args: object, poolDir: string, cacheBytes?: n
 
 function poolInit(args: Parsed, poolDir: string): Output {
   if (args.positional[0] !== undefined) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
+  // Before the lock: a daemon holding an existing pool must not turn "exists" into "busy".
+  if (isPoolDir(poolDir)) fail('EEXIST', `a pool already exists in ${poolDir}`);
   const chunk = args.flags.get('chunk-size');
   const capacity = args.flags.get('capacity');
   initPoolDir(poolDir, {

@@ -74,7 +74,7 @@ export class ControllerService {
         // A volume still staged is refused by the pool itself (its loop device holds it: EBUSY, FAILED_PRECONDITION).
         this.volumes.delete(volumeId);
       } catch (err) {
-        // The service's ENOENT ("not a volume": a snapshot's id) is, by the spec, a volume that does not exist: OK.
+        // Gone meanwhile: the spec's "does not exist" is OK. A snapshot's id is refused as the CLI refuses it (EINVAL).
         if (err instanceof CowvolError && err.code === 'ENOENT') return;
         throw err;
       }
