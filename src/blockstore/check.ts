@@ -122,7 +122,8 @@ class Checker {
     let used = 0;
     let referenced = 0;
     for (let n = space.base; n < space.highWater; n++) {
-      const have = space.count(n);
+      const have = this.countOf(space, noun, n);
+      if (have === null) continue;
       const want = refs[n] ?? 0;
       if (have !== 0) used++;
       if (want !== 0) referenced++;
@@ -133,6 +134,17 @@ class Checker {
     }
     if (used !== space.used) this.problem(`pool says ${space.used} ${noun}s in use, counted ${used}`);
     return referenced;
+  }
+
+  /** A count, or null when the refcount page holding it is damaged (reported, not thrown). */
+  private countOf(space: SpaceView, noun: string, n: number): number | null {
+    try {
+      return space.count(n);
+    } catch (err) {
+      if (!(err instanceof CowvolError)) throw err;
+      this.problem(`${noun} refcount of ${n}: ${err.message}`);
+      return null;
+    }
   }
 
   private readPage(page: number, kind: PageKind, level: number, what: string): Buffer | null {

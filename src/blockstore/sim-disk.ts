@@ -7,6 +7,11 @@
  * `crashImage` then builds what a real disk could hold afterwards: everything
  * synced, plus each unsynced write applied whole, lost, or torn at sector
  * granularity, as the seed decides. Same seed, same workload: same image.
+ *
+ * Read faults, when switched on (`readFaults`): a read fails with EIO, or
+ * returns its bytes with one bit flipped (the disk's copy stays intact, as
+ * with a bad cable or a transient media error), at the rates given, drawn
+ * from the same seed. `flips` and `failures` count what was injected.
  */
 import type { Disk } from './disk.js';
 import { MemoryDisk } from './memory-disk.js';
@@ -43,6 +48,18 @@ export class FaultPlan {
   }
 }
 
+export interface ReadFaults {
+  /** Chance per read that one bit of the returned bytes is flipped. */
+  flip: number;
+  /** Chance per read that it fails with EIO. */
+  fail: number;
+}
+
+/** The error a failed read raises: an OS error named EIO, as Node's fs raises it. */
+export function simulatedReadError(): Error {
+  return Object.assign(new Error('EIO: i/o error, simulated read fault'), { code: 'EIO' });
+}
+
 interface PendingWrite {
   position: number;
   data: Buffer;
@@ -53,6 +70,9 @@ export class SimDisk implements Disk {
   private readonly current: MemoryDisk;
   private readonly durable: MemoryDisk;
   private pending: PendingWrite[] = [];
+  readFaults: ReadFaults | null = null;
+  flips = 0;
+  failures = 0;
 
   constructor(plan: FaultPlan, initial?: Buffer) {
     this.plan = plan;
@@ -62,7 +82,17 @@ export class SimDisk implements Disk {
 
   read(buf: Buffer, position: number): void {
     if (this.plan.crashed) throw new CrashError();
+    const faults = this.readFaults;
+    if (faults && this.plan.rng.chance(faults.fail)) {
+      this.failures++;
+      throw simulatedReadError();
+    }
     this.current.read(buf, position);
+    if (faults && buf.length > 0 && this.plan.rng.chance(faults.flip)) {
+      this.flips++;
+      const bit = this.plan.rng.int(buf.length * 8);
+      buf[bit >> 3] = (buf[bit >> 3] ?? 0) ^ (1 << (bit & 7));
+    }
   }
 
   write(buf: Buffer, position: number): void {
