@@ -22,7 +22,7 @@ t.test('get, set, next and forEach agree with a map, at every height', async (t)
       const index = rng.int(span);
       const value = rng.chance(0.2) ? 0 : 1 + rng.int(1 << 30);
       const old = h.trees.set(tree, PageKind.DATA_SPACE, index, value);
-      t.equal(old, model.get(index) ?? 0) || t.bailout(`levels ${levels}: set(${index}) returned the wrong old value`);
+      if (old !== (model.get(index) ?? 0)) t.fail(`levels ${levels}: set(${index}) returned ${old}, the model has ${model.get(index) ?? 0}`);
       if (value === 0) model.delete(index);
       else model.set(index, value);
       if (i % 500 === 0) h.commit();
