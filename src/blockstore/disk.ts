@@ -15,6 +15,13 @@ export interface Disk {
   punch(position: number, length: number): void;
   /** Makes every write so far durable. */
   sync(): void;
+  /**
+   * Starts writing back what is buffered, off the calling thread, and
+   * settles when it is done. A pacing hint for long writers (an import),
+   * so the next `sync` has little left to do; never a barrier the pool's
+   * guarantees rest on. Disks without a cache leave it out.
+   */
+  writeBack?(): Promise<void>;
   size(): number;
   close(): void;
 }

@@ -41,6 +41,12 @@ export class FileDisk implements Disk {
     fs.fdatasyncSync(this.fd);
   }
 
+  /** fdatasync on libuv's thread pool: the event loop keeps running meanwhile. */
+  writeBack(): Promise<void> {
+    const fd = this.fd;
+    return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+  }
+
   size(): number {
     return fs.fstatSync(this.fd).size;
   }

@@ -21,6 +21,9 @@ function isZero(buf: Buffer): boolean {
   return true;
 }
 
+/** Slices between two write-backs of the data file during an import. */
+const WRITE_BACK_SLICES = 8;
+
 export interface ImportResult {
   bytes: number;
   writtenBytes: number;
@@ -42,6 +45,7 @@ export async function importImage(pool: Pool, file: string, volume: string, prog
   const chunk = pool.chunkSize;
   const buf = Buffer.alloc(Math.max(chunk, SLICE_BYTES));
   let written = 0;
+  let writingBack: Promise<void> = Promise.resolve();
   try {
     for (let offset = 0; offset < size; ) {
       const want = Math.min(buf.length, size - offset);
@@ -62,10 +66,19 @@ export async function importImage(pool: Pool, file: string, volume: string, prog
       }
       offset += got;
       progress?.(offset, size);
+      // Keep dirty data bounded, so no commit (on the event loop) waits on a long sync:
+      // one write-back in flight while the next slices are written.
+      if ((offset / buf.length) % WRITE_BACK_SLICES === 0) {
+        await writingBack;
+        writingBack = pool.writeBackData();
+      }
       await yieldSlice();
     }
+    await writingBack;
     pool.flush();
   } finally {
+    // Settled before returning either way: no write-back outlives the import.
+    await writingBack.catch(() => undefined);
     fs.closeSync(fd);
   }
   return { bytes: size, writtenBytes: written };
