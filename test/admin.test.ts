@@ -13,8 +13,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 
 import { PROTOCOL_VERSION } from '../src/admin/protocol.js';
-import { Daemon, bin, cli, tidy } from './helpers/daemon.js';
-import { tmpDir } from './helpers/pools.js';
+import { Daemon, bin, cli, scratchPool } from './helpers/daemon.js';
 
 interface Exchange {
   lines: Record<string, unknown>[];
@@ -51,14 +50,7 @@ function send(socket: string, request: object): Exchange {
 }
 
 async function setup(t: Test, name: string): Promise<{ pool: string; socket: string; d: Daemon; dir: string }> {
-  const dir = tmpDir(name);
-  const pool = path.join(dir, 'pool');
-  const mount = path.join(dir, 'mnt');
-  t.teardown(() => {
-    tidy(mount);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  cli(pool, 'pool', 'init');
+  const { dir, pool, mount } = scratchPool(t, name);
   const d = await Daemon.start(pool, mount);
   t.teardown(() => d.stop());
   return { pool, socket: path.join(pool, 'cowvol.sock'), d, dir };

@@ -11,8 +11,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 
 import { isMountPoint } from '../src/host/mounts.js';
-import { Daemon, bin, cli, sh, tidy } from './helpers/daemon.js';
-import { tmpDir } from './helpers/pools.js';
+import { Daemon, bin, cli, scratchPool, sh } from './helpers/daemon.js';
 
 interface Setup {
   pool: string;
@@ -20,14 +19,7 @@ interface Setup {
 }
 
 function setup(t: Test, name: string, init: string[] = [], volumes: [string, string][] = [['v', '256M']]): Setup {
-  const dir = tmpDir(name);
-  const pool = path.join(dir, 'pool');
-  const mount = path.join(dir, 'mnt');
-  t.teardown(() => {
-    tidy(mount);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  if (cli(pool, 'pool', 'init', ...init).status !== 0) throw new Error('pool init failed');
+  const { pool, mount } = scratchPool(t, name, init);
   for (const [v, size] of volumes) if (cli(pool, 'volume', 'create', v, '--size', size).status !== 0) throw new Error(`create ${v}`);
   return { pool, mount };
 }

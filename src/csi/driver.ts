@@ -2,6 +2,7 @@
  * What the CSI services share: the open pool and its block files, who this
  * node is, the path policy, and the per-volume serialization of calls.
  */
+import { fail } from '../errors.js';
 import type { VolumeView, Volumes } from '../volumes/volumes.js';
 import { blockFilePath } from '../fuse/block-files.js';
 import type { Logger } from '../log.js';
@@ -80,7 +81,7 @@ export class InFlight {
 /** "unix:///run/x.sock" or "unix:/run/x.sock" to the path; anything else is refused. */
 export function socketPathOf(endpoint: string): string {
   const m = /^unix:(?:\/\/)?(\/.+)$/.exec(endpoint);
-  if (!m || m[1] === undefined) throw new Error(`--csi-endpoint '${endpoint}' must be unix:///ABSOLUTE/PATH`);
+  if (!m || m[1] === undefined) fail('EINVAL', `--csi-endpoint '${endpoint}' must be unix:///ABSOLUTE/PATH`);
   return m[1];
 }
 

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { fail } from '../errors.js';
 import { CsiError, status } from './status.js';
 
 export class PathPolicy {
@@ -14,7 +15,7 @@ export class PathPolicy {
 
   constructor(root: string) {
     this.root = path.resolve(root);
-    if (!fs.existsSync(this.root)) throw new Error(`kubelet directory ${this.root} does not exist: pass --kubelet-dir`);
+    if (!fs.existsSync(this.root)) fail('EINVAL', `kubelet directory ${this.root} does not exist: pass --kubelet-dir`);
     this.realRoot = fs.realpathSync(this.root);
   }
 

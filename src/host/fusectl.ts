@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
+import { fail } from '../errors.js';
 import { mountAt, readMountTable } from './mount-table.js';
 
 const CONTROL = '/sys/fs/fuse/connections';
@@ -17,7 +18,7 @@ const CONTROL = '/sys/fs/fuse/connections';
  */
 export function fuseConnectionOf(mount: string): number {
   const entry = mountAt(readMountTable(), mount);
-  if (!entry) throw new Error(`${mount} is not mounted`);
+  if (!entry) fail('EIO', `${mount} is not mounted`);
   return Number(entry.devNo.split(':')[1]);
 }
 

@@ -5,6 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 
+import { fail } from '../errors.js';
 import { readMountTable } from './mount-table.js';
 
 export function isMountPoint(dir: string): boolean {
@@ -14,5 +15,5 @@ export function isMountPoint(dir: string): boolean {
 /** Detaches whatever is mounted at dir (lazily, so busy users do not block it). */
 export function detach(dir: string): void {
   const r = spawnSync('umount', ['-l', dir], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`umount -l ${dir} failed: ${r.stderr.trim()}`);
+  if (r.status !== 0) fail('EIO', `umount -l ${dir} failed: ${r.stderr.trim()}`);
 }

@@ -9,7 +9,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import fs from 'node:fs';
+
+import type { Test } from 'tap';
+
 import { isMountPoint } from '../../src/host/mounts.js';
+import { tmpDir } from './pools.js';
 
 export const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'cowvol.js');
 
@@ -73,4 +78,17 @@ export function tidy(mount: string, loops: string[] = []): void {
 export function sh(cmd: string, args: string[], cwd = os.tmpdir()): { status: number; stdout: string; stderr: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', cwd });
   return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** A fresh pool directory and a mount point beside it, initialized; both go when the test ends. */
+export function scratchPool(t: Test, name: string, init: string[] = []): { dir: string; pool: string; mount: string } {
+  const dir = tmpDir(name);
+  const pool = path.join(dir, 'pool');
+  const mount = path.join(dir, 'mnt');
+  t.teardown(() => {
+    tidy(mount);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  if (cli(pool, 'pool', 'init', ...init).status !== 0) throw new Error('pool init failed');
+  return { dir, pool, mount };
 }
