@@ -1,0 +1,222 @@
+/**
+ * The database bench (`npm run bench:db`): what a database on a cowvol
+ * volume gets, against the node's own disk, in one run on the same disk.
+ *
+ *   host:   a directory on the filesystem that holds the pool
+ *   cowvol: ext4 on a loop device (direct I/O) over a block file that
+ *           `cowvol serve` serves, made the way CSI NodeStage makes it
+ *
+ * Jobs: fio 4 KiB random writes with fsync=1 and fdatasync=1 at 1 and 4
+ * jobs; pgbench (Debian's PostgreSQL, installed here with apt if missing)
+ * before any snapshot, right after one snapshot of the live volume, and
+ * after 20; first writes into a fresh thin volume against overwrites of the
+ * same chunks, on the block file itself. Prints each result with its ratio
+ * and the goal it is held to (issue 9), and writes bench/results/db-bench.json.
+ *
+ *   node dist/bench/db-bench.js [--quick] [--dir DIR] [--runtime SECONDS] [--scale N]
+ *
+ * Caveat: PostgreSQL refuses to run as root, so its data directories belong
+ * to the postgres user; the bench removes everything it made when it ends.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { makeFs, mountFs, unmount } from '../src/host/filesystem.js';
+import { attachLoop, detachLoop } from '../src/host/loop.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..', '..');
+const bin = path.join(repo, 'bin', 'cowvol.js');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-db-'));
+const runtime = Number(flag('--runtime') ?? (quick ? 5 : 20));
+const scale = Number(flag('--scale') ?? (quick ? 5 : 20));
+const fioSize = quick ? '128M' : '512M';
+
+interface Row {
+  what: string;
+  host: number;
+  cowvol: number;
+  unit: string;
+  goal: number;
+}
+
+function run(cmd: string, argv: string[], opts: { user?: string; cwd?: string } = {}): string {
+  const full = opts.user ? ['runuser', ['-u', opts.user, '--', cmd, ...argv]] : [cmd, argv];
+  const r = spawnSync(full[0] as string, full[1] as string[], { encoding: 'utf8', maxBuffer: 64 << 20, cwd: opts.cwd ?? os.tmpdir() });
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')}: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+/** The PostgreSQL server's bin directory; Debian's package is installed if there is none. */
+function postgresBin(): string {
+  const find = (): string | null => {
+    const root = '/usr/lib/postgresql';
+    if (!fs.existsSync(root)) return null;
+    const versions = fs.readdirSync(root).sort((a, b) => Number(b) - Number(a));
+    return versions.length > 0 ? path.join(root, versions[0] as string, 'bin') : null;
+  };
+  const found = find();
+  if (found) return found;
+  run('apt-get', ['install', '-y', '-q', 'postgresql']);
+  const again = find();
+  if (!again) throw new Error('postgresql did not install');
+  return again;
+}
+
+function fioIops(file: string, extra: string[]): number {
+  const out = run('fio', ['--name=db', `--filename=${file}`, '--output-format=json', '--direct=0', '--ioengine=psync', ...extra]);
+  const job = (JSON.parse(out) as { jobs: { write: { iops: number } }[] }).jobs;
+  return job.reduce((sum, j) => sum + j.write.iops, 0);
+}
+
+function fsyncJobs(dir: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const sync of ['fsync', 'fdatasync']) {
+    for (const jobs of [1, 4]) {
+      const file = path.join(dir, `fio-${sync}-${jobs}`);
+      out.set(`fio 4k randwrite ${sync}=1, ${jobs} job${jobs > 1 ? 's' : ''}`, fioIops(file, ['--rw=randwrite', '--bs=4k', `--size=${fioSize}`, `--${sync}=1`, `--numjobs=${jobs}`, '--group_reporting', '--time_based', `--runtime=${runtime}`]));
+      for (let j = 0; j < jobs; j++) fs.rmSync(`${file}.${j}.0`, { force: true });
+      fs.rmSync(file, { force: true });
+    }
+  }
+  return out;
+}
+
+/** pgbench's TPS on a fresh cluster in `dir`, or on the cluster already there. */
+class Postgres {
+  private readonly data: string;
+  private readonly port: number;
+
+  constructor(
+    private readonly pgBin: string,
+    dir: string,
+    port: number,
+  ) {
+    this.data = path.join(dir, 'pg');
+    this.port = port;
+  }
+
+  init(): void {
+    fs.mkdirSync(this.data, { recursive: true });
+    run('chown', ['-R', 'postgres:postgres', path.dirname(this.data)]);
+    run(path.join(this.pgBin, 'initdb'), ['-D', this.data, '--auth=trust', '--no-instructions'], { user: 'postgres' });
+    this.start();
+    run(path.join(this.pgBin, 'pgbench'), ['-i', '-s', String(scale), '-q', ...this.conn()], { user: 'postgres' });
+  }
+
+  start(): void {
+    run(path.join(this.pgBin, 'pg_ctl'), ['-D', this.data, '-w', '-l', path.join(this.data, 'log'), '-o', `-p ${this.port} -k ${this.data} -c listen_addresses=''`, 'start'], { user: 'postgres' });
+  }
+
+  stop(): void {
+    run(path.join(this.pgBin, 'pg_ctl'), ['-D', this.data, '-w', '-m', 'fast', 'stop'], { user: 'postgres' });
+  }
+
+  tps(): number {
+    const out = run(path.join(this.pgBin, 'pgbench'), ['-c', '4', '-j', '2', '-T', String(runtime), ...this.conn()], { user: 'postgres' });
+    const m = /tps = ([\d.]+) \(without initial connection time\)/.exec(out);
+    if (!m?.[1]) throw new Error(`no tps in pgbench output: ${out}`);
+    return Number(m[1]);
+  }
+
+  private conn(): string[] {
+    return ['-h', this.data, '-p', String(this.port), 'postgres'];
+  }
+}
+
+async function startDaemon(pool: string, mount: string): Promise<ChildProcess> {
+  const d = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise<void>((resolve, reject) => {
+    d.stdout?.on('data', (b: Buffer) => (b.toString().includes('serving') ? resolve() : undefined));
+    d.once('exit', () => reject(new Error('daemon exited')));
+  });
+  return d;
+}
+
+function cowvol(pool: string, ...argv: string[]): void {
+  run(process.execPath, [bin, ...argv, '--pool', pool]);
+}
+
+/** First 4 KiB writes, one per fresh 64 KiB chunk, against overwrites of the same places. */
+function firstWrites(file: string): [number, number] {
+  const pattern = ['--rw=write:60k', '--bs=4k', '--size=1G', '--direct=1', '--ioengine=libaio', '--iodepth=16'];
+  const out = (): number => {
+    const json = run('fio', ['--name=first', `--filename=${file}`, '--output-format=json', ...pattern]);
+    return (JSON.parse(json) as { jobs: { write: { iops: number } }[] }).jobs[0]?.write.iops ?? 0;
+  };
+  return [out(), out()];
+}
+
+async function main(): Promise<void> {
+  const pgBin = postgresBin();
+  const hostDir = path.join(base, 'host');
+  const pool = path.join(base, 'pool');
+  const mnt = path.join(base, 'mnt');
+  const volDir = path.join(base, 'vol');
+  fs.mkdirSync(hostDir, { recursive: true });
+  fs.mkdirSync(volDir, { recursive: true });
+  // The postgres user must reach its data directories (mkdtemp makes 0700).
+  fs.chmodSync(base, 0o755);
+  cowvol(pool, 'pool', 'init');
+  cowvol(pool, 'volume', 'create', 'db', '--size', '4G');
+  cowvol(pool, 'volume', 'create', 'thin', '--size', '64G');
+  const daemon = await startDaemon(pool, mnt);
+  let loop = '';
+  const rows: Row[] = [];
+  try {
+    loop = await attachLoop(path.join(mnt, 'block', 'db'), false);
+    await makeFs(loop, 'ext4');
+    await mountFs(loop, volDir, 'ext4', [], false);
+    fs.chmodSync(volDir, 0o755);
+    const hostFio = fsyncJobs(hostDir);
+    const volFio = fsyncJobs(volDir);
+    for (const [what, host] of hostFio) rows.push({ what, host, cowvol: volFio.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
+    const hostPg = new Postgres(pgBin, hostDir, 54321);
+    hostPg.init();
+    const hostTps = hostPg.tps();
+    hostPg.stop();
+    const volPg = new Postgres(pgBin, volDir, 54322);
+    volPg.init();
+    const volTps = volPg.tps();
+    rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
+    cowvol(pool, 'snapshot', 'create', 'db@s1');
+    rows.push({ what: 'pgbench after 1 snapshot of the live volume (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
+    for (let i = 2; i <= 20; i++) cowvol(pool, 'snapshot', 'create', `db@s${i}`);
+    rows.push({ what: 'pgbench after 20 snapshots (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
+    volPg.stop();
+    const [first, over] = firstWrites(path.join(mnt, 'block', 'thin'));
+    rows.push({ what: 'first writes into a thin volume (vs overwrites of them)', host: over, cowvol: first, unit: 'IOPS', goal: 0.7 });
+  } finally {
+    if (fs.existsSync(path.join(volDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(volDir, 'pg'), '-m', 'immediate', 'stop']);
+    if (fs.existsSync(path.join(hostDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(hostDir, 'pg'), '-m', 'immediate', 'stop']);
+    await unmount(volDir, false).catch(() => undefined);
+    if (loop !== '') await detachLoop(loop).catch(() => undefined);
+    daemon.kill('SIGTERM');
+    await new Promise((r) => daemon.once('exit', r));
+  }
+  report(rows);
+  if (!args.includes('--keep')) fs.rmSync(base, { recursive: true, force: true });
+}
+
+function report(rows: Row[]): void {
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(58) : c.padStart(10))).join(' ');
+  console.log(line(['job', 'host', 'cowvol', 'ratio', 'goal', 'met']));
+  for (const r of rows) {
+    const ratio = r.cowvol / r.host;
+    console.log(line([`${r.what} (${r.unit})`, r.host.toFixed(0), r.cowvol.toFixed(0), `${ratio.toFixed(2)}x`, `>=${r.goal}x`, ratio >= r.goal ? 'yes' : 'no']));
+  }
+  const out = path.join(repo, 'bench', 'results');
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'db-bench.json'), `${JSON.stringify({ date: new Date().toISOString(), runtime, scale, rows }, null, 2)}\n`);
+}
+
+await main();
