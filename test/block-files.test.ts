@@ -243,6 +243,57 @@ except OSError:
   await stopClean(t, d2);
 });
 
+t.test('concurrent fsyncs of in-place writes on four volumes share data syncs, and every one holds', async (t) => {
+  // One volume each: the kernel serializes fsyncs of one file, so sharing happens across volumes.
+  const s = setup(t, 'group', [], [0, 1, 2, 3].map((w) => [`v${w}`, '4M']));
+  const d = await Daemon.start(s.pool, s.mount);
+  // Four writers, each on its own volume: the first pass allocates (a commit), then every write is in place.
+  const writer = `
+import mmap, os, sys
+w = int(sys.argv[2])
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+def put(n, block):
+    buf.seek(0); buf.write((w * 100000 + n).to_bytes(4, 'little') * 1024)
+    os.pwritev(fd, [buf], block * 4096)
+for b in range(256): put(0, b)
+os.fsync(fd)
+for n in range(1, 301):
+    put(n, n % 256)
+    os.fsync(fd)
+print('done', flush=True)
+`;
+  const codes = await Promise.all(
+    [0, 1, 2, 3].map(
+      (w) =>
+        new Promise<number | null>((resolve) => {
+          const p = spawn('python3', ['-c', writer, d.file(`v${w}`), String(w)], { stdio: 'ignore' });
+          p.once('exit', (code) => resolve(code));
+        }),
+    ),
+  );
+  t.same(codes, [0, 0, 0, 0], 'every writer fsync-ed 300 in-place writes');
+  const r = await d.stop('SIGTERM');
+  t.equal(r.code, 0);
+  const line = d.log.split('\n').find((l) => l.includes('stopped cleanly'));
+  const stats = (JSON.parse(line ?? '{}') as { stats?: { dataFlushes: number; dataSyncs: number } }).stats;
+  // Nearly all: a flush that meets the background commit's uncommitted change commits instead.
+  t.ok(stats !== undefined && stats.dataFlushes >= 1100, `the fsyncs of in-place writes were data-only flushes (${stats?.dataFlushes})`);
+  t.ok(stats !== undefined && stats.dataSyncs < stats.dataFlushes, `and shared syncs: ${stats?.dataSyncs} syncs for ${stats?.dataFlushes} flushes`);
+  const d2 = await Daemon.start(s.pool, s.mount);
+  let bad = 0;
+  for (let w = 0; w < 4; w++) {
+    const data = fs.readFileSync(d2.file(`v${w}`));
+    for (let b = 0; b < 256; b++) {
+      // Block b last got n = the largest n <= 300 with n % 256 == b (or 0 from the first pass).
+      const last = b === 0 ? 256 : b + 256 <= 300 ? b + 256 : b;
+      if (data.readUInt32LE(b * 4096) !== w * 100000 + last) bad++;
+    }
+  }
+  t.equal(bad, 0, 'every block holds its last fsync-ed write');
+  await stopClean(t, d2);
+});
+
 t.test('SIGTERM while I/O is in flight: drains, commits, unmounts, exits 0', async (t) => {
   const s = setup(t, 'term', [], [['v', '128M']]);
   const d = await Daemon.start(s.pool, s.mount);

@@ -20,6 +20,7 @@ import { LRUCache } from 'lru-cache';
 
 import { CowvolError, assert, fail, isNoSpace } from '../errors.js';
 import { Catalog } from './catalog.js';
+import { GroupSync } from './group-sync.js';
 import type { Disk } from './disk.js';
 import { PageCache } from './page-cache.js';
 import { PAGE_SIZE, PageKind } from './page.js';
@@ -169,6 +170,8 @@ export class Pool {
   private failure: unknown = null;
   private closed = false;
   listener: MappingListener | null = null;
+  /** Data-only flushes, grouped and off the event loop (flushAsync). */
+  private readonly dataSyncs: GroupSync;
 
   /** Formats empty disks as a pool. */
   static init(metaDisk: Disk, dataDisk: Disk, options: InitOptions = {}): void {
@@ -235,6 +238,7 @@ export class Pool {
     this.catalog = new Catalog(this.trees, this.meta, sb.directory, sb.nextVolumeId);
     this.catalog.load(() => this.newXlateId());
     this.scratch = Buffer.alloc(this.chunkSize);
+    this.dataSyncs = new GroupSync(() => this.dataDisk.writeBack?.() ?? Promise.resolve(this.dataDisk.sync()));
     this.zeroFrontier = Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1);
   }
 
@@ -439,6 +443,31 @@ export class Pool {
     this.usable();
     if (this.hasChanges()) this.commit();
     else this.dataDisk.sync();
+  }
+
+  /**
+   * flush() for callers that can wait (a FUSE fsync). With metadata changed
+   * since the last commit it commits at once, as flush() does. Without, only
+   * data needs to be durable (every write since went in place into chunks
+   * the committed state already maps to this volume), so it joins a grouped
+   * data sync that runs off the event loop. A failed data sync fails the
+   * pool: which writes reached the disk is no longer known.
+   */
+  flushAsync(): Promise<void> {
+    this.usable();
+    if (this.hasChanges()) {
+      this.commit();
+      return Promise.resolve();
+    }
+    return this.dataSyncs.sync().catch((err: unknown) => {
+      this.failure ??= err;
+      throw err;
+    });
+  }
+
+  /** Data-only flushes asked for, and syncs made for them. */
+  dataSyncStats(): { requests: number; syncs: number } {
+    return { requests: this.dataSyncs.requests, syncs: this.dataSyncs.syncs };
   }
 
   /**

@@ -5,7 +5,8 @@
  * VOLUME_INO_BASE + the volume's pool id, and the pool is asked by id.
  *
  * Semantics: reads and writes within the file (writes past the end fail
- * with EFBIG and change nothing); fsync syncs data and commits metadata;
+ * with EFBIG and change nothing); fsync commits metadata if it changed,
+ * else joins a grouped data sync that runs off the event loop;
  * fallocate PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE discard; SEEK_DATA and
  * SEEK_HOLE follow the chunk map; truncate to another size is refused
  * (EPERM: sizes change only through grow); statfs reports the pool. Files
@@ -70,8 +71,9 @@ export class BlockFiles implements MappingListener {
     pool.listener = this;
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number } {
-    return this.session.stats();
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; dataFlushes: number; dataSyncs: number } {
+    const d = this.pool.dataSyncStats();
+    return { ...this.session.stats(), dataFlushes: d.requests, dataSyncs: d.syncs };
   }
 
   ioFlusherErrno(): number {
@@ -114,24 +116,41 @@ export class BlockFiles implements MappingListener {
     let data: Buffer | undefined;
     let nums: number[] | undefined;
     try {
+      if (req.op === Op.FSYNC) {
+        this.fsync(req);
+        return;
+      }
       [data, nums] = this.dispatch(req);
     } catch (err) {
-      let code: number = errno.EIO;
-      if (err instanceof CowvolError) code = errno[err.code];
-      else {
-        // Not a refusal: an OS error keeps its errno where it has one in the vocabulary, and is logged.
-        this.opts.onError?.(err, req);
-        code = errno[fromSystemError(err).code];
-      }
-      // What the pool could not do for this volume (I/O, or metadata that fails its checksum).
-      if ((code === errno.EIO || code === errno.ECORRUPT) && req.ino >= VOLUME_INO_BASE) {
-        const id = req.ino - VOLUME_INO_BASE;
-        this.ioErrors.set(id, (this.ioErrors.get(id) ?? 0) + 1);
-      }
-      this.session.reply(req.id, code);
+      this.replyError(req, err);
       return;
     }
     this.session.reply(req.id, 0, data, nums);
+  }
+
+  /** Answered when the flush is durable; a data-only flush waits off the event loop (Pool.flushAsync). */
+  private fsync(req: FuseRequest): void {
+    this.volumeOf(req.ino);
+    this.pool.flushAsync().then(
+      () => this.session.reply(req.id, 0),
+      (err: unknown) => this.replyError(req, err),
+    );
+  }
+
+  private replyError(req: FuseRequest, err: unknown): void {
+    let code: number = errno.EIO;
+    if (err instanceof CowvolError) code = errno[err.code];
+    else {
+      // Not a refusal: an OS error keeps its errno where it has one in the vocabulary, and is logged.
+      this.opts.onError?.(err, req);
+      code = errno[fromSystemError(err).code];
+    }
+    // What the pool could not do for this volume (I/O, or metadata that fails its checksum).
+    if ((code === errno.EIO || code === errno.ECORRUPT) && req.ino >= VOLUME_INO_BASE) {
+      const id = req.ino - VOLUME_INO_BASE;
+      this.ioErrors.set(id, (this.ioErrors.get(id) ?? 0) + 1);
+    }
+    this.session.reply(req.id, code);
   }
 
   private dispatch(req: FuseRequest): [Buffer | undefined, number[] | undefined] {
@@ -159,10 +178,6 @@ export class BlockFiles implements MappingListener {
         return [this.read(req.ino, req.n[0], req.n[1]), undefined];
       case Op.WRITE:
         return [undefined, [this.write(req.ino, req.n[0], req.data ?? Buffer.alloc(0))]];
-      case Op.FSYNC:
-        this.volumeOf(req.ino);
-        this.pool.flush();
-        return [undefined, undefined];
       case Op.FALLOCATE:
         this.fallocate(req.ino, req.n[0], req.n[1], req.n[2]);
         return [undefined, undefined];
