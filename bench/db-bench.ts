@@ -18,7 +18,7 @@
  * Caveat: PostgreSQL refuses to run as root, so its data directories belong
  * to the postgres user; the bench removes everything it made when it ends.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 
 import { makeFs, mountFs, unmount } from '../src/host/filesystem.js';
 import { attachLoop, detachLoop } from '../src/host/loop.js';
+import { startDaemon } from './daemon.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -133,15 +134,6 @@ class Postgres {
   }
 }
 
-async function startDaemon(pool: string, mount: string): Promise<ChildProcess> {
-  const d = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount], { stdio: ['ignore', 'pipe', 'ignore'] });
-  await new Promise<void>((resolve, reject) => {
-    d.stdout?.on('data', (b: Buffer) => (b.toString().includes('serving') ? resolve() : undefined));
-    d.once('exit', () => reject(new Error('daemon exited')));
-  });
-  return d;
-}
-
 function cowvol(pool: string, ...argv: string[]): void {
   run(process.execPath, [bin, ...argv, '--pool', pool]);
 }
@@ -169,7 +161,7 @@ async function main(): Promise<void> {
   cowvol(pool, 'pool', 'init');
   cowvol(pool, 'volume', 'create', 'db', '--size', '4G');
   cowvol(pool, 'volume', 'create', 'thin', '--size', '64G');
-  const daemon = await startDaemon(pool, mnt);
+  const daemon = await startDaemon(bin, pool, mnt);
   let loop = '';
   const rows: Row[] = [];
   try {

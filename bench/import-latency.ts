@@ -14,13 +14,14 @@
  * --bin lets the same probe run against another build of cowvol (an older
  * checkout), so before and after are measured on the same disk.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { parseSize } from '../src/size.js';
+import { startDaemon } from './daemon.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -50,15 +51,6 @@ function cowvol(pool: string, ...argv: string[]): string {
   const r = spawnSync(process.execPath, [bin, ...argv, '--pool', pool], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`cowvol ${argv.join(' ')}: ${r.stderr}`);
   return r.stdout;
-}
-
-async function startDaemon(pool: string, mount: string): Promise<ChildProcess> {
-  const d = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount], { stdio: ['ignore', 'pipe', 'ignore'] });
-  await new Promise<void>((resolve, reject) => {
-    d.stdout?.on('data', (b: Buffer) => (b.toString().includes('serving') ? resolve() : undefined));
-    d.once('exit', () => reject(new Error('daemon exited')));
-  });
-  return d;
 }
 
 /** Writes `count` probes (or until `until` settles) `PROBE_GAP_MS` apart, into chunks first, first+1...; returns latencies in ms. */
@@ -109,7 +101,7 @@ async function main(): Promise<void> {
   const fd = fs.openSync(image, 'w');
   for (let at = 0; at < imageSize; at += block.length) fs.writeSync(fd, block, 0, Math.min(block.length, imageSize - at), at);
   fs.closeSync(fd);
-  const daemon = await startDaemon(pool, mount);
+  const daemon = await startDaemon(bin, pool, mount);
   try {
     const other = path.join(mount, 'block', 'other');
     const chunk = 64 * 1024;
