@@ -13,7 +13,9 @@
  * same chunks, on the block file itself. Prints each result with its ratio
  * and the goal it is held to (issue 9), and writes bench/results/db-bench.json.
  *
- *   node dist/bench/db-bench.js [--quick] [--dir DIR] [--runtime SECONDS] [--scale N]
+ *   node dist/bench/db-bench.js [--quick] [--dir DIR] [--runtime SECONDS] [--scale N] [--bin OTHER/bin/cowvol.js]
+ *
+ * --bin runs the cowvol side with another build (an older checkout).
  *
  * Caveat: PostgreSQL refuses to run as root, so its data directories belong
  * to the postgres user; the bench removes everything it made when it ends.
@@ -30,13 +32,13 @@ import { startDaemon } from './daemon.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
-const bin = path.join(repo, 'bin', 'cowvol.js');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const flag = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
+const bin = path.resolve(flag('--bin') ?? path.join(repo, 'bin', 'cowvol.js'));
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-db-'));
 const runtime = Number(flag('--runtime') ?? (quick ? 5 : 20));
 const scale = Number(flag('--scale') ?? (quick ? 5 : 20));
