@@ -238,7 +238,10 @@ export class Pool {
     this.catalog = new Catalog(this.trees, this.meta, sb.directory, sb.nextVolumeId);
     this.catalog.load(() => this.newXlateId());
     this.scratch = Buffer.alloc(this.chunkSize);
-    this.dataSyncs = new GroupSync(() => this.dataDisk.writeBack?.() ?? Promise.resolve(this.dataDisk.sync()));
+    this.dataSyncs = new GroupSync(async () => {
+      if (this.dataDisk.writeBack) await this.dataDisk.writeBack();
+      else this.dataDisk.sync();
+    });
     this.zeroFrontier = Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1);
   }
 
@@ -249,15 +252,19 @@ export class Pool {
   }
 
   has(ref: VolumeRef): boolean {
-    return (typeof ref === 'number' ? this.catalog.byIdGet(ref) : this.catalog.get(ref)) !== undefined;
+    return this.lookup(ref) !== undefined;
   }
 
   stat(ref: VolumeRef): VolumeInfo {
     return this.info(this.volume(ref));
   }
 
+  private lookup(ref: VolumeRef): Volume | undefined {
+    return typeof ref === 'number' ? this.catalog.byIdGet(ref) : this.catalog.get(ref);
+  }
+
   private volume(ref: VolumeRef): Volume {
-    const v = typeof ref === 'number' ? this.catalog.byIdGet(ref) : this.catalog.get(ref);
+    const v = this.lookup(ref);
     if (!v) fail('ENOENT', typeof ref === 'number' ? `no volume with id ${ref}` : `no volume or snapshot named '${ref}'`);
     return v;
   }

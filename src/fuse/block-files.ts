@@ -203,9 +203,7 @@ export class BlockFiles implements MappingListener {
 
   private volumeOf(ino: number): VolumeInfo {
     if (ino < VOLUME_INO_BASE) reject('EISDIR');
-    const id = ino - VOLUME_INO_BASE;
-    if (!this.pool.has(id)) reject('ENOENT');
-    return this.pool.stat(id);
+    return this.pool.stat(ino - VOLUME_INO_BASE);
   }
 
   /** [ino, size, mode, nlink, mtime, allocated bytes] */
