@@ -525,7 +525,6 @@ export class Pool {
       volumeById: (id) => this.catalog.byIdGet(id),
       recordChanged: (v) => this.catalog.isChanged(v),
       page: (page) => this.cache.get(page),
-      children: (page) => this.trees.children(page),
     };
   }
 
@@ -890,5 +889,4 @@ export interface PoolView {
   recordChanged(v: Readonly<Volume>): boolean;
   /** A metadata page, checksummed on the way in (throws ECORRUPT). */
   page(page: number): Buffer;
-  children(page: number): number[];
 }

@@ -19,6 +19,7 @@ import { type Parsed, parseArgs } from './args.js';
 import { COMMANDS, type Command, type Output } from './commands.js';
 import { Progress } from './progress.js';
 
+/** The one command with no admin operation: it makes the pool that operations then run on, always here. */
 const POOL_INIT_USAGE = 'pool init [--chunk-size SIZE] [--capacity SIZE]';
 const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 /** The flags `cowvol serve` takes (deploy/ is checked against this list). */
