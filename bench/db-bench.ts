@@ -24,20 +24,12 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { makeFs, mountFs, unmount } from '../src/host/filesystem.js';
 import { attachLoop, detachLoop } from '../src/host/loop.js';
 import { startDaemon } from './daemon.js';
+import { args, flag, quick, repo } from './args.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '..', '..');
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 const bin = path.resolve(flag('--bin') ?? path.join(repo, 'bin', 'cowvol.js'));
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-db-'));
 const runtime = Number(flag('--runtime') ?? (quick ? 5 : 20));

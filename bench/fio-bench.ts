@@ -18,18 +18,10 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { isMountPoint } from '../src/host/mounts.js';
+import { flag, quick, repo } from './args.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, '..', '..');
-const args = process.argv.slice(2);
-const quick = args.includes('--quick');
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-fio-'));
 const runtime = Number(flag('--runtime') ?? (quick ? 2 : 8));
 const size = quick ? 256 << 20 : 1 << 30;

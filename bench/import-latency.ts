@@ -18,18 +18,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { parseSize } from '../src/size.js';
+import { args, flag, repo } from './args.js';
 import { startDaemon } from './daemon.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const flag = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const bin = path.resolve(flag('--bin') ?? path.join(here, '..', '..', 'bin', 'cowvol.js'));
+const bin = path.resolve(flag('--bin') ?? path.join(repo, 'bin', 'cowvol.js'));
 const imageSize = parseSize(flag('--image-size') ?? '2G');
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-import-lat-'));
 const PROBE_GAP_MS = 20;
