@@ -154,5 +154,8 @@ t.test('a check through the daemon stays right while snapshots come and go besid
   }
   const lines = await check.done;
   t.ok(changes > 0, `${changes} snapshots made and deleted while the check ran`);
-  t.match(lines[lines.length - 1], { result: { ok: true, problems: [], volumes: 40 } }, 'the check is clean');
+  t.match(lines[lines.length - 1], { result: { ok: true, problems: [] } }, 'the check is clean');
+  // The pass that counted saw one instant: the 40 volumes, and the snapshot of that moment if there was one.
+  const counted = (lines[lines.length - 1] as { result?: { volumes?: number } }).result?.volumes ?? 0;
+  t.ok(counted === 40 || counted === 41, `it counted one instant's volumes (${counted})`);
 });
