@@ -13,6 +13,7 @@ import path from 'node:path';
 
 import { fail } from '../errors.js';
 import { type CheckReport, checkPool, checkSteps } from '../blockstore/check.js';
+import { hostFreeBytes } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { formatSize } from '../size.js';
 import { exportImage, importImage } from '../volumes/image.js';
@@ -98,8 +99,7 @@ function absolute(file: string): string {
 function poolSummary(ctx: OpContext): PoolSummary {
   const pool = ctx.volumes.pool;
   const s = pool.stats();
-  const st = fs.statfsSync(ctx.poolDir);
-  const hostFree = st.bavail * st.bsize;
+  const hostFree = hostFreeBytes(ctx.poolDir);
   const capFree = s.capacityBytes > 0 ? s.freeChunks * s.chunkSize : Infinity;
   const all = pool.list();
   return {

@@ -27,6 +27,12 @@ export function dataFilePath(dir: string): string {
   return path.join(dir, DATA);
 }
 
+/** Bytes free on the filesystem under the pool directory: what a pool without a capacity can still take. */
+export function hostFreeBytes(dir: string): number {
+  const st = fs.statfsSync(dir);
+  return st.bavail * st.bsize;
+}
+
 export function isPoolDir(dir: string): boolean {
   return fs.existsSync(path.join(dir, META));
 }

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { CowvolError, fail, fromSystemError, isSystemError } from '../errors.js';
 import { PoolDir, initPoolDir, isPoolDir, resolvePoolDir } from '../blockstore/pool-dir.js';
 import { askDaemon } from '../admin/client.js';
-import { isOpName, runOperation } from '../admin/operations.js';
+import { runOperation } from '../admin/operations.js';
+import type { OpName } from '../admin/protocol.js';
 import { isLogLevel } from '../log.js';
 import { DEFAULT_DRIVER_NAME, DEFAULT_KUBELET_DIR, DEFAULT_MAX_VOLUMES, socketPathOf } from '../csi/driver.js';
 import { Volumes } from '../volumes/volumes.js';
@@ -96,8 +97,7 @@ async function runCommand(spec: Command, args: Parsed, poolDir: string): Promise
 }
 
 /** One admin operation, through the daemon if one answers, else on the pool opened here. */
-async function execute(op: string, args: object, poolDir: string, cacheBytes?: number, progressLabel?: string): Promise<unknown> {
-  if (!isOpName(op)) fail('EINVAL', `unknown operation '${op}'`);
+async function execute(op: OpName, args: object, poolDir: string, cacheBytes?: number, progressLabel?: string): Promise<unknown> {
   const bar = progressLabel === undefined ? null : new Progress(progressLabel);
   const progress = (done: number, total: number): void => bar?.update(done, total);
   try {

@@ -4,7 +4,6 @@
  * so a success is durable. Volumes are thin: capacity is what the volume
  * may grow to, not space taken.
  */
-import { CowvolError } from '../errors.js';
 import { isSnapshotName } from '../volumes/names.js';
 import type { VolumeView, Volumes } from '../volumes/volumes.js';
 import { MULTI_NODE_MODES, usageOf } from './capabilities.js';
@@ -69,15 +68,10 @@ export class ControllerService {
   async deleteVolume(volumeId: string): Promise<void> {
     if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
     await this.inflight.run([volumeId], () => {
+      // Absent is OK, as the spec asks. A snapshot's id is refused as the CLI refuses it (EINVAL), and a volume
+      // still staged by the pool itself (its loop device holds it: EBUSY, FAILED_PRECONDITION).
       if (this.volumes.find(volumeId) === undefined) return;
-      try {
-        // A volume still staged is refused by the pool itself (its loop device holds it: EBUSY, FAILED_PRECONDITION).
-        this.volumes.delete(volumeId);
-      } catch (err) {
-        // Gone meanwhile: the spec's "does not exist" is OK. A snapshot's id is refused as the CLI refuses it (EINVAL).
-        if (err instanceof CowvolError && err.code === 'ENOENT') return;
-        throw err;
-      }
+      this.volumes.delete(volumeId);
       this.ctx.log.info({ volume: volumeId }, 'volume deleted');
     });
   }

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 
 import { fail } from '../errors.js';
-import { PoolDir, dataFilePath } from '../blockstore/pool-dir.js';
+import { PoolDir, dataFilePath, hostFreeBytes } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { BlockFiles, blockFilePath } from '../fuse/block-files.js';
 import { adminSocketPath, startAdminServer } from '../admin/server.js';
@@ -104,14 +104,6 @@ export function serve(opts: ServeOptions): Daemon {
   return { log, stop, started };
 }
 
-/** Bytes free on the filesystem under the pool: what a pool without a capacity can still take. */
-function hostFreeOf(poolDir: string): () => number {
-  return () => {
-    const st = fs.statfsSync(poolDir);
-    return st.bavail * st.bsize;
-  };
-}
-
 function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger): { files: BlockFiles; dataFd: number } {
   let dataFd = -1;
   try {
@@ -128,7 +120,7 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger): { fi
       dataFd,
       tableSlots: 1 << 18,
       options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
-      hostFree: hostFreeOf(opts.poolDir),
+      hostFree: () => hostFreeBytes(opts.poolDir),
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
       // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
       holderOf: (file) => {
@@ -168,7 +160,7 @@ async function startServices(p: Parts, previousMount: string): Promise<void> {
       driverName: csiOpts.driverName,
       kubelet: new PathPolicy(csiOpts.kubeletDir),
       maxVolumesPerNode: csiOpts.maxVolumesPerNode,
-      hostFree: hostFreeOf(p.opts.poolDir),
+      hostFree: () => hostFreeBytes(p.opts.poolDir),
       log: p.log,
     };
     p.csi = await startCsiServer(ctx, csiOpts.endpoint, () => p.ready);
