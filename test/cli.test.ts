@@ -183,6 +183,8 @@ t.test('check exits non-zero and says what is wrong on a damaged pool', async (t
   const env = { COWVOL_POOL: dir };
   cowvol(env, 'pool', 'init');
   cowvol(env, 'volume', 'create', 'v', '--size', '1M');
+  // A second commit: the first one's pages are damaged too, so falling back past a torn newest commit finds them.
+  cowvol(env, 'volume', 'create', 'w', '--size', '1M');
   const meta = path.join(dir, 'cowvol.meta');
   const bytes = fs.readFileSync(meta);
   // Damage every page past the superblocks: some of them are in use.

@@ -78,5 +78,5 @@ function runSequence(seed: number): string | null {
 }
 
 t.test(`random sequences match the model (${only === null ? SEQUENCES : `seed ${only}`})`, async (t) => {
-  runSeeds(t, { first: 1000, count: SEQUENCES, file: 'dist/test/pool-model.test.js', run: runSequence });
+  await runSeeds(t, { first: 1000, count: SEQUENCES, file: 'dist/test/pool-model.test.js', run: runSequence });
 });

@@ -106,7 +106,7 @@ function runSeed(seed: number): string | null {
 }
 
 t.test(`metadata pages read damaged are reported, never served (${SEEDS} seeds)`, async (t) => {
-  runSeeds(t, { first: 1, count: SEEDS, file: 'dist/test/read-faults.test.js', run: runSeed });
+  await runSeeds(t, { first: 1, count: SEEDS, file: 'dist/test/read-faults.test.js', run: runSeed });
 });
 
 t.test('the faults really happen: flips and failures are injected', async (t) => {

@@ -74,7 +74,7 @@ t.test('a number allocated and freed in one transaction is free again at once; u
 });
 
 t.test('random alloc, inc, dec and commit against a model: no number is ever handed out while either state counts it', async (t) => {
-  runSeeds(t, {
+  await runSeeds(t, {
     first: 1,
     count: 40,
     file: 'dist/test/space-map.test.js',

@@ -27,6 +27,8 @@ import type { Volume } from './volume-record.js';
 export interface CheckReport {
   ok: boolean;
   problems: string[];
+  /** What the pool's owner should know but is no fault of the pool as it stands. */
+  notes: string[];
   volumes: number;
   pagesChecked: number;
   chunksReferenced: number;
@@ -240,7 +242,8 @@ export function* checkSteps(view: PoolView): Generator<CheckProgress, CheckRepor
   }
   c.checkNames(volumes);
   const chunksReferenced = c.compareCounts();
-  return { ok: c.problems.length === 0, problems: c.problems, volumes: volumes.length, pagesChecked: c.pagesChecked, chunksReferenced };
+  const notes = view.discardedCommit === null ? [] : [`when the pool was opened, ${view.discardedCommit}`];
+  return { ok: c.problems.length === 0, problems: c.problems, notes, volumes: volumes.length, pagesChecked: c.pagesChecked, chunksReferenced };
 }
 
 /** The whole check at once. */

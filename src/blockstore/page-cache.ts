@@ -10,7 +10,7 @@
 import { LRUCache } from 'lru-cache';
 
 import type { Disk } from './disk.js';
-import { PAGE_SIZE, sealPage, verifyPage } from './page.js';
+import { PAGE_SIZE, pageCrc, sealPage, verifyPage } from './page.js';
 
 export const MIN_CACHE_BYTES = 16 * PAGE_SIZE;
 
@@ -18,6 +18,8 @@ export class PageCache {
   private readonly disk: Disk;
   private readonly lru: LRUCache<number, Buffer>;
   private readonly dirty = new Set<number>();
+  /** Pages written since the last `takeWritten`, with their crc: the commit log's entries. */
+  private written = new Map<number, number>();
   /** Set when a write-back failed; the pool refuses work until reopened. */
   writeError: unknown = null;
   reads = 0;
@@ -57,10 +59,27 @@ export class PageCache {
     this.lru.set(pageNo, buf);
   }
 
-  /** Drops a page that was freed; nothing is written. */
+  /**
+   * Drops a page that was freed; nothing is written. A page freed by the
+   * transaction that wrote it is no part of the commit, and may be written
+   * again before the commit is superseded: it leaves the log too.
+   */
   forget(pageNo: number): void {
     this.dirty.delete(pageNo);
+    this.written.delete(pageNo);
     this.lru.delete(pageNo);
+  }
+
+  /** The pages written since the last call (page -> crc), for the commit log. */
+  takeWritten(): Map<number, number> {
+    const out = this.written;
+    this.written = new Map();
+    return out;
+  }
+
+  /** Pages the open transaction has written or will write: what its log will name. */
+  pendingCount(): number {
+    return this.dirty.size + this.written.size;
   }
 
   dirtyCount(): number {
@@ -87,6 +106,7 @@ export class PageCache {
   private writePage(pageNo: number, buf: Buffer): void {
     sealPage(buf, pageNo);
     this.disk.write(buf, pageNo * PAGE_SIZE);
+    this.written.set(pageNo, pageCrc(buf));
     this.writes++;
   }
 }

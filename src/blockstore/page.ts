@@ -22,6 +22,7 @@ export const PageKind = {
   DATA_SPACE: 3, // refcounts of data chunks
   DIRECTORY: 4, // volume id -> record page
   RECORD: 5, // one volume's record
+  LOG: 6, // a commit's log: pages it wrote (commit-log.ts); referenced by the superblock only
 } as const;
 export type PageKind = (typeof PageKind)[keyof typeof PageKind];
 
@@ -62,11 +63,20 @@ export function sealPage(buf: Buffer, pageNo: number): void {
   buf.writeUInt32LE(crc(buf), CRC_OFFSET);
 }
 
+/** The checksum stamped by sealPage. */
+export function pageCrc(buf: Buffer): number {
+  return buf.readUInt32LE(CRC_OFFSET);
+}
+
+/** What is wrong with the page as page `pageNo`, or null. */
+export function pageProblem(buf: Buffer, pageNo: number): string | null {
+  if (buf.readUInt32LE(0) !== PAGE_MAGIC) return 'bad magic';
+  if (buf.readUInt32LE(8) !== pageNo) return `it claims to be page ${buf.readUInt32LE(8)}`;
+  if (pageCrc(buf) !== crc(buf)) return 'checksum mismatch';
+  return null;
+}
+
 export function verifyPage(buf: Buffer, pageNo: number): void {
-  const bad = (why: string): never => {
-    throw new CowvolError('ECORRUPT', `metadata page ${pageNo} is damaged: ${why}`);
-  };
-  if (buf.readUInt32LE(0) !== PAGE_MAGIC) bad('bad magic');
-  if (buf.readUInt32LE(8) !== pageNo) bad(`it claims to be page ${buf.readUInt32LE(8)}`);
-  if (buf.readUInt32LE(CRC_OFFSET) !== crc(buf)) bad('checksum mismatch');
+  const problem = pageProblem(buf, pageNo);
+  if (problem !== null) throw new CowvolError('ECORRUPT', `metadata page ${pageNo} is damaged: ${problem}`);
 }

@@ -9,9 +9,14 @@
  * Writes: a chunk that only this volume holds, now and in the committed
  * state, is written in place with no metadata change (the fast path, cached
  * in `xlate`). Anything else gets a new chunk (CoW break or first write) and
- * a map update. Flush syncs data, then commits: pages, sync, superblock, sync.
+ * a map update. A commit writes its pages, its log and the superblock, then
+ * flushes both disks once; a commit whose lost data could show old bytes
+ * (a CoW copy, a reused chunk) flushes data before writing the superblock.
  * Management operations (create, delete, snapshot, clone, grow) commit before
- * they return, so what they report is durable.
+ * they return, so what they report is durable. FUSE fsyncs commit off the
+ * event loop (`flushAsync`): while that commit waits for the disk, reads and
+ * in-place writes go on; anything that would change metadata first finishes
+ * the commit (`settle`).
  *
  * Caveats: one process per pool (see pool-dir.ts for the lock); calls are
  * synchronous and must not be interleaved from several threads.
@@ -20,14 +25,16 @@ import { LRUCache } from 'lru-cache';
 
 import { CowvolError, assert, fail, isNoSpace } from '../errors.js';
 import { Catalog } from './catalog.js';
+import { EMPTY_LOG, checkCommit, logPagesFor, writeLog } from './commit-log.js';
 import { GroupSync } from './group-sync.js';
 import type { Disk } from './disk.js';
 import { PageCache } from './page-cache.js';
 import { PAGE_SIZE, PageKind } from './page.js';
 import { MAX_LEVELS, RadixTrees, type Tree, capacity, levelsFor } from './radix-tree.js';
 import { SpaceMap } from './space-map.js';
-import { type Superblock, readSuperblock, writeSuperblock } from './superblock.js';
+import { type Superblock, readSuperblocks, writeSuperblock } from './superblock.js';
 import { DEFAULT_KIND, type Volume } from './volume-record.js';
+import { ZeroChunks } from './zero-chunks.js';
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
 export const MIN_CHUNK_SIZE = 4 * 1024;
@@ -87,7 +94,7 @@ export interface OpenOptions {
   cacheBytes?: number;
   /** Entries in the in-place write translation cache. */
   xlateEntries?: number;
-  /** Commit when this many pages are dirty (bounds what an unflushed crash loses). */
+  /** Commit when the transaction has this many pages to write (bounds what an unflushed crash loses, and the commit log). */
   dirtyPageLimit?: number;
 }
 
@@ -135,6 +142,16 @@ export interface PoolStats {
   cacheBudget: number;
 }
 
+/** A commit whose pages and log are written, waiting for its flushes and its superblock. */
+interface SealedCommit {
+  sb: Superblock;
+  logPages: number[];
+  dataFirst: boolean;
+  sbWritten: boolean;
+  /** Settles when the commit is done, or has failed. */
+  done: Promise<void>;
+}
+
 export function validateChunkSize(chunkSize: number): void {
   if (!Number.isInteger(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || (chunkSize & (chunkSize - 1)) !== 0) {
     fail('EINVAL', `chunk size ${chunkSize} is invalid: use a power of two from 4KiB to 1MiB`);
@@ -157,8 +174,14 @@ export class Pool {
   private readonly xlate: LRUCache<number, number>;
   private nextXlateId = 1;
   private readonly dirtyPageLimit: number;
-  /** Chunks at or above this number have never been written: they read as zeros. */
-  private zeroFrontier: number;
+  /** Free chunks known to read as zeros, durably or for now. */
+  private readonly zero: ZeroChunks;
+  /** This transaction allocated a chunk whose lost data could show old bytes: data flush before superblock. */
+  private dataFirst = false;
+  /** The commit waiting for its flush (flushAsync); null when none. Event-loop only. */
+  private inflight: SealedCommit | null = null;
+  /** The newest commit's log pages: held free of allocation until a newer commit is durable. */
+  private logPages: number[] = [];
   private pendingPunches: number[] = [];
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
@@ -170,8 +193,17 @@ export class Pool {
   private failure: unknown = null;
   private closed = false;
   listener: MappingListener | null = null;
-  /** Data-only flushes, grouped and off the event loop (flushAsync). */
-  private readonly dataSyncs: GroupSync;
+  /**
+   * Why opening took the commit before the newest, or null. After a crash
+   * that is expected; without one, a page of the newest commit went bad.
+   * Either way, flushes it had not answered are gone: the daemon logs it
+   * and check reports it.
+   */
+  discardedCommit: string | null = null;
+  /** Flushes from callers that can wait: grouped, with the disk waits off the event loop (flushAsync). */
+  private readonly flushes: GroupSync;
+  private flushCommits = 0;
+  private flushDataSyncs = 0;
 
   /** Formats empty disks as a pool. */
   static init(metaDisk: Disk, dataDisk: Disk, options: InitOptions = {}): void {
@@ -191,6 +223,7 @@ export class Pool {
       nextVolumeId: 1,
       createdAt: Date.now(),
       uuid: crypto.randomUUID(),
+      log: EMPTY_LOG,
     };
     metaDisk.write(Buffer.alloc(2 * PAGE_SIZE), 0);
     writeSuperblock(metaDisk, sb);
@@ -198,11 +231,26 @@ export class Pool {
     dataDisk.sync();
   }
 
+  /**
+   * Opens the newest commit if it is whole (its log checks out), else the
+   * one before it, which was durable before the newer began; the torn
+   * superblock is then overwritten at once by an empty commit, so it cannot
+   * be taken for whole later. Reads the two superblocks, the log and the
+   * pages the log names: nothing else is scanned or replayed.
+   */
   static open(metaDisk: Disk, dataDisk: Disk, options: OpenOptions = {}, where = 'the pool'): Pool {
-    return new Pool(metaDisk, dataDisk, readSuperblock(metaDisk, where), options);
+    const [newest, older] = readSuperblocks(metaDisk, where) as [Superblock, Superblock | undefined];
+    const whole = newest.log === null ? { pages: [] } : checkCommit(metaDisk, newest.log);
+    if ('pages' in whole) return new Pool(metaDisk, dataDisk, newest, options, whole.pages);
+    if (older === undefined) fail('ECORRUPT', `${where}: the last commit is torn (${whole.torn}) and no earlier one remains`);
+    const pool = new Pool(metaDisk, dataDisk, older, options, []);
+    pool.discardedCommit = `commit ${newest.generation} was torn (${whole.torn}), as a crash while it was being flushed leaves it: opened commit ${older.generation}, the one before`;
+    pool.txnChanged = true;
+    pool.commit();
+    return pool;
   }
 
-  private constructor(metaDisk: Disk, dataDisk: Disk, sb: Superblock, options: OpenOptions) {
+  private constructor(metaDisk: Disk, dataDisk: Disk, sb: Superblock, options: OpenOptions, logPages: number[]) {
     this.metaDisk = metaDisk;
     this.dataDisk = dataDisk;
     this.chunkSize = sb.chunkSize;
@@ -238,11 +286,17 @@ export class Pool {
     this.catalog = new Catalog(this.trees, this.meta, sb.directory, sb.nextVolumeId);
     this.catalog.load(() => this.newXlateId());
     this.scratch = Buffer.alloc(this.chunkSize);
-    this.dataSyncs = new GroupSync(async () => {
-      if (this.dataDisk.writeBack) await this.dataDisk.writeBack();
-      else this.dataDisk.sync();
+    this.flushes = new GroupSync(() => {
+      if (!this.hasChanges()) {
+        this.flushDataSyncs++;
+        return this.syncDataAsync();
+      }
+      this.flushCommits++;
+      return this.commitAsync();
     });
-    this.zeroFrontier = Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1);
+    this.zero = new ZeroChunks(Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1), MAX_PENDING_PUNCHES);
+    for (const page of logPages) this.meta.hold(page);
+    this.logPages = logPages;
   }
 
   // ---- volumes -------------------------------------------------------------
@@ -270,7 +324,7 @@ export class Pool {
   }
 
   createVolume(name: string, size: number, options: CreateOptions = {}): VolumeInfo {
-    this.usable();
+    this.mutable();
     this.validateName(name);
     this.validateSize(size);
     this.nameFree(name);
@@ -300,7 +354,7 @@ export class Pool {
    * refcount on the source's root, whatever its size or history.
    */
   fork(source: string, name: string, options: ForkOptions): VolumeInfo {
-    this.usable();
+    this.mutable();
     const src = this.volume(source);
     this.validateName(name);
     this.nameFree(name);
@@ -340,7 +394,7 @@ export class Pool {
    * removed again before the commit, so nothing is half-done.
    */
   forkAll(forks: { source: string; name: string; options: ForkOptions }[]): VolumeInfo[] {
-    this.usable();
+    this.mutable();
     const names = new Set<string>();
     for (const f of forks) {
       this.volume(f.source);
@@ -363,7 +417,7 @@ export class Pool {
   }
 
   remove(name: string): void {
-    this.usable();
+    this.mutable();
     const v = this.volume(name);
     this.refuseIfHeld(v);
     this.listener?.dropVolume(v.id);
@@ -375,7 +429,7 @@ export class Pool {
 
   /** Several removals in one metadata transaction (all names are checked first). */
   removeAll(names: string[]): void {
-    this.usable();
+    this.mutable();
     for (const name of names) this.refuseIfHeld(this.volume(name));
     this.batching = true;
     try {
@@ -387,7 +441,7 @@ export class Pool {
   }
 
   grow(name: string, size: number): VolumeInfo {
-    this.usable();
+    this.mutable();
     const v = this.volume(name);
     if (v.readOnly) fail('EROFS', `'${name}' is a read-only snapshot; clone it to get a volume you can grow`);
     this.validateSize(size);
@@ -418,7 +472,7 @@ export class Pool {
   }
 
   write(ref: VolumeRef, offset: number, data: Buffer): void {
-    this.usable();
+    this.mutable();
     const v = this.volume(ref);
     if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
     this.checkRange(v, offset, data.length);
@@ -430,7 +484,7 @@ export class Pool {
 
   /** Unmaps whole chunks in the range and zeroes partial ones; the range reads as zeros. */
   discard(ref: VolumeRef, offset: number, length: number): void {
-    this.usable();
+    this.mutable();
     const v = this.volume(ref);
     if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
     this.checkRange(v, offset, length);
@@ -445,36 +499,52 @@ export class Pool {
     this.maybeCommit();
   }
 
-  /** Data durable, then metadata committed. */
+  /** Every write so far durable: a commit, or a data sync when no metadata changed. */
   flush(): void {
-    this.usable();
+    this.mutable();
     if (this.hasChanges()) this.commit();
-    else this.dataDisk.sync();
+    else this.syncData();
   }
 
   /**
-   * flush() for callers that can wait (a FUSE fsync). With metadata changed
-   * since the last commit it commits at once, as flush() does. Without, only
-   * data needs to be durable (every write since went in place into chunks
-   * the committed state already maps to this volume), so it joins a grouped
-   * data sync that runs off the event loop. A failed data sync fails the
-   * pool: which writes reached the disk is no longer known.
+   * flush() for callers that can wait (a FUSE fsync). Callers that arrive
+   * while a flush runs share the next one (GroupSync), so one commit serves
+   * every volume. With metadata changed since the last commit it commits
+   * (commitAsync); without, only data needs to be durable (every write since
+   * went in place into chunks the committed state already maps), and it
+   * syncs the data file. Either way the waits for the disk run on libuv's
+   * thread pool. A failed sync fails the pool: which writes reached the disk
+   * is no longer known.
    */
   flushAsync(): Promise<void> {
     this.usable();
-    if (this.hasChanges()) {
-      this.commit();
-      return Promise.resolve();
-    }
-    return this.dataSyncs.sync().catch((err: unknown) => {
+    return this.flushes.sync().catch((err: unknown) => {
       this.failure ??= err;
       throw err;
     });
   }
 
-  /** Data-only flushes asked for, and syncs made for them. */
-  dataSyncStats(): { requests: number; syncs: number } {
-    return { requests: this.dataSyncs.requests, syncs: this.dataSyncs.syncs };
+  /** Flushes asked for through flushAsync, and the commits and data-only syncs made for them. */
+  flushStats(): { requests: number; commits: number; dataSyncs: number } {
+    return { requests: this.flushes.requests, commits: this.flushCommits, dataSyncs: this.flushDataSyncs };
+  }
+
+  /** Metadata changed since the last commit: a flush would commit. */
+  get uncommitted(): boolean {
+    return this.hasChanges();
+  }
+
+  /** A commit is waiting for the disk: writes that change metadata would have to finish it first. */
+  get committing(): boolean {
+    return this.inflight !== null;
+  }
+
+  /** Settles once no commit is waiting for the disk. */
+  async idle(): Promise<void> {
+    for (let i = 0; this.inflight !== null; i++) {
+      assert(i < 1000, 'a commit never settled');
+      await this.inflight.done;
+    }
   }
 
   /**
@@ -525,6 +595,7 @@ export class Pool {
       volumeById: (id) => this.catalog.byIdGet(id),
       recordChanged: (v) => this.catalog.isChanged(v),
       page: (page) => this.cache.get(page),
+      discardedCommit: this.discardedCommit,
     };
   }
 
@@ -553,42 +624,148 @@ export class Pool {
 
   // ---- transactions --------------------------------------------------------
 
+  /**
+   * Makes the transaction durable, waiting on the event loop. Flush order:
+   * with `dataFirst`, data, then superblock and metadata; otherwise one
+   * flush of each disk after everything is written (the order between the
+   * two is irrelevant, so it alternates, and the crash simulation sees both).
+   */
   commit(): void {
-    this.usable();
+    this.mutable();
     if (!this.hasChanges()) return;
+    const c = this.failing(() => this.seal());
+    this.failing(() => {
+      if (c.dataFirst) this.syncData();
+      writeSuperblock(this.metaDisk, c.sb);
+      c.sbWritten = true;
+      if (c.sb.generation % 2 === 0) this.metaDisk.sync();
+      if (!c.dataFirst) this.syncData();
+      if (c.sb.generation % 2 === 1) this.metaDisk.sync();
+    });
+    this.committed(c);
+  }
+
+  /** commit() with the waits for the disk on libuv's thread pool; see settle() for what may run meanwhile. */
+  private async commitAsync(): Promise<void> {
+    const c = this.failing(() => this.seal());
+    let finish!: () => void;
+    c.done = new Promise((resolve) => (finish = resolve));
+    this.inflight = c;
     try {
-      this.catalog.persist();
-      this.cache.flush();
-      if (this.cache.writeError) throw this.cache.writeError;
-      this.dataDisk.sync();
-      this.metaDisk.sync();
-      const sb: Superblock = {
-        generation: this.generation + 1,
-        chunkSize: this.chunkSize,
-        capacityChunks: this.capacityChunks,
-        meta: this.meta.state(),
-        data: this.data.state(),
-        directory: { ...this.catalog.directory },
-        nextVolumeId: this.catalog.nextId,
-        createdAt: this.createdAt,
-        uuid: this.uuid,
-      };
-      writeSuperblock(this.metaDisk, sb);
-      this.metaDisk.sync();
+      if (c.dataFirst) {
+        await this.syncDataAsync();
+        if (this.inflight !== c) return;
+        this.failing(() => writeSuperblock(this.metaDisk, c.sb));
+        c.sbWritten = true;
+        await this.syncMetaAsync();
+      } else {
+        this.failing(() => writeSuperblock(this.metaDisk, c.sb));
+        c.sbWritten = true;
+        await Promise.all([this.syncDataAsync(), this.syncMetaAsync()]);
+      }
+      // settle() may have finished it meanwhile, or failed doing so.
+      if (this.failure !== null) throw this.failure;
+      if (this.inflight === c) this.committed(c);
     } catch (err) {
-      // The committed state on disk is intact, but this process can no
-      // longer tell which of its pages made it; reopening is the way back.
-      this.failure = err;
-      if (isNoSpace(err)) throw new CowvolError('ENOSPC', 'the disk under the pool is full: metadata could not be committed; free space and reopen the pool');
+      // Even if settle() finished the commit meanwhile: its own sync may have passed only because this one took the error.
+      this.failure ??= err;
       throw err;
+    } finally {
+      if (this.inflight === c) this.inflight = null;
+      finish();
     }
-    this.generation++;
+  }
+
+  /**
+   * Finishes the commit in flight, waiting on the event loop. Everything
+   * that can change metadata calls it first: the sealed commit's pages are
+   * the transaction's own, which the next change would modify in place.
+   * Reads and in-place writes need not: they change no page, and a chunk
+   * the sealed commit maps is this volume's alone in it.
+   */
+  private settle(): void {
+    const c = this.inflight;
+    if (c === null) return;
+    this.inflight = null;
+    this.failing(() => {
+      this.syncData();
+      if (!c.sbWritten) writeSuperblock(this.metaDisk, c.sb);
+      c.sbWritten = true;
+      this.metaDisk.sync();
+    });
+    this.committed(c);
+  }
+
+  /** Writes the transaction's pages and log, and builds the superblock that will name them. */
+  private seal(): SealedCommit {
+    this.catalog.persist();
+    this.cache.flush();
+    if (this.cache.writeError) throw this.cache.writeError;
+    const written = this.cache.takeWritten();
+    const pages: number[] = [];
+    for (let i = logPagesFor(written.size); i > 0; i--) pages.push(this.meta.reserve());
+    const log = writeLog(this.metaDisk, written, pages);
+    const sb: Superblock = {
+      generation: this.generation + 1,
+      chunkSize: this.chunkSize,
+      capacityChunks: this.capacityChunks,
+      meta: this.meta.state(),
+      data: this.data.state(),
+      directory: { ...this.catalog.directory },
+      nextVolumeId: this.catalog.nextId,
+      createdAt: this.createdAt,
+      uuid: this.uuid,
+      log,
+    };
+    const c: SealedCommit = { sb, logPages: pages, dataFirst: this.dataFirst, sbWritten: false, done: Promise.resolve() };
+    this.dataFirst = false;
+    return c;
+  }
+
+  /** The superblock naming `c` is durable: its state is now where a crash returns. */
+  private committed(c: SealedCommit): void {
+    this.generation = c.sb.generation;
     this.changes++;
     this.meta.committedNow();
     this.data.committedNow();
     this.catalog.committedNow();
+    for (const page of this.logPages) this.meta.release(page);
+    this.logPages = c.logPages;
     this.txnChanged = false;
     this.punchFreed();
+  }
+
+  /**
+   * Runs a step of a commit. If it throws, the committed state on disk is
+   * intact, but this process can no longer tell which of its pages made it;
+   * reopening is the way back.
+   */
+  private failing<T>(step: () => T): T {
+    try {
+      return step();
+    } catch (err) {
+      this.failure ??= err;
+      if (isNoSpace(err)) throw new CowvolError('ENOSPC', 'the disk under the pool is full: metadata could not be committed; free space and reopen the pool');
+      throw err;
+    }
+  }
+
+  private syncData(): void {
+    const ticket = this.zero.syncStart();
+    this.dataDisk.sync();
+    this.zero.syncDone(ticket);
+  }
+
+  private async syncDataAsync(): Promise<void> {
+    const ticket = this.zero.syncStart();
+    if (this.dataDisk.writeBack) await this.dataDisk.writeBack();
+    else this.dataDisk.sync();
+    this.zero.syncDone(ticket);
+  }
+
+  private async syncMetaAsync(): Promise<void> {
+    if (this.metaDisk.writeBack) await this.metaDisk.writeBack();
+    else this.metaDisk.sync();
   }
 
   close(): void {
@@ -652,6 +829,9 @@ export class Pool {
     }
     // A new chunk: first write to this index, or a CoW break.
     const fresh = this.allocChunk();
+    const zeroed = this.zero.reads(fresh);
+    // Lost data in the fresh chunk must read as what the index held before: zeros.
+    if (current !== 0 || !this.zero.has(fresh)) this.dataFirst = true;
     try {
       const at = this.chunkOffset(fresh);
       if (piece.length === this.chunkSize) {
@@ -664,7 +844,7 @@ export class Pool {
         piece.copy(whole, within);
         this.dataWrite(whole, at);
       } else {
-        if (fresh < this.zeroFrontier) this.dataDisk.punch(at, this.chunkSize);
+        if (!zeroed) this.dataDisk.punch(at, this.chunkSize);
         this.dataWrite(piece, at + within);
       }
     } catch (err) {
@@ -673,8 +853,8 @@ export class Pool {
       throw err;
     }
     this.data.confirm(fresh);
+    this.zero.taken(fresh);
     this.markChanged();
-    if (fresh >= this.zeroFrontier) this.zeroFrontier = fresh + 1;
     if (current !== 0) this.listener?.dropChunk(v.id, index);
     const old = this.trees.set(v.tree, PageKind.MAP, index, fresh);
     assert(old === current, `map of ${v.name} changed under a write at chunk ${index}`);
@@ -748,6 +928,7 @@ export class Pool {
   private punch(chunk: number, count = 1): void {
     try {
       this.dataDisk.punch(this.chunkOffset(chunk), count * this.chunkSize);
+      this.zero.punchedNow(chunk, count);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EOPNOTSUPP') throw err;
     }
@@ -763,7 +944,7 @@ export class Pool {
   }
 
   private maybeCommit(): void {
-    if (this.cache.dirtyCount() >= this.dirtyPageLimit) this.commit();
+    if (this.cache.pendingCount() >= this.dirtyPageLimit) this.commit();
   }
 
   private forPieces(offset: number, length: number, fn: (index: number, within: number, at: number, n: number) => void): void {
@@ -842,6 +1023,12 @@ export class Pool {
     if (this.catalog.get(name)) fail('EEXIST', `'${name}' already exists`);
   }
 
+  /** usable(), and no commit in flight: for everything that may change metadata. */
+  private mutable(): void {
+    this.usable();
+    this.settle();
+  }
+
   private usable(): void {
     if (this.closed) fail('EIO', 'the pool is closed');
     if (this.failure !== null) fail('EIO', `the pool failed earlier (${(this.failure as Error).message}); reopen it`);
@@ -889,4 +1076,6 @@ export interface PoolView {
   recordChanged(v: Readonly<Volume>): boolean;
   /** A metadata page, checksummed on the way in (throws ECORRUPT). */
   page(page: number): Buffer;
+  /** See Pool.discardedCommit. */
+  discardedCommit: string | null;
 }

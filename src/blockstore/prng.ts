@@ -50,6 +50,15 @@ export class Prng {
     return item;
   }
 
+  /** Shuffles in place (Fisher-Yates) and returns the array. */
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [items[i], items[j]] = [items[j] as T, items[i] as T];
+    }
+    return items;
+  }
+
   fill(buf: Buffer): Buffer {
     for (let i = 0; i + 4 <= buf.length; i += 4) buf.writeUInt32LE(this.u32(), i);
     for (let i = buf.length & ~3; i < buf.length; i++) buf[i] = this.u32() & 0xff;

@@ -6,7 +6,13 @@
  * machine "loses power": that call and every later one throw `CrashError`.
  * `crashImage` then builds what a real disk could hold afterwards: everything
  * synced, plus each unsynced write applied whole, lost, or torn at sector
- * granularity, as the seed decides. Same seed, same workload: same image.
+ * granularity, in an order the seed shuffles (a disk cache writes back in
+ * any order, so an older write to the same place may land last). Same seed,
+ * same workload: same image.
+ *
+ * `writeBack` is a sync that completes later (on a setImmediate), as an
+ * fdatasync on another thread does: it makes durable what was written before
+ * it was called, and fails with `CrashError` if power went first.
  *
  * Read faults, when switched on (`readFaults`): a read fails with EIO, or
  * returns its bytes with one bit flipped (the disk's copy stays intact, as
@@ -63,6 +69,8 @@ export function simulatedReadError(): Error {
 interface PendingWrite {
   position: number;
   data: Buffer;
+  /** Order of issue, so a writeBack knows which writes it covers. */
+  seq: number;
 }
 
 export class SimDisk implements Disk {
@@ -70,6 +78,7 @@ export class SimDisk implements Disk {
   private readonly current: MemoryDisk;
   private readonly durable: MemoryDisk;
   private pending: PendingWrite[] = [];
+  private nextSeq = 0;
   readFaults: ReadFaults | null = null;
   flips = 0;
   failures = 0;
@@ -98,20 +107,33 @@ export class SimDisk implements Disk {
   write(buf: Buffer, position: number): void {
     this.plan.tick();
     this.current.write(buf, position);
-    this.pending.push({ position, data: Buffer.from(buf) });
+    this.pending.push({ position, data: Buffer.from(buf), seq: this.nextSeq++ });
   }
 
   punch(position: number, length: number): void {
     this.plan.tick();
     this.current.punch(position, length);
     const end = Math.min(position + length, this.current.size());
-    if (end > position) this.pending.push({ position, data: Buffer.alloc(end - position) });
+    if (end > position) this.pending.push({ position, data: Buffer.alloc(end - position), seq: this.nextSeq++ });
   }
 
   sync(): void {
     this.plan.tick();
     for (const w of this.pending) this.durable.write(w.data, w.position);
     this.pending = [];
+  }
+
+  writeBack(): Promise<void> {
+    this.plan.tick();
+    const covers = this.nextSeq;
+    return new Promise((resolve, reject) =>
+      setImmediate(() => {
+        if (this.plan.crashed) return reject(new CrashError());
+        for (const w of this.pending) if (w.seq < covers) this.durable.write(w.data, w.position);
+        this.pending = this.pending.filter((w) => w.seq >= covers);
+        resolve();
+      }),
+    );
   }
 
   size(): number {
@@ -130,7 +152,7 @@ export class SimDisk implements Disk {
     const rng = this.plan.rng;
     const image = new MemoryDisk(this.durable.image());
     const sector = this.plan.sectorSize;
-    for (const w of this.pending) {
+    for (const w of rng.shuffle([...this.pending])) {
       const roll = rng.int(100);
       if (roll < 45) {
         image.write(w.data, w.position);

@@ -97,6 +97,21 @@ export class SpaceMap {
     if (n === this.highWater - 1) this.highWater--;
   }
 
+  /**
+   * Keeps a number that is free in both states out of allocation, without
+   * counting it: the commit log's pages, held until a newer commit is durable.
+   */
+  hold(n: number): void {
+    assert(n >= this.base && this.count(n) === 0 && this.committedCount(n) === 0, `held ${n} is in use`);
+    if (n >= this.highWater) this.highWater = n + 1;
+    this.reserved.add(n);
+  }
+
+  /** Ends a `hold` (or a reservation kept for one): the number is free again. */
+  release(n: number): void {
+    assert(this.reserved.delete(n), `${n} was not held`);
+  }
+
   inc(n: number): void {
     const c = this.count(n);
     assert(c > 0, `inc of free ${n}`);

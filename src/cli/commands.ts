@@ -216,7 +216,11 @@ export const COMMANDS: Record<string, Command> = {
     format: (report) => {
       const summary = `${report.volumes} volumes and snapshots, ${report.pagesChecked} pages, ${report.chunksReferenced} chunks`;
       return {
-        text: report.ok ? `clean: ${summary}` : [`${report.problems.length} problems found (${summary}):`, ...report.problems.map((p) => `  ${p}`)].join('\n'),
+        text: [
+          report.ok ? `clean: ${summary}` : `${report.problems.length} problems found (${summary}):`,
+          ...report.problems.map((p) => `  ${p}`),
+          ...report.notes.map((n) => `note: ${n}`),
+        ].join('\n'),
         json: report,
         exitCode: report.ok ? 0 : 1,
       };

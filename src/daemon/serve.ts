@@ -72,6 +72,7 @@ interface Parts {
 export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
   const handle = PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
+  if (handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, handle.pool.discardedCommit);
   const { files, dataFd } = mountBlockFiles(opts, handle, log);
   const connection = fuseConnectionOf(opts.mount);
   // Who mounted before us (read before this daemon records itself): its loop devices are stale now.
@@ -137,13 +138,11 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger): { fi
   }
 }
 
+/** Joins the flushes' group commit, so its waits for the disk stay off the event loop too. */
 function backgroundCommit(pool: Pool, log: Logger): NodeJS.Timeout {
   return setInterval(() => {
-    try {
-      pool.commit();
-    } catch (err) {
-      log.error({ err }, 'background commit failed');
-    }
+    if (!pool.uncommitted) return;
+    pool.flushAsync().catch((err: unknown) => log.error({ err }, 'background commit failed'));
   }, COMMIT_INTERVAL_MS);
 }
 

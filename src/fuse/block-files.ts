@@ -71,9 +71,9 @@ export class BlockFiles implements MappingListener {
     pool.listener = this;
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number; dataFlushes: number; dataSyncs: number } {
-    const d = this.pool.dataSyncStats();
-    return { ...this.session.stats(), dataFlushes: d.requests, dataSyncs: d.syncs };
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; flushes: number; flushCommits: number; flushDataSyncs: number } {
+    const f = this.pool.flushStats();
+    return { ...this.session.stats(), flushes: f.requests, flushCommits: f.commits, flushDataSyncs: f.dataSyncs };
   }
 
   ioFlusherErrno(): number {
@@ -111,6 +111,11 @@ export class BlockFiles implements MappingListener {
   private handle(req: FuseRequest): void {
     if (this.session.closing) {
       this.session.reply(req.id, errno.EIO);
+      return;
+    }
+    if (this.pool.committing && (req.op === Op.WRITE || req.op === Op.FALLOCATE)) {
+      // It may change metadata, which would finish the commit on the event loop: wait for the disk instead.
+      void this.pool.idle().then(() => this.handle(req));
       return;
     }
     let data: Buffer | undefined;

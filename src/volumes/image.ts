@@ -49,6 +49,8 @@ export async function importImage(pool: Pool, file: string, volume: string, prog
   try {
     for (let offset = 0; offset < size; ) {
       const want = Math.min(buf.length, size - offset);
+      // A FUSE fsync's commit may be waiting for the disk: writing now would finish it on the event loop.
+      await pool.idle();
       let got = 0;
       while (got < want) {
         const n = fs.readSync(fd, buf, got, want - got, offset + got);
@@ -75,7 +77,7 @@ export async function importImage(pool: Pool, file: string, volume: string, prog
       await yieldSlice();
     }
     await writingBack;
-    pool.flush();
+    await pool.flushAsync();
   } finally {
     // Settled before returning either way: no write-back outlives the import.
     await writingBack.catch(() => undefined);

@@ -11,7 +11,7 @@ export interface SeedRun {
   /** Compiled test file, for the replay line. */
   file: string;
   /** Returns null when the seed passes, else what went wrong. */
-  run(seed: number): string | null;
+  run(seed: number): string | null | Promise<string | null>;
 }
 
 const MAX_FAILURES = 5;
@@ -21,11 +21,11 @@ function seedsToRun(first: number, count: number): number[] {
   return only === undefined ? Array.from({ length: count }, (_, i) => first + i) : [Number(only)];
 }
 
-export function runSeeds(t: Test, s: SeedRun): void {
+export async function runSeeds(t: Test, s: SeedRun): Promise<void> {
   const seeds = seedsToRun(s.first, s.count);
   let failures = 0;
   for (const seed of seeds) {
-    const wrong = s.run(seed);
+    const wrong = await s.run(seed);
     if (wrong === null) continue;
     failures++;
     t.fail(`seed ${seed}: ${wrong}\n  replay: COWVOL_SEED=${seed} npx tap ${s.file}`);
