@@ -28,11 +28,24 @@ export type FuseHandler = (
 ) => void;
 
 export interface NativeFuse {
-  fuseMount(mountpoint: string, dataFd: number, chunkSize: number, slots: number, options: string, handler: FuseHandler, onClosed: () => void): FuseHandle;
+  fuseMount(
+    mountpoint: string,
+    dataFd: number,
+    chunkSize: number,
+    slots: number,
+    options: string,
+    handler: FuseHandler,
+    onClosed: () => void,
+  ): FuseHandle;
   fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
   fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean): void;
   fuseInvalidate(handle: FuseHandle, ino: number, index: number): void;
-  fuseStats(handle: FuseHandle): [number, number, number, number];
+  fuseHoles(handle: FuseHandle, ino: number, indices: number[]): void;
+  fuseReserve(handle: FuseHandle, offsets: number[]): number;
+  /** Flat: ino, index, offset for each first write served. */
+  fuseTaken(handle: FuseHandle): number[];
+  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites */
+  fuseStats(handle: FuseHandle): [number, number, number, number, number];
   fuseUnmount(handle: FuseHandle): void;
   fuseDestroy(handle: FuseHandle): void;
 }

@@ -4,7 +4,10 @@
  * writes are then kept, lost or torn at 512-byte sectors, in shuffled order,
  * as the seed says. Half the flushes are FUSE-style (flushAsync): awaited,
  * or left in flight for the next operation to finish (Pool.settle) or for
- * the crash to cut. The recovered pool must open, pass check(), hold every
+ * the crash to cut. Half the seeds put a stand-in for the native chunk
+ * table in front (helpers/frontend.ts): it serves in-place writes and first
+ * writes into holes with reserved chunks, writing the data disk itself, and
+ * the pool folds those into its maps. The recovered pool must open, pass check(), hold every
  * flushed write, and show each unflushed operation wholly or not at all:
  *  - the namespace (names, sizes, kinds) is the one of the last durable
  *    operation, or of the operation the crash interrupted if its commit
@@ -23,6 +26,7 @@ import { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import { Pool } from '../src/blockstore/pool.js';
 import { Prng } from '../src/blockstore/prng.js';
 import { CrashError, FaultPlan, SimDisk } from '../src/blockstore/sim-disk.js';
+import { TableModel } from './helpers/frontend.js';
 import { runSeeds } from './helpers/seeds.js';
 import { Model, type ModelVolume, type Op, applyToPool, describe, nextOp } from './helpers/workload.js';
 
@@ -125,6 +129,8 @@ async function runSeed(seed: number): Promise<string | null> {
   try {
     Pool.init(metaDisk, dataDisk, { chunkSize });
     const pool = Pool.open(metaDisk, dataDisk, options);
+    const table = rng.chance(0.5) ? new TableModel(new Prng(seed ^ 0x7ab1e), dataDisk, chunkSize) : null;
+    pool.listener = table;
     const steps = 10 + rng.int(60);
     for (let i = 0; i < steps; i++) {
       const op = nextOp(rng, model, shape);
@@ -143,7 +149,10 @@ async function runSeed(seed: number): Promise<string | null> {
         landed.catch(() => undefined);
         const state = { label: `after flushAsync at step ${i}`, volumes: snapshotModel(model), alternatives: new Map() };
         if (rng.chance(0.5)) {
-          await landed; // a CrashError lands in the catch below
+          // Power may have gone during it, or before it (the pool then refuses with EIO).
+          await landed.catch((err: unknown) => {
+            throw plan.crashed ? new CrashError() : err;
+          });
           durable = state;
           unsettled.length = 0;
         } else {
@@ -152,7 +161,7 @@ async function runSeed(seed: number): Promise<string | null> {
         continue;
       }
       try {
-        applyToPool(pool, op);
+        if (op.kind !== 'write' || table === null || !table.write(pool.stat(op.name).id, op.offset, op.data)) applyToPool(pool, op);
       } catch (err) {
         // A flush left in flight may have met the power cut first: the pool then refuses with EIO.
         if (err instanceof CrashError || plan.crashed) throw new CrashError();

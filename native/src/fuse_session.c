@@ -2,24 +2,21 @@
  * A libfuse3 low-level session that runs on its own threads.
  *
  * What it does by itself: read and write requests whose chunks are all in
- * the translation table are served here with pread/pwrite on the pool's
- * data file, without entering JavaScript. Everything else (namespace
- * operations, unmapped or shared chunks, fsync, fallocate, lseek, statfs)
- * is handed to one JavaScript handler through a thread-safe function; the
- * FUSE worker thread waits until the handler replies, so request buffers
- * stay valid and replies are sent from the worker.
+ * the chunk table (chunk_table.c) are served here with pread/pwrite on the
+ * pool's data file, without entering JavaScript; so are reads of holes and
+ * first writes into them, with chunks JavaScript reserved. Everything else
+ * (namespace operations, unmapped or shared chunks, fsync, fallocate,
+ * lseek, statfs) is handed to one JavaScript handler through a thread-safe
+ * function; the FUSE worker thread waits until the handler replies, so
+ * request buffers stay valid and replies are sent from the worker.
  *
- * What it never does: decide anything. Entries are installed and removed by
- * JavaScript (cowvolFuseMap / cowvolFuseInvalidate). Removal takes the
- * table's write lock, which waits for every fast-path I/O in flight, so when
- * invalidate returns no write can still land in a chunk that is about to be
- * shared or freed.
- *
- * Caveats: the table is a fixed-size cache (a full bucket evicts an entry);
- * invalidating a volume scans the whole table.
+ * What it never does: decide anything. Entries, holes and reserved chunks
+ * come from JavaScript (fuseMap, fuseHoles, fuseReserve), which takes them
+ * back (fuseInvalidate) and folds first writes into its maps (fuseTaken).
  */
 #define FUSE_USE_VERSION 312
 #include "fuse_session.h"
+#include "chunk_table.h"
 #include "fileops.h"
 
 #include <errno.h>
@@ -51,15 +48,8 @@ enum {
   OP_FALLOCATE = 9,
   OP_LSEEK = 10,
   OP_STATFS = 11,
+  OP_LOW = 12, /* not a request: the chunk table's reserve runs low; no reply */
 };
-
-typedef struct {
-  uint64_t ino;
-  uint64_t index;
-  int64_t offset; /* byte offset of the chunk in the data file */
-  int writable;
-  int valid;
-} xlate_entry;
 
 typedef struct request {
   int op;
@@ -82,123 +72,22 @@ typedef struct session {
   pthread_t thread;
   napi_threadsafe_function tsfn;
   napi_threadsafe_function closed_tsfn;
-  int data_fd;
-  uint64_t chunk_size;
-  pthread_rwlock_t lock;
-  xlate_entry *table;
-  size_t slots;
+  chunk_table *table;
   atomic_int closing;
-  atomic_ullong fast_reads, fast_writes, slow_requests;
+  atomic_ullong slow_requests;
   int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
   char mountpoint[4096];
 } session;
 
-/* ---- translation table ---------------------------------------------------- */
-
-/*
- * The table is WAYS-way set associative: a key may sit in any of the WAYS
- * entries of its bucket. (Direct-mapped, 6% of a 1 GiB volume's chunks
- * evicted each other, and most 1 MiB reads fell back to JavaScript.)
- */
-#define WAYS 8
-
-static uint64_t hash_of(uint64_t ino, uint64_t index) {
-  uint64_t h = ino * 0x9E3779B97F4A7C15ULL ^ (index + 0x632BE59BD9B4E019ULL) * 0xC2B2AE3D27D4EB4FULL;
-  return h ^ (h >> 29);
-}
-
-static xlate_entry *bucket_of(session *s, uint64_t h) {
-  return &s->table[(size_t)(h % (s->slots / WAYS)) * WAYS];
-}
-
-/* Caller holds the lock. Returns NULL on a miss. */
-static xlate_entry *find(session *s, uint64_t ino, uint64_t index) {
-  xlate_entry *b = bucket_of(s, hash_of(ino, index));
-  for (int w = 0; w < WAYS; w++)
-    if (b[w].valid && b[w].ino == ino && b[w].index == index) return &b[w];
-  return NULL;
-}
-
-/* Caller holds the write lock. The entry to fill for a key: its own, a free one, or a victim. */
-static xlate_entry *place(session *s, uint64_t ino, uint64_t index) {
-  uint64_t h = hash_of(ino, index);
-  xlate_entry *b = bucket_of(s, h);
-  xlate_entry *free_entry = NULL;
-  for (int w = 0; w < WAYS; w++) {
-    if (b[w].valid && b[w].ino == ino && b[w].index == index) return &b[w];
-    if (!b[w].valid && !free_entry) free_entry = &b[w];
-  }
-  return free_entry ? free_entry : &b[(h >> 40) % WAYS];
-}
-
-/*
- * Serves [off, off+size) entirely from the table or not at all. For writes,
- * every chunk touched must be writable in place. Returns 1 when served.
- */
-static int fast_io(session *s, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err) {
-  if (size == 0) return 0;
-  pthread_rwlock_rdlock(&s->lock);
-  uint64_t first = (uint64_t)off / s->chunk_size;
-  uint64_t last = ((uint64_t)off + size - 1) / s->chunk_size;
-  for (uint64_t i = first; i <= last; i++) {
-    xlate_entry *e = find(s, ino, i);
-    if (!e || (write && !e->writable)) {
-      pthread_rwlock_unlock(&s->lock);
-      return 0;
-    }
-  }
-  size_t done = 0;
-  *err = 0;
-  while (done < size) {
-    uint64_t pos = (uint64_t)off + done;
-    uint64_t index = pos / s->chunk_size;
-    uint64_t within = pos - index * s->chunk_size;
-    size_t n = s->chunk_size - within;
-    if (n > size - done) n = size - done;
-    xlate_entry *e = find(s, ino, index);
-    off_t at = (off_t)(e->offset + (int64_t)within);
-    /* Chunks that sit back to back in the data file make one system call. */
-    for (xlate_entry *next = find(s, ino, index + 1); n < size - done && next && next->offset == e->offset + (int64_t)s->chunk_size;
-         next = find(s, ino, index + 1)) {
-      size_t more = s->chunk_size;
-      if (more > size - done - n) more = size - done - n;
-      n += more;
-      index++;
-      e = next;
-    }
-    size_t piece = 0;
-    while (piece < n) {
-      ssize_t k = write ? pwrite(s->data_fd, buf + done + piece, n - piece, at + (off_t)piece)
-                        : pread(s->data_fd, buf + done + piece, n - piece, at + (off_t)piece);
-      if (k < 0 && errno == EINTR) continue;
-      if (k < 0) {
-        *err = errno;
-        break;
-      }
-      if (k == 0) { /* past the data file's end: a never-written tail reads as zeros */
-        if (write) {
-          *err = EIO;
-          break;
-        }
-        memset(buf + done + piece, 0, n - piece);
-        k = (ssize_t)(n - piece);
-      }
-      piece += (size_t)k;
-    }
-    if (*err) break;
-    done += n;
-  }
-  pthread_rwlock_unlock(&s->lock);
-  if (write) atomic_fetch_add(&s->fast_writes, 1);
-  else atomic_fetch_add(&s->fast_reads, 1);
-  return 1;
-}
+/* What table_low sends through the request queue (see there). */
+static request low_signal = {.op = OP_LOW};
 
 /* ---- the hop to JavaScript ------------------------------------------------- */
 
 static void call_js(napi_env env, napi_value handler, void *context, void *data) {
   (void)context;
   request *r = data;
+  if (r == &low_signal && env == NULL) return;
   if (env == NULL) { /* torn down with requests queued */
     pthread_mutex_lock(&r->mu);
     r->err = EIO;
@@ -224,7 +113,7 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
     argv[7] = undefined;
   }
   napi_value result;
-  if (napi_call_function(env, undefined, handler, 8, argv, &result) != napi_ok) {
+  if (napi_call_function(env, undefined, handler, 8, argv, &result) != napi_ok && r != &low_signal) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
     pthread_mutex_lock(&r->mu);
@@ -374,18 +263,37 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   fuse_reply_open(req, fi);
 }
 
+/* One read buffer per FUSE thread, grown to the largest read it served; freed when the thread ends. */
+static pthread_key_t read_buffer_key;
+static pthread_once_t read_buffer_once = PTHREAD_ONCE_INIT;
+static _Thread_local char *read_buffer;
+static _Thread_local size_t read_buffer_size;
+
+static void read_buffer_key_init(void) {
+  pthread_key_create(&read_buffer_key, free);
+}
+
+static char *thread_read_buffer(size_t size) {
+  if (size <= read_buffer_size) return read_buffer;
+  pthread_once(&read_buffer_once, read_buffer_key_init);
+  char *bigger = realloc(read_buffer, size);
+  if (!bigger) return NULL;
+  read_buffer = bigger;
+  read_buffer_size = size;
+  pthread_setspecific(read_buffer_key, bigger);
+  return bigger;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
   session *s = of(req);
-  char *buf = malloc(size ? size : 1);
+  char *buf = thread_read_buffer(size ? size : 1);
   int err = 0;
-  if (buf && fast_io(s, ino, buf, size, off, 0, &err)) {
+  if (buf && table_io(s->table, ino, buf, size, off, 0, &err)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf, size);
-    free(buf);
     return;
   }
-  free(buf);
   request r = {.op = OP_READ, .ino = ino, .n = {off, (int64_t)size, 0}};
   err = ask_js(s, &r);
   if (err) fuse_reply_err(req, err);
@@ -397,7 +305,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   (void)fi;
   session *s = of(req);
   int err = 0;
-  if (fast_io(s, ino, (char *)data, size, off, 1, &err)) {
+  if (table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_write(req, size);
     return;
@@ -476,6 +384,16 @@ static void *run(void *arg) {
   return NULL;
 }
 
+/*
+ * The chunk table's reserve runs low: tell JavaScript without waiting for
+ * it. It goes through the requests' own queue (a second thread-safe
+ * function was dispatched only once the requests let up, which is too late).
+ */
+static void table_low(void *ctx) {
+  session *s = ctx;
+  if (!atomic_load(&s->closing)) napi_call_threadsafe_function(s->tsfn, &low_signal, napi_tsfn_nonblocking);
+}
+
 static void call_closed(napi_env env, napi_value cb, void *context, void *data) {
   (void)context;
   (void)data;
@@ -515,23 +433,13 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   if (!s) return cowvol_throw_errno(env, ENOMEM, "fuseMount");
   size_t len;
   napi_get_value_string_utf8(env, argv[0], s->mountpoint, sizeof(s->mountpoint), &len);
-  s->data_fd = (int)num(env, argv[1]);
-  s->chunk_size = (uint64_t)num(env, argv[2]);
-  s->slots = (size_t)num(env, argv[3]);
   char options[1024];
   napi_get_value_string_utf8(env, argv[4], options, sizeof(options), &len);
-  if (s->chunk_size == 0 || s->slots < WAYS) {
+  s->table = table_new((size_t)num(env, argv[3]), (uint64_t)num(env, argv[2]), (int)num(env, argv[1]), table_low, s);
+  if (!s->table) {
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
   }
-  s->slots -= s->slots % WAYS;
-  s->table = calloc(s->slots, sizeof(xlate_entry));
-  pthread_rwlockattr_t attr;
-  pthread_rwlockattr_init(&attr);
-  /* Invalidation must not starve behind a stream of fast-path readers. */
-  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init(&s->lock, &attr);
-  pthread_rwlockattr_destroy(&attr);
 
   napi_value name;
   napi_create_string_utf8(env, "cowvol-fuse", NAPI_AUTO_LENGTH, &name);
@@ -541,10 +449,10 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   char *fargv[] = {"cowvol", "-o", options, NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
   s->se = fuse_session_new(&args, &ops, sizeof(ops), s);
-  if (!s->se || !s->table) {
+  if (!s->se) {
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
-    free(s->table);
+    table_free(s->table);
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -552,7 +460,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     fuse_session_destroy(s->se);
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
-    free(s->table);
+    table_free(s->table);
     free(s);
     return cowvol_throw_code(env, "EIO", "fuse_session_mount failed (see the message above)");
   }
@@ -565,7 +473,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   if (rc != 0) {
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
-    free(s->table);
+    table_free(s->table);
     free(s);
     return cowvol_throw_errno(env, rc, "pthread_create");
   }
@@ -628,18 +536,79 @@ napi_value fuse_map(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   session *s = get_session(env, argv[0]);
   if (!s) return NULL;
-  uint64_t ino = (uint64_t)num(env, argv[1]), index = (uint64_t)num(env, argv[2]);
   bool writable = false;
   napi_get_value_bool(env, argv[4], &writable);
-  pthread_rwlock_wrlock(&s->lock);
-  xlate_entry *e = place(s, ino, index);
-  e->ino = ino;
-  e->index = index;
-  e->offset = num(env, argv[3]);
-  e->writable = writable;
-  e->valid = 1;
-  pthread_rwlock_unlock(&s->lock);
+  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), writable);
   return NULL;
+}
+
+/* Reads a JS array of numbers into a new C array of at most `max`; NULL (and *n = 0) when empty. */
+static int64_t *numbers_of(napi_env env, napi_value array, size_t max, size_t *n) {
+  uint32_t length = 0;
+  *n = 0;
+  if (napi_get_array_length(env, array, &length) != napi_ok || length == 0) return NULL;
+  size_t count = length < max ? length : max;
+  int64_t *out = malloc(count * sizeof(int64_t));
+  if (!out) return NULL;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    napi_get_element(env, array, i, &v);
+    out[i] = num(env, v);
+  }
+  *n = count;
+  return out;
+}
+
+/* fuseHoles(session, ino, indices[]): these indices of the inode are unmapped. */
+napi_value fuse_holes(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  size_t n;
+  int64_t *indices = numbers_of(env, argv[2], 4096, &n);
+  if (n > 0) table_holes(s->table, (uint64_t)num(env, argv[1]), (const uint64_t *)indices, n);
+  free(indices);
+  return NULL;
+}
+
+/* fuseReserve(session, offsets[]) -> how many chunks the table took in */
+napi_value fuse_reserve(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  size_t n;
+  int64_t *offsets = numbers_of(env, argv[1], TABLE_RESERVE_MAX, &n);
+  size_t added = n > 0 ? table_reserve(s->table, offsets, n) : 0;
+  free(offsets);
+  napi_value result;
+  napi_create_double(env, (double)added, &result);
+  return result;
+}
+
+/* fuseTaken(session) -> [ino, index, offset, ...] of the first writes served since the last call */
+napi_value fuse_taken(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  table_taken taken[TABLE_RESERVE_MAX];
+  size_t n = table_taken_drain(s->table, taken, TABLE_RESERVE_MAX);
+  napi_value arr, v;
+  napi_create_array_with_length(env, n * 3, &arr);
+  for (size_t i = 0; i < n; i++) {
+    napi_create_double(env, (double)taken[i].ino, &v);
+    napi_set_element(env, arr, (uint32_t)(3 * i), v);
+    napi_create_double(env, (double)taken[i].index, &v);
+    napi_set_element(env, arr, (uint32_t)(3 * i + 1), v);
+    napi_create_double(env, (double)taken[i].offset, &v);
+    napi_set_element(env, arr, (uint32_t)(3 * i + 2), v);
+  }
+  return arr;
 }
 
 /*
@@ -652,37 +621,26 @@ napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   session *s = get_session(env, argv[0]);
   if (!s) return NULL;
-  uint64_t ino = (uint64_t)num(env, argv[1]);
-  int64_t index = num(env, argv[2]);
-  pthread_rwlock_wrlock(&s->lock);
-  if (index >= 0) {
-    xlate_entry *e = find(s, ino, (uint64_t)index);
-    if (e) e->valid = 0;
-  } else {
-    for (size_t i = 0; i < s->slots; i++)
-      if (s->table[i].ino == ino) s->table[i].valid = 0;
-  }
-  pthread_rwlock_unlock(&s->lock);
+  table_invalidate(s->table, (uint64_t)num(env, argv[1]), num(env, argv[2]));
   return NULL;
 }
 
-/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno] */
+/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   session *s = get_session(env, argv[0]);
   if (!s) return NULL;
+  table_counts c = table_counts_sum(s->table);
+  double values[5] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
+                      (double)c.first_writes};
   napi_value arr, v;
-  napi_create_array_with_length(env, 4, &arr);
-  napi_create_double(env, (double)atomic_load(&s->fast_reads), &v);
-  napi_set_element(env, arr, 0, v);
-  napi_create_double(env, (double)atomic_load(&s->fast_writes), &v);
-  napi_set_element(env, arr, 1, v);
-  napi_create_double(env, (double)atomic_load(&s->slow_requests), &v);
-  napi_set_element(env, arr, 2, v);
-  napi_create_int32(env, s->io_flusher_errno, &v);
-  napi_set_element(env, arr, 3, v);
+  napi_create_array_with_length(env, 5, &arr);
+  for (uint32_t i = 0; i < 5; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, arr, i, v);
+  }
   return arr;
 }
 
@@ -713,8 +671,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   fuse_session_destroy(s->se);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
-  pthread_rwlock_destroy(&s->lock);
-  free(s->table);
+  table_free(s->table);
   free(s);
   return NULL;
 }

@@ -22,6 +22,7 @@ export interface Disk {
    * guarantees rest on. Disks without a cache leave it out.
    */
   writeBack?(): Promise<void>;
+
   size(): number;
   close(): void;
 }

@@ -51,6 +51,10 @@ const MAX_CHUNKS = 0xffffffff;
 const XLATE_TAGS = 2 ** 21;
 /** Freed chunks waiting for their hole punch after commit; beyond this, space is reclaimed on reuse. */
 const MAX_PENDING_PUNCHES = 65536;
+/** Zero chunks the frontend holds for first writes (the native table holds at most 1024). */
+const RESERVE_CHUNKS = 1024;
+/** Holes offered past a first write or a read of an unmapped index: a sequential writer's next chunks. */
+const HOLE_RUN = 1024;
 
 /**
  * The in-place write rule, and who enforces it.
@@ -65,6 +69,16 @@ const MAX_PENDING_PUNCHES = 65536;
  * native side only looks entries up; it never decides.
  *
  * Drops must return only once no I/O through the dropped entries is in flight.
+ *
+ * First writes without JavaScript: the pool tells the listener which indices
+ * are holes (unmapped, `hole`) and hands it free chunks that read as zeros
+ * even after a crash (`reserve`; they stay reserved in the data space map).
+ * The frontend may serve a first write into a hole with a reserved chunk and
+ * reports it (`taken`); the pool folds those into the maps (`fold`) before
+ * anything reads or changes the volume's map and before every commit. A
+ * reserved chunk no commit recorded is free after a crash, as the space map
+ * never counted it. This is the only metadata change that starts outside the
+ * pool, and the pool still made every decision it rests on.
  */
 export interface MappingListener {
   /** Every mapping of the volume: it gains a sharer or is deleted. */
@@ -75,6 +89,12 @@ export interface MappingListener {
   map?(id: number, index: number, offset: number, writable: boolean): void;
   /** Why the volume must not be removed now (a frontend user holds it), or null. */
   holder?(id: number): string | null;
+  /** These indices of volume `id` are unmapped: a first write there may take a reserved chunk. */
+  holes?(id: number, indices: number[]): void;
+  /** Free zero chunks (data file offsets) to serve first writes with; returns how many it took in. */
+  reserve?(offsets: number[]): number;
+  /** First writes served since the last call: [volume id, index, data file offset] each. */
+  taken?(): [number, number, number][];
 }
 
 /** A volume is named by its name or by its id (what the FUSE frontend has from an inode). */
@@ -183,6 +203,8 @@ export class Pool {
   /** The newest commit's log pages: held free of allocation until a newer commit is durable. */
   private logPages: number[] = [];
   private pendingPunches: number[] = [];
+  /** Reserved chunks the listener holds, by data file offset. */
+  private readonly handed = new Map<number, number>();
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
   private txnChanged = false;
@@ -287,6 +309,7 @@ export class Pool {
     this.catalog.load(() => this.newXlateId());
     this.scratch = Buffer.alloc(this.chunkSize);
     this.flushes = new GroupSync(() => {
+      this.fold();
       if (!this.hasChanges()) {
         this.flushDataSyncs++;
         return this.syncDataAsync();
@@ -302,6 +325,7 @@ export class Pool {
   // ---- volumes -------------------------------------------------------------
 
   list(): VolumeInfo[] {
+    this.foldIfOpen();
     return this.catalog.all().map((v) => this.info(v));
   }
 
@@ -310,7 +334,13 @@ export class Pool {
   }
 
   stat(ref: VolumeRef): VolumeInfo {
+    this.foldIfOpen();
     return this.info(this.volume(ref));
+  }
+
+  /** fold() where a closed or failed pool must still answer (list, stat): allocation counts stay current. */
+  private foldIfOpen(): void {
+    if (!this.closed && this.failure === null) this.fold();
   }
 
   private lookup(ref: VolumeRef): Volume | undefined {
@@ -458,16 +488,19 @@ export class Pool {
   // ---- data ----------------------------------------------------------------
 
   read(ref: VolumeRef, offset: number, length: number): Buffer {
-    this.usable();
+    this.current();
     const v = this.volume(ref);
     this.checkRange(v, offset, length);
     // Every byte is written below: read from a chunk, or zero-filled.
     const out = Buffer.allocUnsafe(length);
+    let firstHole = -1;
     this.forPieces(offset, length, (index, within, at, n) => {
       const chunk = this.resolve(v, index);
       if (chunk !== 0) this.dataDisk.read(out.subarray(at, at + n), this.chunkOffset(chunk) + within);
       else out.fill(0, at, at + n);
+      if (chunk === 0 && firstHole < 0) firstHole = index;
     });
+    if (firstHole >= 0) this.offerHoles(v, firstHole, HOLE_RUN / 16);
     return out;
   }
 
@@ -517,7 +550,11 @@ export class Pool {
    * is no longer known.
    */
   flushAsync(): Promise<void> {
-    this.usable();
+    try {
+      this.current();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.flushes.sync().catch((err: unknown) => {
       this.failure ??= err;
       throw err;
@@ -559,6 +596,7 @@ export class Pool {
 
   /** Bytes of chunks only this volume holds (walks the volume's map). */
   exclusiveBytes(ref: VolumeRef): number {
+    this.current();
     const v = this.volume(ref);
     if (v.tree.root === 0) return 0;
     let chunks = 0;
@@ -575,17 +613,20 @@ export class Pool {
 
   /** The first mapped chunk index in [from, to) of the volume, or -1. */
   nextMapped(ref: VolumeRef, from: number, to: number): number {
+    this.current();
     return this.trees.next(this.volume(ref).tree, from, to);
   }
 
   /** Calls fn for each mapped chunk index in [from, to) of the volume, in order. */
   forEachMapped(ref: VolumeRef, fn: (index: number) => void, from = 0, to = Infinity): void {
+    this.current();
     const v = this.volume(ref);
     this.trees.forEach(v.tree, from, Math.min(to, this.chunksOf(v.size)), (index) => fn(index));
   }
 
   /** What check reads: counts, trees and pages, with no way to change them. */
   inspect(): PoolView {
+    this.foldIfOpen();
     return {
       chunkSize: this.chunkSize,
       meta: this.meta,
@@ -820,7 +861,14 @@ export class Pool {
       return;
     }
     // A cached entry still names the mapped chunk; only its writability is stale.
-    const current = entry !== undefined ? Math.floor(entry / XLATE_TAGS) : this.trees.get(v.tree, index);
+    let current = entry !== undefined ? Math.floor(entry / XLATE_TAGS) : this.trees.get(v.tree, index);
+    if (current === 0 && this.listener?.holes) {
+      // The frontend may hold this index as a hole, and this request may have raced one it served:
+      // take the hole back (waiting for I/O through it), then fold what it took meanwhile.
+      this.listener.dropChunk(v.id, index);
+      this.fold();
+      current = this.trees.get(v.tree, index);
+    }
     if (current !== 0 && this.ownedInPlace(v, index, current)) {
       this.xlate.set(key, current * XLATE_TAGS + tag);
       this.dataWrite(piece, this.chunkOffset(current) + within);
@@ -864,6 +912,7 @@ export class Pool {
     this.xlate.set(key, fresh * XLATE_TAGS + tag);
     // Alone in a fresh chunk, behind freshly shadowed pages: writable in place by the rule.
     this.listener?.map?.(v.id, index, this.chunkOffset(fresh), true);
+    if (current === 0) this.offerHoles(v, index + 1, HOLE_RUN);
   }
 
   /**
@@ -911,9 +960,14 @@ export class Pool {
   }
 
   private punchFreed(): void {
-    const chunks = this.pendingPunches.filter((c) => this.data.count(c) === 0).sort((a, b) => a - b);
+    const chunks = this.pendingPunches.filter((c) => this.data.count(c) === 0);
     this.pendingPunches = [];
-    // Adjacent chunks in one call: deleting a volume frees long runs of them.
+    this.punchRuns(chunks);
+  }
+
+  /** Punches free chunks, adjacent ones in one call: deleting a volume frees long runs of them. */
+  private punchRuns(free: number[]): void {
+    const chunks = [...free].sort((a, b) => a - b);
     let i = 0;
     while (i < chunks.length) {
       const first = chunks[i] as number;
@@ -1027,6 +1081,118 @@ export class Pool {
   private mutable(): void {
     this.usable();
     this.settle();
+    this.fold();
+  }
+
+  /** usable(), with the maps as the frontend has written them: for everything that reads a map. */
+  private current(): void {
+    this.usable();
+    this.fold();
+  }
+
+  // ---- first writes served by the frontend ----------------------------------
+
+  /**
+   * Folds the first writes the listener served from reserved chunks into
+   * the volumes' maps: a metadata change, committed with the next commit.
+   */
+  fold(): Map<number, number> {
+    const tails = new Map<number, number>();
+    const taken = this.listener?.taken?.();
+    if (taken === undefined || taken.length === 0) return tails;
+    this.settle();
+    for (const [id, index, offset] of taken) {
+      this.foldOne(id, index, offset);
+      tails.set(id, Math.max(index, tails.get(id) ?? 0));
+    }
+    return tails;
+  }
+
+  /**
+   * The listener's reserve runs low (it asks before it is out): fold what it
+   * took, top the reserve up, and offer holes past each volume's newest first
+   * write, so a sequential writer goes on without a trip here. Waits for a
+   * commit in flight rather than finish it on the event loop.
+   */
+  replenish(): void {
+    if (this.closed || this.failure !== null) return;
+    if (this.inflight !== null) {
+      void this.idle().then(() => this.replenish());
+      return;
+    }
+    const tails = this.fold();
+    this.topUp();
+    for (const [id, index] of tails) {
+      const v = this.lookup(id);
+      if (v !== undefined) this.offerHoles(v, index + 1, HOLE_RUN);
+    }
+  }
+
+  private foldOne(id: number, index: number, offset: number): void {
+    const chunk = this.handed.get(offset);
+    assert(chunk !== undefined, `the frontend wrote into ${offset}, which it was never handed`);
+    this.handed.delete(offset);
+    this.zero.taken(chunk);
+    const v = this.lookup(id);
+    if (v === undefined) {
+      // Deleted between its last fold and its drop: the chunk is free again, and no longer zero.
+      this.data.unreserve(chunk);
+      this.punch(chunk);
+      return;
+    }
+    assert(!v.readOnly && index < this.chunksOf(v.size), `the frontend wrote a first write outside ${v.name}`);
+    this.data.confirm(chunk);
+    const old = this.trees.set(v.tree, PageKind.MAP, index, chunk);
+    assert(old === 0, `the frontend took a hole at chunk ${index} of ${v.name} that was mapped`);
+    v.mapped++;
+    this.catalog.touch(v);
+    this.markChanged();
+  }
+
+  /** Tops the listener's reserve up with chunks that read as zeros even after a crash. */
+  private topUp(): void {
+    const listener = this.listener;
+    if (!listener?.reserve || this.handed.size >= RESERVE_CHUNKS) return;
+    // Near full, every chunk goes through allocChunk, which can commit to free space.
+    if (this.data.available() < 4 * RESERVE_CHUNKS) return;
+    const chunks: number[] = [];
+    const unknown: number[] = [];
+    for (let i = this.handed.size; i < RESERVE_CHUNKS; i++) {
+      const c = this.data.reserve();
+      (this.zero.has(c) ? chunks : unknown).push(c);
+    }
+    // Free chunks not known to be zero (say, left from a reserve before a restart) are
+    // punched now: after the next data sync they are, and a later top-up can hand them.
+    for (let i = unknown.length - 1; i >= 0; i--) this.data.unreserve(unknown[i] as number);
+    this.punchRuns(unknown);
+    const took = chunks.length === 0 ? 0 : listener.reserve(chunks.map((c) => this.chunkOffset(c)));
+    for (let i = chunks.length - 1; i >= 0; i--) {
+      const c = chunks[i] as number;
+      if (i < took) this.handed.set(this.chunkOffset(c), c);
+      else this.data.unreserve(c);
+    }
+  }
+
+  /** Tells the listener which of the `run` indices from `from` are unmapped. */
+  private offerHoles(v: Volume, from: number, run: number): void {
+    if (!this.listener?.holes || v.readOnly) return;
+    this.topUp();
+    if (this.handed.size === 0) return;
+    const end = Math.min(this.chunksOf(v.size), from + run);
+    const holes: number[] = [];
+    for (let i = from; i < end; ) {
+      const mapped = this.trees.next(v.tree, i, end);
+      const stop = mapped < 0 ? end : mapped;
+      while (i < stop) holes.push(i++);
+      i = stop + 1;
+    }
+    if (holes.length > 0) this.listener.holes(v.id, holes);
+  }
+
+  /** The listener is going away: its reserved chunks are free again (call fold first). */
+  dropReserve(): void {
+    for (const chunk of this.handed.values()) this.data.unreserve(chunk);
+    this.handed.clear();
   }
 
   private usable(): void {

@@ -67,11 +67,15 @@ export class BlockFiles implements MappingListener {
   constructor(pool: Pool, opts: BlockFilesOptions) {
     this.pool = pool;
     this.opts = opts;
-    this.session = new FuseSession({ ...opts, chunkSize: pool.chunkSize }, (req) => this.handle(req));
+    this.session = new FuseSession(
+      { ...opts, chunkSize: pool.chunkSize },
+      (req) => this.handle(req),
+      () => this.replenish(),
+    );
     pool.listener = this;
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number; flushes: number; flushCommits: number; flushDataSyncs: number } {
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; flushes: number; flushCommits: number; flushDataSyncs: number } {
     const f = this.pool.flushStats();
     return { ...this.session.stats(), flushes: f.requests, flushCommits: f.commits, flushDataSyncs: f.dataSyncs };
   }
@@ -81,8 +85,14 @@ export class BlockFiles implements MappingListener {
   }
 
   async close(): Promise<void> {
-    await this.session.close();
-    if (this.pool.listener === this) this.pool.listener = null;
+    await this.session.close(() => {
+      // First writes the table served must reach the maps before it is freed.
+      if (this.pool.listener === this) this.pool.fold();
+    });
+    if (this.pool.listener === this) {
+      this.pool.dropReserve();
+      this.pool.listener = null;
+    }
   }
 
   /** EIO and EUCLEAN answers given for this volume since the daemon started. */
@@ -98,6 +108,28 @@ export class BlockFiles implements MappingListener {
 
   map(id: number, index: number, offset: number, writable: boolean): void {
     this.session.map(VOLUME_INO_BASE + id, index, offset, writable);
+  }
+
+  private replenish(): void {
+    if (this.session.closing || this.pool.listener !== this) return;
+    try {
+      this.pool.replenish();
+    } catch (err) {
+      // Only first writes slow down: they go through the pool until the next request folds.
+      this.opts.onError?.(err, { id: 0, op: Op.WRITE, ino: 0, n: [0, 0, 0] });
+    }
+  }
+
+  holes(id: number, indices: number[]): void {
+    this.session.holes(VOLUME_INO_BASE + id, indices);
+  }
+
+  reserve(offsets: number[]): number {
+    return this.session.reserve(offsets);
+  }
+
+  taken(): [number, number, number][] {
+    return this.session.taken().map((t) => [t.ino - VOLUME_INO_BASE, t.index, t.offset]);
   }
 
   dropVolume(id: number): void {

@@ -19,6 +19,8 @@ export const Op = {
   FALLOCATE: 9,
   LSEEK: 10,
   STATFS: 11,
+  /** Not a request and never answered: the chunk table's reserve runs low. */
+  LOW: 12,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -48,7 +50,8 @@ export class FuseSession {
   private readonly closed: Promise<void>;
   private unmounting = false;
 
-  constructor(opts: SessionOptions, handler: (req: FuseRequest) => void) {
+  /** `onLow`: the table's reserve of chunks for first writes runs low (see MappingListener.reserve). */
+  constructor(opts: SessionOptions, handler: (req: FuseRequest) => void, onLow: () => void = () => {}) {
     let onClosed: () => void = () => {};
     this.closed = new Promise<void>((resolve) => (onClosed = resolve));
     this.handle = native.fuseMount(
@@ -57,7 +60,7 @@ export class FuseSession {
       opts.chunkSize,
       opts.tableSlots,
       opts.options,
-      (id, op, ino, n0, n1, n2, data, name) => handler({ id, op: op as Op, ino, n: [n0, n1, n2], data, name }),
+      (id, op, ino, n0, n1, n2, data, name) => (op === Op.LOW ? onLow() : handler({ id, op: op as Op, ino, n: [n0, n1, n2], data, name })),
       () => onClosed(),
     );
   }
@@ -75,9 +78,27 @@ export class FuseSession {
     native.fuseInvalidate(this.handle, ino, index);
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number } {
-    const [fastReads, fastWrites, slowRequests] = native.fuseStats(this.handle);
-    return { fastReads, fastWrites, slowRequests };
+  /** These indices of the inode are unmapped: first writes there may take reserved chunks. */
+  holes(ino: number, indices: number[]): void {
+    native.fuseHoles(this.handle, ino, indices);
+  }
+
+  /** Hands the table free zero chunks (data file offsets); returns how many it took in. */
+  reserve(offsets: number[]): number {
+    return native.fuseReserve(this.handle, offsets);
+  }
+
+  /** First writes served from reserved chunks since the last call. */
+  taken(): { ino: number; index: number; offset: number }[] {
+    const flat = native.fuseTaken(this.handle);
+    const out: { ino: number; index: number; offset: number }[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) out.push({ ino: flat[i] as number, index: flat[i + 1] as number, offset: flat[i + 2] as number });
+    return out;
+  }
+
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number } {
+    const [fastReads, fastWrites, slowRequests, , firstWrites] = native.fuseStats(this.handle);
+    return { fastReads, fastWrites, slowRequests, firstWrites };
   }
 
   /** 0 when the serving threads are PR_SET_IO_FLUSHER, else the errno prctl gave. */
@@ -85,13 +106,20 @@ export class FuseSession {
     return native.fuseStats(this.handle)[3];
   }
 
-  /** Unmounts, lets the requests already queued finish, and frees the session. */
-  async close(): Promise<void> {
+  /**
+   * Unmounts, lets the requests already queued finish, calls `beforeFree`
+   * (the table can still be drained then), and frees the session.
+   */
+  async close(beforeFree?: () => void): Promise<void> {
     if (!this.unmounting) {
       this.unmounting = true;
       native.fuseUnmount(this.handle);
       await this.closed;
-      native.fuseDestroy(this.handle);
+      try {
+        beforeFree?.();
+      } finally {
+        native.fuseDestroy(this.handle);
+      }
     }
   }
 

@@ -1,0 +1,353 @@
+/*
+ * The chunk table (see chunk_table.h): a fixed-size, 8-way set-associative
+ * cache of (inode, chunk index) -> where the chunk lives in the data file,
+ * whether it may be written in place, or that it is a hole.
+ *
+ * Locking: a "big reader" lock. Each FUSE thread read-locks a lock of its
+ * own (one of READER_SLOTS, each on its own cache lines, with its own
+ * counters), so concurrent requests share no written cache line. JavaScript
+ * (map, holes, invalidate) locks every slot, which waits for every I/O in
+ * flight through the table: when invalidate returns, no write can still
+ * land in a chunk that is about to be shared or freed. Threads beyond
+ * READER_SLOTS share slots; that is only slower. An entry's key and `valid`
+ * are written only under every lock; its `state` word also changes from
+ * hole to mapped under a read lock (a take, by compare-and-swap), never the
+ * other way. The reserve and the taken records have a mutex of their own
+ * (`spare`), so a first write does not wait for other I/O.
+ *
+ * First writes: JavaScript marks indices it knows are unmapped as holes and
+ * hands the table free chunks that read as zeros (the reserve). A write that
+ * meets a hole takes a reserved chunk for it, turns the entry into a
+ * writable one, and records (ino, index, offset) for JavaScript to fold into
+ * the volume's map before its next commit. The table decides nothing: it
+ * only spends what JavaScript set aside. Reads of a hole return zeros.
+ *
+ * Caveats: a full bucket evicts an entry (a lost hole or mapping only sends
+ * the request to JavaScript); invalidating a whole inode scans the table.
+ */
+#include "chunk_table.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WAYS 8
+#define READER_SLOTS 32
+
+/*
+ * An entry's state in one word: the chunk's byte offset in the data file
+ * (a multiple of the chunk size, so its low bits are free) | WRITABLE, or
+ * HOLE. One word, so a take changes it with one compare-and-swap.
+ */
+#define WRITABLE 1
+#define HOLE 2
+
+typedef struct {
+  uint64_t ino;
+  uint64_t index;
+  _Atomic int64_t state;
+  int valid;
+} entry;
+
+typedef struct {
+  _Alignas(64) pthread_rwlock_t lock;
+  atomic_ullong fast_reads, fast_writes, first_writes;
+} reader_slot;
+
+struct chunk_table {
+  reader_slot readers[READER_SLOTS];
+  int data_fd;
+  uint64_t chunk_size;
+  size_t slots;
+  entry *entries;
+  pthread_mutex_t spare; /* guards reserve, reserved, taken, taken_count */
+  int64_t reserve[TABLE_RESERVE_MAX];
+  size_t reserved;
+  table_taken taken[TABLE_RESERVE_MAX];
+  size_t taken_count;
+  /* taken_count, for a drain that finds nothing to skip locking every slot. */
+  atomic_size_t taken_hint;
+  void (*on_low)(void *ctx);
+  void *low_ctx;
+  int low_signalled; /* under spare */
+};
+
+static atomic_uint slots_given;
+static _Thread_local int my_slot = -1;
+
+static reader_slot *slot_of_thread(chunk_table *t) {
+  if (my_slot < 0) my_slot = (int)(atomic_fetch_add(&slots_given, 1) % READER_SLOTS);
+  return &t->readers[my_slot];
+}
+
+static void lock_all(chunk_table *t) {
+  for (int i = 0; i < READER_SLOTS; i++) pthread_rwlock_wrlock(&t->readers[i].lock);
+}
+
+static void unlock_all(chunk_table *t) {
+  for (int i = READER_SLOTS - 1; i >= 0; i--) pthread_rwlock_unlock(&t->readers[i].lock);
+}
+
+chunk_table *table_new(size_t slots, uint64_t chunk_size, int data_fd, void (*on_low)(void *ctx), void *ctx) {
+  if (chunk_size == 0 || slots < WAYS) return NULL;
+  chunk_table *t = calloc(1, sizeof(chunk_table));
+  if (!t) return NULL;
+  t->slots = slots - slots % WAYS;
+  t->entries = calloc(t->slots, sizeof(entry));
+  if (!t->entries) {
+    free(t);
+    return NULL;
+  }
+  t->chunk_size = chunk_size;
+  t->data_fd = data_fd;
+  t->on_low = on_low;
+  t->low_ctx = ctx;
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  /* Invalidation must not starve behind a thread that re-reads at once. */
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  for (int i = 0; i < READER_SLOTS; i++) pthread_rwlock_init(&t->readers[i].lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  pthread_mutex_init(&t->spare, NULL);
+  return t;
+}
+
+void table_free(chunk_table *t) {
+  if (!t) return;
+  for (int i = 0; i < READER_SLOTS; i++) pthread_rwlock_destroy(&t->readers[i].lock);
+  pthread_mutex_destroy(&t->spare);
+  free(t->entries);
+  free(t);
+}
+
+/* ---- lookup ----------------------------------------------------------------- */
+
+static uint64_t hash_of(uint64_t ino, uint64_t index) {
+  uint64_t h = ino * 0x9E3779B97F4A7C15ULL ^ (index + 0x632BE59BD9B4E019ULL) * 0xC2B2AE3D27D4EB4FULL;
+  return h ^ (h >> 29);
+}
+
+static entry *bucket_of(chunk_table *t, uint64_t h) {
+  return &t->entries[(size_t)(h % (t->slots / WAYS)) * WAYS];
+}
+
+/* Caller holds a lock. NULL on a miss. */
+static entry *find(chunk_table *t, uint64_t ino, uint64_t index) {
+  entry *b = bucket_of(t, hash_of(ino, index));
+  for (int w = 0; w < WAYS; w++)
+    if (b[w].valid && b[w].ino == ino && b[w].index == index) return &b[w];
+  return NULL;
+}
+
+/* Caller holds every lock. The entry to fill for a key: its own, a free one, or a victim. */
+static entry *place(chunk_table *t, uint64_t ino, uint64_t index) {
+  uint64_t h = hash_of(ino, index);
+  entry *b = bucket_of(t, h);
+  entry *free_entry = NULL;
+  for (int w = 0; w < WAYS; w++) {
+    if (b[w].valid && b[w].ino == ino && b[w].index == index) return &b[w];
+    if (!b[w].valid && !free_entry) free_entry = &b[w];
+  }
+  return free_entry ? free_entry : &b[(h >> 40) % WAYS];
+}
+
+/*
+ * Whether every chunk of the range has an entry (for a write: writable or a
+ * hole). Counts the holes. Caller holds a lock.
+ */
+static int covered(chunk_table *t, uint64_t ino, off_t off, size_t size, int write, int *holes) {
+  uint64_t first = (uint64_t)off / t->chunk_size;
+  uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
+  *holes = 0;
+  for (uint64_t i = first; i <= last; i++) {
+    entry *e = find(t, ino, i);
+    if (!e) return 0;
+    int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+    if (write && !(st & (WRITABLE | HOLE))) return 0;
+    *holes += (st & HOLE) != 0;
+  }
+  return 1;
+}
+
+/* ---- serving ---------------------------------------------------------------- */
+
+/* pread or pwrite all of n bytes at `at`; 0 or an errno. A read past the file's end is zeros. */
+static int transfer(int fd, char *buf, size_t n, off_t at, int write) {
+  size_t piece = 0;
+  while (piece < n) {
+    ssize_t k = write ? pwrite(fd, buf + piece, n - piece, at + (off_t)piece) : pread(fd, buf + piece, n - piece, at + (off_t)piece);
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) return errno;
+    if (k == 0) { /* a never-written tail of the data file */
+      if (write) return EIO;
+      memset(buf + piece, 0, n - piece);
+      k = (ssize_t)(n - piece);
+    }
+    piece += (size_t)k;
+  }
+  return 0;
+}
+
+/* Caller holds a lock and checked `covered` with no holes for writes. */
+static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write) {
+  size_t done = 0;
+  while (done < size) {
+    uint64_t pos = (uint64_t)off + done;
+    uint64_t index = pos / t->chunk_size;
+    uint64_t within = pos - index * t->chunk_size;
+    size_t n = t->chunk_size - within;
+    if (n > size - done) n = size - done;
+    int64_t st = atomic_load_explicit(&find(t, ino, index)->state, memory_order_acquire);
+    if (st & HOLE) { /* reads only (writes take holes first): an unmapped chunk reads as zeros */
+      memset(buf + done, 0, n);
+      done += n;
+      continue;
+    }
+    int64_t offset = st & ~(int64_t)(WRITABLE | HOLE);
+    off_t at = (off_t)(offset + (int64_t)within);
+    /* Chunks that sit back to back in the data file make one system call. */
+    for (entry *next = find(t, ino, index + 1); n < size - done && next; next = find(t, ino, index + 1)) {
+      int64_t next_st = atomic_load_explicit(&next->state, memory_order_acquire);
+      if ((next_st & HOLE) || (next_st & ~(int64_t)(WRITABLE | HOLE)) != offset + (int64_t)t->chunk_size) break;
+      size_t more = t->chunk_size;
+      if (more > size - done - n) more = size - done - n;
+      n += more;
+      index++;
+      offset += (int64_t)t->chunk_size;
+    }
+    int err = transfer(t->data_fd, buf + done, n, at, write);
+    if (err) return err;
+    done += n;
+  }
+  return 0;
+}
+
+/*
+ * Turns one hole into a reserved chunk and records it for JavaScript.
+ * Caller holds a read lock. 0 when the reserve or the record ring is out.
+ */
+static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, reader_slot *me) {
+  pthread_mutex_lock(&t->spare);
+  int ok = t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX;
+  if (ok) {
+    int64_t offset = t->reserve[--t->reserved];
+    int64_t hole = HOLE;
+    if (atomic_compare_exchange_strong_explicit(&e->state, &hole, offset | WRITABLE, memory_order_acq_rel, memory_order_acquire)) {
+      t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset};
+      atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
+      atomic_fetch_add_explicit(&me->first_writes, 1, memory_order_relaxed);
+    } else {
+      t->reserve[t->reserved++] = offset; /* another request took it first: it is mapped now */
+    }
+  }
+  /* Ask ahead, so a sequential writer keeps finding holes and chunks without a trip to JavaScript. */
+  int low = !t->low_signalled && (t->reserved <= TABLE_RESERVE_LOW || t->taken_count >= TABLE_RESERVE_MAX - TABLE_RESERVE_LOW);
+  if (low) t->low_signalled = 1;
+  pthread_mutex_unlock(&t->spare);
+  if (low && t->on_low) t->on_low(t->low_ctx);
+  return ok;
+}
+
+/* Takes every hole of the range. Caller holds a read lock. 1 when none is left. */
+static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, reader_slot *me) {
+  uint64_t first = (uint64_t)off / t->chunk_size;
+  uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
+  for (uint64_t i = first; i <= last; i++) {
+    entry *e = find(t, ino, i);
+    if ((atomic_load_explicit(&e->state, memory_order_acquire) & HOLE) && !take_one(t, ino, i, e, me)) return 0;
+  }
+  return 1;
+}
+
+int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err) {
+  if (size == 0) return 0;
+  reader_slot *me = slot_of_thread(t);
+  pthread_rwlock_rdlock(&me->lock);
+  int holes = 0;
+  int ok = covered(t, ino, off, size, write, &holes);
+  /* A hole taken and then left unwritten (the reserve ran out further on) is
+   * harmless: the chunk reads as zeros, as the hole did. */
+  if (ok && write && holes > 0) ok = take_holes(t, ino, off, size, me);
+  if (ok) *err = serve(t, ino, buf, size, off, write);
+  pthread_rwlock_unlock(&me->lock);
+  if (ok) atomic_fetch_add_explicit(write ? &me->fast_writes : &me->fast_reads, 1, memory_order_relaxed);
+  return ok;
+}
+
+/* ---- JavaScript's side ------------------------------------------------------ */
+
+void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable) {
+  lock_all(t);
+  entry *e = place(t, ino, index);
+  e->ino = ino;
+  e->index = index;
+  atomic_store_explicit(&e->state, offset | (writable ? WRITABLE : 0), memory_order_release);
+  e->valid = 1;
+  unlock_all(t);
+}
+
+/*
+ * A hole never replaces a mapping: JavaScript offers holes for indices its
+ * map leaves unmapped, and a mapping here for one of them can only be a
+ * first write taken since JavaScript last drained (it will fold it).
+ */
+void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n) {
+  lock_all(t);
+  for (size_t i = 0; i < n; i++) {
+    entry *e = place(t, ino, indices[i]);
+    if (e->valid && e->ino == ino && e->index == indices[i] && !(atomic_load(&e->state) & HOLE)) continue;
+    e->ino = ino;
+    e->index = indices[i];
+    atomic_store_explicit(&e->state, HOLE, memory_order_release);
+    e->valid = 1;
+  }
+  unlock_all(t);
+}
+
+void table_invalidate(chunk_table *t, uint64_t ino, int64_t index) {
+  lock_all(t);
+  if (index >= 0) {
+    entry *e = find(t, ino, (uint64_t)index);
+    if (e) e->valid = 0;
+  } else {
+    for (size_t i = 0; i < t->slots; i++)
+      if (t->entries[i].ino == ino) t->entries[i].valid = 0;
+  }
+  unlock_all(t);
+}
+
+size_t table_reserve(chunk_table *t, const int64_t *offsets, size_t n) {
+  pthread_mutex_lock(&t->spare);
+  size_t added = 0;
+  while (added < n && t->reserved < TABLE_RESERVE_MAX) t->reserve[t->reserved++] = offsets[added++];
+  t->low_signalled = 0;
+  pthread_mutex_unlock(&t->spare);
+  return added;
+}
+
+size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max) {
+  /* JavaScript drains before most of its work: the common empty case must not wait for I/O. */
+  if (atomic_load_explicit(&t->taken_hint, memory_order_acquire) == 0) return 0;
+  pthread_mutex_lock(&t->spare);
+  size_t n = t->taken_count < max ? t->taken_count : max;
+  memcpy(out, t->taken, n * sizeof(table_taken));
+  memmove(t->taken, t->taken + n, (t->taken_count - n) * sizeof(table_taken));
+  t->taken_count -= n;
+  atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
+  t->low_signalled = 0;
+  pthread_mutex_unlock(&t->spare);
+  return n;
+}
+
+table_counts table_counts_sum(chunk_table *t) {
+  table_counts c = {0, 0, 0};
+  for (int i = 0; i < READER_SLOTS; i++) {
+    c.fast_reads += atomic_load_explicit(&t->readers[i].fast_reads, memory_order_relaxed);
+    c.fast_writes += atomic_load_explicit(&t->readers[i].fast_writes, memory_order_relaxed);
+    c.first_writes += atomic_load_explicit(&t->readers[i].first_writes, memory_order_relaxed);
+  }
+  return c;
+}

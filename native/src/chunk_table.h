@@ -1,0 +1,56 @@
+/*
+ * The chunk table: which chunks of which volumes the FUSE threads may serve
+ * without JavaScript, and the I/O that serves them. JavaScript fills it and
+ * empties it (the decisions are all JavaScript's); the FUSE threads look
+ * entries up, read and write through them, and take a reserved chunk for a
+ * first write where JavaScript said an index is a hole.
+ */
+#ifndef COWVOL_CHUNK_TABLE_H
+#define COWVOL_CHUNK_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct chunk_table chunk_table;
+
+/* Most reserved chunks, and most unfolded first writes, the table holds. */
+#define TABLE_RESERVE_MAX 1024
+
+typedef struct {
+  uint64_t ino;
+  uint64_t index;
+  int64_t offset;
+} table_taken;
+
+typedef struct {
+  uint64_t fast_reads, fast_writes, first_writes;
+} table_counts;
+
+/* Reserve left, or records waiting, at which the table asks JavaScript (once) for more room. */
+#define TABLE_RESERVE_LOW 512
+
+/* `on_low(ctx)` runs on a FUSE thread, at most once until JavaScript next reserves or drains; it must not block. */
+chunk_table *table_new(size_t slots, uint64_t chunk_size, int data_fd, void (*on_low)(void *ctx), void *ctx);
+void table_free(chunk_table *t);
+
+/*
+ * Serves [off, off+size) wholly or not at all: 1 when served (then *err is
+ * 0 or the errno of a failed pread/pwrite), 0 when some chunk is not in the
+ * table (or, for a write, not writable in place). A write that meets holes
+ * takes reserved chunks for them when the reserve and the record ring have
+ * room, then is served.
+ */
+int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err);
+
+/* JavaScript's side. map, holes and invalidate wait for the I/O in flight through the table; reserve and drain do not. */
+void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable);
+void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n);
+void table_invalidate(chunk_table *t, uint64_t ino, int64_t index);
+/* Adds reserved chunk offsets; returns how many were taken in. */
+size_t table_reserve(chunk_table *t, const int64_t *offsets, size_t n);
+/* Moves the first writes served since the last call into out (at most max); returns how many. */
+size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max);
+table_counts table_counts_sum(chunk_table *t);
+
+#endif
