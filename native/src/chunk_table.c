@@ -9,8 +9,8 @@
  * (map, holes, invalidate) locks every slot, which waits for every I/O in
  * flight through the table: when invalidate returns, no write can still
  * land in a chunk that is about to be shared or freed. Threads beyond
- * READER_SLOTS share slots; that is only slower. An entry's key and `valid`
- * are written only under every lock; its `state` word also changes from
+ * READER_SLOTS share slots; that is only slower. An entry's key is written
+ * only under every lock; its `state` word also changes from
  * hole to mapped under a read lock (a take, by compare-and-swap), never the
  * other way. The reserve and the taken records have a mutex of their own
  * (`spare`), so a first write does not wait for other I/O.
@@ -45,12 +45,19 @@
 #define WRITABLE 1
 #define HOLE 2
 
+/* 16 bytes, so a bucket is two cache lines: the key is ino << 32 | index, 0 for an empty entry. */
 typedef struct {
-  uint64_t ino;
-  uint64_t index;
+  uint64_t key;
   _Atomic int64_t state;
-  int valid;
 } entry;
+
+/* Most chunks one request's lookups are kept for (a 1 MiB request over 16 KiB chunks); beyond, they are looked up again. */
+#define HITS 64
+
+/* Inodes and indices beyond 32 bits never enter the table (0: no key); cowvol's are u32. */
+static uint64_t key_of(uint64_t ino, uint64_t index) {
+  return ino > UINT32_MAX || index > UINT32_MAX ? 0 : ino << 32 | index;
+}
 
 typedef struct {
   _Alignas(64) pthread_rwlock_t lock;
@@ -125,8 +132,8 @@ void table_free(chunk_table *t) {
 
 /* ---- lookup ----------------------------------------------------------------- */
 
-static uint64_t hash_of(uint64_t ino, uint64_t index) {
-  uint64_t h = ino * 0x9E3779B97F4A7C15ULL ^ (index + 0x632BE59BD9B4E019ULL) * 0xC2B2AE3D27D4EB4FULL;
+static uint64_t hash_of(uint64_t key) {
+  uint64_t h = (key >> 32) * 0x9E3779B97F4A7C15ULL ^ ((key & 0xffffffffULL) + 0x632BE59BD9B4E019ULL) * 0xC2B2AE3D27D4EB4FULL;
   return h ^ (h >> 29);
 }
 
@@ -136,20 +143,22 @@ static entry *bucket_of(chunk_table *t, uint64_t h) {
 
 /* Caller holds a lock. NULL on a miss. */
 static entry *find(chunk_table *t, uint64_t ino, uint64_t index) {
-  entry *b = bucket_of(t, hash_of(ino, index));
+  uint64_t key = key_of(ino, index);
+  if (key == 0) return NULL;
+  entry *b = bucket_of(t, hash_of(key));
   for (int w = 0; w < WAYS; w++)
-    if (b[w].valid && b[w].ino == ino && b[w].index == index) return &b[w];
+    if (b[w].key == key) return &b[w];
   return NULL;
 }
 
 /* Caller holds every lock. The entry to fill for a key: its own, a free one, or a victim. */
-static entry *place(chunk_table *t, uint64_t ino, uint64_t index) {
-  uint64_t h = hash_of(ino, index);
+static entry *place(chunk_table *t, uint64_t key) {
+  uint64_t h = hash_of(key);
   entry *b = bucket_of(t, h);
   entry *free_entry = NULL;
   for (int w = 0; w < WAYS; w++) {
-    if (b[w].valid && b[w].ino == ino && b[w].index == index) return &b[w];
-    if (!b[w].valid && !free_entry) free_entry = &b[w];
+    if (b[w].key == key) return &b[w];
+    if (b[w].key == 0 && !free_entry) free_entry = &b[w];
   }
   return free_entry ? free_entry : &b[(h >> 40) % WAYS];
 }
@@ -158,13 +167,14 @@ static entry *place(chunk_table *t, uint64_t ino, uint64_t index) {
  * Whether every chunk of the range has an entry (for a write: writable or a
  * hole). Counts the holes. Caller holds a lock.
  */
-static int covered(chunk_table *t, uint64_t ino, off_t off, size_t size, int write, int *holes) {
+static int covered(chunk_table *t, uint64_t ino, off_t off, size_t size, int write, int *holes, entry **hits) {
   uint64_t first = (uint64_t)off / t->chunk_size;
   uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
   *holes = 0;
   for (uint64_t i = first; i <= last; i++) {
     entry *e = find(t, ino, i);
     if (!e) return 0;
+    if (i - first < HITS) hits[i - first] = e;
     int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
     if (write && !(st & (WRITABLE | HOLE))) return 0;
     *holes += (st & HOLE) != 0;
@@ -191,8 +201,15 @@ static int transfer(int fd, char *buf, size_t n, off_t at, int write) {
   return 0;
 }
 
-/* Caller holds a lock and checked `covered` with no holes for writes. */
-static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write) {
+/* The entry of chunk `index`, from the lookups `covered` kept where it could. */
+static entry *hit(chunk_table *t, uint64_t ino, uint64_t index, uint64_t first, entry **hits) {
+  return index - first < HITS ? hits[index - first] : find(t, ino, index);
+}
+
+/* Caller holds a lock and checked `covered` (filling hits) with no holes for writes. */
+static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, entry **hits) {
+  uint64_t first = (uint64_t)off / t->chunk_size;
+  uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
   size_t done = 0;
   while (done < size) {
     uint64_t pos = (uint64_t)off + done;
@@ -200,7 +217,7 @@ static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off
     uint64_t within = pos - index * t->chunk_size;
     size_t n = t->chunk_size - within;
     if (n > size - done) n = size - done;
-    int64_t st = atomic_load_explicit(&find(t, ino, index)->state, memory_order_acquire);
+    int64_t st = atomic_load_explicit(&hit(t, ino, index, first, hits)->state, memory_order_acquire);
     if (st & HOLE) { /* reads only (writes take holes first): an unmapped chunk reads as zeros */
       memset(buf + done, 0, n);
       done += n;
@@ -209,8 +226,8 @@ static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off
     int64_t offset = st & ~(int64_t)(WRITABLE | HOLE);
     off_t at = (off_t)(offset + (int64_t)within);
     /* Chunks that sit back to back in the data file make one system call. */
-    for (entry *next = find(t, ino, index + 1); n < size - done && next; next = find(t, ino, index + 1)) {
-      int64_t next_st = atomic_load_explicit(&next->state, memory_order_acquire);
+    while (n < size - done && index + 1 <= last) {
+      int64_t next_st = atomic_load_explicit(&hit(t, ino, index + 1, first, hits)->state, memory_order_acquire);
       if ((next_st & HOLE) || (next_st & ~(int64_t)(WRITABLE | HOLE)) != offset + (int64_t)t->chunk_size) break;
       size_t more = t->chunk_size;
       if (more > size - done - n) more = size - done - n;
@@ -252,11 +269,11 @@ static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
 }
 
 /* Takes every hole of the range. Caller holds a read lock. 1 when none is left. */
-static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, reader_slot *me) {
+static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, reader_slot *me, entry **hits) {
   uint64_t first = (uint64_t)off / t->chunk_size;
   uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
   for (uint64_t i = first; i <= last; i++) {
-    entry *e = find(t, ino, i);
+    entry *e = hit(t, ino, i, first, hits);
     if ((atomic_load_explicit(&e->state, memory_order_acquire) & HOLE) && !take_one(t, ino, i, e, me)) return 0;
   }
   return 1;
@@ -265,13 +282,14 @@ static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, read
 int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err) {
   if (size == 0) return 0;
   reader_slot *me = slot_of_thread(t);
+  entry *hits[HITS];
   pthread_rwlock_rdlock(&me->lock);
   int holes = 0;
-  int ok = covered(t, ino, off, size, write, &holes);
+  int ok = covered(t, ino, off, size, write, &holes, hits);
   /* A hole taken and then left unwritten (the reserve ran out further on) is
    * harmless: the chunk reads as zeros, as the hole did. */
-  if (ok && write && holes > 0) ok = take_holes(t, ino, off, size, me);
-  if (ok) *err = serve(t, ino, buf, size, off, write);
+  if (ok && write && holes > 0) ok = take_holes(t, ino, off, size, me, hits);
+  if (ok) *err = serve(t, ino, buf, size, off, write, hits);
   pthread_rwlock_unlock(&me->lock);
   if (ok) atomic_fetch_add_explicit(write ? &me->fast_writes : &me->fast_reads, 1, memory_order_relaxed);
   return ok;
@@ -280,12 +298,12 @@ int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, in
 /* ---- JavaScript's side ------------------------------------------------------ */
 
 void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable) {
+  uint64_t key = key_of(ino, index);
+  if (key == 0) return;
   lock_all(t);
-  entry *e = place(t, ino, index);
-  e->ino = ino;
-  e->index = index;
+  entry *e = place(t, key);
+  e->key = key;
   atomic_store_explicit(&e->state, offset | (writable ? WRITABLE : 0), memory_order_release);
-  e->valid = 1;
   unlock_all(t);
 }
 
@@ -297,12 +315,12 @@ void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int
 void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n) {
   lock_all(t);
   for (size_t i = 0; i < n; i++) {
-    entry *e = place(t, ino, indices[i]);
-    if (e->valid && e->ino == ino && e->index == indices[i] && !(atomic_load(&e->state) & HOLE)) continue;
-    e->ino = ino;
-    e->index = indices[i];
+    uint64_t key = key_of(ino, indices[i]);
+    if (key == 0) continue;
+    entry *e = place(t, key);
+    if (e->key == key && !(atomic_load(&e->state) & HOLE)) continue;
+    e->key = key;
     atomic_store_explicit(&e->state, HOLE, memory_order_release);
-    e->valid = 1;
   }
   unlock_all(t);
 }
@@ -311,10 +329,10 @@ void table_invalidate(chunk_table *t, uint64_t ino, int64_t index) {
   lock_all(t);
   if (index >= 0) {
     entry *e = find(t, ino, (uint64_t)index);
-    if (e) e->valid = 0;
+    if (e) e->key = 0;
   } else {
     for (size_t i = 0; i < t->slots; i++)
-      if (t->entries[i].ino == ino) t->entries[i].valid = 0;
+      if (t->entries[i].key >> 32 == ino) t->entries[i].key = 0;
   }
   unlock_all(t);
 }
