@@ -417,6 +417,17 @@ static session *get_session(napi_env env, napi_value v) {
   return s;
 }
 
+/* The arguments of a call whose first is the session: fills argv (n of them) and returns the session, or NULL having thrown. */
+static session *session_call(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  size_t argc = n;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < n) {
+    throw_msg(env, "missing arguments");
+    return NULL;
+  }
+  return get_session(env, argv[0]);
+}
+
 static int64_t num(napi_env env, napi_value v) {
   double d = 0;
   napi_get_value_double(env, v, &d);
@@ -531,10 +542,8 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
 
 /* fuseMap(session, ino, index, fileOffset, writable) */
 napi_value fuse_map(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 5, argv);
   if (!s) return NULL;
   bool writable = false;
   napi_get_value_bool(env, argv[4], &writable);
@@ -561,10 +570,8 @@ static int64_t *numbers_of(napi_env env, napi_value array, size_t max, size_t *n
 
 /* fuseHoles(session, ino, indices[]): these indices of the inode are unmapped. */
 napi_value fuse_holes(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 3, argv);
   if (!s) return NULL;
   size_t n;
   int64_t *indices = numbers_of(env, argv[2], 4096, &n);
@@ -575,10 +582,8 @@ napi_value fuse_holes(napi_env env, napi_callback_info info) {
 
 /* fuseReserve(session, offsets[]) -> how many chunks the table took in */
 napi_value fuse_reserve(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 2, argv);
   if (!s) return NULL;
   size_t n;
   int64_t *offsets = numbers_of(env, argv[1], TABLE_RESERVE_MAX, &n);
@@ -591,10 +596,8 @@ napi_value fuse_reserve(napi_env env, napi_callback_info info) {
 
 /* fuseTaken(session) -> [ino, index, offset, ...] of the first writes served since the last call */
 napi_value fuse_taken(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   table_taken taken[TABLE_RESERVE_MAX];
   size_t n = table_taken_drain(s->table, taken, TABLE_RESERVE_MAX);
@@ -616,10 +619,8 @@ napi_value fuse_taken(napi_env env, napi_callback_info info) {
  * the inode when index is negative. Returns after in-flight fast I/O ends.
  */
 napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 3, argv);
   if (!s) return NULL;
   table_invalidate(s->table, (uint64_t)num(env, argv[1]), num(env, argv[2]));
   return NULL;
@@ -627,10 +628,8 @@ napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
 
 /* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   table_counts c = table_counts_sum(s->table);
   double values[5] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
@@ -650,10 +649,8 @@ napi_value fuse_stats(napi_env env, napi_callback_info info) {
  * call fuseDestroy from it.
  */
 napi_value fuse_unmount(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   fuse_session_exit(s->se);
   fuse_session_unmount(s->se);
@@ -662,10 +659,8 @@ napi_value fuse_unmount(napi_env env, napi_callback_info info) {
 
 /* fuseDestroy(session): joins the session thread and frees everything. */
 napi_value fuse_destroy(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session *s = get_session(env, argv[0]);
+  session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   pthread_join(s->thread, NULL);
   fuse_session_destroy(s->se);
