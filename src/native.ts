@@ -44,8 +44,9 @@ export interface NativeFuse {
   fuseReserve(handle: FuseHandle, offsets: number[]): number;
   /** Flat: ino, index, offset for each first write served. */
   fuseTaken(handle: FuseHandle): number[];
-  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites */
-  fuseStats(handle: FuseHandle): [number, number, number, number, number];
+  fuseCommitNeeded(handle: FuseHandle, needed: boolean): void;
+  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno */
+  fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number];
   fuseUnmount(handle: FuseHandle): void;
   fuseDestroy(handle: FuseHandle): void;
 }

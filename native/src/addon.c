@@ -19,6 +19,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseHoles", NULL, fuse_holes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseReserve", NULL, fuse_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseTaken", NULL, fuse_taken, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseCommitNeeded", NULL, fuse_commit_needed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseStats", NULL, fuse_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseUnmount", NULL, fuse_unmount, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseDestroy", NULL, fuse_destroy, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -61,7 +61,7 @@ static uint64_t key_of(uint64_t ino, uint64_t index) {
 
 typedef struct {
   _Alignas(64) pthread_rwlock_t lock;
-  atomic_ullong fast_reads, fast_writes, first_writes;
+  atomic_ullong fast_reads, fast_writes, first_writes, fast_flushes;
 } reader_slot;
 
 struct chunk_table {
@@ -79,6 +79,9 @@ struct chunk_table {
   atomic_size_t taken_hint;
   void (*on_low)(void *ctx);
   void *low_ctx;
+  /* Set by JavaScript while the pool has metadata to commit, and by a drain (what it hands over is uncommitted). */
+  atomic_int commit_needed;
+  atomic_int flush_errno;
   int low_signalled; /* under spare */
 };
 
@@ -112,6 +115,7 @@ chunk_table *table_new(size_t slots, uint64_t chunk_size, int data_fd, void (*on
   t->data_fd = data_fd;
   t->on_low = on_low;
   t->low_ctx = ctx;
+  atomic_init(&t->commit_needed, 1);
   pthread_rwlockattr_t attr;
   pthread_rwlockattr_init(&attr);
   /* Invalidation must not starve behind a thread that re-reads at once. */
@@ -351,6 +355,8 @@ size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max) {
   if (atomic_load_explicit(&t->taken_hint, memory_order_acquire) == 0) return 0;
   pthread_mutex_lock(&t->spare);
   size_t n = t->taken_count < max ? t->taken_count : max;
+  /* Set before the records leave: an fsync must not find neither records nor the flag. */
+  if (n > 0) atomic_store(&t->commit_needed, 1);
   memcpy(out, t->taken, n * sizeof(table_taken));
   memmove(t->taken, t->taken + n, (t->taken_count - n) * sizeof(table_taken));
   t->taken_count -= n;
@@ -360,12 +366,25 @@ size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max) {
   return n;
 }
 
+int table_flush(chunk_table *t, int *err) {
+  if (atomic_load(&t->commit_needed) || atomic_load(&t->flush_errno) || atomic_load_explicit(&t->taken_hint, memory_order_acquire) > 0) return 0;
+  *err = fdatasync(t->data_fd) == 0 ? 0 : errno;
+  if (*err) atomic_store(&t->flush_errno, *err);
+  atomic_fetch_add_explicit(&slot_of_thread(t)->fast_flushes, 1, memory_order_relaxed);
+  return 1;
+}
+
+void table_commit_needed(chunk_table *t, int needed) {
+  atomic_store(&t->commit_needed, needed != 0);
+}
+
 table_counts table_counts_sum(chunk_table *t) {
-  table_counts c = {0, 0, 0};
+  table_counts c = {0, 0, 0, 0, atomic_load(&t->flush_errno)};
   for (int i = 0; i < READER_SLOTS; i++) {
     c.fast_reads += atomic_load_explicit(&t->readers[i].fast_reads, memory_order_relaxed);
     c.fast_writes += atomic_load_explicit(&t->readers[i].fast_writes, memory_order_relaxed);
     c.first_writes += atomic_load_explicit(&t->readers[i].first_writes, memory_order_relaxed);
+    c.fast_flushes += atomic_load_explicit(&t->readers[i].fast_flushes, memory_order_relaxed);
   }
   return c;
 }

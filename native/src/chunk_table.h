@@ -24,7 +24,8 @@ typedef struct {
 } table_taken;
 
 typedef struct {
-  uint64_t fast_reads, fast_writes, first_writes;
+  uint64_t fast_reads, fast_writes, first_writes, fast_flushes;
+  int flush_errno; /* a native fdatasync failed with it; 0 if none has */
 } table_counts;
 
 /* Reserve left, or records waiting, at which the table asks JavaScript (once) for more room. */
@@ -42,6 +43,16 @@ void table_free(chunk_table *t);
  * room, then is served.
  */
 int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err);
+
+/*
+ * Serves an fsync with one fdatasync of the data file when JavaScript says
+ * no commit is needed and no first write waits to be folded: 1 when served
+ * (*err is 0 or the errno), 0 to ask JavaScript. A failed fdatasync sends
+ * every later fsync to JavaScript, which fails the pool.
+ */
+int table_flush(chunk_table *t, int *err);
+/* JavaScript: whether the pool has metadata to commit (1 at start). */
+void table_commit_needed(chunk_table *t, int needed);
 
 /* JavaScript's side. map, holes and invalidate wait for the I/O in flight through the table; reserve and drain do not. */
 void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable);

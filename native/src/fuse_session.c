@@ -318,8 +318,14 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   (void)fi;
+  session *s = of(req);
+  int err = 0;
+  if (!atomic_load(&s->closing) && table_flush(s->table, &err)) {
+    fuse_reply_err(req, err);
+    return;
+  }
   request r = {.op = OP_FSYNC, .ino = ino, .n = {datasync, 0, 0}};
-  fuse_reply_err(req, ask_js(of(req), &r));
+  fuse_reply_err(req, ask_js(s, &r));
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
@@ -626,17 +632,28 @@ napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites] */
+/* fuseCommitNeeded(session, needed) */
+napi_value fuse_commit_needed(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  session *s = session_call(env, info, 2, argv);
+  if (!s) return NULL;
+  bool needed = true;
+  napi_get_value_bool(env, argv[1], &needed);
+  table_commit_needed(s->table, needed);
+  return NULL;
+}
+
+/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   table_counts c = table_counts_sum(s->table);
-  double values[5] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
-                      (double)c.first_writes};
+  double values[7] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
+                      (double)c.first_writes, (double)c.fast_flushes, (double)c.flush_errno};
   napi_value arr, v;
-  napi_create_array_with_length(env, 5, &arr);
-  for (uint32_t i = 0; i < 5; i++) {
+  napi_create_array_with_length(env, 7, &arr);
+  for (uint32_t i = 0; i < 7; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, arr, i, v);
   }

@@ -95,6 +95,14 @@ export interface MappingListener {
   reserve?(offsets: number[]): number;
   /** First writes served since the last call: [volume id, index, data file offset] each. */
   taken?(): [number, number, number][];
+  /**
+   * Whether a flush would have to commit (metadata changed, a commit in
+   * flight, or the pool failed). While it would not, a flush is a data sync
+   * and the frontend may make it itself. Said when it becomes true, and after
+   * every commit; a frontend that hands over first writes (`taken`) must
+   * count itself as needing a commit from then on, until told otherwise.
+   */
+  commitNeeded?(needed: boolean): void;
 }
 
 /** A volume is named by its name or by its id (what the FUSE frontend has from an inode). */
@@ -203,6 +211,8 @@ export class Pool {
   /** The newest commit's log pages: held free of allocation until a newer commit is durable. */
   private logPages: number[] = [];
   private pendingPunches: number[] = [];
+  /** What the listener was last told by commitNeeded. */
+  private saidCommitNeeded = false;
   /** Reserved chunks the listener holds, by data file offset. */
   private readonly handed = new Map<number, number>();
   /** One chunk of memory for CoW breaks. */
@@ -556,9 +566,15 @@ export class Pool {
       return Promise.reject(err);
     }
     return this.flushes.sync().catch((err: unknown) => {
-      this.failure ??= err;
+      this.fail(err);
       throw err;
     });
+  }
+
+  /** Refuses all work from now on (until reopened): writes were lost, or which reached the disk is unknown. */
+  fail(err: unknown): void {
+    this.failure ??= err;
+    this.sayCommitNeeded(true);
   }
 
   /** Flushes asked for through flushAsync, and the commits and data-only syncs made for them. */
@@ -706,10 +722,13 @@ export class Pool {
       }
       // settle() may have finished it meanwhile, or failed doing so.
       if (this.failure !== null) throw this.failure;
-      if (this.inflight === c) this.committed(c);
+      if (this.inflight === c) {
+        this.inflight = null;
+        this.committed(c);
+      }
     } catch (err) {
       // Even if settle() finished the commit meanwhile: its own sync may have passed only because this one took the error.
-      this.failure ??= err;
+      this.fail(err);
       throw err;
     } finally {
       if (this.inflight === c) this.inflight = null;
@@ -774,6 +793,8 @@ export class Pool {
     this.logPages = c.logPages;
     this.txnChanged = false;
     this.punchFreed();
+    // Always said, not only on a change: the listener may have set it itself (a drain of first writes).
+    this.tellCommitNeeded();
   }
 
   /**
@@ -785,7 +806,7 @@ export class Pool {
     try {
       return step();
     } catch (err) {
-      this.failure ??= err;
+      this.fail(err);
       if (isNoSpace(err)) throw new CowvolError('ENOSPC', 'the disk under the pool is full: metadata could not be committed; free space and reopen the pool');
       throw err;
     }
@@ -825,6 +846,18 @@ export class Pool {
   private markChanged(): void {
     this.txnChanged = true;
     this.changes++;
+    if (!this.saidCommitNeeded) this.sayCommitNeeded(true);
+  }
+
+  /** Tells the listener whether a flush would have to commit (MappingListener.commitNeeded). */
+  private sayCommitNeeded(needed: boolean): void {
+    this.saidCommitNeeded = needed;
+    this.listener?.commitNeeded?.(needed);
+  }
+
+  /** The listener has just been attached, or wants the state again. */
+  tellCommitNeeded(): void {
+    this.sayCommitNeeded(this.failure !== null || this.closed || this.inflight !== null || this.hasChanges());
   }
 
   /** Metadata changed since the last commit. */
@@ -1199,8 +1232,9 @@ export class Pool {
     if (this.closed) fail('EIO', 'the pool is closed');
     if (this.failure !== null) fail('EIO', `the pool failed earlier (${(this.failure as Error).message}); reopen it`);
     if (this.cache.writeError !== null) {
-      this.failure = this.cache.writeError;
-      fail('EIO', `a metadata write failed (${(this.failure as Error).message}); reopen the pool`);
+      const err = this.cache.writeError;
+      this.fail(err);
+      fail('EIO', `a metadata write failed (${(err as Error).message}); reopen the pool`);
     }
   }
 

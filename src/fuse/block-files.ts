@@ -73,9 +73,19 @@ export class BlockFiles implements MappingListener {
       () => this.replenish(),
     );
     pool.listener = this;
+    pool.tellCommitNeeded();
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; flushes: number; flushCommits: number; flushDataSyncs: number } {
+  stats(): {
+    fastReads: number;
+    fastWrites: number;
+    slowRequests: number;
+    firstWrites: number;
+    fastFlushes: number;
+    flushes: number;
+    flushCommits: number;
+    flushDataSyncs: number;
+  } {
     const f = this.pool.flushStats();
     return { ...this.session.stats(), flushes: f.requests, flushCommits: f.commits, flushDataSyncs: f.dataSyncs };
   }
@@ -118,6 +128,10 @@ export class BlockFiles implements MappingListener {
       // Only first writes slow down: they go through the pool until the next request folds.
       this.opts.onError?.(err, { id: 0, op: Op.WRITE, ino: 0, n: [0, 0, 0] });
     }
+  }
+
+  commitNeeded(needed: boolean): void {
+    this.session.commitNeeded(needed);
   }
 
   holes(id: number, indices: number[]): void {
@@ -165,8 +179,15 @@ export class BlockFiles implements MappingListener {
     this.session.reply(req.id, 0, data, nums);
   }
 
-  /** Answered when the flush is durable; a data-only flush waits off the event loop (Pool.flushAsync). */
+  /**
+   * Answered when the flush is durable; a data-only flush waits off the
+   * event loop (Pool.flushAsync). Most data-only fsyncs never get here: the
+   * addon makes them itself while the pool says no commit is needed.
+   */
   private fsync(req: FuseRequest): void {
+    const lost = this.session.flushErrno();
+    // The addon's own fdatasync failed: some written data did not reach the disk.
+    if (lost !== 0) this.pool.fail(new Error(`an fdatasync of the data file failed (errno ${lost}): written data may be lost`));
     this.volumeOf(req.ino);
     this.pool.flushAsync().then(
       () => this.session.reply(req.id, 0),

@@ -96,9 +96,19 @@ export class FuseSession {
     return out;
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number } {
-    const [fastReads, fastWrites, slowRequests, , firstWrites] = native.fuseStats(this.handle);
-    return { fastReads, fastWrites, slowRequests, firstWrites };
+  /** While not needed, the addon answers an fsync with an fdatasync of the data file itself. */
+  commitNeeded(needed: boolean): void {
+    native.fuseCommitNeeded(this.handle, needed);
+  }
+
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number } {
+    const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes] = native.fuseStats(this.handle);
+    return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes };
+  }
+
+  /** The errno of an fdatasync the addon made for an fsync and saw fail; 0 if none. */
+  flushErrno(): number {
+    return native.fuseStats(this.handle)[6];
   }
 
   /** 0 when the serving threads are PR_SET_IO_FLUSHER, else the errno prctl gave. */
