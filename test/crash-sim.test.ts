@@ -7,8 +7,10 @@
  * the crash to cut. Half the seeds put a stand-in for the native chunk
  * table in front (helpers/frontend.ts): it serves in-place writes and first
  * writes into holes with reserved chunks, writing the data disk itself, and
- * the pool folds those into its maps. The recovered pool must open, pass check(), hold every
- * flushed write, and show each unflushed operation wholly or not at all:
+ * the pool folds those into its maps; it also answers flushes with a data
+ * sync of its own while the pool says no commit is needed. The recovered
+ * pool must open, pass check(), hold every flushed write, and show each
+ * unflushed operation wholly or not at all:
  *  - the namespace (names, sizes, kinds) is the one of the last durable
  *    operation, or of the operation the crash interrupted if its commit
  *    landed;
@@ -112,6 +114,13 @@ function matches(pool: Pool, c: Candidate): string | null {
   return null;
 }
 
+/** Whether the chunk table stand-in served the operation itself (a write, or a flush that needs no commit). */
+function served(table: TableModel | null, pool: Pool, op: Op): boolean {
+  if (table === null) return false;
+  if (op.kind === 'write') return table.write(pool.stat(op.name).id, op.offset, op.data);
+  return op.kind === 'flush' && table.flush();
+}
+
 async function runSeed(seed: number): Promise<string | null> {
   const rng = new Prng(seed);
   const chunkSize = rng.pick([4096, 8192]);
@@ -161,7 +170,7 @@ async function runSeed(seed: number): Promise<string | null> {
         continue;
       }
       try {
-        if (op.kind !== 'write' || table === null || !table.write(pool.stat(op.name).id, op.offset, op.data)) applyToPool(pool, op);
+        if (!served(table, pool, op)) applyToPool(pool, op);
       } catch (err) {
         // A flush left in flight may have met the power cut first: the pool then refuses with EIO.
         if (err instanceof CrashError || plan.crashed) throw new CrashError();

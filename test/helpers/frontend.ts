@@ -3,8 +3,10 @@
  * JavaScript, for the crash simulation: a MappingListener that keeps the
  * entries, holes and reserved chunks the pool gives it, and serves writes
  * itself when the table would (every chunk writable or a hole; holes take
- * reserved chunks, all or none, and are reported as taken). It writes to the
- * pool's data disk directly, as the addon does. Entries are evicted at
+ * reserved chunks, all or none, and are reported as taken), and flushes
+ * itself with a sync of the data disk while the pool says no commit is
+ * needed (and it has handed over nothing since). It writes to the pool's
+ * data disk directly, as the addon does. Entries are evicted at
  * random, as a full bucket evicts them, so the pool's own path meets chunks
  * the table took and the pool has not folded yet.
  */
@@ -18,8 +20,10 @@ export class TableModel implements MappingListener {
   private readonly entries = new Map<string, Entry>();
   private readonly reserved: number[] = [];
   private takenList: [number, number, number][] = [];
+  private needed = true;
   firstWrites = 0;
   served = 0;
+  flushes = 0;
 
   constructor(
     private readonly rng: Prng,
@@ -55,7 +59,20 @@ export class TableModel implements MappingListener {
   taken(): [number, number, number][] {
     const out = this.takenList;
     this.takenList = [];
+    if (out.length > 0) this.needed = true;
     return out;
+  }
+
+  commitNeeded(needed: boolean): void {
+    this.needed = needed;
+  }
+
+  /** Serves a flush as the addon would (a data sync); false sends it to the pool. */
+  flush(): boolean {
+    if (this.needed || this.takenList.length > 0) return false;
+    this.dataDisk.sync();
+    this.flushes++;
+    return true;
   }
 
   /** Serves the write as the table would; false sends it to the pool. */
