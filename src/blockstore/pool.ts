@@ -348,9 +348,14 @@ export class Pool {
     return this.info(this.volume(ref));
   }
 
-  /** fold() where a closed or failed pool must still answer (list, stat): allocation counts stay current. */
+  /**
+   * fold() for list and stat, whose allocation counts should be current:
+   * skipped on a closed or failed pool, which must still answer, and while
+   * a commit waits for the disk (FUSE asks stat for every getattr; folding
+   * then would finish the commit on the event loop).
+   */
   private foldIfOpen(): void {
-    if (!this.closed && this.failure === null) this.fold();
+    if (!this.closed && this.failure === null && this.inflight === null) this.fold();
   }
 
   private lookup(ref: VolumeRef): Volume | undefined {
