@@ -221,3 +221,23 @@ t.test('a metadata change while a commit is in flight finishes that commit first
   t.ok(checkPool(pool).ok);
   pool.close();
 });
+
+t.test('a flush of a volume whose map has not changed is a data sync, even while another volume waits to commit', async (t) => {
+  const pool = filePool();
+  pool.createVolume('a', 1 << 20);
+  pool.createVolume('b', 1 << 20);
+  pool.write('a', 0, fill(4096, 1));
+  await pool.flushAsync('a');
+  pool.write('b', 0, fill(4096, 2)); // a first write: b's map changes
+  pool.write('a', 0, fill(4096, 3)); // in place: a's map does not
+  const before = pool.flushStats();
+  await pool.flushAsync('a');
+  const after = pool.flushStats();
+  t.equal(after.commits, before.commits, "a's flush committed nothing");
+  t.equal(after.dataSyncs, before.dataSyncs + 1, 'it synced the data file');
+  t.ok(pool.uncommitted, "b's change still waits");
+  await pool.flushAsync('b');
+  t.equal(pool.flushStats().commits, after.commits + 1, "b's flush commits");
+  t.notOk(pool.uncommitted);
+  pool.close();
+});

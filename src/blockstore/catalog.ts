@@ -77,6 +77,11 @@ export class Catalog {
     return this.changed.has(volume);
   }
 
+  /** Whether the volume changed since the last durable commit: in the open transaction, or in one sealed and not yet durable. */
+  uncommitted(volume: Volume): boolean {
+    return this.changed.has(volume) || this.persisted.includes(volume);
+  }
+
   remove(volume: Volume): void {
     this.byId.delete(volume.id);
     this.byName.delete(volume.name);

@@ -234,6 +234,8 @@ export class Pool {
   discardedCommit: string | null = null;
   /** Flushes from callers that can wait: grouped, with the disk waits off the event loop (flushAsync). */
   private readonly flushes: GroupSync;
+  /** Flushes of one volume whose map has not changed since the last commit: data syncs only. */
+  private readonly dataFlushes: GroupSync;
   private flushCommits = 0;
   private flushDataSyncs = 0;
 
@@ -326,6 +328,10 @@ export class Pool {
       }
       this.flushCommits++;
       return this.commitAsync();
+    });
+    this.dataFlushes = new GroupSync(() => {
+      this.flushDataSyncs++;
+      return this.syncDataAsync();
     });
     this.zero = new ZeroChunks(Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1), MAX_PENDING_PUNCHES);
     for (const page of logPages) this.meta.hold(page);
@@ -564,13 +570,18 @@ export class Pool {
    * thread pool. A failed sync fails the pool: which writes reached the disk
    * is no longer known.
    */
-  flushAsync(): Promise<void> {
+  flushAsync(ref?: VolumeRef): Promise<void> {
+    let group = this.flushes;
     try {
       this.current();
+      // Only this volume's writes must be durable: with its map unchanged since the
+      // last durable commit, they all went in place, whatever other volumes did.
+      const v = ref === undefined ? undefined : this.volume(ref);
+      if (v !== undefined && !this.catalog.uncommitted(v)) group = this.dataFlushes;
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.flushes.sync().catch((err: unknown) => {
+    return group.sync().catch((err: unknown) => {
       this.fail(err);
       throw err;
     });
@@ -584,7 +595,7 @@ export class Pool {
 
   /** Flushes asked for through flushAsync, and the commits and data-only syncs made for them. */
   flushStats(): { requests: number; commits: number; dataSyncs: number } {
-    return { requests: this.flushes.requests, commits: this.flushCommits, dataSyncs: this.flushDataSyncs };
+    return { requests: this.flushes.requests + this.dataFlushes.requests, commits: this.flushCommits, dataSyncs: this.flushDataSyncs };
   }
 
   /** Metadata changed since the last commit: a flush would commit. */

@@ -188,8 +188,8 @@ export class BlockFiles implements MappingListener {
     const lost = this.session.flushErrno();
     // The addon's own fdatasync failed: some written data did not reach the disk.
     if (lost !== 0) this.pool.fail(new Error(`an fdatasync of the data file failed (errno ${lost}): written data may be lost`));
-    this.volumeOf(req.ino);
-    this.pool.flushAsync().then(
+    const v = this.volumeOf(req.ino);
+    this.pool.flushAsync(v.id).then(
       () => this.session.reply(req.id, 0),
       (err: unknown) => this.replyError(req, err),
     );
