@@ -34,6 +34,7 @@ import { MAX_LEVELS, RadixTrees, type Tree, capacity, levelsFor } from './radix-
 import { SpaceMap } from './space-map.js';
 import { type Superblock, readSuperblocks, writeSuperblock } from './superblock.js';
 import { DEFAULT_KIND, type Volume } from './volume-record.js';
+import { Reserve } from './reserve.js';
 import { ZeroChunks } from './zero-chunks.js';
 
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
@@ -213,8 +214,8 @@ export class Pool {
   private pendingPunches: number[] = [];
   /** What the listener was last told by commitNeeded. */
   private saidCommitNeeded = false;
-  /** Reserved chunks the listener holds, by data file offset. */
-  private readonly handed = new Map<number, number>();
+  /** Zero chunks the listener holds for first writes. */
+  private readonly reserve: Reserve;
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
   private txnChanged = false;
@@ -334,6 +335,7 @@ export class Pool {
       return this.syncDataAsync();
     });
     this.zero = new ZeroChunks(Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1), MAX_PENDING_PUNCHES);
+    this.reserve = new Reserve(this.data, this.zero, (chunk) => this.chunkOffset(chunk), RESERVE_CHUNKS);
     for (const page of logPages) this.meta.hold(page);
     this.logPages = logPages;
   }
@@ -1178,10 +1180,7 @@ export class Pool {
   }
 
   private foldOne(id: number, index: number, offset: number): void {
-    const chunk = this.handed.get(offset);
-    assert(chunk !== undefined, `the frontend wrote into ${offset}, which it was never handed`);
-    this.handed.delete(offset);
-    this.zero.taken(chunk);
+    const chunk = this.reserve.take(offset);
     const v = this.lookup(id);
     if (v === undefined) {
       // Deleted between its last fold and its drop: the chunk is free again, and no longer zero.
@@ -1198,35 +1197,18 @@ export class Pool {
     this.markChanged();
   }
 
-  /** Tops the listener's reserve up with chunks that read as zeros even after a crash. */
+  /** Tops the listener's reserve up (reserve.ts); near full, every chunk goes through allocChunk, which can commit to free space. */
   private topUp(): void {
     const listener = this.listener;
-    if (!listener?.reserve || this.handed.size >= RESERVE_CHUNKS) return;
-    // Near full, every chunk goes through allocChunk, which can commit to free space.
-    if (this.data.available() < 4 * RESERVE_CHUNKS) return;
-    const chunks: number[] = [];
-    const unknown: number[] = [];
-    for (let i = this.handed.size; i < RESERVE_CHUNKS; i++) {
-      const c = this.data.reserve();
-      (this.zero.has(c) ? chunks : unknown).push(c);
-    }
-    // Free chunks not known to be zero (say, left from a reserve before a restart) are
-    // punched now: after the next data sync they are, and a later top-up can hand them.
-    for (let i = unknown.length - 1; i >= 0; i--) this.data.unreserve(unknown[i] as number);
-    this.punchRuns(unknown);
-    const took = chunks.length === 0 ? 0 : listener.reserve(chunks.map((c) => this.chunkOffset(c)));
-    for (let i = chunks.length - 1; i >= 0; i--) {
-      const c = chunks[i] as number;
-      if (i < took) this.handed.set(this.chunkOffset(c), c);
-      else this.data.unreserve(c);
-    }
+    if (!listener?.reserve) return;
+    this.punchRuns(this.reserve.topUp((offsets) => listener.reserve?.(offsets) ?? 0));
   }
 
   /** Tells the listener which of the `run` indices from `from` are unmapped. */
   private offerHoles(v: Volume, from: number, run: number): void {
     if (!this.listener?.holes || v.readOnly) return;
     this.topUp();
-    if (this.handed.size === 0) return;
+    if (this.reserve.size === 0) return;
     const end = Math.min(this.chunksOf(v.size), from + run);
     const holes: number[] = [];
     for (let i = from; i < end; ) {
@@ -1240,8 +1222,7 @@ export class Pool {
 
   /** The listener is going away: its reserved chunks are free again (call fold first). */
   dropReserve(): void {
-    for (const chunk of this.handed.values()) this.data.unreserve(chunk);
-    this.handed.clear();
+    this.reserve.drop();
   }
 
   private usable(): void {
