@@ -45,6 +45,10 @@
 #define WRITABLE 1
 #define HOLE 2
 
+static int64_t offset_of(int64_t state) {
+  return state & ~(int64_t)(WRITABLE | HOLE);
+}
+
 /* 16 bytes, so a bucket is two cache lines: the key is ino << 32 | index, 0 for an empty entry. */
 typedef struct {
   uint64_t key;
@@ -227,12 +231,12 @@ static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off
       done += n;
       continue;
     }
-    int64_t offset = st & ~(int64_t)(WRITABLE | HOLE);
+    int64_t offset = offset_of(st);
     off_t at = (off_t)(offset + (int64_t)within);
     /* Chunks that sit back to back in the data file make one system call. */
     while (n < size - done && index + 1 <= last) {
       int64_t next_st = atomic_load_explicit(&hit(t, ino, index + 1, first, hits)->state, memory_order_acquire);
-      if ((next_st & HOLE) || (next_st & ~(int64_t)(WRITABLE | HOLE)) != offset + (int64_t)t->chunk_size) break;
+      if ((next_st & HOLE) || offset_of(next_st) != offset + (int64_t)t->chunk_size) break;
       size_t more = t->chunk_size;
       if (more > size - done - n) more = size - done - n;
       n += more;

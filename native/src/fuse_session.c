@@ -423,6 +423,13 @@ static session *get_session(napi_env env, napi_value v) {
   return s;
 }
 
+/* A boolean argument; `fallback` when it is not one. */
+static bool bool_arg(napi_env env, napi_value v, bool fallback) {
+  bool b = fallback;
+  napi_get_value_bool(env, v, &b);
+  return b;
+}
+
 /* The arguments of a call whose first is the session: fills argv (n of them) and returns the session, or NULL having thrown. */
 static session *session_call(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
   size_t argc = n;
@@ -551,9 +558,7 @@ napi_value fuse_map(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   session *s = session_call(env, info, 5, argv);
   if (!s) return NULL;
-  bool writable = false;
-  napi_get_value_bool(env, argv[4], &writable);
-  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), writable);
+  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), bool_arg(env, argv[4], false));
   return NULL;
 }
 
@@ -637,9 +642,7 @@ napi_value fuse_commit_needed(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   session *s = session_call(env, info, 2, argv);
   if (!s) return NULL;
-  bool needed = true;
-  napi_get_value_bool(env, argv[1], &needed);
-  table_commit_needed(s->table, needed);
+  table_commit_needed(s->table, bool_arg(env, argv[1], true));
   return NULL;
 }
 

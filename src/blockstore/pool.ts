@@ -321,19 +321,17 @@ export class Pool {
     this.catalog = new Catalog(this.trees, this.meta, sb.directory, sb.nextVolumeId);
     this.catalog.load(() => this.newXlateId());
     this.scratch = Buffer.alloc(this.chunkSize);
+    const dataSync = (): Promise<void> => {
+      this.flushDataSyncs++;
+      return this.syncDataAsync();
+    };
     this.flushes = new GroupSync(() => {
       this.fold();
-      if (!this.hasChanges()) {
-        this.flushDataSyncs++;
-        return this.syncDataAsync();
-      }
+      if (!this.hasChanges()) return dataSync();
       this.flushCommits++;
       return this.commitAsync();
     });
-    this.dataFlushes = new GroupSync(() => {
-      this.flushDataSyncs++;
-      return this.syncDataAsync();
-    });
+    this.dataFlushes = new GroupSync(dataSync);
     this.zero = new ZeroChunks(Math.max(this.data.highWater, Math.ceil(dataDisk.size() / this.chunkSize) + 1), MAX_PENDING_PUNCHES);
     this.reserve = new Reserve(this.data, this.zero, (chunk) => this.chunkOffset(chunk), RESERVE_CHUNKS);
     for (const page of logPages) this.meta.hold(page);

@@ -5,8 +5,9 @@
  * VOLUME_INO_BASE + the volume's pool id, and the pool is asked by id.
  *
  * Semantics: reads and writes within the file (writes past the end fail
- * with EFBIG and change nothing); fsync commits metadata if it changed,
- * else joins a grouped data sync that runs off the event loop;
+ * with EFBIG and change nothing); fsync commits metadata if the file's
+ * volume changed, else is a data sync (made by the addon itself while the
+ * pool has nothing to commit);
  * fallocate PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE discard; SEEK_DATA and
  * SEEK_HOLE follow the chunk map; truncate to another size is refused
  * (EPERM: sizes change only through grow); statfs reports the pool. Files
