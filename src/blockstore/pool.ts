@@ -54,8 +54,12 @@ const XLATE_TAGS = 2 ** 21;
 const MAX_PENDING_PUNCHES = 65536;
 /** Zero chunks the frontend holds for first writes (the native table holds at most 1024). */
 const RESERVE_CHUNKS = 1024;
-/** Holes offered past a first write or a read of an unmapped index: a sequential writer's next chunks. */
-const HOLE_RUN = 1024;
+/**
+ * Holes offered past a first write or a read of an unmapped index: a
+ * sequential writer's next chunks. Twice the reserve, so that when the
+ * reserve runs low (half used) the holes offered still reach well past it.
+ */
+const HOLE_RUN = 2 * RESERVE_CHUNKS;
 
 /**
  * The in-place write rule, and who enforces it.
@@ -216,6 +220,15 @@ export class Pool {
   private saidCommitNeeded = false;
   /** Zero chunks the listener holds for first writes. */
   private readonly reserve: Reserve;
+  /** Volume id -> newest index of a first write folded since holes were last offered past it; at most one per record the listener holds. */
+  private readonly tails = new Map<number, number>();
+  /**
+   * Volume id -> [first, end) of the indices last offered as holes, so the
+   * requests that raced an offer (a queue's worth) do not offer it again.
+   * Only for `offeredTo`; one pair per volume the listener wrote into.
+   */
+  private readonly offered = new Map<number, [number, number]>();
+  private offeredTo: MappingListener | null = null;
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
   private txnChanged = false;
@@ -413,6 +426,7 @@ export class Pool {
     this.validateSize(size);
     if (size < src.size) fail('EINVAL', `size ${size} is smaller than the source '${source}' (${src.size} bytes)`);
     this.listener?.dropVolume(src.id);
+    this.offered.delete(src.id);
     const tree: Tree = { ...src.tree };
     if (tree.root !== 0) this.meta.inc(tree.root);
     // Everything the source owned is shared from now on: no more in-place writes.
@@ -472,6 +486,7 @@ export class Pool {
     const v = this.volume(name);
     this.refuseIfHeld(v);
     this.listener?.dropVolume(v.id);
+    this.offered.delete(v.id);
     this.trees.release(v.tree);
     this.catalog.remove(v);
     this.markChanged();
@@ -1145,23 +1160,22 @@ export class Pool {
    * Folds the first writes the listener served from reserved chunks into
    * the volumes' maps: a metadata change, committed with the next commit.
    */
-  fold(): Map<number, number> {
-    const tails = new Map<number, number>();
+  fold(): void {
     const taken = this.listener?.taken?.();
-    if (taken === undefined || taken.length === 0) return tails;
+    if (taken === undefined || taken.length === 0) return;
     this.settle();
     for (const [id, index, offset] of taken) {
       this.foldOne(id, index, offset);
-      tails.set(id, Math.max(index, tails.get(id) ?? 0));
+      this.tails.set(id, Math.max(index, this.tails.get(id) ?? 0));
     }
-    return tails;
   }
 
   /**
    * The listener's reserve runs low (it asks before it is out): fold what it
    * took, top the reserve up, and offer holes past each volume's newest first
-   * write, so a sequential writer goes on without a trip here. Waits for a
-   * commit in flight rather than finish it on the event loop.
+   * write since the last offer, so a sequential writer goes on without a trip
+   * here. The tails outlive the fold that found them: any request may fold
+   * first. Waits for a commit in flight rather than finish it on the event loop.
    */
   replenish(): void {
     if (this.closed || this.failure !== null) return;
@@ -1169,8 +1183,10 @@ export class Pool {
       void this.idle().then(() => this.replenish());
       return;
     }
-    const tails = this.fold();
+    this.fold();
     this.topUp();
+    const tails = [...this.tails];
+    this.tails.clear();
     for (const [id, index] of tails) {
       const v = this.lookup(id);
       if (v !== undefined) this.offerHoles(v, index + 1, HOLE_RUN);
@@ -1202,20 +1218,32 @@ export class Pool {
     this.punchRuns(this.reserve.topUp((offsets) => listener.reserve?.(offsets) ?? 0));
   }
 
-  /** Tells the listener which of the `run` indices from `from` are unmapped. */
+  /**
+   * Tells the listener which of the `run` indices from `from` are unmapped,
+   * past what it was offered last if `from` falls in that.
+   */
   private offerHoles(v: Volume, from: number, run: number): void {
-    if (!this.listener?.holes || v.readOnly) return;
+    const listener = this.listener;
+    if (!listener?.holes || v.readOnly) return;
     this.topUp();
     if (this.reserve.size === 0) return;
+    if (this.offeredTo !== listener) {
+      this.offered.clear();
+      this.offeredTo = listener;
+    }
+    const last = this.offered.get(v.id);
+    const start = last !== undefined && from >= last[0] && from < last[1] ? last[1] : from;
     const end = Math.min(this.chunksOf(v.size), from + run);
+    if (start >= end) return;
+    this.offered.set(v.id, [start === from ? from : (last as [number, number])[0], end]);
     const holes: number[] = [];
-    for (let i = from; i < end; ) {
+    for (let i = start; i < end; ) {
       const mapped = this.trees.next(v.tree, i, end);
       const stop = mapped < 0 ? end : mapped;
       while (i < stop) holes.push(i++);
       i = stop + 1;
     }
-    if (holes.length > 0) this.listener.holes(v.id, holes);
+    if (holes.length > 0) listener.holes(v.id, holes);
   }
 
   /** The listener is going away: its reserved chunks are free again (call fold first). */
