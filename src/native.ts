@@ -36,6 +36,7 @@ export interface NativeFuse {
     options: string,
     handler: FuseHandler,
     onClosed: () => void,
+    takeover?: [number, Buffer],
   ): FuseHandle;
   fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
   fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean): void;
@@ -49,6 +50,21 @@ export interface NativeFuse {
   fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number];
   fuseUnmount(handle: FuseHandle): void;
   fuseDestroy(handle: FuseHandle): void;
+  /** Stops taking requests without unmounting; onClosed runs when the workers are done. */
+  fuseDetach(handle: FuseHandle): void;
+  /** A duplicate of the connection's fd, and the kernel's INIT request the session read. */
+  fuseHandover(handle: FuseHandle): [number, Buffer];
+}
+
+/** Unix sequenced-packet sockets that carry fds; every call blocks. */
+export interface NativeSockets {
+  unixListen(path: string): number;
+  unixConnect(path: string): number;
+  unixSend(fd: number, data: Buffer, fds: number[]): void;
+  /** null when the peer closed. */
+  unixReceive(fd: number): [Buffer, number[]] | null;
+  /** The keeper process's whole life (keeper.c); returns why it ended. */
+  keeperRun(path: string, graceMs: number): string;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -56,6 +72,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
 const require = createRequire(import.meta.url);
 
-export const native: NativeFileOps & NativeFuse = require(
+export const native: NativeFileOps & NativeFuse & NativeSockets = require(
   path.join(root, 'native', 'build', 'Release', 'cowvol_native.node'),
-) as NativeFileOps & NativeFuse;
+) as NativeFileOps & NativeFuse & NativeSockets;

@@ -5,7 +5,9 @@
 #include <node_api.h>
 
 #include "fileops.h"
+#include "fd_passing.h"
 #include "fuse_session.h"
+#include "keeper.h"
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -23,6 +25,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseStats", NULL, fuse_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseUnmount", NULL, fuse_unmount, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseDestroy", NULL, fuse_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseDetach", NULL, fuse_detach, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseHandover", NULL, fuse_handover, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixListen", NULL, fdp_js_listen, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixConnect", NULL, fdp_js_connect, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixSend", NULL, fdp_js_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unixReceive", NULL, fdp_js_receive, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"keeperRun", NULL, keeper_js_run, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

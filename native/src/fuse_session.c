@@ -18,8 +18,10 @@
 #include "fuse_session.h"
 #include "chunk_table.h"
 #include "fileops.h"
+#include "handover.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -76,6 +79,8 @@ typedef struct session {
   atomic_int closing;
   atomic_ullong slow_requests;
   int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
+  handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
+  int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
   char mountpoint[4096];
 } session;
 
@@ -378,6 +383,32 @@ static const struct fuse_lowlevel_ops ops = {
 
 /* ---- session thread and JS entry points ----------------------------------- */
 
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
+  return handover_read(&((session *)userdata)->ho, fd, buf, len);
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  return handover_writev(&((session *)userdata)->ho, fd, iov, count);
+}
+
+static const struct fuse_custom_io io = {.read = io_read, .writev = io_writev};
+
+/*
+ * Mounts, or takes over the connection `fd` whose kernel INIT was `init`.
+ * 0, or an errno with the session left for the caller to free.
+ */
+static int connect_session(session *s, int fd, const char *init, size_t init_len) {
+  if (fd < 0) {
+    if (fuse_session_mount(s->se, s->mountpoint) != 0) return EIO;
+    fd = fuse_session_fd(s->se);
+  } else {
+    s->taken_over = 1;
+  }
+  if (handover_setup(&s->ho, fd, init, init_len) != 0) return errno;
+  if (fuse_session_custom_io(s->se, &io, fd) != 0) return EINVAL;
+  return 0;
+}
+
 static void *run(void *arg) {
   session *s = arg;
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
@@ -447,12 +478,43 @@ static int64_t num(napi_env env, napi_value v) {
   return (int64_t)d;
 }
 
-/* fuseMount(mountpoint, dataFd, chunkSize, tableSlots, options, handler, onClosed) -> session */
+/* Frees a session that never started its thread. */
+static void discard(session *s, int unmount) {
+  if (unmount) fuse_session_unmount(s->se);
+  fuse_session_destroy(s->se);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
+  table_free(s->table);
+  free(s);
+}
+
+/* The optional takeover argument: [fuseFd, initBuffer]. fd -1 when absent. */
+static int takeover_arg(napi_env env, napi_value v, int *fd, const char **init, size_t *len) {
+  *fd = -1;
+  bool is_array = false;
+  if (napi_is_array(env, v, &is_array) != napi_ok || !is_array) return 0;
+  napi_value fdv, buf;
+  napi_get_element(env, v, 0, &fdv);
+  napi_get_element(env, v, 1, &buf);
+  void *data = NULL;
+  if (napi_get_value_int32(env, fdv, fd) != napi_ok || napi_get_buffer_info(env, buf, &data, len) != napi_ok || *len == 0) return -1;
+  *init = data;
+  return 0;
+}
+
+/*
+ * fuseMount(mountpoint, dataFd, chunkSize, tableSlots, options, handler, onClosed, takeover?) -> session
+ * takeover = [fd, init]: serve a connection a previous daemon handed over instead of mounting.
+ */
 napi_value fuse_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 7) return throw_msg(env, "fuseMount: missing arguments");
+  int fd = -1;
+  const char *init = NULL;
+  size_t init_len = 0;
+  if (argc > 7 && takeover_arg(env, argv[7], &fd, &init, &init_len) != 0) return throw_msg(env, "fuseMount: takeover is [fd, init]");
   session *s = calloc(1, sizeof(session));
   if (!s) return cowvol_throw_errno(env, ENOMEM, "fuseMount");
   size_t len;
@@ -480,13 +542,11 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
-  if (fuse_session_mount(s->se, s->mountpoint) != 0) {
-    fuse_session_destroy(s->se);
-    napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-    napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
-    table_free(s->table);
-    free(s);
-    return cowvol_throw_code(env, "EIO", "fuse_session_mount failed (see the message above)");
+  int err = connect_session(s, fd, init, init_len);
+  if (err != 0) {
+    discard(s, fd < 0 && fuse_session_fd(s->se) >= 0);
+    if (err == EIO) return cowvol_throw_code(env, "EIO", "fuse_session_mount failed (see the message above)");
+    return cowvol_throw_errno(env, err, "fuse custom I/O");
   }
   /* Memory reclaim may wait on a loop device backed by us; we must not wait
    * on reclaim in turn. Set on this (the event loop's) thread, which serves
@@ -495,10 +555,8 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   s->io_flusher_errno = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0 ? 0 : errno;
   int rc = pthread_create(&s->thread, NULL, run, s);
   if (rc != 0) {
-    fuse_session_unmount(s->se);
-    fuse_session_destroy(s->se);
-    table_free(s->table);
-    free(s);
+    handover_free(&s->ho);
+    discard(s, !s->taken_over);
     return cowvol_throw_errno(env, rc, "pthread_create");
   }
   napi_value external;
@@ -673,8 +731,44 @@ napi_value fuse_unmount(napi_env env, napi_callback_info info) {
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   fuse_session_exit(s->se);
-  fuse_session_unmount(s->se);
+  /* libfuse unmounts only what it mounted; a connection taken over is ours to unmount. */
+  if (s->taken_over) umount2(s->mountpoint, MNT_DETACH);
+  else fuse_session_unmount(s->se);
+  /* Readers go on serving what loop devices still send until the kernel ends the connection (ENODEV). */
   return NULL;
+}
+
+/*
+ * fuseDetach(session): stops taking requests without unmounting, so the next
+ * daemon can take the connection over (fuseHandover, before fuseDestroy).
+ * Requests arriving from now on wait in the kernel. onClosed runs once every
+ * worker has answered what it was serving.
+ */
+napi_value fuse_detach(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  session *s = session_call(env, info, 1, argv);
+  if (!s) return NULL;
+  fuse_session_exit(s->se);
+  handover_detach(&s->ho);
+  return NULL;
+}
+
+/* fuseHandover(session) -> [fd, init]: a duplicate of the connection's fd and the kernel's INIT request (empty before INIT). */
+napi_value fuse_handover(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  session *s = session_call(env, info, 1, argv);
+  if (!s) return NULL;
+  char init[HANDOVER_INIT_MAX];
+  size_t n = handover_init_copy(&s->ho, init);
+  int fd = fcntl(fuse_session_fd(s->se), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return cowvol_throw_errno(env, errno, "dup");
+  napi_value out, fdv, buf;
+  napi_create_int32(env, fd, &fdv);
+  napi_create_buffer_copy(env, n, init, NULL, &buf);
+  napi_create_array_with_length(env, 2, &out);
+  napi_set_element(env, out, 0, fdv);
+  napi_set_element(env, out, 1, buf);
+  return out;
 }
 
 /* fuseDestroy(session): joins the session thread and frees everything. */
@@ -684,6 +778,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   pthread_join(s->thread, NULL);
   fuse_session_destroy(s->se);
+  handover_free(&s->ho);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
   table_free(s->table);

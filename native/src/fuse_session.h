@@ -19,5 +19,7 @@ napi_value fuse_commit_needed(napi_env env, napi_callback_info info);
 napi_value fuse_stats(napi_env env, napi_callback_info info);
 napi_value fuse_unmount(napi_env env, napi_callback_info info);
 napi_value fuse_destroy(napi_env env, napi_callback_info info);
+napi_value fuse_detach(napi_env env, napi_callback_info info);
+napi_value fuse_handover(napi_env env, napi_callback_info info);
 
 #endif

@@ -19,7 +19,7 @@
  */
 import { CowvolError, type ErrorCode, errno, fail, fromSystemError } from '../errors.js';
 import type { MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
-import { FuseSession, type FuseRequest, Op, type SessionOptions } from './session.js';
+import { type Handover, FuseSession, type FuseRequest, Op, type SessionOptions } from './session.js';
 
 const ROOT = 1;
 const BLOCK_DIR = 2;
@@ -96,10 +96,28 @@ export class BlockFiles implements MappingListener {
   }
 
   async close(): Promise<void> {
-    await this.session.close(() => {
-      // First writes the table served must reach the maps before it is freed.
-      if (this.pool.listener === this) this.pool.fold();
-    });
+    await this.session.close(() => this.foldLast());
+    this.letGo();
+  }
+
+  /** A duplicate of the FUSE connection's fd (for the keeper) and the INIT read so far. */
+  connection(): Handover {
+    return this.session.connection();
+  }
+
+  /** Stops serving but keeps the mount alive for the next daemon; see FuseSession.detach. */
+  async detach(): Promise<Handover> {
+    const handover = await this.session.detach(() => this.foldLast());
+    this.letGo();
+    return handover;
+  }
+
+  /** First writes the table served must reach the maps before it is freed. */
+  private foldLast(): void {
+    if (this.pool.listener === this) this.pool.fold();
+  }
+
+  private letGo(): void {
     if (this.pool.listener === this) {
       this.pool.dropReserve();
       this.pool.listener = null;

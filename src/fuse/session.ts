@@ -43,12 +43,22 @@ export interface SessionOptions {
   tableSlots: number;
   /** Mount options for libfuse's -o. */
   options: string;
+  /** Serve a connection a previous daemon handed over (keeper) instead of mounting. */
+  takeover?: Handover;
+}
+
+/** What the next daemon needs to serve a live connection: its fd and the kernel's INIT request. */
+export interface Handover {
+  fd: number;
+  init: Buffer;
 }
 
 export class FuseSession {
   private readonly handle: FuseHandle;
   private readonly closed: Promise<void>;
   private unmounting = false;
+  /** Detaching: the requests still being read are served as usual, for the pool stays open until they are done. */
+  private detaching = false;
 
   /** `onLow`: the table's reserve of chunks for first writes runs low (see MappingListener.reserve). */
   constructor(opts: SessionOptions, handler: (req: FuseRequest) => void, onLow: () => void = () => {}) {
@@ -62,6 +72,7 @@ export class FuseSession {
       opts.options,
       (id, op, ino, n0, n1, n2, data, name) => (op === Op.LOW ? onLow() : handler({ id, op: op as Op, ino, n: [n0, n1, n2], data, name })),
       () => onClosed(),
+      opts.takeover ? [opts.takeover.fd, opts.takeover.init] : undefined,
     );
   }
 
@@ -121,7 +132,7 @@ export class FuseSession {
    * (the table can still be drained then), and frees the session.
    */
   async close(beforeFree?: () => void): Promise<void> {
-    if (!this.unmounting) {
+    if (!this.unmounting && !this.detaching) {
       this.unmounting = true;
       native.fuseUnmount(this.handle);
       await this.closed;
@@ -131,6 +142,32 @@ export class FuseSession {
         native.fuseDestroy(this.handle);
       }
     }
+  }
+
+  /**
+   * Stops taking requests but leaves the mount and the connection alive:
+   * requests from now on wait in the kernel for the next daemon. Lets the
+   * requests being served finish, calls `beforeFree`, and returns what the
+   * next daemon needs (its fd is a duplicate the caller must pass on or close).
+   */
+  async detach(beforeFree?: () => void): Promise<Handover> {
+    if (this.unmounting || this.detaching) throw new Error('the session is already closing');
+    this.detaching = true;
+    native.fuseDetach(this.handle);
+    await this.closed;
+    try {
+      beforeFree?.();
+      const [fd, init] = native.fuseHandover(this.handle);
+      return { fd, init };
+    } finally {
+      native.fuseDestroy(this.handle);
+    }
+  }
+
+  /** A duplicate of the connection's fd, and the kernel's INIT request (empty before it came). */
+  connection(): Handover {
+    const [fd, init] = native.fuseHandover(this.handle);
+    return { fd, init };
   }
 
   get closing(): boolean {

@@ -1,0 +1,25 @@
+/*
+ * Unix sequenced-packet sockets that carry file descriptors. See fd_passing.c.
+ */
+#ifndef COWVOL_FD_PASSING_H
+#define COWVOL_FD_PASSING_H
+
+#include <node_api.h>
+#include <sys/types.h>
+
+/* Bounds: a message and the fds it carries (the keeper holds one FUSE connection per daemon today). */
+#define FDP_MAX_MESSAGE 8192
+#define FDP_MAX_FDS 8
+
+int fdp_listen(const char *path);
+int fdp_connect(const char *path);
+int fdp_send(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/* The message's length (0: the peer closed), its fds in fds/nfds; -1 with errno. */
+ssize_t fdp_recv(int sock, void *buf, size_t cap, int *fds, int *nfds);
+
+napi_value fdp_js_listen(napi_env env, napi_callback_info info);
+napi_value fdp_js_connect(napi_env env, napi_callback_info info);
+napi_value fdp_js_send(napi_env env, napi_callback_info info);
+napi_value fdp_js_receive(napi_env env, napi_callback_info info);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * Handing a live FUSE connection from one daemon to the next: the session's
+ * own reads and writes on /dev/fuse (libfuse's custom I/O), which keep the
+ * kernel's INIT request, stop without unmounting, and on takeover replay
+ * that INIT to a fresh libfuse session and ask the kernel to resend what the
+ * previous daemon read and never answered. See handover.c.
+ */
+#ifndef COWVOL_HANDOVER_H
+#define COWVOL_HANDOVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* A FUSE_INIT request is 64 bytes of argument and a 40-byte header today; room to spare. */
+#define HANDOVER_INIT_MAX 512
+
+typedef struct handover {
+  int wake_fd;          /* eventfd: readable once detaching, so no reader sleeps through it */
+  atomic_int detaching; /* set once; readers return ENODEV, which ends libfuse's loop */
+  pthread_mutex_t mu;   /* guards everything below */
+  pthread_cond_t cv;    /* a replayed INIT was answered */
+  char init[HANDOVER_INIT_MAX];
+  size_t init_len;      /* 0 until the kernel's INIT was read (or given, on takeover) */
+  atomic_int replay;    /* 1: the next read returns init; 2: replayed, its reply not seen yet */
+  uint64_t replay_unique;
+  int resend_errno;     /* what FUSE_NOTIFY_RESEND answered (0: done) */
+} handover;
+
+/* Sets the connection up for our I/O; `init` (len > 0) makes this a takeover. -1 with errno on failure. */
+int handover_setup(handover *h, int fuse_fd, const char *init, size_t init_len);
+void handover_free(handover *h);
+ssize_t handover_read(handover *h, int fd, void *buf, size_t len);
+ssize_t handover_writev(handover *h, int fd, struct iovec *iov, int count);
+/* Ends the session's loop without unmounting: each reader returns once its current request is answered. */
+void handover_detach(handover *h);
+/* Copies the kernel's INIT request into out (HANDOVER_INIT_MAX bytes); 0 if none was read yet. */
+size_t handover_init_copy(handover *h, char *out);
+
+#endif
