@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(plainDir, { recursive: true });
   sh(process.execPath, bin, 'pool', 'init', '--pool', pool);
   const socket = path.join(base, 'csi.sock');
-  const daemon: ChildProcess = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--csi-endpoint', `unix://${socket}`, '--kubelet-dir', kubelet, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const daemon: ChildProcess = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--csi-endpoint', `unix://${socket}`, '--kubelet-dir', kubelet, '--log-level', 'warn', '--handover-grace', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve) => daemon.stdout?.once('data', () => resolve()));
   const c = new CsiClient(socket);
   const cap = (fsType: string): object => ({ mount: { fsType }, accessMode: { mode: 'SINGLE_NODE_WRITER' } });

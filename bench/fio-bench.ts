@@ -134,7 +134,7 @@ async function main(): Promise<void> {
     const cowvol = path.join(repo, 'bin', 'cowvol.js');
     run(process.execPath, [cowvol, 'pool', 'init', '--pool', pool]);
     run(process.execPath, [cowvol, 'volume', 'create', 'bench', '--size', String(size), '--pool', pool]);
-    const daemon = spawn(process.execPath, [cowvol, 'serve', '--pool', pool, '--mount', mnt, '--log-level', 'warn'], { stdio: 'ignore' });
+    const daemon = spawn(process.execPath, [cowvol, 'serve', '--pool', pool, '--mount', mnt, '--log-level', 'warn', '--handover-grace', '0'], { stdio: 'ignore' });
     children.push(daemon);
     mounts.push(mnt);
     await waitFor(() => fs.existsSync(path.join(pool, 'cowvol.sock')) && isMountPoint(mnt), 'cowvol serve');

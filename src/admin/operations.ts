@@ -24,6 +24,15 @@ import type { ArgsOf, OpName, Operations, PoolSummary, ResultOf } from './protoc
 export interface OpContext {
   volumes: Volumes;
   poolDir: string;
+  /** The daemon running the operation; absent when the CLI runs it on a pool it opened. */
+  daemon?: DaemonInfo;
+}
+
+export interface DaemonInfo {
+  pid: number;
+  keeperPid(): number | null;
+  /** Starts stopping for good (drain, commit, unmount, keeper gone); the reply goes out first. */
+  stop(): void;
 }
 
 type Impl<K extends OpName> = (ctx: OpContext, args: ArgsOf<K>, progress: ProgressFn) => Promise<ResultOf<K>> | ResultOf<K>;
@@ -57,7 +66,16 @@ const OPERATIONS: { [K in OpName]: { args: ArgSpec; run: Impl<K> } } = {
   export: { args: { source: 'string', file: 'string' }, run: (ctx, a, p) => exportImage(ctx.volumes.pool, a.source, absolute(a.file), p) },
   check: { args: {}, run: (ctx, _a, p) => checkInSlices(ctx.volumes.pool, p) },
   demo: { args: {}, run: (ctx, _a, p) => demo(ctx, p) },
+  'daemon.stop': { args: {}, run: (ctx) => stopDaemon(ctx) },
 };
+
+function stopDaemon(ctx: OpContext): { pid: number; keeperPid: number | null } {
+  if (ctx.daemon === undefined) fail('ENXIO', 'no daemon serves this pool');
+  const answer = { pid: ctx.daemon.pid, keeperPid: ctx.daemon.keeperPid() };
+  // After this reply: stopping closes the admin socket, which waits for this connection.
+  setImmediate(() => ctx.daemon?.stop());
+  return answer;
+}
 
 export function isOpName(op: string): op is OpName {
   return Object.hasOwn(OPERATIONS, op);
@@ -113,6 +131,8 @@ function poolSummary(ctx: OpContext): PoolSummary {
     snapshots: all.filter((v) => v.readOnly).length,
     metadataPages: s.metaPages,
     generation: s.generation,
+    pid: ctx.daemon?.pid ?? null,
+    keeperPid: ctx.daemon?.keeperPid() ?? null,
   };
 }
 

@@ -34,6 +34,9 @@ export interface PoolSummary {
   snapshots: number;
   metadataPages: number;
   generation: number;
+  /** The daemon serving the pool, and the keeper holding its FUSE connection (null when none). */
+  pid: number | null;
+  keeperPid: number | null;
 }
 
 /** Every operation: its arguments and its result. */
@@ -54,6 +57,7 @@ export interface Operations {
   export: [{ source: string; file: string }, ExportResult];
   check: [Record<string, never>, CheckReport];
   demo: [Record<string, never>, { lines: string[] }];
+  'daemon.stop': [Record<string, never>, { pid: number; keeperPid: number | null }];
 }
 
 export type OpName = keyof Operations;

@@ -4,6 +4,7 @@
  * what to fix, with exit status 1 (2 for a malformed command line).
  */
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
@@ -24,10 +25,13 @@ import { Progress } from './progress.js';
 const POOL_INIT_USAGE = 'pool init [--chunk-size SIZE] [--capacity SIZE]';
 const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 /** The flags `cowvol serve` takes (deploy/ is checked against this list). */
-export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes'] as const;
+export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace'] as const;
 
 const SERVE_USAGE =
-  'serve [--mount DIR] [--log-level LEVEL] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol)';
+  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30)';
+const STOP_USAGE = 'stop   (stops the daemon for good: drain, commit, unmount; and the keeper that holds its mount)';
+/** How long `cowvol stop` waits for the daemon and its keeper to exit. */
+const STOP_WAIT_MS = 120_000;
 
 export function helpText(): string {
   return [
@@ -36,6 +40,7 @@ export function helpText(): string {
     `  cowvol ${POOL_INIT_USAGE}`,
     ...Object.values(COMMANDS).map((c) => `  cowvol ${c.usage}`),
     `  cowvol ${SERVE_USAGE}`,
+    `  cowvol ${STOP_USAGE}`,
     '  cowvol bench [--quick] [--runtime SECONDS]   (fio against cowvol, a C FUSE passthrough and a plain file)',
     '',
     'SIZE: bytes, or a number with K, M, G or T and an optional iB (binary units).',
@@ -56,6 +61,7 @@ export async function run(argv: string[]): Promise<RunResult> {
   if (first === undefined || first === 'help' || first === '--help' || first === '-h') {
     return { stdout: `${helpText()}\n`, stderr: '', exitCode: first === undefined ? 2 : 0 };
   }
+  if (first === 'stop') return await runStop(argv.slice(1));
   const name = GROUPS.has(first) ? `${first} ${second ?? ''}` : first;
   const spec = COMMANDS[name];
   if (!spec && name !== 'pool init') {
@@ -76,6 +82,50 @@ export async function run(argv: string[]): Promise<RunResult> {
       return { stdout: '', stderr: `cowvol: ${fromSystemError(err).message}\n`, exitCode: 1 };
     }
     throw err;
+  }
+}
+
+/** `cowvol stop`: through the daemon's socket, then waits until it and its keeper are gone; with no daemon, a keeper waiting for one lets go. */
+async function runStop(argv: string[]): Promise<RunResult> {
+  try {
+    const args = parseArgs(argv, new Set(['pool']), new Set(['json']));
+    if (args.positional[0] !== undefined) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
+    const pool = args.flags.get('pool');
+    const poolDir = resolvePoolDir(typeof pool === 'string' ? pool : undefined);
+    const remote = await askDaemon(poolDir, 'daemon.stop', {}, () => {});
+    let json: { pid: number | null; keeperPid: number | null };
+    let text: string;
+    if (remote !== null) {
+      json = remote.result as { pid: number; keeperPid: number | null };
+      await exited(json.pid as number);
+      if (json.keeperPid !== null) await exited(json.keeperPid);
+      text = `stopped the daemon (pid ${json.pid}): unmounted${json.keeperPid !== null ? `, keeper ${json.keeperPid} gone` : ''}`;
+    } else {
+      const { stopKeeper } = await import('../daemon/keeper.js');
+      const keeper = stopKeeper(poolDir);
+      json = { pid: null, keeperPid: null };
+      text = keeper ? 'no daemon was serving; the keeper unmounted what it held' : `nothing serves ${poolDir}`;
+    }
+    return { stdout: `${args.flags.has('json') ? JSON.stringify(json) : text}\n`, stderr: '', exitCode: 0 };
+  } catch (err) {
+    if (err instanceof CowvolError || isSystemError(err)) return { stdout: '', stderr: `cowvol: ${fromSystemError(err).message}\n`, exitCode: 1 };
+    throw err;
+  }
+}
+
+/** Waits for a process to exit (a zombie counts: its parent may be busy); nothing here to wait on but the process table. */
+async function exited(pid: number): Promise<void> {
+  const until = Date.now() + STOP_WAIT_MS;
+  for (;;) {
+    let stat = '';
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      return;
+    }
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return;
+    if (Date.now() > until) fail('EBUSY', `process ${pid} is still running after ${STOP_WAIT_MS / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -137,6 +187,7 @@ function poolInit(args: Parsed, poolDir: string): Output {
 async function runServe(argv: string[]): Promise<void> {
   // Loaded here: the daemon (gRPC, FUSE) is more than a CLI command needs.
   const { DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
+  const { DEFAULT_GRACE_SECONDS } = await import('../daemon/keeper.js');
   let daemon;
   try {
     const args = parseArgs(argv, new Set(SERVE_FLAGS), new Set());
@@ -158,6 +209,8 @@ async function runServe(argv: string[]): Promise<void> {
     if (!Number.isSafeInteger(maxVolumes) || maxVolumes < 0) fail('EINVAL', `invalid --max-volumes '${flag('max-volumes')}': use a whole number, 0 for no limit`);
     const driverName = flag('driver-name') ?? DEFAULT_DRIVER_NAME;
     if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?$/.test(driverName)) fail('EINVAL', `invalid --driver-name '${driverName}': a domain-style name of at most 63 characters`);
+    const grace = Number(flag('handover-grace') ?? DEFAULT_GRACE_SECONDS);
+    if (!Number.isFinite(grace) || grace < 0 || grace > 3600) fail('EINVAL', `invalid --handover-grace '${flag('handover-grace')}': seconds from 0 (no keeper) to 3600`);
     const nodeId = flag('node-id') ?? os.hostname();
     if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
@@ -165,6 +218,7 @@ async function runServe(argv: string[]): Promise<void> {
       mount: flag('mount') ?? DEFAULT_MOUNT,
       logLevel,
       cacheBytes: cache === undefined ? undefined : parseSize(cache, 'cache size'),
+      handoverGrace: grace,
       csi:
         endpoint === undefined
           ? undefined
@@ -181,24 +235,31 @@ async function runServe(argv: string[]): Promise<void> {
   d.started.catch((err: unknown) => {
     // The CSI endpoint could not start: say so in one line and give the pool back.
     process.stderr.write(`cowvol: ${err instanceof Error ? err.message : String(err)}\n`);
-    d.stop('start-up failed').finally(() => process.exit(1));
+    process.exitCode = 1;
+    void d.stop('start-up failed', true).catch(() => undefined);
   });
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => {
-      d.stop(signal).then(
-        () => process.exit(0),
-        (err: unknown) => {
-          d.log.fatal({ err }, 'stop failed');
-          process.exit(1);
-        },
-      );
-    });
-  }
+  // However it stops (a signal, or `cowvol stop` through the socket), the process ends with it.
+  d.ended.then(
+    () => process.exit(process.exitCode ?? 0),
+    (err: unknown) => {
+      d.log.fatal({ err }, 'stop failed');
+      process.exit(1);
+    },
+  );
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void d.stop(signal).catch(() => undefined));
 }
 
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'serve') {
     await runServe(argv.slice(1));
+    return;
+  }
+  if (argv[0] === 'keeper') {
+    // Started by `cowvol serve` (keeper.ts), not by people: holds the FUSE connection between daemons.
+    const args = parseArgs(argv.slice(1), new Set(['pool', 'grace']), new Set());
+    const { runKeeper } = await import('../daemon/keeper.js');
+    const pool = args.flags.get('pool');
+    runKeeper(resolvePoolDir(typeof pool === 'string' ? pool : undefined), Number(args.flags.get('grace') ?? 30));
     return;
   }
   if (argv[0] === 'bench') {

@@ -10,6 +10,8 @@ import path from 'node:path';
 export interface RunFile {
   mount: string;
   pid: number;
+  /** The keeper holding the FUSE connection for the next daemon (keeper.ts), if any. */
+  keeperPid?: number;
 }
 
 function runFilePath(poolDir: string): string {
@@ -20,7 +22,7 @@ export function readRunFile(poolDir: string): RunFile | null {
   try {
     const j = JSON.parse(fs.readFileSync(runFilePath(poolDir), 'utf8')) as Partial<RunFile>;
     if (typeof j.mount !== 'string' || typeof j.pid !== 'number') return null;
-    return { mount: j.mount, pid: j.pid };
+    return { mount: j.mount, pid: j.pid, keeperPid: typeof j.keeperPid === 'number' ? j.keeperPid : undefined };
   } catch {
     return null;
   }

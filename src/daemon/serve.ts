@@ -1,9 +1,17 @@
 /**
  * `cowvol serve`: the node daemon. Holds the pool, mounts the block-file
  * frontend at MOUNT (default /run/cowvol), answers the admin socket and
- * (optionally) CSI, commits in the background, and on SIGTERM or SIGINT
- * stops taking requests, drains, commits, unmounts and exits 0. A mount left
- * by a killed daemon is detached before mounting.
+ * (optionally) CSI, and commits in the background.
+ *
+ * Restarts are invisible to I/O: the first daemon starts a keeper
+ * (keeper.ts) that holds the FUSE connection. On SIGTERM or SIGINT the
+ * daemon stops taking requests, lets the ones it serves finish, commits and
+ * hands the live connection to the keeper; requests arriving meanwhile wait
+ * in the kernel, and the next `cowvol serve` takes the connection over
+ * instead of mounting. Stopping for good is `cowvol stop` (drain, commit,
+ * unmount, keeper gone), or a keeper whose grace passed with no successor.
+ * With --handover-grace 0 there is no keeper and SIGTERM stops for good. A
+ * mount left by a killed daemon is detached before mounting.
  */
 import fs from 'node:fs';
 import type net from 'node:net';
@@ -22,6 +30,7 @@ import { abortFuseConnection, fuseConnectionOf } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import { type Logger, createLogger } from '../log.js';
 import { Volumes } from '../volumes/volumes.js';
+import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, inherit, release, startKeeper } from './keeper.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 
 export const DEFAULT_MOUNT = '/run/cowvol';
@@ -36,6 +45,8 @@ export interface ServeOptions {
   logLevel: string;
   cacheBytes?: number;
   csi?: CsiOptions;
+  /** Seconds a keeper holds the mount for the next daemon after a SIGTERM; 0: no keeper, SIGTERM unmounts. */
+  handoverGrace?: number;
 }
 
 export interface CsiOptions {
@@ -48,9 +59,12 @@ export interface CsiOptions {
 
 export interface Daemon {
   log: Logger;
-  stop(reason: string): Promise<void>;
+  /** Hands the mount to the keeper if there is one, unless `forGood`: then drains, unmounts and lets the keeper go. */
+  stop(reason: string, forGood?: boolean): Promise<void>;
   /** Settles when the daemon answers on every socket (or failed to start part of it). */
   started: Promise<void>;
+  /** Settles when a stop, however asked for, has finished. */
+  ended: Promise<void>;
 }
 
 /** What a running daemon holds, for starting and stopping it. */
@@ -67,17 +81,21 @@ interface Parts {
   timer: NodeJS.Timeout;
   csi: CsiServer | null;
   ready: boolean;
+  /** The keeper, once this daemon owns its connection; null without one. */
+  link: KeeperLink | null;
 }
 
 export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
   const handle = PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
   if (handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, handle.pool.discardedCommit);
-  const { files, dataFd } = mountBlockFiles(opts, handle, log);
-  const connection = fuseConnectionOf(opts.mount);
-  // Who mounted before us (read before this daemon records itself): its loop devices are stale now.
+  // Who mounted before us (read before this daemon records itself): its loop devices are stale now, unless we take its connection over.
   const previous = readRunFile(opts.poolDir);
-  writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid });
+  const inherited = inheritConnection(opts, handle, previous?.keeperPid ?? 0);
+  const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited);
+  const connection = fuseConnectionOf(opts.mount);
+  writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid, keeperPid: inherited?.link.pid });
+  if (inherited !== null) log.info({ mount: opts.mount, keeper: inherited.link.pid }, 'took the mount over from the previous daemon');
   const flusher = files.ioFlusherErrno();
   if (flusher !== 0) {
     // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
@@ -85,6 +103,12 @@ export function serve(opts: ServeOptions): Daemon {
   }
   const volumes = new Volumes(handle.pool);
   const socket = adminSocketPath(opts.poolDir);
+  let stopping: Promise<void> | null = null;
+  const daemonInfo = {
+    pid: process.pid,
+    keeperPid: (): number | null => parts.link?.pid ?? null,
+    stop: (): void => void stop('cowvol stop', true),
+  };
   const parts: Parts = {
     opts,
     log,
@@ -93,34 +117,55 @@ export function serve(opts: ServeOptions): Daemon {
     files,
     dataFd,
     connection,
-    admin: startAdminServer(socket, { volumes, poolDir: opts.poolDir }, log),
+    admin: startAdminServer(socket, { volumes, poolDir: opts.poolDir, daemon: daemonInfo }, log),
     socket,
     timer: backgroundCommit(handle.pool, log),
     csi: null,
     ready: false,
+    link: inherited?.link ?? null,
   };
-  const started = startServices(parts, previous?.mount ?? opts.mount);
-  let stopping: Promise<void> | null = null;
-  const stop = (reason: string): Promise<void> => (stopping ??= stopDaemon(parts, started, reason));
-  return { log, stop, started };
+  const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount));
+  let end: (p: Promise<void>) => void = () => {};
+  const ended = new Promise<void>((resolve) => (end = resolve));
+  const stop = (reason: string, forGood = false): Promise<void> => {
+    if (stopping === null) {
+      stopping = stopDaemon(parts, started, reason, forGood);
+      end(stopping);
+    }
+    return stopping;
+  };
+  return { log, stop, started, ended };
 }
 
-function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger): { files: BlockFiles; dataFd: number } {
+/** The connection a previous daemon handed to the keeper, if it is for our mount point; the pool is closed on refusal. */
+function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: number): Inheritance | null {
+  if ((opts.handoverGrace ?? DEFAULT_GRACE_SECONDS) <= 0) return null;
+  try {
+    const got = inherit(opts.poolDir, keeperPid);
+    if (got !== null && got.mount !== opts.mount) {
+      handOver(got.link, got.mount, got.handover);
+      fs.closeSync(got.handover.fd);
+      fail('EINVAL', `the previous daemon's mount is at ${got.mount}: serve with --mount ${got.mount}, or run 'cowvol stop' first`);
+    }
+    return got;
+  } catch (err) {
+    handle.close();
+    throw err;
+  }
+}
+
+function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Inheritance | null): { files: BlockFiles; dataFd: number } {
   let dataFd = -1;
   try {
-    // Before touching the directory: a dead daemon's mount fails every access with ENOTCONN.
-    if (isMountPoint(opts.mount)) {
-      log.warn({ mount: opts.mount }, 'detaching a mount left by an earlier daemon');
-      detach(opts.mount);
-    }
-    if (fs.existsSync(opts.mount) && !fs.statSync(opts.mount).isDirectory()) fail('EINVAL', `mount point ${opts.mount} is not a directory`);
-    fs.mkdirSync(opts.mount, { recursive: true });
+    // A mount taken over is ours and not served yet: any look at it would wait for us.
+    if (inherited === null) prepareMountPoint(opts.mount, log);
     dataFd = fs.openSync(dataFilePath(opts.poolDir), 'r+');
     const files = new BlockFiles(handle.pool, {
       mountpoint: opts.mount,
       dataFd,
       tableSlots: 1 << 18,
       options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
+      takeover: inherited?.handover,
       hostFree: () => hostFreeBytes(opts.poolDir),
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
       // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
@@ -131,11 +176,22 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger): { fi
     });
     return { files, dataFd };
   } catch (err) {
-    // Give the pool back (commit, unlock) before reporting.
+    // Give the pool back (commit, unlock) before reporting; the keeper learns we failed when our link closes.
     if (dataFd >= 0) fs.closeSync(dataFd);
+    if (inherited !== null) fs.closeSync(inherited.link.sock);
     handle.close();
     throw err;
   }
+}
+
+function prepareMountPoint(mount: string, log: Logger): void {
+  // Before touching the directory: a dead daemon's mount fails every access with ENOTCONN.
+  if (isMountPoint(mount)) {
+    log.warn({ mount }, 'detaching a mount left by an earlier daemon');
+    detach(mount);
+  }
+  if (fs.existsSync(mount) && !fs.statSync(mount).isDirectory()) fail('EINVAL', `mount point ${mount} is not a directory`);
+  fs.mkdirSync(mount, { recursive: true });
 }
 
 /** Joins the flushes' group commit, so its waits for the disk stay off the event loop too. */
@@ -147,8 +203,19 @@ function backgroundCommit(pool: Pool, log: Logger): NodeJS.Timeout {
 }
 
 /** The admin socket listening, then CSI (answering "not ready" while stages a previous daemon left are rebuilt). */
-async function startServices(p: Parts, previousMount: string): Promise<void> {
+async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
+  const grace = p.opts.handoverGrace ?? DEFAULT_GRACE_SECONDS;
+  if (p.link === null && grace > 0) {
+    await startKeeper(p.opts.poolDir, grace);
+    const dup = p.files.connection();
+    try {
+      p.link = hold(p.opts.poolDir, p.opts.mount, dup.fd);
+    } finally {
+      fs.closeSync(dup.fd);
+    }
+    writeRunFile(p.opts.poolDir, { mount: p.opts.mount, pid: process.pid, keeperPid: p.link.pid });
+  }
   const csiOpts = p.opts.csi;
   if (csiOpts) {
     const ctx: DriverContext = {
@@ -163,7 +230,8 @@ async function startServices(p: Parts, previousMount: string): Promise<void> {
       log: p.log,
     };
     p.csi = await startCsiServer(ctx, csiOpts.endpoint, () => p.ready);
-    const repaired = await repairAfterRestart(ctx, previousMount);
+    // After a takeover the kernel kept every loop device and mount working: nothing to repair.
+    const repaired = previousMount === null ? 0 : await repairAfterRestart(ctx, previousMount);
     if (repaired > 0) p.log.warn({ repaired }, 'stages rebuilt after a restart');
   }
   p.ready = true;
@@ -173,14 +241,26 @@ async function startServices(p: Parts, previousMount: string): Promise<void> {
   process.stdout.write(`cowvol: serving ${p.opts.poolDir} at ${p.opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
 }
 
-async function stopDaemon(p: Parts, started: Promise<void>, reason: string): Promise<void> {
-  p.log.info({ reason }, 'stopping: draining requests');
+async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forGood: boolean): Promise<void> {
+  const link = forGood ? null : p.link;
+  p.log.info({ reason }, link === null ? 'stopping: draining requests' : 'stopping: handing the mount over');
   p.ready = false;
   await started.catch(() => undefined);
   clearInterval(p.timer);
   await new Promise<void>((resolve) => p.admin.close(() => resolve()));
   fs.rmSync(p.socket, { force: true });
   const stats = p.files.stats();
+  if (link !== null) {
+    const handover = await p.files.detach();
+    if (p.csi !== null) await p.csi.close();
+    // Closed before the keeper hears of it: the next daemon must find the pool unlocked.
+    p.handle.close();
+    fs.closeSync(p.dataFd);
+    handOver(link, p.opts.mount, handover);
+    fs.closeSync(handover.fd);
+    p.log.info({ stats, keeper: link.pid }, 'handed the mount over to the keeper');
+    return;
+  }
   // Loop devices over the block files keep the connection open after the
   // unmount; once queued requests had their time, cut it (see repair.ts).
   const cut = setTimeout(() => {
@@ -192,5 +272,6 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string): Pro
   if (p.csi !== null) await p.csi.close();
   p.handle.close();
   fs.closeSync(p.dataFd);
+  if (p.link !== null) release(p.link);
   p.log.info({ stats }, 'stopped cleanly');
 }

@@ -33,7 +33,9 @@ export class Daemon {
   private constructor(pool: string, mount: string, extra: string[]) {
     this.pool = pool;
     this.mount = mount;
-    this.child = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--log-level', 'info', ...extra], {
+    // Tests of a restart ask for a keeper; the rest stop for good on SIGTERM, as without one.
+    const grace = extra.includes('--handover-grace') ? [] : ['--handover-grace', '0'];
+    this.child = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--log-level', 'info', ...grace, ...extra], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.child.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));
