@@ -54,6 +54,16 @@ export interface NativeFuse {
   fuseDetach(handle: FuseHandle): void;
   /** A duplicate of the connection's fd, and the kernel's INIT request the session read. */
   fuseHandover(handle: FuseHandle): [number, Buffer];
+  /** Journal every mapping change in this memfd journal from now on (journal.c). */
+  fuseJournal(handle: FuseHandle, fd: number): void;
+  /** Offsets -1 for none; returns the record's seq, 0 when the journal is full. */
+  fuseJournalAppend(handle: FuseHandle, ino: number, index: number, offset: number, old: number): number;
+  /** step 0: the seq a commit sealed now covers; 1: mark (generation, covered); 2: trim (covered); 3: fill, 0..1. */
+  fuseJournalCommit(handle: FuseHandle, step: number, generation: number, covered: number): number;
+  /** A new memfd journal of `capacity` records; its fd. */
+  journalCreate(capacity: number): number;
+  /** Flat [ino, index, offset, old] past what commit `generation` holds; null when the journal has no mark for it. */
+  journalRead(fd: number, generation: number): number[] | null;
 }
 
 /** Unix sequenced-packet sockets that carry fds; every call blocks. */

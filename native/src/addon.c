@@ -7,6 +7,7 @@
 #include "fileops.h"
 #include "fd_passing.h"
 #include "fuse_session.h"
+#include "journal.h"
 #include "keeper.h"
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -32,6 +33,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unixSend", NULL, fdp_js_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixReceive", NULL, fdp_js_receive, NULL, NULL, NULL, napi_enumerable, NULL},
       {"keeperRun", NULL, keeper_js_run, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseJournal", NULL, fuse_journal, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseJournalAppend", NULL, fuse_journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseJournalCommit", NULL, fuse_journal_commit, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalRead", NULL, journal_js_read, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"journalCreate", NULL, journal_js_create, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -26,6 +26,7 @@
  * the request to JavaScript); invalidating a whole inode scans the table.
  */
 #include "chunk_table.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -87,6 +88,7 @@ struct chunk_table {
   atomic_int commit_needed;
   atomic_int flush_errno;
   int low_signalled; /* under spare */
+  struct journal *journal; /* set once before first writes start; appends under spare */
 };
 
 static atomic_uint slots_given;
@@ -257,11 +259,15 @@ static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off
 static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, reader_slot *me) {
   pthread_mutex_lock(&t->spare);
   int ok = t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX;
+  /* Every journal append holds `spare`, so the room seen here is still there after the CAS. */
+  if (ok && t->journal) ok = journal_room(t->journal);
   if (ok) {
     int64_t offset = t->reserve[--t->reserved];
     int64_t hole = HOLE;
     if (atomic_compare_exchange_strong_explicit(&e->state, &hole, offset | WRITABLE, memory_order_acq_rel, memory_order_acquire)) {
-      t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset};
+      /* Journaled before any write through it is answered: the caller serves after we return. */
+      uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), offset, -1) : 0;
+      t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset, .seq = seq};
       atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
       atomic_fetch_add_explicit(&me->first_writes, 1, memory_order_relaxed);
     } else {
@@ -391,4 +397,24 @@ table_counts table_counts_sum(chunk_table *t) {
     c.fast_flushes += atomic_load_explicit(&t->readers[i].fast_flushes, memory_order_relaxed);
   }
   return c;
+}
+
+void table_set_journal(chunk_table *t, struct journal *j) {
+  pthread_mutex_lock(&t->spare);
+  t->journal = j;
+  pthread_mutex_unlock(&t->spare);
+}
+
+uint64_t table_cover(chunk_table *t) {
+  pthread_mutex_lock(&t->spare);
+  uint64_t covered = t->taken_count > 0 && t->taken[0].seq != 0 ? t->taken[0].seq : (t->journal ? journal_next(t->journal) : 0);
+  pthread_mutex_unlock(&t->spare);
+  return covered;
+}
+
+uint64_t table_journal(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int64_t old) {
+  pthread_mutex_lock(&t->spare);
+  uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), offset, old) : 0;
+  pthread_mutex_unlock(&t->spare);
+  return seq;
 }

@@ -21,7 +21,10 @@ typedef struct {
   uint64_t ino;
   uint64_t index;
   int64_t offset;
+  uint64_t seq; /* its record in the journal (journal.c); 0 without one */
 } table_taken;
+
+struct journal;
 
 typedef struct {
   uint64_t fast_reads, fast_writes, first_writes, fast_flushes;
@@ -63,5 +66,11 @@ size_t table_reserve(chunk_table *t, const int64_t *offsets, size_t n);
 /* Moves the first writes served since the last call into out (at most max); returns how many. */
 size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max);
 table_counts table_counts_sum(chunk_table *t);
+/* From now on every first write is journaled before it is served; a full journal sends them to JavaScript. */
+void table_set_journal(chunk_table *t, struct journal *j);
+/* JavaScript's own mapping changes; the seq, or 0 when the journal is full (or there is none). */
+uint64_t table_journal(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int64_t old);
+/* The journal seq a commit sealed now covers: the oldest first write not drained yet, or the next seq. */
+uint64_t table_cover(chunk_table *t);
 
 #endif

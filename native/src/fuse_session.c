@@ -19,6 +19,7 @@
 #include "chunk_table.h"
 #include "fileops.h"
 #include "handover.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +81,7 @@ typedef struct session {
   atomic_ullong slow_requests;
   int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
   handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
+  journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c) */
   int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
   char mountpoint[4096];
 } session;
@@ -779,9 +781,55 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   pthread_join(s->thread, NULL);
   fuse_session_destroy(s->se);
   handover_free(&s->ho);
+  journal_close(s->journal);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
   table_free(s->table);
   free(s);
   return NULL;
+}
+
+/* fuseJournal(session, fd): journal every mapping change in the memfd journal `fd` (journalCreate) from now on. */
+napi_value fuse_journal(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  session *s = session_call(env, info, 2, argv);
+  if (!s) return NULL;
+  if (s->journal) return throw_msg(env, "fuseJournal: the session has a journal already");
+  s->journal = journal_open((int)num(env, argv[1]), 0, 0);
+  if (!s->journal) return cowvol_throw_errno(env, errno, "journal");
+  table_set_journal(s->table, s->journal);
+  return NULL;
+}
+
+/* fuseJournalAppend(session, ino, index, offset, old) -> seq, 0 when full */
+napi_value fuse_journal_append(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  session *s = session_call(env, info, 5, argv);
+  if (!s) return NULL;
+  uint64_t seq = table_journal(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), num(env, argv[4]));
+  napi_value out;
+  napi_create_double(env, (double)seq, &out);
+  return out;
+}
+
+/*
+ * fuseJournalCommit(session, step, generation, covered) -> number. step 0:
+ * the seq a commit sealed now covers; 1: mark it (before the superblock);
+ * 2: trim (after it); 3: the journal's fill, 0..1.
+ */
+napi_value fuse_journal_commit(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  session *s = session_call(env, info, 4, argv);
+  if (!s) return NULL;
+  double r = 0;
+  if (s->journal) {
+    int64_t step = num(env, argv[1]);
+    if (step == 0) r = (double)table_cover(s->table);
+    else if (step == 1) journal_mark(s->journal, (uint64_t)num(env, argv[2]), (uint64_t)num(env, argv[3]));
+    else if (step == 2) journal_trim(s->journal, (uint64_t)num(env, argv[3]));
+    else r = journal_fill(s->journal);
+  }
+  napi_value out;
+  napi_create_double(env, r, &out);
+  return out;
 }

@@ -21,5 +21,8 @@ napi_value fuse_unmount(napi_env env, napi_callback_info info);
 napi_value fuse_destroy(napi_env env, napi_callback_info info);
 napi_value fuse_detach(napi_env env, napi_callback_info info);
 napi_value fuse_handover(napi_env env, napi_callback_info info);
+napi_value fuse_journal(napi_env env, napi_callback_info info);
+napi_value fuse_journal_append(napi_env env, napi_callback_info info);
+napi_value fuse_journal_commit(napi_env env, napi_callback_info info);
 
 #endif

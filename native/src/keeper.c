@@ -7,18 +7,19 @@
  *
  * One socket, root only (fd_passing.c), one message per packet, the first
  * byte saying what it is:
- *   daemon -> keeper  H mount        + [fuse fd]  I serve this connection (first daemon)
- *                     D mount\0init  + [fuse fd]  I stopped cleanly: hold it for a successor
+ *   daemon -> keeper  H mount\0init  + [fuse fd, journal fd]  I serve this connection
+ *                     D mount\0init  + [fuse fd, journal fd]  I stopped cleanly: hold it for a successor
  *                     T                           give me the connection (a new daemon)
  *                     S                           stopping for good: let go, do not unmount
- *   keeper -> daemon  K pid | F mount\0init + [fuse fd] | N (nothing held) | B (someone serves)
+ *   keeper -> daemon  K pid | F or U mount\0init + [fds] | N (nothing held) | B (someone serves)
  * The daemon that sent H or took the connection with T is the owner; its
  * socket closing is how the keeper learns the owner is gone. Gone after D:
  * wait up to `grace` for a successor, then unmount lazily and exit. Gone
  * without D (kill -9, a crash): the owner may have acknowledged writes whose
- * map changes never reached the pool, so handing the connection on could
- * hide lost writes from the filesystem above; the keeper lets go at once and
- * the kernel fails the connection, as it would with no keeper at all.
+ * map changes never reached a commit; they are in its journal (journal.c),
+ * so the keeper waits the same way and answers U instead of F, and the
+ * successor replays the journal before it serves. Without a journal the
+ * keeper lets go at once and the kernel fails the connection.
  *
  * Bounded: one owner, FDP_MAX_FDS fds, one pending client at a time.
  */
@@ -42,7 +43,7 @@ typedef struct keeper {
   int owner; /* -1: none */
   int fds[FDP_MAX_FDS];
   int nfds;
-  int detached;
+  int detached; /* 1: handed over cleanly; 2: the owner died, its journal says what it changed */
   char mount[4096];
   char init[HANDOVER_INIT_MAX];
   size_t init_len;
@@ -97,8 +98,12 @@ static const char *from_owner(keeper *k) {
     close(k->owner);
     k->owner = -1;
     if (!k->detached) {
-      drop_fds(k);
-      return "the serving process ended without handing over";
+      /* Killed: with its journal and INIT (H gives both), a successor can replay what it changed. */
+      if (k->nfds < 2 || k->init_len == 0) {
+        drop_fds(k);
+        return "the serving process ended without handing over, and left no journal";
+      }
+      k->detached = 2;
     }
     k->deadline = now_ms() + k->grace_ms;
     return NULL;
@@ -120,7 +125,7 @@ static const char *from_owner(keeper *k) {
 static void give(keeper *k, int c) {
   char msg[FDP_MAX_MESSAGE];
   size_t mlen = strlen(k->mount);
-  msg[0] = 'F';
+  msg[0] = k->detached == 2 ? 'U' : 'F';
   memcpy(msg + 1, k->mount, mlen + 1);
   memcpy(msg + 2 + mlen, k->init, k->init_len);
   reply(c, msg, 2 + mlen + k->init_len, k->fds, k->nfds);

@@ -108,6 +108,28 @@ export interface MappingListener {
    * count itself as needing a commit from then on, until told otherwise.
    */
   commitNeeded?(needed: boolean): void;
+  /**
+   * The map-change journal (native/src/journal.c): a mapping the pool
+   * changed on the data path (offsets, -1 for none), recorded before the
+   * request is answered so a successor can replay it after a kill. False
+   * when the journal is full: the pool then commits instead.
+   */
+  journal?(id: number, index: number, offset: number, old: number): boolean;
+  /** The journal position a commit sealed now covers (every first write folded before it). */
+  journalCover?(): number;
+  /** Commit `generation` covers the journal up to `covered`: said before its superblock is written. */
+  journalMark?(generation: number, covered: number): void;
+  /** That superblock is written: the journal can drop what it covers. */
+  journalTrim?(covered: number): void;
+}
+
+/** One journal record as a successor replays it (Pool.replay). */
+export interface MapChange {
+  id: number;
+  index: number;
+  /** Data file offsets; -1 for none. */
+  offset: number;
+  old: number;
 }
 
 /** A volume is named by its name or by its id (what the FUSE frontend has from an inode). */
@@ -181,6 +203,8 @@ interface SealedCommit {
   logPages: number[];
   dataFirst: boolean;
   sbWritten: boolean;
+  /** The journal position it covers (MappingListener.journalCover). */
+  covered: number;
   /** Settles when the commit is done, or has failed. */
   done: Promise<void>;
 }
@@ -724,8 +748,7 @@ export class Pool {
     const c = this.failing(() => this.seal());
     this.failing(() => {
       if (c.dataFirst) this.syncData();
-      writeSuperblock(this.metaDisk, c.sb);
-      c.sbWritten = true;
+      this.writeSuperblockOf(c);
       if (c.sb.generation % 2 === 0) this.metaDisk.sync();
       if (!c.dataFirst) this.syncData();
       if (c.sb.generation % 2 === 1) this.metaDisk.sync();
@@ -743,12 +766,10 @@ export class Pool {
       if (c.dataFirst) {
         await this.syncDataAsync();
         if (this.inflight !== c) return;
-        this.failing(() => writeSuperblock(this.metaDisk, c.sb));
-        c.sbWritten = true;
+        this.failing(() => this.writeSuperblockOf(c));
         await this.syncMetaAsync();
       } else {
-        this.failing(() => writeSuperblock(this.metaDisk, c.sb));
-        c.sbWritten = true;
+        this.failing(() => this.writeSuperblockOf(c));
         await Promise.all([this.syncDataAsync(), this.syncMetaAsync()]);
       }
       // settle() may have finished it meanwhile, or failed doing so.
@@ -780,11 +801,22 @@ export class Pool {
     this.inflight = null;
     this.failing(() => {
       this.syncData();
-      if (!c.sbWritten) writeSuperblock(this.metaDisk, c.sb);
-      c.sbWritten = true;
+      if (!c.sbWritten) this.writeSuperblockOf(c);
       this.metaDisk.sync();
     });
     this.committed(c);
+  }
+
+  /**
+   * Once written, even before it is durable, a superblock is what a
+   * successor opens after this process is killed (the host's page cache
+   * outlives us), so the journal is marked before and trimmed after.
+   */
+  private writeSuperblockOf(c: SealedCommit): void {
+    this.listener?.journalMark?.(c.sb.generation, c.covered);
+    writeSuperblock(this.metaDisk, c.sb);
+    c.sbWritten = true;
+    this.listener?.journalTrim?.(c.covered);
   }
 
   /** Writes the transaction's pages and log, and builds the superblock that will name them. */
@@ -808,7 +840,8 @@ export class Pool {
       uuid: this.uuid,
       log,
     };
-    const c: SealedCommit = { sb, logPages: pages, dataFirst: this.dataFirst, sbWritten: false, done: Promise.resolve() };
+    const covered = this.listener?.journalCover?.() ?? 0;
+    const c: SealedCommit = { sb, logPages: pages, dataFirst: this.dataFirst, sbWritten: false, covered, done: Promise.resolve() };
     this.dataFirst = false;
     return c;
   }
@@ -973,6 +1006,7 @@ export class Pool {
     if (old !== 0) this.releaseChunk(old);
     else v.mapped++;
     this.catalog.touch(v);
+    this.journal(v, index, fresh, old);
     this.xlate.set(key, fresh * XLATE_TAGS + tag);
     // Alone in a fresh chunk, behind freshly shadowed pages: writable in place by the rule.
     this.listener?.map?.(v.id, index, this.chunkOffset(fresh), true);
@@ -1006,6 +1040,15 @@ export class Pool {
     v.mapped--;
     this.catalog.touch(v);
     this.markChanged();
+    this.journal(v, index, 0, old);
+  }
+
+  /** Records a data-path mapping change for a successor; a full journal gets a commit instead, which holds the change. */
+  private journal(v: Volume, index: number, chunk: number, old: number): void {
+    const listener = this.listener;
+    if (!listener?.journal) return;
+    const offsetOf = (c: number): number => (c === 0 ? -1 : this.chunkOffset(c));
+    if (!listener.journal(v.id, index, offsetOf(chunk), offsetOf(old))) this.commit();
   }
 
   private allocChunk(): number {
@@ -1152,6 +1195,54 @@ export class Pool {
   private current(): void {
     this.usable();
     this.fold();
+  }
+
+  /**
+   * Applies the journal a killed daemon left (oldest first) on top of the
+   * commit this pool opened, and commits: the mappings it changed and
+   * answered for, whose data is in the host's page cache. A record the
+   * opened commit already holds is skipped; one that does not follow from
+   * the map is refused before anything changes (ECORRUPT). Returns how many
+   * were applied.
+   */
+  replay(changes: MapChange[]): number {
+    this.mutable();
+    const chunkAt = (offset: number): number => (offset < 0 ? 0 : offset / this.chunkSize + 1);
+    const now = new Map<string, number>();
+    const todo: [Volume, MapChange][] = [];
+    for (const c of changes) {
+      const v = this.lookup(c.id);
+      if (v === undefined || v.readOnly || c.index >= this.chunksOf(v.size)) continue;
+      const key = `${c.id}:${c.index}`;
+      const cur = now.get(key) ?? this.trees.get(v.tree, c.index);
+      if (cur === chunkAt(c.offset)) continue;
+      if (cur !== chunkAt(c.old)) fail('ECORRUPT', `journal: chunk ${c.index} of ${v.name} maps ${cur}, a record expected ${chunkAt(c.old)}`);
+      now.set(key, chunkAt(c.offset));
+      todo.push([v, c]);
+    }
+    for (const [v, c] of todo) {
+      const chunk = chunkAt(c.offset);
+      if (chunk !== 0) {
+        this.data.hold(chunk);
+        this.data.confirm(chunk);
+        this.zero.taken(chunk);
+        v.mapped++;
+      }
+      const old = this.trees.set(v.tree, PageKind.MAP, c.index, chunk);
+      if (old !== 0) {
+        this.releaseChunk(old);
+        v.mapped--;
+      }
+      this.xlate.delete(this.xlateKey(v, c.index));
+      this.catalog.touch(v);
+    }
+    if (todo.length > 0) {
+      // Their data is in the page cache, not known to be on the disk.
+      this.dataFirst = true;
+      this.markChanged();
+      this.commit();
+    }
+    return todo.length;
   }
 
   // ---- first writes served by the frontend ----------------------------------

@@ -29,11 +29,15 @@ export interface KeeperLink {
   pid: number;
 }
 
-/** What a previous daemon handed over. */
+/** What a previous daemon left with the keeper. */
 export interface Inheritance {
   link: KeeperLink;
   mount: string;
   handover: Handover;
+  /** Its map-change journal (native/src/journal.c). */
+  journalFd: number;
+  /** It was killed rather than handing over: replay its journal before serving. */
+  killed: boolean;
 }
 
 function connect(poolDir: string): number | null {
@@ -65,7 +69,7 @@ export function inherit(poolDir: string, keeperPid: number): Inheritance | null 
   if (sock === null) return null;
   const [answer, fds] = ask(sock, 'T');
   const kind = answer.toString('latin1', 0, 1);
-  if (kind !== 'F' || fds.length !== 1) {
+  if ((kind !== 'F' && kind !== 'U') || fds.length !== 2) {
     for (const fd of fds) fs.closeSync(fd);
     fs.closeSync(sock);
     if (kind === 'B') throw new CowvolError('EBUSY', 'another cowvol serve is serving this pool');
@@ -76,6 +80,8 @@ export function inherit(poolDir: string, keeperPid: number): Inheritance | null 
     link: { sock, pid: keeperPid },
     mount: answer.toString('utf8', 1, end),
     handover: { fd: fds[0] as number, init: Buffer.from(answer.subarray(end + 1)) },
+    journalFd: fds[1] as number,
+    killed: kind === 'U',
   };
 }
 
@@ -99,17 +105,26 @@ export async function startKeeper(poolDir: string, graceSeconds: number): Promis
   child.unref();
 }
 
-/** Registers the daemon that mounted `mount` as the keeper's owner, giving it a duplicate of the connection. */
-export function hold(poolDir: string, mount: string, fd: number): KeeperLink {
+function described(mount: string, h: Handover): Buffer {
+  return Buffer.concat([Buffer.from(mount), Buffer.from([0]), h.init]);
+}
+
+/** Registers this daemon as the keeper's owner, giving it the connection (a duplicate), its INIT and our journal. */
+export function hold(poolDir: string, mount: string, h: Handover, journalFd: number): KeeperLink {
   const sock = connect(poolDir);
   if (sock === null) fail('EIO', 'the keeper does not answer');
-  const [answer] = ask(sock, 'H', Buffer.from(mount), [fd]);
+  const [answer] = ask(sock, 'H', described(mount, h), [h.fd, journalFd]);
   return { sock, pid: pidOf(answer) };
 }
 
+/** A successor that took the connection over gives the keeper its own journal. */
+export function holdAgain(link: KeeperLink, mount: string, h: Handover, journalFd: number): void {
+  pidOf(ask(link.sock, 'H', described(mount, h), [h.fd, journalFd])[0]);
+}
+
 /** A clean stop: the keeper holds the connection for the next daemon. */
-export function handOver(link: KeeperLink, mount: string, h: Handover): void {
-  ask(link.sock, 'D', Buffer.concat([Buffer.from(mount), Buffer.from([0]), h.init]), [h.fd]);
+export function handOver(link: KeeperLink, mount: string, h: Handover, journalFd: number): void {
+  ask(link.sock, 'D', described(mount, h), [h.fd, journalFd]);
   fs.closeSync(link.sock);
 }
 

@@ -19,7 +19,8 @@ import type net from 'node:net';
 import { fail } from '../errors.js';
 import { PoolDir, dataFilePath, hostFreeBytes } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
-import { BlockFiles, blockFilePath } from '../fuse/block-files.js';
+import { BlockFiles, blockFilePath, journalChanges } from '../fuse/block-files.js';
+import type { Handover } from '../fuse/session.js';
 import { adminSocketPath, startAdminServer } from '../admin/server.js';
 import { type CsiServer, startCsiServer } from '../csi/server.js';
 import type { DriverContext } from '../csi/driver.js';
@@ -30,12 +31,17 @@ import { abortFuseConnection, fuseConnectionOf } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import { type Logger, createLogger } from '../log.js';
 import { Volumes } from '../volumes/volumes.js';
-import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, inherit, release, startKeeper } from './keeper.js';
+import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, holdAgain, inherit, release, startKeeper } from './keeper.js';
+import { native } from '../native.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 
 export const DEFAULT_MOUNT = '/run/cowvol';
 /** Bounds what a crash can lose of metadata changes nobody flushed. */
 const COMMIT_INTERVAL_MS = 5000;
+/** Records in the map-change journal (32 bytes each): a commit comes at half full. */
+const JOURNAL_RECORDS = 1 << 18;
+/** Bounds the wait for the kernel's INIT after a fresh mount (it is sent during the mount). */
+const INIT_WAIT_TRIES = 500;
 /** How long stop waits for the block files to drain before cutting the FUSE connection. */
 const DRAIN_MS = 3000;
 
@@ -83,6 +89,8 @@ interface Parts {
   ready: boolean;
   /** The keeper, once this daemon owns its connection; null without one. */
   link: KeeperLink | null;
+  /** Our map-change journal, a memfd the keeper also holds. */
+  journalFd: number;
 }
 
 export function serve(opts: ServeOptions): Daemon {
@@ -91,8 +99,10 @@ export function serve(opts: ServeOptions): Daemon {
   if (handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, handle.pool.discardedCommit);
   // Who mounted before us (read before this daemon records itself): its loop devices are stale now, unless we take its connection over.
   const previous = readRunFile(opts.poolDir);
-  const inherited = inheritConnection(opts, handle, previous?.keeperPid ?? 0);
-  const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited);
+  const inherited = replayIfKilled(inheritConnection(opts, handle, previous?.keeperPid ?? 0), handle, log);
+  const journalFd = native.journalCreate(JOURNAL_RECORDS);
+  const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd);
+  if (inherited !== null) fs.closeSync(inherited.journalFd);
   const connection = fuseConnectionOf(opts.mount);
   writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid, keeperPid: inherited?.link.pid });
   if (inherited !== null) log.info({ mount: opts.mount, keeper: inherited.link.pid }, 'took the mount over from the previous daemon');
@@ -123,6 +133,7 @@ export function serve(opts: ServeOptions): Daemon {
     csi: null,
     ready: false,
     link: inherited?.link ?? null,
+    journalFd,
   };
   const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount));
   let end: (p: Promise<void>) => void = () => {};
@@ -143,8 +154,9 @@ function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: numbe
   try {
     const got = inherit(opts.poolDir, keeperPid);
     if (got !== null && got.mount !== opts.mount) {
-      handOver(got.link, got.mount, got.handover);
+      handOver(got.link, got.mount, got.handover, got.journalFd);
       fs.closeSync(got.handover.fd);
+      fs.closeSync(got.journalFd);
       fail('EINVAL', `the previous daemon's mount is at ${got.mount}: serve with --mount ${got.mount}, or run 'cowvol stop' first`);
     }
     return got;
@@ -154,7 +166,30 @@ function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: numbe
   }
 }
 
-function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Inheritance | null): { files: BlockFiles; dataFd: number } {
+/**
+ * After a kill, the previous daemon's journal says which mappings it changed
+ * and answered for since its last commit: replay them onto the commit we
+ * opened, then take the connection over. If the journal cannot say (it does
+ * not reach back to that commit), let the connection fail as without a keeper.
+ */
+function replayIfKilled(got: Inheritance | null, handle: PoolDir, log: Logger): Inheritance | null {
+  if (got === null || !got.killed) return got;
+  try {
+    const changes = journalChanges(got.journalFd, handle.pool.stats().generation);
+    if (changes === null) fail('ECORRUPT', 'its journal does not reach back to the commit the pool opened');
+    const applied = handle.pool.replay(changes);
+    log.warn({ applied, records: changes.length }, 'the previous daemon was killed: replayed its journal');
+    return got;
+  } catch (err) {
+    log.error({ err }, 'could not take the mount over after a kill: mounting afresh');
+    release(got.link);
+    fs.closeSync(got.handover.fd);
+    fs.closeSync(got.journalFd);
+    return null;
+  }
+}
+
+function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Inheritance | null, journalFd: number): { files: BlockFiles; dataFd: number } {
   let dataFd = -1;
   try {
     // A mount taken over is ours and not served yet: any look at it would wait for us.
@@ -166,6 +201,7 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inher
       tableSlots: 1 << 18,
       options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
       takeover: inherited?.handover,
+      journalFd,
       hostFree: () => hostFreeBytes(opts.poolDir),
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
       // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
@@ -202,17 +238,29 @@ function backgroundCommit(pool: Pool, log: Logger): NodeJS.Timeout {
   }, COMMIT_INTERVAL_MS);
 }
 
+/** The connection as the keeper needs it, once the kernel's INIT (sent during the mount) has been read. */
+async function connectionWithInit(files: BlockFiles): Promise<Handover> {
+  for (let i = 0; i < INIT_WAIT_TRIES; i++) {
+    const h = files.connection();
+    if (h.init.length > 0) return h;
+    fs.closeSync(h.fd);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  fail('EIO', 'the kernel never sent FUSE_INIT');
+}
+
 /** The admin socket listening, then CSI (answering "not ready" while stages a previous daemon left are rebuilt). */
 async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
   const grace = p.opts.handoverGrace ?? DEFAULT_GRACE_SECONDS;
-  if (p.link === null && grace > 0) {
-    await startKeeper(p.opts.poolDir, grace);
-    const dup = p.files.connection();
+  if (grace > 0) {
+    if (p.link === null) await startKeeper(p.opts.poolDir, grace);
+    const h = await connectionWithInit(p.files);
     try {
-      p.link = hold(p.opts.poolDir, p.opts.mount, dup.fd);
+      if (p.link === null) p.link = hold(p.opts.poolDir, p.opts.mount, h, p.journalFd);
+      else holdAgain(p.link, p.opts.mount, h, p.journalFd);
     } finally {
-      fs.closeSync(dup.fd);
+      fs.closeSync(h.fd);
     }
     writeRunFile(p.opts.poolDir, { mount: p.opts.mount, pid: process.pid, keeperPid: p.link.pid });
   }
@@ -256,8 +304,9 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
     // Closed before the keeper hears of it: the next daemon must find the pool unlocked.
     p.handle.close();
     fs.closeSync(p.dataFd);
-    handOver(link, p.opts.mount, handover);
+    handOver(link, p.opts.mount, handover, p.journalFd);
     fs.closeSync(handover.fd);
+    fs.closeSync(p.journalFd);
     p.log.info({ stats, keeper: link.pid }, 'handed the mount over to the keeper');
     return;
   }
@@ -272,6 +321,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   if (p.csi !== null) await p.csi.close();
   p.handle.close();
   fs.closeSync(p.dataFd);
+  fs.closeSync(p.journalFd);
   if (p.link !== null) release(p.link);
   p.log.info({ stats }, 'stopped cleanly');
 }

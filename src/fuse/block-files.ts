@@ -18,7 +18,8 @@
  * them in the native table, so the next access stays in native threads.
  */
 import { CowvolError, type ErrorCode, errno, fail, fromSystemError } from '../errors.js';
-import type { MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
+import type { MapChange, MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
+import { native } from '../native.js';
 import { type Handover, FuseSession, type FuseRequest, Op, type SessionOptions } from './session.js';
 
 const ROOT = 1;
@@ -50,11 +51,24 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
   onError?: (err: unknown, req: FuseRequest) => void;
   /** Who holds a block file open outside this process (a loop device), or null; consulted before a volume is removed. */
   holderOf?: (file: string) => string | null;
+  /** A memfd journal (native journalCreate) to record mapping changes in, for a successor after a kill. */
+  journalFd?: number;
 }
 
 /** Where a volume's (or snapshot's) file is under the mount point. */
 export function blockFilePath(mountpoint: string, name: string, readOnly: boolean): string {
   return `${mountpoint}/${readOnly ? 'snapshots' : 'block'}/${name}`;
+}
+
+/** What a killed daemon's journal holds past commit `generation`, as the pool replays it; null when it cannot say. */
+export function journalChanges(fd: number, generation: number): MapChange[] | null {
+  const flat = native.journalRead(fd, generation);
+  if (flat === null) return null;
+  const out: MapChange[] = [];
+  for (let i = 0; i + 3 < flat.length; i += 4) {
+    out.push({ id: (flat[i] as number) - VOLUME_INO_BASE, index: flat[i + 1] as number, offset: flat[i + 2] as number, old: flat[i + 3] as number });
+  }
+  return out;
 }
 
 export class BlockFiles implements MappingListener {
@@ -73,6 +87,11 @@ export class BlockFiles implements MappingListener {
       (req) => this.handle(req),
       () => this.replenish(),
     );
+    if (opts.journalFd !== undefined) {
+      this.session.journal(opts.journalFd);
+      // What the opened commit holds is everything so far.
+      this.session.journalMark(pool.stats().generation, this.session.journalCover());
+    }
     pool.listener = this;
     pool.tellCommitNeeded();
   }
@@ -98,6 +117,22 @@ export class BlockFiles implements MappingListener {
   async close(): Promise<void> {
     await this.session.close(() => this.foldLast());
     this.letGo();
+  }
+
+  journal(id: number, index: number, offset: number, old: number): boolean {
+    return this.opts.journalFd === undefined || this.session.journalAppend(VOLUME_INO_BASE + id, index, offset, old);
+  }
+
+  journalCover(): number {
+    return this.session.journalCover();
+  }
+
+  journalMark(generation: number, covered: number): void {
+    this.session.journalMark(generation, covered);
+  }
+
+  journalTrim(covered: number): void {
+    this.session.journalTrim(covered);
   }
 
   /** A duplicate of the FUSE connection's fd (for the keeper) and the INIT read so far. */
@@ -141,6 +176,8 @@ export class BlockFiles implements MappingListener {
 
   private replenish(): void {
     if (this.session.closing || this.pool.listener !== this) return;
+    // A journal past half full gets a commit now, so the addon never finds it full.
+    if (this.opts.journalFd !== undefined && this.session.journalFill() > 0.5) void this.pool.flushAsync().catch(() => undefined);
     try {
       this.pool.replenish();
     } catch (err) {

@@ -164,6 +164,33 @@ export class FuseSession {
     }
   }
 
+  /** Journals every mapping change from now on in the memfd journal `fd` (native/src/journal.c). */
+  journal(fd: number): void {
+    native.fuseJournal(this.handle, fd);
+  }
+
+  /** Records a mapping change (offsets, -1 for none); false when the journal is full. */
+  journalAppend(ino: number, index: number, offset: number, old: number): boolean {
+    return native.fuseJournalAppend(this.handle, ino, index, offset, old) !== 0;
+  }
+
+  journalCover(): number {
+    return native.fuseJournalCommit(this.handle, 0, 0, 0);
+  }
+
+  journalMark(generation: number, covered: number): void {
+    native.fuseJournalCommit(this.handle, 1, generation, covered);
+  }
+
+  journalTrim(covered: number): void {
+    native.fuseJournalCommit(this.handle, 2, 0, covered);
+  }
+
+  /** The share of the journal in use, 0..1. */
+  journalFill(): number {
+    return native.fuseJournalCommit(this.handle, 3, 0, 0);
+  }
+
   /** A duplicate of the connection's fd, and the kernel's INIT request (empty before it came). */
   connection(): Handover {
     const [fd, init] = native.fuseHandover(this.handle);

@@ -1,0 +1,216 @@
+/*
+ * The map-change journal, in a memfd the keeper holds (keeper.c).
+ *
+ * Why: a daemon acknowledges a write once its data is in the data file and
+ * its mapping in the pool's memory; the mapping reaches the disk at the next
+ * commit. If the daemon is killed in between, the data is still in the host's
+ * page cache but the mapping is gone, and a successor serving the pool from
+ * its last commit would silently lose writes that ext4 above believes done.
+ * So every mapping change on the data path (a first write, native or not, a
+ * CoW break, an unmap) is appended here before the request is answered, and
+ * a successor replays what the commit it opened does not hold. The journal
+ * lives in memory only: after a reboot the page cache is gone too, and
+ * unflushed writes may be lost anyway.
+ *
+ * Format: a header (marks: which seq each recent commit covers) and a ring
+ * of 32-byte records. A record counts once its `seq` field holds its own
+ * seq, stored last; `next` moves after that, so a record torn by a kill is
+ * past `next` and ignored (its request was not answered; the kernel resends
+ * it). Marks are written before a commit's superblock, trims after it.
+ *
+ * Bounded: `capacity` records; a full ring refuses appends, and the pool
+ * commits before that (pool.ts, `journalRoom`).
+ */
+#include "journal.h"
+#include "fileops.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define JOURNAL_MAGIC 0x31766f6c6a776f63ULL /* "cowjlov1" */
+
+static size_t header_bytes(void) {
+  return (sizeof(journal_header) + 4095) & ~(size_t)4095;
+}
+
+journal *journal_open(int fd, int create, uint64_t capacity) {
+  journal *j = calloc(1, sizeof(journal));
+  if (!j) return NULL;
+  if (create) {
+    j->bytes = header_bytes() + capacity * sizeof(journal_record);
+    if (ftruncate(fd, (off_t)j->bytes) != 0) goto fail;
+  } else {
+    journal_header probe;
+    if (pread(fd, &probe, sizeof(probe), 0) != (ssize_t)sizeof(probe) || probe.magic != JOURNAL_MAGIC || probe.capacity == 0) {
+      errno = EINVAL;
+      goto fail;
+    }
+    j->bytes = header_bytes() + probe.capacity * sizeof(journal_record);
+  }
+  void *p = mmap(NULL, j->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) goto fail;
+  j->fd = fd;
+  j->h = p;
+  j->ring = (journal_record *)((char *)p + header_bytes());
+  if (create) {
+    memset(j->h, 0, sizeof(journal_header));
+    j->h->capacity = capacity;
+    j->h->head = 1;
+    j->h->next = 1; /* seq 0 means "none" */
+    atomic_thread_fence(memory_order_release);
+    j->h->magic = JOURNAL_MAGIC;
+  }
+  pthread_mutex_init(&j->mu, NULL);
+  return j;
+fail:
+  free(j);
+  return NULL;
+}
+
+void journal_close(journal *j) {
+  if (!j) return;
+  munmap(j->h, j->bytes);
+  pthread_mutex_destroy(&j->mu);
+  free(j);
+}
+
+uint64_t journal_append(journal *j, uint64_t key, int64_t offset, int64_t old) {
+  pthread_mutex_lock(&j->mu);
+  uint64_t seq = 0;
+  if (j->h->next - j->h->head < j->h->capacity) {
+    seq = j->h->next;
+    journal_record *r = &j->ring[seq % j->h->capacity];
+    r->key = key;
+    r->offset = offset;
+    r->old = old;
+    atomic_store_explicit((_Atomic uint64_t *)&r->seq, seq, memory_order_release);
+    atomic_store_explicit((_Atomic uint64_t *)&j->h->next, seq + 1, memory_order_release);
+  }
+  pthread_mutex_unlock(&j->mu);
+  return seq;
+}
+
+int journal_room(journal *j) {
+  pthread_mutex_lock(&j->mu);
+  int room = j->h->next - j->h->head < j->h->capacity;
+  pthread_mutex_unlock(&j->mu);
+  return room;
+}
+
+uint64_t journal_next(journal *j) {
+  return atomic_load_explicit((_Atomic uint64_t *)&j->h->next, memory_order_acquire);
+}
+
+double journal_fill(journal *j) {
+  pthread_mutex_lock(&j->mu);
+  double f = (double)(j->h->next - j->h->head) / (double)j->h->capacity;
+  pthread_mutex_unlock(&j->mu);
+  return f;
+}
+
+void journal_mark(journal *j, uint64_t generation, uint64_t covered) {
+  pthread_mutex_lock(&j->mu);
+  commit_mark *m = &j->h->marks[j->h->marks_written % JOURNAL_MARKS];
+  m->generation = generation;
+  m->covered = covered;
+  atomic_store_explicit((_Atomic uint64_t *)&j->h->marks_written, j->h->marks_written + 1, memory_order_release);
+  pthread_mutex_unlock(&j->mu);
+}
+
+void journal_trim(journal *j, uint64_t covered) {
+  pthread_mutex_lock(&j->mu);
+  if (covered > j->h->head && covered <= j->h->next) j->h->head = covered;
+  pthread_mutex_unlock(&j->mu);
+}
+
+long journal_since(journal *j, uint64_t generation, journal_record *out, size_t n) {
+  pthread_mutex_lock(&j->mu);
+  long found = -1;
+  uint64_t from = 0;
+  uint64_t written = j->h->marks_written;
+  for (uint64_t i = 0; i < JOURNAL_MARKS && i < written; i++) {
+    commit_mark *m = &j->h->marks[(written - 1 - i) % JOURNAL_MARKS];
+    if (m->generation == generation) {
+      from = m->covered;
+      found = 0;
+      break;
+    }
+  }
+  /* The records from `from` must still be in the ring. */
+  if (found == 0 && from < j->h->head) found = -1;
+  for (uint64_t s = from; found >= 0 && s < j->h->next && (size_t)found < n; s++) {
+    journal_record *r = &j->ring[s % j->h->capacity];
+    if (r->seq != s) break;
+    out[found++] = *r;
+  }
+  pthread_mutex_unlock(&j->mu);
+  return found;
+}
+
+/* ---- JavaScript's side ------------------------------------------------------ */
+
+/*
+ * journalRead(fd, generation) -> [ino, index, offset, old, ...] past what
+ * that commit holds, or null when the journal has no mark for it (then it
+ * cannot say what is missing). For a successor, before it serves.
+ */
+napi_value journal_js_read(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int32_t fd = -1;
+  double generation = 0;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_double(env, argv[1], &generation) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "journalRead(fd, generation): bad arguments");
+    return NULL;
+  }
+  journal *j = journal_open(fd, 0, 0);
+  if (!j) return cowvol_throw_errno(env, errno, "journal");
+  size_t cap = (size_t)j->h->capacity;
+  journal_record *out = malloc(cap * sizeof(journal_record));
+  long n = out ? journal_since(j, (uint64_t)generation, out, cap) : -1;
+  napi_value arr, v;
+  if (n < 0) {
+    napi_get_null(env, &arr);
+  } else {
+    napi_create_array_with_length(env, (size_t)n * 4, &arr);
+    for (long i = 0; i < n; i++) {
+      double f[4] = {(double)(out[i].key >> 32), (double)(out[i].key & 0xffffffffULL), (double)out[i].offset, (double)out[i].old};
+      for (int k = 0; k < 4; k++) {
+        napi_create_double(env, f[k], &v);
+        napi_set_element(env, arr, (uint32_t)(i * 4 + k), v);
+      }
+    }
+  }
+  free(out);
+  journal_close(j);
+  return arr;
+}
+
+/* journalCreate(capacity) -> fd of a new memfd journal. */
+napi_value journal_js_create(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  double capacity = 0;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &capacity) != napi_ok || capacity < 1) {
+    napi_throw_type_error(env, "EINVAL", "journalCreate(capacity): bad arguments");
+    return NULL;
+  }
+  int fd = memfd_create("cowvol-journal", MFD_CLOEXEC);
+  if (fd < 0) return cowvol_throw_errno(env, errno, "memfd_create");
+  journal *j = journal_open(fd, 1, (uint64_t)capacity);
+  if (!j) {
+    int err = errno;
+    close(fd);
+    return cowvol_throw_errno(env, err, "journal");
+  }
+  journal_close(j);
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
