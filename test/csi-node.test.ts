@@ -374,6 +374,32 @@ t.test('daemon restarts between stage and publish, and between publish and unpub
   await assertNothingLeft(t, s);
 });
 
+t.test('with a keeper, SIGTERM and kill -9 restarts keep every stage as it was: nothing is rebuilt', async (t) => {
+  const s = await startCsi(t, 'csi-keeper', [], ['--handover-grace', '60']);
+  await createVol(s, 'fsvol', 'ext4', 64 * MiB);
+  const fp = paths(s, 'fsvol');
+  await s.client.call('Node', 'NodeStageVolume', { volumeId: 'fsvol', stagingTargetPath: fp.staging, volumeCapability: capOf('ext4') });
+  fs.mkdirSync(path.dirname(fp.target), { recursive: true });
+  await s.client.call('Node', 'NodePublishVolume', { volumeId: 'fsvol', stagingTargetPath: fp.staging, targetPath: fp.target, volumeCapability: capOf('ext4') });
+  const data = Buffer.alloc(MiB, 0x31);
+  writeAt('ext4', fp.target, data);
+  const loops = loopsOf(s);
+  t.equal(loops.length, 1, 'one loop device for the stage');
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    await s.restart(signal);
+    t.match(s.daemon.log, /took the mount over/, `${signal}: the new daemon took the connection over`);
+    t.notMatch(s.daemon.log, /rebuilt a stage/, `${signal}: nothing rebuilt`);
+    t.same(loopsOf(s), loops, `${signal}: the same loop device still backs the stage`);
+    t.ok(readAt('ext4', fp.target, MiB).equals(data), `${signal}: the file written before reads back`);
+    const more = Buffer.alloc(MiB, signal === 'SIGTERM' ? 0x32 : 0x33);
+    writeAt('ext4', fp.target, more, `${signal}.bin`);
+    t.ok(readAt('ext4', fp.target, MiB, `${signal}.bin`).equals(more), `${signal}: and takes new writes`);
+  }
+  await unpublishAndUnstage(s, 'fsvol');
+  await s.client.call('Controller', 'DeleteVolume', { volumeId: 'fsvol' });
+  await assertNothingLeft(t, s);
+});
+
 t.test('serve --csi-endpoint refuses bad settings with one line and gives the pool back', async (t) => {
   const dir = tmpDir('csi-refuse');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

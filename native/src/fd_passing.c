@@ -129,26 +129,25 @@ static napi_value int_value(napi_env env, int64_t v) {
   return out;
 }
 
-/* unixListen(path) -> fd */
-napi_value fdp_js_listen(napi_env env, napi_callback_info info) {
+/* A call that takes one socket path and makes one fd of it: listen or connect. */
+static napi_value path_to_fd(napi_env env, napi_callback_info info, int (*make)(const char *), const char *what) {
   size_t argc = 1;
   napi_value argv[1];
   char path[108];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 1 || path_arg(env, argv[0], path, sizeof(path)) != 0) return NULL;
-  int s = fdp_listen(path);
-  return s < 0 ? cowvol_throw_errno(env, errno, "listen") : int_value(env, s);
+  int s = make(path);
+  return s < 0 ? cowvol_throw_errno(env, errno, what) : int_value(env, s);
+}
+
+/* unixListen(path) -> fd */
+napi_value fdp_js_listen(napi_env env, napi_callback_info info) {
+  return path_to_fd(env, info, fdp_listen, "listen");
 }
 
 /* unixConnect(path) -> fd */
 napi_value fdp_js_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  char path[108];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || path_arg(env, argv[0], path, sizeof(path)) != 0) return NULL;
-  int s = fdp_connect(path);
-  return s < 0 ? cowvol_throw_errno(env, errno, "connect") : int_value(env, s);
+  return path_to_fd(env, info, fdp_connect, "connect");
 }
 
 /* unixSend(fd, buffer, fds) */

@@ -93,6 +93,7 @@ function poolText(s: PoolSummary): string {
     `snapshots   ${s.snapshots}`,
     `metadata    ${s.metadataPages} pages (${formatSize(s.metadataPages * 4096)})`,
     `generation  ${s.generation}`,
+    `daemon      ${s.pid !== null ? `pid ${s.pid}${s.keeperPid !== null ? `, keeper pid ${s.keeperPid}` : ', no keeper'}` : 'none (opened by this command)'}`,
   ].join('\n');
 }
 

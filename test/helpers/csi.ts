@@ -31,7 +31,8 @@ export interface CsiSetup {
   restart(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export async function startCsi(t: Test, name: string, init: string[] = []): Promise<CsiSetup> {
+/** `extra`: more serve flags; with --handover-grace the daemon keeps a keeper, and teardown stops it for good. */
+export async function startCsi(t: Test, name: string, init: string[] = [], extra: string[] = []): Promise<CsiSetup> {
   const dir = tmpDir(name);
   const pool = path.join(dir, 'pool');
   const mount = path.join(dir, 'mnt');
@@ -39,7 +40,7 @@ export async function startCsi(t: Test, name: string, init: string[] = []): Prom
   const socket = path.join(dir, 'csi.sock');
   fs.mkdirSync(kubelet);
   if (cli(pool, 'pool', 'init', ...init).status !== 0) throw new Error('pool init failed');
-  const args = ['--csi-endpoint', `unix://${socket}`, '--node-id', NODE_ID, '--kubelet-dir', kubelet];
+  const args = ['--csi-endpoint', `unix://${socket}`, '--node-id', NODE_ID, '--kubelet-dir', kubelet, ...extra];
   const s: CsiSetup = {
     dir,
     pool,
@@ -57,7 +58,10 @@ export async function startCsi(t: Test, name: string, init: string[] = []): Prom
   };
   t.teardown(async () => {
     s.client.close();
-    if (s.daemon.child.exitCode === null) await s.daemon.stop('SIGTERM');
+    if (s.daemon.child.exitCode === null) {
+      if (extra.includes('--handover-grace')) cli(pool, 'stop');
+      else await s.daemon.stop('SIGTERM');
+    }
     cleanUnder(s);
     fs.rmSync(dir, { recursive: true, force: true });
   });
