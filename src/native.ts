@@ -73,6 +73,10 @@ export interface NativeSockets {
   unixSend(fd: number, data: Buffer, fds: number[]): void;
   /** null when the peer closed. */
   unixReceive(fd: number): [Buffer, number[]] | null;
+  /** One datagram to a service manager's notify socket ('@' first: abstract), with fds if any. */
+  sdNotify(path: string, message: string, fds: number[]): void;
+  /** A bound datagram socket for tests that play the manager; its receives give up after timeoutMs (EAGAIN). */
+  unixDatagramBind(path: string, timeoutMs: number): number;
   /** The keeper process's whole life (keeper.c); returns why it ended. */
   keeperRun(path: string, graceMs: number): string;
 }

@@ -1,18 +1,23 @@
 /*
  * Unix sockets that carry file descriptors (SCM_RIGHTS), which Node's net
  * module cannot do: how a daemon gives its FUSE connection to the keeper and
- * the keeper gives it to the next daemon (keeper.c). Sequenced packets, so
- * one send is one message, fds and all. Calls block; the daemon makes them
- * only while starting and stopping, the keeper is built around them.
+ * the keeper gives it to the next daemon (keeper.c), over sequenced packets
+ * (one send is one message, fds and all); and datagrams to a service
+ * manager's notify socket (sd_notify's protocol: READY=1, WATCHDOG=1...),
+ * which Node's dgram module cannot send either. Calls block; the daemon
+ * makes them only while starting and stopping and for short datagrams, the
+ * keeper is built around them.
  */
 #include "fd_passing.h"
 #include "fileops.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -52,6 +57,46 @@ int fdp_connect(const char *path) {
   int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (s < 0) return -1;
   if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    int err = errno;
+    close(s);
+    errno = err;
+    return -1;
+  }
+  return s;
+}
+
+/* A path starting with '@' is in the abstract namespace, as systemd writes NOTIFY_SOCKET. */
+static socklen_t datagram_address(const char *path, struct sockaddr_un *a) {
+  if (address(path, a) != 0) return 0;
+  socklen_t len = sizeof(*a);
+  if (path[0] == '@') {
+    a->sun_path[0] = 0;
+    len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+  }
+  return len;
+}
+
+int fdp_notify(const char *path, const char *msg, const int *fds, int nfds) {
+  struct sockaddr_un a;
+  socklen_t alen = datagram_address(path, &a);
+  if (alen == 0) return -1;
+  int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  int rc = connect(s, (struct sockaddr *)&a, alen) == 0 ? fdp_send(s, msg, strlen(msg), fds, nfds) : -1;
+  int err = errno;
+  close(s);
+  errno = err;
+  return rc;
+}
+
+int fdp_datagram_bind(const char *path, int timeout_ms) {
+  struct sockaddr_un a;
+  if (address(path, &a) != 0) return -1;
+  int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  unlink(path);
+  struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+  if (bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 || setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0) {
     int err = errno;
     close(s);
     errno = err;
@@ -150,6 +195,17 @@ napi_value fdp_js_connect(napi_env env, napi_callback_info info) {
   return path_to_fd(env, info, fdp_connect, "connect");
 }
 
+/* fds argument of unixSend and sdNotify: a JavaScript array of fd numbers. */
+static int fds_arg(napi_env env, napi_value v, int *fds, uint32_t *n) {
+  if (napi_get_array_length(env, v, n) != napi_ok || *n > FDP_MAX_FDS) return -1;
+  for (uint32_t i = 0; i < *n; i++) {
+    napi_value e;
+    napi_get_element(env, v, i, &e);
+    if (napi_get_value_int32(env, e, &fds[i]) != napi_ok) return -1;
+  }
+  return 0;
+}
+
 /* unixSend(fd, buffer, fds) */
 napi_value fdp_js_send(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -159,16 +215,11 @@ napi_value fdp_js_send(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t len = 0;
   uint32_t nfds = 0;
+  int fds[FDP_MAX_FDS];
   if (argc < 3 || napi_get_value_int32(env, argv[0], &sock) != napi_ok || napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok ||
-      napi_get_array_length(env, argv[2], &nfds) != napi_ok || nfds > FDP_MAX_FDS) {
+      fds_arg(env, argv[2], fds, &nfds) != 0) {
     napi_throw_type_error(env, "EINVAL", "unixSend(fd, buffer, fds): bad arguments");
     return NULL;
-  }
-  int fds[FDP_MAX_FDS];
-  for (uint32_t i = 0; i < nfds; i++) {
-    napi_value v;
-    napi_get_element(env, argv[2], i, &v);
-    napi_get_value_int32(env, v, &fds[i]);
   }
   if (fdp_send(sock, data, len, fds, (int)nfds) != 0) return cowvol_throw_errno(env, errno, "sendmsg");
   return NULL;
@@ -201,4 +252,36 @@ napi_value fdp_js_receive(napi_env env, napi_callback_info info) {
   napi_set_element(env, out, 0, data);
   napi_set_element(env, out, 1, list);
   return out;
+}
+
+/* sdNotify(socketPath, message, fds): one datagram to a service manager's notify socket. */
+napi_value fdp_js_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[108];
+  char msg[FDP_MAX_MESSAGE];
+  size_t len = 0;
+  int fds[FDP_MAX_FDS];
+  uint32_t nfds = 0;
+  if (argc < 3 || path_arg(env, argv[0], path, sizeof(path)) != 0) return NULL;
+  if (napi_get_value_string_utf8(env, argv[1], msg, sizeof(msg), &len) != napi_ok || fds_arg(env, argv[2], fds, &nfds) != 0) {
+    napi_throw_type_error(env, "EINVAL", "sdNotify(path, message, fds): bad arguments");
+    return NULL;
+  }
+  if (fdp_notify(path, msg, fds, (int)nfds) != 0) return cowvol_throw_errno(env, errno, "sendmsg");
+  return NULL;
+}
+
+/* unixDatagramBind(path, timeoutMs) -> fd: a datagram socket whose receives (unixReceive) give up after the timeout (EAGAIN). */
+napi_value fdp_js_datagram_bind(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char path[108];
+  int32_t timeout = 0;
+  if (argc < 2 || path_arg(env, argv[0], path, sizeof(path)) != 0) return NULL;
+  napi_get_value_int32(env, argv[1], &timeout);
+  int s = fdp_datagram_bind(path, timeout);
+  return s < 0 ? cowvol_throw_errno(env, errno, "bind") : int_value(env, s);
 }

@@ -17,7 +17,13 @@ int fdp_send(int sock, const void *buf, size_t len, const int *fds, int nfds);
 /* The message's length (0: the peer closed), its fds in fds/nfds; -1 with errno. */
 ssize_t fdp_recv(int sock, void *buf, size_t cap, int *fds, int *nfds);
 
+/* One datagram to the socket at `path` ('@' first: abstract). */
+int fdp_notify(const char *path, const char *msg, const int *fds, int nfds);
+int fdp_datagram_bind(const char *path, int timeout_ms);
+
 napi_value fdp_js_listen(napi_env env, napi_callback_info info);
+napi_value fdp_js_notify(napi_env env, napi_callback_info info);
+napi_value fdp_js_datagram_bind(napi_env env, napi_callback_info info);
 napi_value fdp_js_connect(napi_env env, napi_callback_info info);
 napi_value fdp_js_send(napi_env env, napi_callback_info info);
 napi_value fdp_js_receive(napi_env env, napi_callback_info info);

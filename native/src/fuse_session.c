@@ -415,9 +415,12 @@ static void *run(void *arg) {
   session *s = arg;
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, 16);
+  /* No idle worker exits: a detach signals readers by thread id (handover.c). */
+  fuse_loop_cfg_set_idle_threads(cfg, 16);
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   fuse_session_loop_mt(s->se, cfg);
   fuse_loop_cfg_destroy(cfg);
+  handover_loop_done(&s->ho);
   atomic_store(&s->closing, 1);
   napi_call_threadsafe_function(s->closed_tsfn, NULL, napi_tsfn_blocking);
   return NULL;

@@ -17,10 +17,16 @@
 
 /* A FUSE_INIT request is 64 bytes of argument and a 40-byte header today; room to spare. */
 #define HANDOVER_INIT_MAX 512
+/* Reader threads that can be woken; the session runs at most this many (fuse_session.c). */
+#define HANDOVER_READERS 64
 
 typedef struct handover {
-  int wake_fd;          /* eventfd: readable once detaching, so no reader sleeps through it */
   atomic_int detaching; /* set once; readers return ENODEV, which ends libfuse's loop */
+  atomic_int loop_done; /* the session's loop returned: no reader is left to wake */
+  atomic_int readers[HANDOVER_READERS]; /* kernel thread ids of the readers, 0 once gone */
+  atomic_int nreaders;
+  pthread_t waker;
+  int waker_started;
   pthread_mutex_t mu;   /* guards everything below */
   pthread_cond_t cv;    /* a replayed INIT was answered */
   char init[HANDOVER_INIT_MAX];
@@ -37,6 +43,8 @@ ssize_t handover_read(handover *h, int fd, void *buf, size_t len);
 ssize_t handover_writev(handover *h, int fd, struct iovec *iov, int count);
 /* Ends the session's loop without unmounting: each reader returns once its current request is answered. */
 void handover_detach(handover *h);
+/* The session's loop returned (every reader is joined): stops waking them. */
+void handover_loop_done(handover *h);
 /* Copies the kernel's INIT request into out (HANDOVER_INIT_MAX bytes); 0 if none was read yet. */
 size_t handover_init_copy(handover *h, char *out);
 

@@ -33,6 +33,7 @@ import { type Logger, createLogger } from '../log.js';
 import { Volumes } from '../volumes/volumes.js';
 import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, holdAgain, inherit, release, startKeeper } from './keeper.js';
 import { native } from '../native.js';
+import { Notifier } from './notify.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 
 export const DEFAULT_MOUNT = '/run/cowvol';
@@ -91,6 +92,8 @@ interface Parts {
   link: KeeperLink | null;
   /** Our map-change journal, a memfd the keeper also holds. */
   journalFd: number;
+  /** systemd's notify socket, when it started us. */
+  notifier: Notifier;
 }
 
 export function serve(opts: ServeOptions): Daemon {
@@ -134,6 +137,7 @@ export function serve(opts: ServeOptions): Daemon {
     ready: false,
     link: inherited?.link ?? null,
     journalFd,
+    notifier: new Notifier(),
   };
   const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount));
   let end: (p: Promise<void>) => void = () => {};
@@ -286,12 +290,15 @@ async function startServices(p: Parts, previousMount: string | null): Promise<vo
   const pool = p.handle.pool;
   p.log.info({ pool: p.opts.poolDir, mount: p.opts.mount, socket: p.socket, volumes: pool.stats().volumes, csi: csiOpts?.endpoint }, 'serving');
   const list = pool.list().map((v) => blockFilePath(p.opts.mount, v.name, v.readOnly));
+  p.notifier.ready(`serving ${list.length} volumes and snapshots at ${p.opts.mount}${csiOpts ? `, CSI on ${csiOpts.endpoint}` : ''}`);
+  p.notifier.startWatchdog(p.opts.mount);
   process.stdout.write(`cowvol: serving ${p.opts.poolDir} at ${p.opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
 }
 
 async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forGood: boolean): Promise<void> {
   const link = forGood ? null : p.link;
   p.log.info({ reason }, link === null ? 'stopping: draining requests' : 'stopping: handing the mount over');
+  p.notifier.stopping(link === null ? 'draining, then unmounting' : 'handing the mount over to the keeper');
   p.ready = false;
   await started.catch(() => undefined);
   clearInterval(p.timer);
