@@ -103,7 +103,12 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
     t.equal(c?.driver, DEFAULT_DRIVER_NAME, `${kind} names the driver`);
   }
 
-  type Container = { name: string; args?: string[]; volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[] };
+  type Container = {
+    name: string;
+    args?: string[];
+    env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
+    volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
+  };
   const ds = find('DaemonSet')[0] as Manifest & { spec: { template: { spec: { serviceAccountName: string; containers: Container[]; volumes: { name: string; hostPath?: { path: string } }[] } } } };
   const pod = ds.spec.template.spec;
   const names = pod.containers.map((c) => c.name);
@@ -133,6 +138,9 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
   t.equal(kubeletMount?.mountPropagation, 'Bidirectional', 'mounts made by cowvol reach kubelet and the pods');
   const provisioner = pod.containers.find((c) => c.name === 'csi-provisioner') as Container;
   t.ok(provisioner.args?.includes('--node-deployment=true'), 'each node provisions its own claims');
+  const snapshotter = pod.containers.find((c) => c.name === 'csi-snapshotter') as Container;
+  t.ok(snapshotter.args?.includes('--node-deployment=true'), 'each node snapshots its own volumes');
+  t.ok(snapshotter.env?.some((e) => e.name === 'NODE_NAME' && e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName'), 'and knows which node it is');
 
   const sa = find('ServiceAccount')[0] as Manifest;
   t.equal(pod.serviceAccountName, sa.metadata.name, 'the DaemonSet runs as the service account');
