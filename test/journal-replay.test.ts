@@ -93,3 +93,22 @@ t.test('a record that does not follow from the map is refused before anything ch
   t.ok(checkPool(p).ok, 'check clean');
   p.close();
 });
+
+t.test('a full journal makes the pool commit instead, so nothing answered is left out', async (t) => {
+  const meta = new MemoryDisk();
+  const data = new MemoryDisk();
+  Pool.init(meta, data, { chunkSize: 4 * KiB });
+  const p = Pool.open(meta, data);
+  p.createVolume('v', 64 * KiB);
+  const full = new Journal();
+  full.journal = (): boolean => false;
+  p.listener = full;
+  const before = p.stats().generation;
+  p.write('v', 8 * KiB, fill(4 * KiB, 7));
+  t.ok(p.stats().generation > before, 'the first write was committed on the spot');
+  t.notOk(p.uncommitted, 'nothing is left for a journal to hold');
+  // kill -9 now: the successor needs no journal at all.
+  const next = Pool.open(meta, data);
+  t.ok(next.read('v', 8 * KiB, 4 * KiB).equals(fill(4 * KiB, 7)), 'the write is there without a replay');
+  next.close();
+});
