@@ -77,6 +77,8 @@ export interface NativeSockets {
   sdNotify(path: string, message: string, fds: number[]): void;
   /** A bound datagram socket for tests that play the manager; its receives give up after timeoutMs (EAGAIN). */
   unixDatagramBind(path: string, timeoutMs: number): number;
+  /** A memfd holding these bytes (for a service manager's fd store). */
+  memfdWith(data: Buffer): number;
   /** The keeper process's whole life (keeper.c); returns why it ended. */
   keeperRun(path: string, graceMs: number): string;
 }

@@ -3,7 +3,9 @@
  * passes `systemd-analyze verify` and keeps the settings a FUSE daemon with
  * a keeper needs; a real daemon started with $NOTIFY_SOCKET pointing at a
  * datagram socket that plays the manager sends READY=1 once it serves,
- * WATCHDOG=1 pings while its mount answers, and STOPPING=1 on SIGTERM.
+ * WATCHDOG=1 pings while its mount answers, and STOPPING=1 on SIGTERM; with
+ * --fd-store it stores its connection there, and a daemon started after a
+ * kill -9 with those fds in $LISTEN_FDS takes the mount over.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,6 +14,9 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
 import { native } from '../src/native.js';
+import { spawn } from 'node:child_process';
+
+import { isMountPoint } from '../src/host/mounts.js';
 import { Daemon, bin, cli, scratchPool, sh } from './helpers/daemon.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -28,7 +33,8 @@ t.test('the unit verifies and keeps what the daemon needs', async (t) => {
   t.notMatch(r.stdout + r.stderr, /cowvol\.service/, 'no warning about the unit');
   const settings = new Map(unit.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   t.equal(settings.get('Type'), 'notify', 'Type=notify');
-  t.equal(settings.get('KillMode'), 'process', 'KillMode=process: a restart leaves the keeper alive');
+  t.match(settings.get('ExecStart') ?? '', /serve --fd-store/, 'the fd store holds the connection between daemons');
+  t.ok(Number(settings.get('FileDescriptorStoreMax')) >= 3, 'room for the connection, the journal and the record');
   t.equal(settings.get('Restart'), 'on-failure', 'restarted after a crash');
   t.ok(Number(settings.get('WatchdogSec')) > 0, 'a watchdog');
   for (const ns of ['PrivateMounts', 'PrivateTmp', 'ProtectSystem', 'ProtectHome', 'PrivateDevices', 'ProtectKernelModules', 'ProtectKernelLogs']) {
@@ -72,4 +78,86 @@ t.test('READY=1 once serving, WATCHDOG=1 while the mount answers, STOPPING=1 on 
   while (last === 'WATCHDOG=1') last = receive();
   t.match(last, /^STOPPING=1$/m, `STOPPING=1 on SIGTERM: ${last}`);
   t.equal((await d.stop('SIGTERM')).code, 0, 'exits 0');
+});
+
+t.test('the fd store: a daemon started with the stored fds after a kill -9 takes the mount over', async (t) => {
+  const { pool, mount, dir } = scratchPool(t, 'fdstore');
+  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M').status, 0, 'volume made');
+  const sockPath = path.join(dir, 'notify.sock');
+  const manager = native.unixDatagramBind(sockPath, 20_000);
+  const stored = new Map<string, number>();
+  const removed = new Set<string>();
+  t.teardown(() => {
+    for (const fd of stored.values()) fs.closeSync(fd);
+    fs.closeSync(manager);
+  });
+  /** Plays the manager until `until` says so: keeps stored fds by name, drops removed ones. */
+  const serveManager = (until: (msg: string) => boolean): void => {
+    for (let i = 0; i < 50; i++) {
+      const got = native.unixReceive(manager);
+      if (got === null) return;
+      const [raw, fds] = got;
+      const msg = raw.toString();
+      const name = /^FDNAME=(.*)$/m.exec(msg)?.[1] ?? '';
+      if (/^FDSTORE=1$/m.test(msg) && fds.length === 1) {
+        if (stored.has(name)) fs.closeSync(stored.get(name) as number);
+        stored.set(name, fds[0] as number);
+      } else {
+        for (const fd of fds) fs.closeSync(fd);
+      }
+      if (/^FDSTOREREMOVE=1$/m.test(msg)) {
+        removed.add(name);
+        if (stored.has(name)) fs.closeSync(stored.get(name) as number);
+        stored.delete(name);
+      }
+      if (until(msg)) return;
+    }
+  };
+  process.env.NOTIFY_SOCKET = sockPath;
+  let a: Daemon;
+  try {
+    a = await Daemon.start(pool, mount, ['--fd-store']);
+  } finally {
+    delete process.env.NOTIFY_SOCKET;
+  }
+  serveManager((m) => /^READY=1$/m.test(m));
+  const names = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info'];
+  t.same([...stored.keys()].sort(), [...names].sort(), 'the connection, the journal and the record are in the store');
+  const file = path.join(mount, 'block', 'v');
+  const data = Buffer.alloc(64 * 1024, 0x5a);
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, data, 0, data.length, 1024 * 1024); // a first write, answered, not flushed
+  fs.closeSync(fd);
+  await a.stop('SIGKILL');
+  t.ok(isMountPoint(mount), 'after kill -9 the mount stays: the store holds the connection');
+
+  // Started as systemd starts it: the stored fds from 3 on, LISTEN_PID its own pid.
+  const b = spawn('sh', ['-c', `LISTEN_PID=$$ exec "${process.execPath}" "${bin}" serve --fd-store --pool "${pool}" --mount "${mount}" --handover-grace 0`], {
+    env: { ...process.env, NOTIFY_SOCKET: sockPath, LISTEN_FDS: '3', LISTEN_FDNAMES: names.join(':') },
+    stdio: ['ignore', 'ignore', 'pipe', ...names.map((n) => stored.get(n) as number)],
+  });
+  let log = '';
+  const exited = new Promise<void>((resolve) => b.once('exit', () => resolve()));
+  await new Promise<void>((resolve) => {
+    b.stderr?.on('data', (chunk: Buffer) => {
+      log += chunk.toString();
+      if (log.includes('"msg":"serving"')) resolve();
+    });
+    void exited.then(() => resolve());
+  });
+  t.match(log, /took the mount over/, `the new daemon took the connection over: ${log.slice(0, 400)}`);
+  t.match(log, /"applied":[1-9]/, 'and replayed the first write the killed daemon answered');
+  serveManager((m) => /^READY=1$/m.test(m));
+  const back = Buffer.alloc(data.length);
+  const rfd = fs.openSync(file, 'r');
+  fs.readSync(rfd, back, 0, back.length, 1024 * 1024);
+  fs.closeSync(rfd);
+  t.ok(back.equals(data), 'the write answered before the kill reads back');
+  removed.clear();
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stdout}${r.stderr}`);
+  await exited;
+  serveManager(() => names.every((n) => removed.has(n)));
+  t.ok(names.every((n) => removed.has(n)), 'stopping for good takes the fds out of the store');
+  t.notOk(isMountPoint(mount), 'and unmounts');
 });

@@ -35,6 +35,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"keeperRun", NULL, keeper_js_run, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sdNotify", NULL, fdp_js_notify, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixDatagramBind", NULL, fdp_js_datagram_bind, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"memfdWith", NULL, fdp_js_memfd_with, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournal", NULL, fuse_journal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournalAppend", NULL, fuse_journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournalCommit", NULL, fuse_journal_commit, NULL, NULL, NULL, napi_enumerable, NULL},

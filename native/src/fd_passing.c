@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -284,4 +285,25 @@ napi_value fdp_js_datagram_bind(napi_env env, napi_callback_info info) {
   napi_get_value_int32(env, argv[1], &timeout);
   int s = fdp_datagram_bind(path, timeout);
   return s < 0 ? cowvol_throw_errno(env, errno, "bind") : int_value(env, s);
+}
+
+/* memfdWith(buffer) -> fd of a memfd holding those bytes: a small record that can sit in a service manager's fd store. */
+napi_value fdp_js_memfd_with(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  size_t len = 0;
+  if (argc < 1 || napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "memfdWith(buffer): bad arguments");
+    return NULL;
+  }
+  int fd = memfd_create("cowvol-info", MFD_CLOEXEC);
+  if (fd < 0) return cowvol_throw_errno(env, errno, "memfd_create");
+  if (pwrite(fd, data, len, 0) != (ssize_t)len) {
+    int err = errno;
+    close(fd);
+    return cowvol_throw_errno(env, err, "pwrite");
+  }
+  return int_value(env, fd);
 }

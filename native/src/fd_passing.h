@@ -24,6 +24,7 @@ int fdp_datagram_bind(const char *path, int timeout_ms);
 napi_value fdp_js_listen(napi_env env, napi_callback_info info);
 napi_value fdp_js_notify(napi_env env, napi_callback_info info);
 napi_value fdp_js_datagram_bind(napi_env env, napi_callback_info info);
+napi_value fdp_js_memfd_with(napi_env env, napi_callback_info info);
 napi_value fdp_js_connect(napi_env env, napi_callback_info info);
 napi_value fdp_js_send(napi_env env, napi_callback_info info);
 napi_value fdp_js_receive(napi_env env, napi_callback_info info);

@@ -28,7 +28,7 @@ const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace'] as const;
 
 const SERVE_USAGE =
-  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30)';
+  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30)';
 const STOP_USAGE = 'stop   (stops the daemon for good: drain, commit, unmount; and the keeper that holds its mount)';
 /** How long `cowvol stop` waits for the daemon and its keeper to exit. */
 const STOP_WAIT_MS = 120_000;
@@ -190,7 +190,7 @@ async function runServe(argv: string[]): Promise<void> {
   const { DEFAULT_GRACE_SECONDS } = await import('../daemon/keeper.js');
   let daemon;
   try {
-    const args = parseArgs(argv, new Set(SERVE_FLAGS), new Set());
+    const args = parseArgs(argv, new Set(SERVE_FLAGS), new Set(['fd-store']));
     if (args.positional.length > 0) fail('EINVAL', `unexpected argument '${args.positional[0]}': see 'cowvol help'`);
     const flag = (name: string): string | undefined => {
       const v = args.flags.get(name);
@@ -211,6 +211,8 @@ async function runServe(argv: string[]): Promise<void> {
     if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,61}[a-zA-Z0-9])?$/.test(driverName)) fail('EINVAL', `invalid --driver-name '${driverName}': a domain-style name of at most 63 characters`);
     const grace = Number(flag('handover-grace') ?? DEFAULT_GRACE_SECONDS);
     if (!Number.isFinite(grace) || grace < 0 || grace > 3600) fail('EINVAL', `invalid --handover-grace '${flag('handover-grace')}': seconds from 0 (no keeper) to 3600`);
+    const fdStore = args.flags.has('fd-store');
+    if (fdStore && !process.env.NOTIFY_SOCKET) fail('EINVAL', '--fd-store keeps the FUSE connection in systemd\'s fd store: run it from the unit (no $NOTIFY_SOCKET here)');
     const nodeId = flag('node-id') ?? os.hostname();
     if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
@@ -219,6 +221,7 @@ async function runServe(argv: string[]): Promise<void> {
       logLevel,
       cacheBytes: cache === undefined ? undefined : parseSize(cache, 'cache size'),
       handoverGrace: grace,
+      fdStore,
       csi:
         endpoint === undefined
           ? undefined

@@ -33,6 +33,7 @@ import { type Logger, createLogger } from '../log.js';
 import { Volumes } from '../volumes/volumes.js';
 import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, holdAgain, inherit, release, startKeeper } from './keeper.js';
 import { native } from '../native.js';
+import { forget, fromListenFds, store } from './fd-store.js';
 import { Notifier } from './notify.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 
@@ -54,6 +55,8 @@ export interface ServeOptions {
   csi?: CsiOptions;
   /** Seconds a keeper holds the mount for the next daemon after a SIGTERM; 0: no keeper, SIGTERM unmounts. */
   handoverGrace?: number;
+  /** systemd's fd store holds the connection between daemons instead of a keeper (fd-store.ts). */
+  fdStore?: boolean;
 }
 
 export interface CsiOptions {
@@ -102,13 +105,13 @@ export function serve(opts: ServeOptions): Daemon {
   if (handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, handle.pool.discardedCommit);
   // Who mounted before us (read before this daemon records itself): its loop devices are stale now, unless we take its connection over.
   const previous = readRunFile(opts.poolDir);
-  const inherited = replayIfKilled(inheritConnection(opts, handle, previous?.keeperPid ?? 0), handle, log);
+  const inherited = opts.fdStore ? fromStore(handle, log) : replayIfKilled(inheritConnection(opts, handle, previous?.keeperPid ?? 0), handle, log);
   const journalFd = native.journalCreate(JOURNAL_RECORDS);
   const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd);
   if (inherited !== null) fs.closeSync(inherited.journalFd);
   const connection = fuseConnectionOf(opts.mount);
-  writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid, keeperPid: inherited?.link.pid });
-  if (inherited !== null) log.info({ mount: opts.mount, keeper: inherited.link.pid }, 'took the mount over from the previous daemon');
+  writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid, keeperPid: inherited?.link?.pid });
+  if (inherited !== null) log.info({ mount: opts.mount, keeper: inherited.link?.pid ?? 'fd store' }, 'took the mount over from the previous daemon');
   const flusher = files.ioFlusherErrno();
   if (flusher !== 0) {
     // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
@@ -176,24 +179,42 @@ function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: numbe
  * opened, then take the connection over. If the journal cannot say (it does
  * not reach back to that commit), let the connection fail as without a keeper.
  */
-function replayIfKilled(got: Inheritance | null, handle: PoolDir, log: Logger): Inheritance | null {
+function replayIfKilled(got: Inheritance | null, handle: PoolDir, log: Logger): Taken | null {
   if (got === null || !got.killed) return got;
+  if (replayJournal(got.journalFd, handle, log)) return got;
+  release(got.link);
+  fs.closeSync(got.handover.fd);
+  fs.closeSync(got.journalFd);
+  return null;
+}
+
+/** What systemd's fd store passed us, its journal replayed (a clean stop left nothing past its last commit). */
+function fromStore(handle: PoolDir, log: Logger): Taken | null {
+  const got = fromListenFds();
+  if (got === null) return null;
+  if (replayJournal(got.journalFd, handle, log)) return { ...got, link: null };
+  fs.closeSync(got.handover.fd);
+  fs.closeSync(got.journalFd);
+  return null;
+}
+
+function replayJournal(journalFd: number, handle: PoolDir, log: Logger): boolean {
   try {
-    const changes = journalChanges(got.journalFd, handle.pool.stats().generation);
+    const changes = journalChanges(journalFd, handle.pool.stats().generation);
     if (changes === null) fail('ECORRUPT', 'its journal does not reach back to the commit the pool opened');
     const applied = handle.pool.replay(changes);
-    log.warn({ applied, records: changes.length }, 'the previous daemon was killed: replayed its journal');
-    return got;
+    log.warn({ applied, records: changes.length }, 'replayed the previous daemon\'s journal');
+    return true;
   } catch (err) {
-    log.error({ err }, 'could not take the mount over after a kill: mounting afresh');
-    release(got.link);
-    fs.closeSync(got.handover.fd);
-    fs.closeSync(got.journalFd);
-    return null;
+    log.error({ err }, 'could not take the mount over: mounting afresh');
+    return false;
   }
 }
 
-function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Inheritance | null, journalFd: number): { files: BlockFiles; dataFd: number } {
+/** A connection this daemon takes over, from the keeper (with its link) or from systemd's fd store. */
+type Taken = Omit<Inheritance, 'link' | 'killed'> & { link: KeeperLink | null };
+
+function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Taken | null, journalFd: number): { files: BlockFiles; dataFd: number } {
   let dataFd = -1;
   try {
     // A mount taken over is ours and not served yet: any look at it would wait for us.
@@ -218,7 +239,7 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inher
   } catch (err) {
     // Give the pool back (commit, unlock) before reporting; the keeper learns we failed when our link closes.
     if (dataFd >= 0) fs.closeSync(dataFd);
-    if (inherited !== null) fs.closeSync(inherited.link.sock);
+    if (inherited?.link) fs.closeSync(inherited.link.sock);
     handle.close();
     throw err;
   }
@@ -257,7 +278,15 @@ async function connectionWithInit(files: BlockFiles): Promise<Handover> {
 async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
   const grace = p.opts.handoverGrace ?? DEFAULT_GRACE_SECONDS;
-  if (grace > 0) {
+  const socket = process.env.NOTIFY_SOCKET;
+  if (p.opts.fdStore && socket) {
+    const h = await connectionWithInit(p.files);
+    try {
+      store(socket, p.opts.mount, h, p.journalFd);
+    } finally {
+      fs.closeSync(h.fd);
+    }
+  } else if (grace > 0) {
     if (p.link === null) await startKeeper(p.opts.poolDir, grace);
     const h = await connectionWithInit(p.files);
     try {
@@ -297,24 +326,26 @@ async function startServices(p: Parts, previousMount: string | null): Promise<vo
 
 async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forGood: boolean): Promise<void> {
   const link = forGood ? null : p.link;
-  p.log.info({ reason }, link === null ? 'stopping: draining requests' : 'stopping: handing the mount over');
-  p.notifier.stopping(link === null ? 'draining, then unmounting' : 'handing the mount over to the keeper');
+  const handingOver = link !== null || (!forGood && p.opts.fdStore === true);
+  p.log.info({ reason }, handingOver ? 'stopping: handing the mount over' : 'stopping: draining requests');
+  p.notifier.stopping(handingOver ? 'handing the mount over' : 'draining, then unmounting');
   p.ready = false;
   await started.catch(() => undefined);
   clearInterval(p.timer);
   await new Promise<void>((resolve) => p.admin.close(() => resolve()));
   fs.rmSync(p.socket, { force: true });
   const stats = p.files.stats();
-  if (link !== null) {
+  if (handingOver) {
     const handover = await p.files.detach();
     if (p.csi !== null) await p.csi.close();
     // Closed before the keeper hears of it: the next daemon must find the pool unlocked.
     p.handle.close();
     fs.closeSync(p.dataFd);
-    handOver(link, p.opts.mount, handover, p.journalFd);
+    // In the fd store already: the connection, the journal (whose last mark is that commit) and the record.
+    if (link !== null) handOver(link, p.opts.mount, handover, p.journalFd);
     fs.closeSync(handover.fd);
     fs.closeSync(p.journalFd);
-    p.log.info({ stats, keeper: link.pid }, 'handed the mount over to the keeper');
+    p.log.info({ stats, keeper: link?.pid ?? 'fd store' }, 'handed the mount over');
     return;
   }
   // Loop devices over the block files keep the connection open after the
@@ -330,5 +361,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   fs.closeSync(p.dataFd);
   fs.closeSync(p.journalFd);
   if (p.link !== null) release(p.link);
+  const socket = process.env.NOTIFY_SOCKET;
+  if (p.opts.fdStore && socket) forget(socket);
   p.log.info({ stats }, 'stopped cleanly');
 }

@@ -1,0 +1,73 @@
+/**
+ * systemd's file descriptor store as the holder of the FUSE connection
+ * between daemons (`cowvol serve --fd-store`, what systemd/cowvol.service
+ * runs), in place of the keeper process (keeper.ts). The daemon stores
+ * three fds with the manager (sd_notify FDSTORE=1): the /dev/fuse
+ * connection, its map-change journal, and a small memfd with the mount
+ * point and the kernel's INIT request. When the unit restarts (a restart,
+ * an upgrade, Restart=on-failure after a crash), systemd hands them to the
+ * next daemon through $LISTEN_FDS, which replays the journal and takes the
+ * connection over as it would from the keeper. `cowvol stop` removes them
+ * (FDSTOREREMOVE=1) after unmounting; `systemctl stop` lets systemd close
+ * them, which ends the connection.
+ */
+import fs from 'node:fs';
+
+import { fail } from '../errors.js';
+import type { Handover } from '../fuse/session.js';
+import { native } from '../native.js';
+
+export const FD_NAMES = { fuse: 'cowvol-fuse', journal: 'cowvol-journal', info: 'cowvol-info' } as const;
+/** sd_listen_fds(3): passed fds start here. */
+const LISTEN_FDS_START = 3;
+
+/** What a previous daemon left in the store. */
+export interface Stored {
+  mount: string;
+  handover: Handover;
+  journalFd: number;
+}
+
+/** The connection systemd passed us ($LISTEN_FDS with our names), or null; other passed fds are closed. */
+export function fromListenFds(env: NodeJS.ProcessEnv = process.env): Stored | null {
+  if (Number(env.LISTEN_PID) !== process.pid) return null;
+  const n = Number(env.LISTEN_FDS ?? 0);
+  const names = (env.LISTEN_FDNAMES ?? '').split(':');
+  const byName = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const name = names[i] ?? '';
+    if (Object.values(FD_NAMES).includes(name as never) && !byName.has(name)) byName.set(name, LISTEN_FDS_START + i);
+    else fs.closeSync(LISTEN_FDS_START + i);
+  }
+  const fuse = byName.get(FD_NAMES.fuse);
+  const journal = byName.get(FD_NAMES.journal);
+  const info = byName.get(FD_NAMES.info);
+  if (fuse === undefined || journal === undefined || info === undefined) {
+    for (const fd of byName.values()) fs.closeSync(fd);
+    return null;
+  }
+  const bytes = Buffer.alloc(fs.fstatSync(info).size);
+  fs.readSync(info, bytes, 0, bytes.length, 0);
+  fs.closeSync(info);
+  const end = bytes.indexOf(0);
+  if (end <= 0) fail('EPROTO', 'the stored connection record is damaged');
+  return { mount: bytes.toString('utf8', 0, end), handover: { fd: fuse, init: Buffer.from(bytes.subarray(end + 1)) }, journalFd: journal };
+}
+
+/** Replaces what the store holds with this daemon's connection (a duplicate fd), journal and record. */
+export function store(socket: string, mount: string, h: Handover, journalFd: number): void {
+  forget(socket);
+  const info = native.memfdWith(Buffer.concat([Buffer.from(mount), Buffer.from([0]), h.init]));
+  try {
+    native.sdNotify(socket, `FDSTORE=1\nFDNAME=${FD_NAMES.fuse}`, [h.fd]);
+    native.sdNotify(socket, `FDSTORE=1\nFDNAME=${FD_NAMES.journal}`, [journalFd]);
+    native.sdNotify(socket, `FDSTORE=1\nFDNAME=${FD_NAMES.info}`, [info]);
+  } finally {
+    fs.closeSync(info);
+  }
+}
+
+/** Empties the store of our fds: stopping for good, or before storing newer ones. */
+export function forget(socket: string): void {
+  for (const name of Object.values(FD_NAMES)) native.sdNotify(socket, `FDSTOREREMOVE=1\nFDNAME=${name}`, []);
+}
