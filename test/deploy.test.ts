@@ -103,13 +103,15 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
     t.equal(c?.driver, DEFAULT_DRIVER_NAME, `${kind} names the driver`);
   }
 
+  type PodOwner = Manifest & { spec: { template: { spec: { serviceAccountName: string; containers: Container[]; volumes: { name: string; hostPath?: { path: string } }[] } } } };
   type Container = {
     name: string;
+    image?: string;
     args?: string[];
     env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
     volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
   };
-  const ds = find('DaemonSet')[0] as Manifest & { spec: { template: { spec: { serviceAccountName: string; containers: Container[]; volumes: { name: string; hostPath?: { path: string } }[] } } } };
+  const ds = find('DaemonSet', 'cowvol-node')[0] as PodOwner;
   const pod = ds.spec.template.spec;
   const names = pod.containers.map((c) => c.name);
   for (const sidecar of ['cowvol', 'node-driver-registrar', 'csi-provisioner', 'csi-snapshotter', 'csi-resizer', 'liveness-probe']) t.ok(names.includes(sidecar), `container ${sidecar}`);
@@ -149,4 +151,19 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
   t.same(binding.subjects.map((s) => [s.name, s.namespace]), [[sa.metadata.name, sa.metadata.namespace]], 'the binding names that account');
   t.equal(find('ClusterRole', binding.roleRef.name).length, 1, 'and a role that exists');
   t.equal(find('Namespace', sa.metadata.namespace ?? '').length, 1, 'the namespace is created too');
+
+  // The production layout: the daemon is a host service, the DaemonSet only runs the same sidecars.
+  const host = find('DaemonSet', 'cowvol-sidecars')[0] as PodOwner | undefined;
+  t.ok(host, 'deploy/node-service has the sidecar-only DaemonSet');
+  const hostPod = (host as PodOwner).spec.template.spec;
+  t.notOk(hostPod.containers.some((c) => c.name === 'cowvol'), 'no daemon container: the host service is the daemon');
+  for (const c of hostPod.containers) {
+    const twin = pod.containers.find((x) => x.name === c.name);
+    t.same([c.image, c.args], [twin?.image, twin?.args], `${c.name}: the same image and flags as in the all-in-one layout`);
+  }
+  t.equal(hostPod.serviceAccountName, pod.serviceAccountName, 'the same service account');
+  const hostSocketDir = hostPod.volumes.find((v) => v.name === 'socket-dir')?.hostPath?.path;
+  t.equal(hostSocketDir, path.dirname(hostSocket), 'the sidecars dial the socket kubelet is told of');
+  const envFile = fs.readFileSync(path.join(root, 'systemd', 'cowvol.default'), 'utf8');
+  t.ok(envFile.includes(`--csi-endpoint unix://${hostSocket}`), 'the host service is told to listen there (systemd/cowvol.default)');
 });
