@@ -17,7 +17,8 @@ import path from 'node:path';
 import { native } from '../native.js';
 
 export class Notifier {
-  private readonly socket: string | null;
+  /** $NOTIFY_SOCKET, or null when no manager started us. */
+  readonly socket: string | null;
   private timer: NodeJS.Timeout | null = null;
   private probing = false;
 

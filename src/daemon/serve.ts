@@ -181,18 +181,19 @@ function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: numbe
  */
 function replayIfKilled(got: Inheritance | null, handle: PoolDir, log: Logger): Taken | null {
   if (got === null || !got.killed) return got;
-  if (replayJournal(got.journalFd, handle, log)) return got;
-  release(got.link);
-  fs.closeSync(got.handover.fd);
-  fs.closeSync(got.journalFd);
-  return null;
+  return replayed(got, handle, log);
 }
 
 /** What systemd's fd store passed us, its journal replayed (a clean stop left nothing past its last commit). */
 function fromStore(handle: PoolDir, log: Logger): Taken | null {
   const got = fromListenFds();
-  if (got === null) return null;
-  if (replayJournal(got.journalFd, handle, log)) return { ...got, link: null };
+  return got === null ? null : replayed({ ...got, link: null }, handle, log);
+}
+
+/** `got` with its journal replayed onto the pool; or, if that fails, nothing: its holder lets go and its fds close. */
+function replayed(got: Taken, handle: PoolDir, log: Logger): Taken | null {
+  if (replayJournal(got.journalFd, handle, log)) return got;
+  if (got.link !== null) release(got.link);
   fs.closeSync(got.handover.fd);
   fs.closeSync(got.journalFd);
   return null;
@@ -274,29 +275,31 @@ async function connectionWithInit(files: BlockFiles): Promise<Handover> {
   fail('EIO', 'the kernel never sent FUSE_INIT');
 }
 
+/**
+ * Gives whoever holds the connection between daemons (systemd's fd store,
+ * or the keeper, started here if none runs) a duplicate of it, its INIT and
+ * our journal. Without either (--handover-grace 0), nothing.
+ */
+async function keepConnection(p: Parts): Promise<void> {
+  const socket = p.opts.fdStore ? p.notifier.socket : null;
+  const grace = p.opts.handoverGrace ?? DEFAULT_GRACE_SECONDS;
+  if (socket === null && grace <= 0) return;
+  if (socket === null && p.link === null) await startKeeper(p.opts.poolDir, grace);
+  const h = await connectionWithInit(p.files);
+  try {
+    if (socket !== null) store(socket, p.opts.mount, h, p.journalFd);
+    else if (p.link === null) p.link = hold(p.opts.poolDir, p.opts.mount, h, p.journalFd);
+    else holdAgain(p.link, p.opts.mount, h, p.journalFd);
+  } finally {
+    fs.closeSync(h.fd);
+  }
+  if (p.link !== null) writeRunFile(p.opts.poolDir, { mount: p.opts.mount, pid: process.pid, keeperPid: p.link.pid });
+}
+
 /** The admin socket listening, then CSI (answering "not ready" while stages a previous daemon left are rebuilt). */
 async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
-  const grace = p.opts.handoverGrace ?? DEFAULT_GRACE_SECONDS;
-  const socket = process.env.NOTIFY_SOCKET;
-  if (p.opts.fdStore && socket) {
-    const h = await connectionWithInit(p.files);
-    try {
-      store(socket, p.opts.mount, h, p.journalFd);
-    } finally {
-      fs.closeSync(h.fd);
-    }
-  } else if (grace > 0) {
-    if (p.link === null) await startKeeper(p.opts.poolDir, grace);
-    const h = await connectionWithInit(p.files);
-    try {
-      if (p.link === null) p.link = hold(p.opts.poolDir, p.opts.mount, h, p.journalFd);
-      else holdAgain(p.link, p.opts.mount, h, p.journalFd);
-    } finally {
-      fs.closeSync(h.fd);
-    }
-    writeRunFile(p.opts.poolDir, { mount: p.opts.mount, pid: process.pid, keeperPid: p.link.pid });
-  }
+  await keepConnection(p);
   const csiOpts = p.opts.csi;
   if (csiOpts) {
     const ctx: DriverContext = {
@@ -361,7 +364,6 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   fs.closeSync(p.dataFd);
   fs.closeSync(p.journalFd);
   if (p.link !== null) release(p.link);
-  const socket = process.env.NOTIFY_SOCKET;
-  if (p.opts.fdStore && socket) forget(socket);
+  if (p.opts.fdStore && p.notifier.socket !== null) forget(p.notifier.socket);
   p.log.info({ stats }, 'stopped cleanly');
 }

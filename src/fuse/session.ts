@@ -157,8 +157,7 @@ export class FuseSession {
     await this.closed;
     try {
       beforeFree?.();
-      const [fd, init] = native.fuseHandover(this.handle);
-      return { fd, init };
+      return this.connection();
     } finally {
       native.fuseDestroy(this.handle);
     }
