@@ -60,6 +60,13 @@ export interface NativeFuse {
   fuseJournalAppend(handle: FuseHandle, ino: number, index: number, offset: number, old: number): number;
   /** step 0: the seq a commit sealed now covers; 1: mark (generation, covered); 2: trim (covered); 3: fill, 0..1. */
   fuseJournalCommit(handle: FuseHandle, step: number, generation: number, covered: number): number;
+  /** Counts requests per volume from now on (volume_stats.c), tracking up to `volumes` inodes per thread slot. */
+  fuseCountVolumes(handle: FuseHandle, volumes: number): void;
+  /** [untracked, then per entry: ino, counts[4], bytes[4], ns[4]] by kind (read, write, flush, discard); [] when not counting. */
+  fuseVolumeStats(handle: FuseHandle): number[];
+  /** Per kind: latency counts by bucket (bucket i: at most 16 us << i; the last, the rest), then total ns; [] when not counting. */
+  fuseLatency(handle: FuseHandle): number[];
+  fuseForgetVolume(handle: FuseHandle, ino: number): void;
   /** A new memfd journal of `capacity` records; its fd. */
   journalCreate(capacity: number): number;
   /** Flat [ino, index, offset, old] past what commit `generation` holds; null when the journal has no mark for it. */

@@ -15,7 +15,7 @@ import { parseAllDocuments } from 'yaml';
 
 import { SERVE_FLAGS } from '../src/cli/main.js';
 import { DEFAULT_DRIVER_NAME } from '../src/csi/driver.js';
-import { SNAPSHOT_SCHEMAS } from './helpers/snapshot-crds.js';
+import { CRD_SCHEMAS } from './helpers/crd-schemas.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const deployDir = path.join(root, 'deploy');
@@ -61,7 +61,7 @@ t.test('every manifest validates against its API schema', async (t) => {
   const ajv = new Ajv({ allErrors: true, strictRequired: false });
   for (const { file, m } of all) {
     const what = `${file}: ${m.kind} ${m.metadata?.name}`;
-    const crd = SNAPSHOT_SCHEMAS[`${m.apiVersion}/${m.kind}`];
+    const crd = CRD_SCHEMAS[`${m.apiVersion}/${m.kind}`];
     if (crd !== undefined) {
       const validate = ajv.compile(crd);
       t.ok(validate(m), `${what} (CRD schema) ${ajv.errorsText(validate.errors)}`);
@@ -77,7 +77,7 @@ t.test('every manifest validates against its API schema', async (t) => {
   // The schemas are not blind: a broken manifest fails them.
   const Driver = await modelFor('storage.k8s.io/v1', 'CSIDriver');
   t.throws(() => new (Driver as ModelClass)({ apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: 'x' }, spec: { attachRequired: 'no' } }).validate(), 'a wrong type is caught');
-  const cls = ajv.compile(SNAPSHOT_SCHEMAS['snapshot.storage.k8s.io/v1/VolumeSnapshotClass'] ?? {});
+  const cls = ajv.compile(CRD_SCHEMAS['snapshot.storage.k8s.io/v1/VolumeSnapshotClass'] ?? {});
   t.notOk(cls({ apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshotClass', metadata: { name: 'x' }, driver: 'd', deletionPolicy: 'Keep' }), 'a bad deletionPolicy is caught');
 });
 
@@ -151,6 +151,16 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
   t.same(binding.subjects.map((s) => [s.name, s.namespace]), [[sa.metadata.name, sa.metadata.namespace]], 'the binding names that account');
   t.equal(find('ClusterRole', binding.roleRef.name).length, 1, 'and a role that exists');
   t.equal(find('Namespace', sa.metadata.namespace ?? '').length, 1, 'the namespace is created too');
+
+  // Prometheus finds the daemon's /metrics: the PodMonitor picks these pods and a port they serve it on.
+  const monitor = find('PodMonitor')[0] as (Manifest & { spec: { selector: { matchLabels: Record<string, string> }; podMetricsEndpoints: { port: string; path: string }[] } }) | undefined;
+  const podLabels = (ds.spec.template as unknown as { metadata: { labels: Record<string, string> } }).metadata.labels;
+  t.ok(Object.entries(monitor?.spec.selector.matchLabels ?? { none: '' }).every(([k, v]) => podLabels[k] === v), 'the PodMonitor selects the cowvol pods');
+  const metricsPort = (cowvol as Container & { ports?: { name: string; containerPort: number }[] }).ports?.find((p) => p.name === monitor?.spec.podMetricsEndpoints[0]?.port);
+  const metricsFlag = args.find((a) => a.startsWith('--metrics-address='));
+  t.equal(metricsFlag, `--metrics-address=0.0.0.0:${metricsPort?.containerPort}`, 'the daemon listens on the port the PodMonitor scrapes');
+  t.equal(monitor?.spec.podMetricsEndpoints[0]?.path, '/metrics');
+  t.equal(monitor?.metadata.namespace, ds.metadata.namespace);
 
   // The production layout: the daemon is a host service, the DaemonSet only runs the same sidecars.
   const host = find('DaemonSet', 'cowvol-sidecars')[0] as PodOwner | undefined;

@@ -39,6 +39,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseJournal", NULL, fuse_journal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournalAppend", NULL, fuse_journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournalCommit", NULL, fuse_journal_commit, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseCountVolumes", NULL, fuse_count_volumes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseVolumeStats", NULL, fuse_volume_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseLatency", NULL, fuse_latency, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseForgetVolume", NULL, fuse_forget_volume, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalRead", NULL, journal_js_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalCreate", NULL, journal_js_create, NULL, NULL, NULL, napi_enumerable, NULL},
   };

@@ -20,6 +20,7 @@
 #include "fileops.h"
 #include "handover.h"
 #include "journal.h"
+#include "volume_stats.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PR_SET_IO_FLUSHER
@@ -83,6 +85,8 @@ typedef struct session {
   handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
   journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c) */
   int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
+  /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
+  _Atomic(volume_stats *) stats;
   char mountpoint[4096];
 } session;
 
@@ -167,6 +171,25 @@ static void fill_attr(struct stat *st, const int64_t *r) {
 
 static session *of(fuse_req_t req) {
   return fuse_req_userdata(req);
+}
+
+/* ---- per-volume counters (volume_stats.c) ----------------------------------- */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* When a request started, if anyone counts; 0 spares the clock when nobody does. */
+static uint64_t started(session *s) {
+  return atomic_load_explicit(&s->stats, memory_order_acquire) ? now_ns() : 0;
+}
+
+/* Counts a request that completed without error, with the time since `since`. */
+static void count(session *s, fuse_ino_t ino, stat_kind kind, uint64_t bytes, uint64_t since) {
+  volume_stats *vs = atomic_load_explicit(&s->stats, memory_order_acquire);
+  if (vs && since) stats_add(vs, ino, kind, bytes, now_ns() - since);
 }
 
 /* ---- lowlevel operations --------------------------------------------------- */
@@ -294,51 +317,63 @@ static char *thread_read_buffer(size_t size) {
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
   session *s = of(req);
+  uint64_t since = started(s);
   char *buf = thread_read_buffer(size ? size : 1);
   int err = 0;
   if (buf && table_io(s->table, ino, buf, size, off, 0, &err)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf, size);
+    if (!err) count(s, ino, STAT_READ, size, since);
     return;
   }
   request r = {.op = OP_READ, .ino = ino, .n = {off, (int64_t)size, 0}};
   err = ask_js(s, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_buf(req, r.out, r.outlen);
+  if (!err) count(s, ino, STAT_READ, r.outlen, since);
   free(r.out);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
   session *s = of(req);
+  uint64_t since = started(s);
   int err = 0;
   if (table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_write(req, size);
+    if (!err) count(s, ino, STAT_WRITE, size, since);
     return;
   }
   request r = {.op = OP_WRITE, .ino = ino, .n = {off, (int64_t)size, 0}, .data = data, .len = size};
   err = ask_js(s, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_write(req, (size_t)r.r[0]);
+  if (!err) count(s, ino, STAT_WRITE, (uint64_t)r.r[0], since);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   (void)fi;
   session *s = of(req);
+  uint64_t since = started(s);
   int err = 0;
-  if (!atomic_load(&s->closing) && table_flush(s->table, &err)) {
-    fuse_reply_err(req, err);
-    return;
+  if (!(!atomic_load(&s->closing) && table_flush(s->table, &err))) {
+    request r = {.op = OP_FSYNC, .ino = ino, .n = {datasync, 0, 0}};
+    err = ask_js(s, &r);
   }
-  request r = {.op = OP_FSYNC, .ino = ino, .n = {datasync, 0, 0}};
-  fuse_reply_err(req, ask_js(s, &r));
+  fuse_reply_err(req, err);
+  if (!err) count(s, ino, STAT_FLUSH, 0, since);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
   (void)fi;
+  session *s = of(req);
+  uint64_t since = started(s);
   request r = {.op = OP_FALLOCATE, .ino = ino, .n = {mode, offset, length}};
-  fuse_reply_err(req, ask_js(of(req), &r));
+  int err = ask_js(s, &r);
+  fuse_reply_err(req, err);
+  /* What a block device calls a discard: punching a hole or zeroing a range (both free chunks here). */
+  if (!err && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) count(s, ino, STAT_DISCARD, (uint64_t)length, since);
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
@@ -788,7 +823,92 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
   table_free(s->table);
+  stats_free(atomic_load(&s->stats));
   free(s);
+  return NULL;
+}
+
+/* fuseCountVolumes(session, volumes): count requests per volume from now on, tracking up to `volumes` per thread slot. */
+napi_value fuse_count_volumes(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  session *s = session_call(env, info, 2, argv);
+  if (!s) return NULL;
+  if (atomic_load(&s->stats)) return throw_msg(env, "fuseCountVolumes: the session counts already");
+  volume_stats *vs = stats_new((size_t)num(env, argv[1]));
+  if (!vs) return cowvol_throw_errno(env, ENOMEM, "fuseCountVolumes");
+  atomic_store_explicit(&s->stats, vs, memory_order_release);
+  return NULL;
+}
+
+#define STAT_FIELDS (1 + 3 * STAT_KINDS)
+
+/*
+ * fuseVolumeStats(session) -> [untracked, then per entry: ino, counts[4],
+ * bytes[4], ns[4]] in stat_kind order; an ino may repeat (one entry per
+ * thread slot that counted it), the caller sums. [] when not counting.
+ */
+napi_value fuse_volume_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  session *s = session_call(env, info, 1, argv);
+  if (!s) return NULL;
+  volume_stats *vs = atomic_load(&s->stats);
+  size_t cap = stats_capacity(vs);
+  volume_counts *all = cap ? calloc(cap, sizeof(volume_counts)) : NULL;
+  if (cap && !all) return cowvol_throw_errno(env, ENOMEM, "fuseVolumeStats");
+  size_t n = stats_collect(vs, all, cap);
+  napi_value arr, v;
+  napi_create_array_with_length(env, vs ? 1 + n * STAT_FIELDS : 0, &arr);
+  uint32_t at = 0;
+  if (vs) {
+    napi_create_double(env, (double)stats_untracked(vs), &v);
+    napi_set_element(env, arr, at++, v);
+  }
+  for (size_t i = 0; i < n; i++) {
+    double fields[STAT_FIELDS] = {(double)all[i].ino};
+    for (int k = 0; k < STAT_KINDS; k++) {
+      fields[1 + k] = (double)all[i].count[k];
+      fields[1 + STAT_KINDS + k] = (double)all[i].bytes[k];
+      fields[1 + 2 * STAT_KINDS + k] = (double)all[i].ns[k];
+    }
+    for (int f = 0; f < STAT_FIELDS; f++) {
+      napi_create_double(env, fields[f], &v);
+      napi_set_element(env, arr, at++, v);
+    }
+  }
+  free(all);
+  return arr;
+}
+
+/*
+ * fuseLatency(session) -> per kind, STAT_BUCKETS counts (bucket i: at most
+ * 16 us << i; the last, the rest) and then the kind's total nanoseconds;
+ * [] when not counting.
+ */
+napi_value fuse_latency(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  session *s = session_call(env, info, 1, argv);
+  if (!s) return NULL;
+  volume_stats *vs = atomic_load(&s->stats);
+  uint64_t counts[STAT_KINDS][STAT_BUCKETS], ns[STAT_KINDS];
+  stats_latency(vs, counts, ns);
+  napi_value arr, v;
+  napi_create_array_with_length(env, vs ? STAT_KINDS * (STAT_BUCKETS + 1) : 0, &arr);
+  uint32_t at = 0;
+  for (uint32_t k = 0; vs && k < STAT_KINDS; k++) {
+    for (uint32_t b = 0; b <= STAT_BUCKETS; b++) {
+      napi_create_double(env, (double)(b < STAT_BUCKETS ? counts[k][b] : ns[k]), &v);
+      napi_set_element(env, arr, at++, v);
+    }
+  }
+  return arr;
+}
+
+/* fuseForgetVolume(session, ino): its volume is gone; its counters go too. */
+napi_value fuse_forget_volume(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  session *s = session_call(env, info, 2, argv);
+  if (!s) return NULL;
+  stats_forget(atomic_load(&s->stats), (uint64_t)num(env, argv[1]));
   return NULL;
 }
 

@@ -24,5 +24,9 @@ napi_value fuse_handover(napi_env env, napi_callback_info info);
 napi_value fuse_journal(napi_env env, napi_callback_info info);
 napi_value fuse_journal_append(napi_env env, napi_callback_info info);
 napi_value fuse_journal_commit(napi_env env, napi_callback_info info);
+napi_value fuse_count_volumes(napi_env env, napi_callback_info info);
+napi_value fuse_volume_stats(napi_env env, napi_callback_info info);
+napi_value fuse_latency(napi_env env, napi_callback_info info);
+napi_value fuse_forget_volume(napi_env env, napi_callback_info info);
 
 #endif

@@ -31,6 +31,8 @@ export interface OpContext {
 export interface DaemonInfo {
   pid: number;
   keeperPid(): number | null;
+  /** Where /metrics answers (HOST:PORT), or null when it does not. */
+  metricsAddress(): string | null;
   /** Starts stopping for good (drain, commit, unmount, keeper gone); the reply goes out first. */
   stop(): void;
 }
@@ -133,6 +135,7 @@ function poolSummary(ctx: OpContext): PoolSummary {
     generation: s.generation,
     pid: ctx.daemon?.pid ?? null,
     keeperPid: ctx.daemon?.keeperPid() ?? null,
+    metricsAddress: ctx.daemon?.metricsAddress() ?? null,
   };
 }
 

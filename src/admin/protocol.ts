@@ -37,6 +37,8 @@ export interface PoolSummary {
   /** The daemon serving the pool, and the keeper holding its FUSE connection (null when none). */
   pid: number | null;
   keeperPid: number | null;
+  /** Where the daemon's /metrics and /healthz answer (HOST:PORT), or null. */
+  metricsAddress: string | null;
 }
 
 /** Every operation: its arguments and its result. */

@@ -24,6 +24,8 @@ export class PageCache {
   writeError: unknown = null;
   reads = 0;
   writes = 0;
+  private hits = 0;
+  private evictions = 0;
 
   constructor(disk: Disk, budgetBytes: number) {
     this.disk = disk;
@@ -31,6 +33,7 @@ export class PageCache {
       maxSize: Math.max(MIN_CACHE_BYTES, budgetBytes),
       sizeCalculation: () => PAGE_SIZE,
       dispose: (buf, pageNo, reason) => {
+        if (reason === 'evict') this.evictions++;
         if (reason !== 'evict' || !this.dirty.has(pageNo)) return;
         this.dirty.delete(pageNo);
         try {
@@ -44,13 +47,21 @@ export class PageCache {
 
   get(pageNo: number): Buffer {
     const hit = this.lru.get(pageNo);
-    if (hit) return hit;
+    if (hit) {
+      this.hits++;
+      return hit;
+    }
     const buf = Buffer.allocUnsafe(PAGE_SIZE);
     this.disk.read(buf, pageNo * PAGE_SIZE);
     this.reads++;
     verifyPage(buf, pageNo);
     this.lru.set(pageNo, buf);
     return buf;
+  }
+
+  /** Lookups served from memory, read from disk (misses), and pages pushed out by the budget. */
+  traffic(): { hits: number; misses: number; evictions: number } {
+    return { hits: this.hits, misses: this.reads, evictions: this.evictions };
   }
 
   /** Stores a new or modified page; it is written at commit or eviction. */

@@ -205,6 +205,8 @@ interface SealedCommit {
   sbWritten: boolean;
   /** The journal position it covers (MappingListener.journalCover). */
   covered: number;
+  /** performance.now() when it was sealed. */
+  sealed: number;
   /** Settles when the commit is done, or has failed. */
   done: Promise<void>;
 }
@@ -276,6 +278,11 @@ export class Pool {
   private readonly dataFlushes: GroupSync;
   private flushCommits = 0;
   private flushDataSyncs = 0;
+  /** Copy-on-write breaks: writes that found their chunk shared and took a new one. */
+  private cowBreaks = 0;
+  private commits = 0;
+  /** Told of each durable commit with the seconds from sealing it; for metrics. */
+  onCommit: ((seconds: number) => void) | null = null;
 
   /** Formats empty disks as a pool. */
   static init(metaDisk: Disk, dataDisk: Disk, options: InitOptions = {}): void {
@@ -637,6 +644,18 @@ export class Pool {
     return { requests: this.flushes.requests + this.dataFlushes.requests, commits: this.flushCommits, dataSyncs: this.flushDataSyncs };
   }
 
+  /** Counts since the pool was opened, for metrics: durable commits, CoW breaks, and the metadata page cache's traffic. */
+  activity(): { commits: number; cowBreaks: number; cache: { hits: number; misses: number; evictions: number } } {
+    return { commits: this.commits, cowBreaks: this.cowBreaks, cache: this.cache.traffic() };
+  }
+
+  /** Why the pool refuses work (it failed, or is closed), or null while it serves. */
+  get broken(): string | null {
+    if (this.closed) return 'the pool is closed';
+    const err = this.failure ?? this.cache.writeError;
+    return err === null ? null : `the pool failed: ${err instanceof Error ? err.message : String(err)}`;
+  }
+
   /** Metadata changed since the last commit: a flush would commit. */
   get uncommitted(): boolean {
     return this.hasChanges();
@@ -841,7 +860,7 @@ export class Pool {
       log,
     };
     const covered = this.listener?.journalCover?.() ?? 0;
-    const c: SealedCommit = { sb, logPages: pages, dataFirst: this.dataFirst, sbWritten: false, covered, done: Promise.resolve() };
+    const c: SealedCommit = { sb, logPages: pages, dataFirst: this.dataFirst, sbWritten: false, covered, done: Promise.resolve(), sealed: performance.now() };
     this.dataFirst = false;
     return c;
   }
@@ -850,6 +869,8 @@ export class Pool {
   private committed(c: SealedCommit): void {
     this.generation = c.sb.generation;
     this.changes++;
+    this.commits++;
+    this.onCommit?.((performance.now() - c.sealed) / 1000);
     this.meta.committedNow();
     this.data.committedNow();
     this.catalog.committedNow();
@@ -974,6 +995,7 @@ export class Pool {
     }
     // A new chunk: first write to this index, or a CoW break.
     const fresh = this.allocChunk();
+    if (current !== 0) this.cowBreaks++;
     const zeroed = this.zero.reads(fresh);
     // Lost data in the fresh chunk must read as what the index held before: zeros.
     if (current !== 0 || !this.zero.has(fresh)) this.dataFirst = true;

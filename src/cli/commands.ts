@@ -94,6 +94,7 @@ function poolText(s: PoolSummary): string {
     `metadata    ${s.metadataPages} pages (${formatSize(s.metadataPages * 4096)})`,
     `generation  ${s.generation}`,
     `daemon      ${s.pid !== null ? `pid ${s.pid}${s.keeperPid !== null ? `, keeper pid ${s.keeperPid}` : ', no keeper'}` : 'none (opened by this command)'}`,
+    ...(s.pid !== null ? [`metrics     ${s.metricsAddress !== null ? `http://${s.metricsAddress}/metrics` : 'off'}`] : []),
   ].join('\n');
 }
 

@@ -25,10 +25,10 @@ import { Progress } from './progress.js';
 const POOL_INIT_USAGE = 'pool init [--chunk-size SIZE] [--capacity SIZE]';
 const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 /** The flags `cowvol serve` takes (deploy/ is checked against this list). */
-export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace'] as const;
+export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace', 'metrics-address'] as const;
 
 const SERVE_USAGE =
-  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30)';
+  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--metrics-address IP:PORT|none] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30; /metrics and /healthz on 127.0.0.1:9464 unless told)';
 const STOP_USAGE = 'stop   (stops the daemon for good: drain, commit, unmount; and the keeper that holds its mount)';
 /** How long `cowvol stop` waits for the daemon and its keeper to exit. */
 const STOP_WAIT_MS = 120_000;
@@ -188,6 +188,7 @@ async function runServe(argv: string[]): Promise<void> {
   // Loaded here: the daemon (gRPC, FUSE) is more than a CLI command needs.
   const { DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
   const { DEFAULT_GRACE_SECONDS } = await import('../daemon/keeper.js');
+  const { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } = await import('../daemon/metrics-endpoint.js');
   let daemon;
   try {
     const args = parseArgs(argv, new Set(SERVE_FLAGS), new Set(['fd-store']));
@@ -213,6 +214,7 @@ async function runServe(argv: string[]): Promise<void> {
     if (!Number.isFinite(grace) || grace < 0 || grace > 3600) fail('EINVAL', `invalid --handover-grace '${flag('handover-grace')}': seconds from 0 (no keeper) to 3600`);
     const fdStore = args.flags.has('fd-store');
     if (fdStore && !process.env.NOTIFY_SOCKET) fail('EINVAL', '--fd-store keeps the FUSE connection in systemd\'s fd store: run it from the unit (no $NOTIFY_SOCKET here)');
+    const metricsAddress = parseMetricsAddress(flag('metrics-address') ?? DEFAULT_METRICS_ADDRESS);
     const nodeId = flag('node-id') ?? os.hostname();
     if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
@@ -222,6 +224,7 @@ async function runServe(argv: string[]): Promise<void> {
       cacheBytes: cache === undefined ? undefined : parseSize(cache, 'cache size'),
       handoverGrace: grace,
       fdStore,
+      metricsAddress,
       csi:
         endpoint === undefined
           ? undefined

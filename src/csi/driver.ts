@@ -27,6 +27,24 @@ export const LABEL = {
   groupName: 'csi.group-name',
 } as const;
 
+/**
+ * The PVC a volume was provisioned for, from the parameters the provisioner
+ * added (--extra-create-metadata), which cowvol keeps in the volume's labels;
+ * null for volumes CSI did not create or created without them.
+ */
+export function claimOf(labels: Record<string, string>): { namespace: string; name: string } | null {
+  const raw = labels[LABEL.parameters];
+  if (raw === undefined) return null;
+  try {
+    const params = JSON.parse(raw) as Record<string, unknown>;
+    const namespace = params['csi.storage.k8s.io/pvc/namespace'];
+    const name = params['csi.storage.k8s.io/pvc/name'];
+    return typeof namespace === 'string' && typeof name === 'string' ? { namespace, name } : null;
+  } catch {
+    return null;
+  }
+}
+
 export interface DriverContext {
   /** The volume service: every volume rule CSI relies on lives there. */
   volumes: Volumes;
@@ -41,6 +59,8 @@ export interface DriverContext {
   /** Bytes free on the filesystem under the pool. */
   hostFree(): number;
   log: Logger;
+  /** Told of every call when it is answered: the method, the gRPC code's name ("OK" on success), and its seconds. */
+  observe?(method: string, code: string, seconds: number): void;
 }
 
 export function blockFile(ctx: DriverContext, name: string): string {

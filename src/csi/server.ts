@@ -48,6 +48,7 @@ function wrap(ctx: DriverContext, service: string, handlers: Record<string, Hand
   for (const [method, fn] of Object.entries(handlers)) {
     impl[method] = (call: grpc.ServerUnaryCall<unknown, object>, callback: grpc.sendUnaryData<object>) => {
       const started = process.hrtime.bigint();
+      const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
       Promise.resolve()
         .then(() => {
           if (service !== 'Identity' && !ready()) throw new CsiError(status.UNAVAILABLE, 'cowvol is starting or stopping; retry');
@@ -55,13 +56,15 @@ function wrap(ctx: DriverContext, service: string, handlers: Record<string, Hand
         })
         .then(
           (res) => {
-            ctx.log.debug({ rpc: `${service}.${method}`, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'csi call');
+            ctx.log.debug({ rpc: `${service}.${method}`, ms: seconds() * 1000 }, 'csi call');
+            ctx.observe?.(method, 'OK', seconds());
             callback(null, res);
           },
           (err: unknown) => {
             const e = toCsiError(err);
             const level = e.code === status.INTERNAL ? 'error' : 'info';
             ctx.log[level]({ rpc: `${service}.${method}`, code: status[e.code], err: e.message }, 'csi call failed');
+            ctx.observe?.(method, status[e.code] ?? String(e.code), seconds());
             callback({ code: e.code, details: e.message });
           },
         );

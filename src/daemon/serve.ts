@@ -15,6 +15,7 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
+import path from 'node:path';
 
 import { fail } from '../errors.js';
 import { PoolDir, dataFilePath, hostFreeBytes } from '../blockstore/pool-dir.js';
@@ -36,6 +37,8 @@ import { native } from '../native.js';
 import { forget, fromListenFds, store } from './fd-store.js';
 import { Notifier } from './notify.js';
 import { readRunFile, writeRunFile } from './run-file.js';
+import { COUNTED_VOLUMES, Metrics } from './metrics.js';
+import { DEFAULT_METRICS_ADDRESS, type MetricsAddress, type MetricsEndpoint, parseMetricsAddress, startMetricsEndpoint } from './metrics-endpoint.js';
 
 export const DEFAULT_MOUNT = '/run/cowvol';
 /** Bounds what a crash can lose of metadata changes nobody flushed. */
@@ -46,6 +49,8 @@ const JOURNAL_RECORDS = 1 << 18;
 const INIT_WAIT_TRIES = 500;
 /** How long stop waits for the block files to drain before cutting the FUSE connection. */
 const DRAIN_MS = 3000;
+/** How long /healthz waits for a listing of the mount before it calls the daemon unwell. */
+const HEALTH_WAIT_MS = 5000;
 
 export interface ServeOptions {
   poolDir: string;
@@ -57,6 +62,8 @@ export interface ServeOptions {
   handoverGrace?: number;
   /** systemd's fd store holds the connection between daemons instead of a keeper (fd-store.ts). */
   fdStore?: boolean;
+  /** Where /metrics and /healthz answer; null: nowhere, and nothing is counted per volume. Default 127.0.0.1:9464. */
+  metricsAddress?: MetricsAddress | null;
 }
 
 export interface CsiOptions {
@@ -97,6 +104,10 @@ interface Parts {
   journalFd: number;
   /** systemd's notify socket, when it started us. */
   notifier: Notifier;
+  /** Null when --metrics-address none. */
+  metrics: Metrics | null;
+  /** Where /metrics listens, once it does. */
+  endpoint: MetricsEndpoint | null;
 }
 
 export function serve(opts: ServeOptions): Daemon {
@@ -123,6 +134,7 @@ export function serve(opts: ServeOptions): Daemon {
   const daemonInfo = {
     pid: process.pid,
     keeperPid: (): number | null => parts.link?.pid ?? null,
+    metricsAddress: (): string | null => parts.endpoint?.address ?? null,
     stop: (): void => void stop('cowvol stop', true),
   };
   const parts: Parts = {
@@ -141,6 +153,8 @@ export function serve(opts: ServeOptions): Daemon {
     link: inherited?.link ?? null,
     journalFd,
     notifier: new Notifier(),
+    metrics: metricsAddressOf(opts) === null ? null : new Metrics({ pool: handle.pool, files, hostFree: () => hostFreeBytes(opts.poolDir) }),
+    endpoint: null,
   };
   const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount));
   let end: (p: Promise<void>) => void = () => {};
@@ -153,6 +167,10 @@ export function serve(opts: ServeOptions): Daemon {
     return stopping;
   };
   return { log, stop, started, ended };
+}
+
+function metricsAddressOf(opts: ServeOptions): MetricsAddress | null {
+  return opts.metricsAddress === undefined ? parseMetricsAddress(DEFAULT_METRICS_ADDRESS) : opts.metricsAddress;
 }
 
 /** The connection a previous daemon handed to the keeper, if it is for our mount point; the pool is closed on refusal. */
@@ -228,6 +246,7 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inher
       options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
       takeover: inherited?.handover,
       journalFd,
+      countVolumes: metricsAddressOf(opts) === null ? undefined : COUNTED_VOLUMES,
       hostFree: () => hostFreeBytes(opts.poolDir),
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
       // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
@@ -300,6 +319,7 @@ async function keepConnection(p: Parts): Promise<void> {
 async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
   await keepConnection(p);
+  await startMetrics(p);
   const csiOpts = p.opts.csi;
   if (csiOpts) {
     const ctx: DriverContext = {
@@ -312,6 +332,7 @@ async function startServices(p: Parts, previousMount: string | null): Promise<vo
       maxVolumesPerNode: csiOpts.maxVolumesPerNode,
       hostFree: () => hostFreeBytes(p.opts.poolDir),
       log: p.log,
+      observe: p.metrics === null ? undefined : p.metrics.observeCsi.bind(p.metrics),
     };
     p.csi = await startCsiServer(ctx, csiOpts.endpoint, () => p.ready);
     // After a takeover the kernel kept every loop device and mount working: nothing to repair.
@@ -327,6 +348,35 @@ async function startServices(p: Parts, previousMount: string | null): Promise<vo
   process.stdout.write(`cowvol: serving ${p.opts.poolDir} at ${p.opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
 }
 
+/** /metrics and /healthz; a failure to listen is logged and the daemon serves on without them. */
+async function startMetrics(p: Parts): Promise<void> {
+  const at = metricsAddressOf(p.opts);
+  if (at === null || p.metrics === null) return;
+  try {
+    p.endpoint = await startMetricsEndpoint(at, p.metrics, () => health(p), p.log);
+  } catch (err) {
+    p.log.error({ err, address: `${at.host}:${at.port}` }, 'metrics endpoint could not listen: serving without it');
+  }
+}
+
+/** Null when the daemon serves, or why not: still starting or stopping, the pool failed, or the mount does not answer. */
+async function health(p: Parts): Promise<string | null> {
+  if (!p.ready) return 'starting or stopping';
+  const broken = p.handle.pool.broken;
+  if (broken !== null) return broken;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`the mount ${p.opts.mount} did not answer within ${HEALTH_WAIT_MS / 1000} s`), HEALTH_WAIT_MS)));
+  const listed = fs.promises.readdir(path.join(p.opts.mount, 'block')).then(
+    () => null,
+    (err: unknown) => `the mount ${p.opts.mount} does not answer: ${err instanceof Error ? err.message : String(err)}`,
+  );
+  try {
+    return await Promise.race([listed, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forGood: boolean): Promise<void> {
   const link = forGood ? null : p.link;
   const handingOver = link !== null || (!forGood && p.opts.fdStore === true);
@@ -335,6 +385,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   p.ready = false;
   await started.catch(() => undefined);
   clearInterval(p.timer);
+  await p.endpoint?.close();
   await new Promise<void>((resolve) => p.admin.close(() => resolve()));
   fs.rmSync(p.socket, { force: true });
   const stats = p.files.stats();

@@ -20,7 +20,7 @@
 import { CowvolError, type ErrorCode, errno, fail, fromSystemError } from '../errors.js';
 import type { MapChange, MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
 import { native } from '../native.js';
-import { type Handover, FuseSession, type FuseRequest, Op, type SessionOptions } from './session.js';
+import { type Handover, FuseSession, type FuseRequest, type IoCounts, Op, type SessionOptions } from './session.js';
 
 const ROOT = 1;
 const BLOCK_DIR = 2;
@@ -53,6 +53,8 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
   holderOf?: (file: string) => string | null;
   /** A memfd journal (native journalCreate) to record mapping changes in, for a successor after a kill. */
   journalFd?: number;
+  /** Count I/O per volume (for metrics), tracking up to this many volumes per FUSE thread slot; off when absent. */
+  countVolumes?: number;
 }
 
 /** Where a volume's (or snapshot's) file is under the mount point. */
@@ -78,13 +80,18 @@ export class BlockFiles implements MappingListener {
   private readonly started = Math.floor(Date.now() / 1000);
   /** Requests that failed with EIO or EUCLEAN, by volume id: what CSI reports as an abnormal volume condition. */
   private readonly ioErrors = new Map<number, number>();
+  /** Requests the addon handed to JavaScript, by operation (Op value). */
+  private readonly slowByOp = new Map<Op, number>();
 
   constructor(pool: Pool, opts: BlockFilesOptions) {
     this.pool = pool;
     this.opts = opts;
     this.session = new FuseSession(
       { ...opts, chunkSize: pool.chunkSize },
-      (req) => this.handle(req),
+      (req) => {
+        this.slowByOp.set(req.op, (this.slowByOp.get(req.op) ?? 0) + 1);
+        this.handle(req);
+      },
       () => this.replenish(),
     );
     if (opts.journalFd !== undefined) {
@@ -92,8 +99,36 @@ export class BlockFiles implements MappingListener {
       // What the opened commit holds is everything so far.
       this.session.journalMark(pool.stats().generation, this.session.journalCover());
     }
+    if (opts.countVolumes !== undefined) this.session.countVolumes(opts.countVolumes);
     pool.listener = this;
     pool.tellCommitNeeded();
+  }
+
+  /**
+   * I/O per volume id since this daemon started (with countVolumes), and the
+   * requests a full counter table could not attribute. Counters of volumes
+   * that are gone are dropped here, so their entries serve new volumes.
+   */
+  volumeStats(): { byVolume: Map<number, IoCounts>; untracked: number } {
+    const { byIno, untracked } = this.session.volumeStats();
+    const byVolume = new Map<number, IoCounts>();
+    for (const [ino, counts] of byIno) {
+      const id = ino - VOLUME_INO_BASE;
+      if (ino >= VOLUME_INO_BASE && this.pool.has(id)) byVolume.set(id, counts);
+      else this.session.forgetVolume(ino);
+    }
+    return { byVolume, untracked };
+  }
+
+  /** Request latencies of all volumes together (see FuseSession.latency). */
+  latency(): ReturnType<FuseSession['latency']> {
+    return this.session.latency();
+  }
+
+  /** Requests that went to JavaScript since the daemon started, by operation name. */
+  slowRequests(): Map<string, number> {
+    const names = new Map<number, string>(Object.entries(Op).map(([name, op]) => [op, name.toLowerCase()]));
+    return new Map([...this.slowByOp].map(([op, n]) => [names.get(op) ?? String(op), n]));
   }
 
   stats(): {

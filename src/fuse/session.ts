@@ -24,6 +24,30 @@ export const Op = {
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
+/** What volume_stats.c counts, in its order. */
+export const STAT_KINDS = ['read', 'write', 'flush', 'discard'] as const;
+export type StatKind = (typeof STAT_KINDS)[number];
+/** Completed requests of one kind, their bytes and the seconds spent on them (request in to reply out). */
+export type IoCounts = Record<StatKind, { count: number; bytes: number; seconds: number }>;
+
+/** A latency histogram: counts by bucket (not cumulative) with each bucket's upper bound in seconds, and their total seconds. */
+export interface Latency {
+  buckets: { le: number; count: number }[];
+  seconds: number;
+}
+
+/** The first latency bucket's bound (volume_stats.h, STAT_BUCKET_FIRST_NS); each next one doubles. */
+const LATENCY_FIRST_BOUND_US = 16;
+
+export function emptyCounts(): IoCounts {
+  return {
+    read: { count: 0, bytes: 0, seconds: 0 },
+    write: { count: 0, bytes: 0, seconds: 0 },
+    flush: { count: 0, bytes: 0, seconds: 0 },
+    discard: { count: 0, bytes: 0, seconds: 0 },
+  };
+}
+
 export interface FuseRequest {
   id: number;
   op: Op;
@@ -115,6 +139,54 @@ export class FuseSession {
   stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number } {
     const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes] = native.fuseStats(this.handle);
     return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes };
+  }
+
+  /** Counts completed reads, writes, flushes and discards per inode from now on, for up to `inodes` per thread. */
+  countVolumes(inodes: number): void {
+    native.fuseCountVolumes(this.handle, inodes);
+  }
+
+  /** Every inode's counts since countVolumes, summed over the threads; and requests no inode could be counted for. */
+  volumeStats(): { byIno: Map<number, IoCounts>; untracked: number } {
+    const flat = native.fuseVolumeStats(this.handle);
+    const byIno = new Map<number, IoCounts>();
+    const kinds = STAT_KINDS.length;
+    for (let i = 1; i + 3 * kinds < flat.length; i += 1 + 3 * kinds) {
+      const ino = flat[i] as number;
+      const sum = byIno.get(ino) ?? emptyCounts();
+      STAT_KINDS.forEach((kind, k) => {
+        sum[kind].count += flat[i + 1 + k] as number;
+        sum[kind].bytes += flat[i + 1 + kinds + k] as number;
+        sum[kind].seconds += (flat[i + 1 + 2 * kinds + k] as number) / 1e9;
+      });
+      byIno.set(ino, sum);
+    }
+    return { byIno, untracked: flat[0] ?? 0 };
+  }
+
+  /**
+   * Request latencies of every volume together, by kind: the count in each
+   * bucket (not cumulative) by its upper bound in seconds, the last bound
+   * Infinity; and the seconds of them all. Empty when not counting.
+   */
+  latency(): Map<StatKind, Latency> {
+    const flat = native.fuseLatency(this.handle);
+    const out = new Map<StatKind, Latency>();
+    const row = flat.length / STAT_KINDS.length;
+    STAT_KINDS.forEach((kind, k) => {
+      if (flat.length === 0) return;
+      const counts = flat.slice(k * row, (k + 1) * row - 1);
+      out.set(kind, {
+        buckets: counts.map((count, b) => ({ le: b === counts.length - 1 ? Infinity : (LATENCY_FIRST_BOUND_US * 2 ** b) / 1e6, count })),
+        seconds: (flat[(k + 1) * row - 1] as number) / 1e9,
+      });
+    });
+    return out;
+  }
+
+  /** Its volume is gone: its counters free their entries. */
+  forgetVolume(ino: number): void {
+    native.fuseForgetVolume(this.handle, ino);
   }
 
   /** The errno of an fdatasync the addon made for an fsync and saw fail; 0 if none. */

@@ -35,7 +35,9 @@ export class Daemon {
     this.mount = mount;
     // Tests of a restart ask for a keeper; the rest stop for good on SIGTERM, as without one.
     const grace = extra.includes('--handover-grace') ? [] : ['--handover-grace', '0'];
-    this.child = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--log-level', 'info', ...grace, ...extra], {
+    // Tests run two at a time: only a test of metrics listens, on a port of its own.
+    const metrics = extra.includes('--metrics-address') ? [] : ['--metrics-address', 'none'];
+    this.child = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--log-level', 'info', ...grace, ...metrics, ...extra], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.child.stderr?.on('data', (d: Buffer) => (this.log += d.toString()));

@@ -1,8 +1,9 @@
 /**
- * JSON schemas for the external-snapshotter CRDs that deploy/ uses, written
- * from their CustomResourceDefinitions (snapshot.storage.k8s.io/v1,
- * groupsnapshot.storage.k8s.io/v1beta1). kubernetes-models covers the core
- * API only; these cover the fields and constraints those CRDs declare.
+ * JSON schemas for the CRDs that deploy/ uses, written from their
+ * CustomResourceDefinitions: external-snapshotter's
+ * (snapshot.storage.k8s.io/v1, groupsnapshot.storage.k8s.io/v1beta1) and the
+ * Prometheus Operator's PodMonitor (monitoring.coreos.com/v1, the fields
+ * deploy/monitoring uses). kubernetes-models covers the core API only.
  */
 const metadata = {
   type: 'object',
@@ -30,7 +31,45 @@ const snapshotClass = (apiVersion: string, kind: string): object => ({
   additionalProperties: false,
 });
 
-export const SNAPSHOT_SCHEMAS: Record<string, object> = {
+const podMonitor = {
+  type: 'object',
+  required: ['apiVersion', 'kind', 'metadata', 'spec'],
+  properties: {
+    apiVersion: { const: 'monitoring.coreos.com/v1' },
+    kind: { const: 'PodMonitor' },
+    metadata,
+    spec: {
+      type: 'object',
+      required: ['selector'],
+      properties: {
+        selector: { type: 'object', properties: { matchLabels: { type: 'object', additionalProperties: { type: 'string' } } }, additionalProperties: false },
+        namespaceSelector: {
+          type: 'object',
+          properties: { any: { type: 'boolean' }, matchNames: { type: 'array', items: { type: 'string' } } },
+          additionalProperties: false,
+        },
+        podMetricsEndpoints: {
+          type: 'array',
+          items: {
+            type: 'object',
+            properties: {
+              port: { type: 'string' },
+              path: { type: 'string' },
+              interval: { type: 'string', pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$' },
+              scheme: { enum: ['http', 'https'] },
+            },
+            additionalProperties: false,
+          },
+        },
+      },
+      additionalProperties: false,
+    },
+  },
+  additionalProperties: false,
+};
+
+export const CRD_SCHEMAS: Record<string, object> = {
+  'monitoring.coreos.com/v1/PodMonitor': podMonitor,
   'snapshot.storage.k8s.io/v1/VolumeSnapshotClass': snapshotClass('snapshot.storage.k8s.io/v1', 'VolumeSnapshotClass'),
   'groupsnapshot.storage.k8s.io/v1beta1/VolumeGroupSnapshotClass': snapshotClass('groupsnapshot.storage.k8s.io/v1beta1', 'VolumeGroupSnapshotClass'),
   'snapshot.storage.k8s.io/v1/VolumeSnapshot': {
