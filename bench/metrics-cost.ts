@@ -56,7 +56,9 @@ async function start(name: string, metrics: string, children: ChildProcess[], mo
   const mnt = path.join(base, `${name}-mnt`);
   run(process.execPath, [cowvol, 'pool', 'init', '--pool', pool]);
   run(process.execPath, [cowvol, 'volume', 'create', 'bench', '--size', String(size), '--pool', pool]);
-  const d = spawn(process.execPath, [cowvol, 'serve', '--pool', pool, '--mount', mnt, '--log-level', 'warn', '--handover-grace', '0', '--metrics-address', metrics], { stdio: 'ignore' });
+  const d = spawn(process.execPath, [cowvol, 'serve', '--pool', pool, '--mount', mnt, '--log-level', 'warn', '--handover-grace', '0', '--metrics-address', metrics], {
+    stdio: ['ignore', 'ignore', fs.openSync(path.join(base, `${name}.log`), 'w')],
+  });
   children.push(d);
   mounts.push(mnt);
   for (let i = 0; i < 400 && !(fs.existsSync(path.join(pool, 'cowvol.sock')) && isMountPoint(mnt)); i++) await new Promise((r) => setTimeout(r, 25));
@@ -68,7 +70,8 @@ async function start(name: string, metrics: string, children: ChildProcess[], mo
 
 function scrape(address: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    http.get(`http://${address}/metrics`, (res) => {
+    // No pooled connection: spawnSync(fio) blocks this loop, so a kept-alive socket's close goes unseen.
+    http.get(`http://${address}/metrics`, { agent: false }, (res) => {
       let n = 0;
       res.on('data', (d: Buffer) => (n += d.length));
       res.on('end', () => resolve(n));

@@ -22,7 +22,8 @@ export interface Scrape {
 
 export function get(url: string, method = 'GET'): Promise<{ status: number; body: string; type: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method }, (res) => {
+    // A fresh connection each time: tests block the event loop (spawnSync), so a pooled socket's close could go unseen.
+    const req = http.request(url, { method, agent: false }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body, type: String(res.headers['content-type'] ?? '') }));
