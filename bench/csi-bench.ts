@@ -89,9 +89,9 @@ async function main(): Promise<void> {
         add(`snapshot ${fsType}`, await timed(() => c.call('Controller', 'CreateSnapshot', { sourceVolumeId: vol, name: `snap-${vol}` })));
         add(`plain copy ${fsType}`, await timed(() => sh('cp', '--sparse=always', file, `${file}.copy`)));
         add(`restore ${fsType}`, await timed(() => c.call('Controller', 'CreateVolume', { name: `r-${vol}`, capacityRange: { requiredBytes: 2 * GiB }, volumeCapabilities: [cap(fsType)], volumeContentSource: { snapshot: { snapshotId: `${vol}@snap-${vol}` } } })));
-        add(`expand ${fsType} (controller + node)`, await timed(async () => {
-          await c.call('Controller', 'ControllerExpandVolume', { volumeId: vol, capacityRange: { requiredBytes: GiB + 256 * MiB } });
-          await c.call('Node', 'NodeExpandVolume', { volumeId: vol, volumePath: target }).catch(() => undefined);
+        add(`expand ${fsType} (on the node)`, await timed(async () => {
+          // Without CAP_SYS_RESOURCE ext4 cannot grow online: the volume still grows, the filesystem at the next stage.
+          await c.call('Node', 'NodeExpandVolume', { volumeId: vol, volumePath: target, capacityRange: { requiredBytes: GiB + 256 * MiB } }).catch(() => undefined);
         }));
         add(`teardown ${fsType}`, await timed(async () => {
           await c.call('Node', 'NodeUnpublishVolume', { volumeId: vol, targetPath: target });

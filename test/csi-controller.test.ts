@@ -54,10 +54,11 @@ t.test('Identity: plugin info, capabilities, probe', async (t) => {
   t.same(gc.capabilities.map((c) => c.rpc.type), ['CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT']);
   const cc = await s.client.call<{ capabilities: { rpc: { type: string } }[] }>('Controller', 'ControllerGetCapabilities');
   const rpcs = cc.capabilities.map((c) => c.rpc.type);
-  for (const want of ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'EXPAND_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION']) {
+  for (const want of ['CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION']) {
     t.ok(rpcs.includes(want), `controller capability ${want}`);
   }
   t.notOk(rpcs.includes('PUBLISH_UNPUBLISH_VOLUME'), 'no controller publish: attachRequired is false');
+  t.notOk(rpcs.includes('EXPAND_VOLUME'), 'no controller expansion: volumes grow on their node (NodeExpandVolume)');
   t.equal((await s.client.code('Controller', 'ControllerPublishVolume', { volumeId: 'x', nodeId: NODE_ID })).code, status.UNIMPLEMENTED);
   t.equal((await s.client.code('Controller', 'ControllerUnpublishVolume', { volumeId: 'x' })).code, status.UNIMPLEMENTED);
   t.equal((await s.client.code('Controller', 'ControllerModifyVolume', { volumeId: 'x', mutableParameters: { a: 'b' } })).code, status.UNIMPLEMENTED, 'no mutable parameters');
@@ -249,22 +250,15 @@ t.test('snapshots: create, idempotency, list with filters and paging, get, delet
   t.equal(r.capacityBytes, 4 * MiB, 'restored from a snapshot whose volume is gone');
 });
 
-t.test('ControllerExpandVolume: grows, idempotent, never shrinks; node step only for filesystems', async (t) => {
+t.test('ControllerExpandVolume is not offered: the resizer only marks the claim, the node grows the volume', async (t) => {
   const s = await startCsi(t, 'csi-expand');
   await create(s, 'e', { capacityRange: { requiredBytes: 8 * MiB } });
-  type R = { capacityBytes: number; nodeExpansionRequired: boolean };
-  const r1 = await s.client.call<R>('Controller', 'ControllerExpandVolume', { volumeId: 'e', capacityRange: { requiredBytes: 20 * MiB }, volumeCapability: mountCap() });
-  t.same(r1, { capacityBytes: 20 * MiB, nodeExpansionRequired: true }, 'filesystem: the node grows it');
-  t.equal(fs.statSync(s.daemon.file('e')).size, 20 * MiB, 'the block file has the new size');
-  const r2 = await s.client.call<R>('Controller', 'ControllerExpandVolume', { volumeId: 'e', capacityRange: { requiredBytes: 20 * MiB }, volumeCapability: blockCap() });
-  t.same(r2, { capacityBytes: 20 * MiB, nodeExpansionRequired: false }, 'retry: same size; block needs no node step');
-  t.equal((await s.client.call<R>('Controller', 'ControllerExpandVolume', { volumeId: 'e', capacityRange: { requiredBytes: 4 * MiB } })).capacityBytes, 20 * MiB, 'a smaller request leaves it as it is');
   const before = poolState(s);
-  t.equal((await s.client.code('Controller', 'ControllerExpandVolume', { volumeId: 'e', capacityRange: { limitBytes: 10 * MiB } })).code, status.OUT_OF_RANGE, 'below the current size: OUT_OF_RANGE');
-  t.equal((await s.client.code('Controller', 'ControllerExpandVolume', { volumeId: 'nope', capacityRange: { requiredBytes: MiB } })).code, status.NOT_FOUND);
-  t.equal((await s.client.code('Controller', 'ControllerExpandVolume', { volumeId: 'e' })).code, status.INVALID_ARGUMENT, 'no range');
-  t.equal((await s.client.code('Controller', 'ControllerExpandVolume', { capacityRange: { requiredBytes: MiB } })).code, status.INVALID_ARGUMENT, 'no id');
-  t.equal(poolState(s), before, 'rejected calls changed nothing');
+  const r = await s.client.code('Controller', 'ControllerExpandVolume', { volumeId: 'e', capacityRange: { requiredBytes: 20 * MiB }, volumeCapability: mountCap() });
+  t.equal(r.code, status.UNIMPLEMENTED);
+  t.match(r.message, /NodeExpandVolume/, 'and says where growth happens');
+  t.equal(poolState(s), before, 'nothing changed');
+  t.equal(fs.statSync(s.daemon.file('e')).size, 8 * MiB);
 });
 
 t.test('group snapshots: one instant across volumes, idempotent, deleted as a whole, durable at once', async (t) => {

@@ -132,19 +132,20 @@ async function endToEnd(t: Test, kind: Kind): Promise<void> {
   writeAt(kind, cTarget, Buffer.alloc(MiB, 0x43));
   t.ok(readAt(kind, target, MiB).equals(Buffer.alloc(MiB, 0x42)), 'writing the clone leaves the source alone');
 
-  // Expand online while mounted.
+  // Expand online while mounted: all of it on the node (the resizer only marks the claim).
   const grown = size + 64 * MiB;
   const before = sizeAt(kind, target);
-  const ce = await s.client.call<{ capacityBytes: number; nodeExpansionRequired: boolean }>('Controller', 'ControllerExpandVolume', { volumeId: vol, capacityRange: { requiredBytes: grown }, volumeCapability: capOf(kind) });
-  t.equal(ce.nodeExpansionRequired, kind !== 'block', 'node expansion only for filesystems');
   const p = paths(s, vol);
   if (kind === 'block') {
+    const ne = await s.client.call<{ capacityBytes: number }>('Node', 'NodeExpandVolume', { volumeId: vol, volumePath: target, stagingTargetPath: p.staging, capacityRange: { requiredBytes: grown }, volumeCapability: capOf(kind) });
+    t.equal(ne.capacityBytes, grown);
     t.equal(sizeAt(kind, target), grown, 'the device at the target has the new size at once');
   } else if (kind === 'ext4' && !hasCapSysResource()) {
     // This machine's root lacks CAP_SYS_RESOURCE, which the kernel wants for an online ext4 resize.
     const r = await s.client.code('Node', 'NodeExpandVolume', { volumeId: vol, volumePath: target, stagingTargetPath: p.staging, capacityRange: { requiredBytes: grown }, volumeCapability: capOf(kind) });
     t.equal(r.code, status.FAILED_PRECONDITION, 'ext4 online growth without CAP_SYS_RESOURCE: FAILED_PRECONDITION');
     t.match(r.message, /CAP_SYS_RESOURCE/, 'and the message names the capability');
+    t.equal(fs.statSync(s.daemon.file(vol)).size, grown, 'the volume itself grew: kubelet\'s retry and the next stage find it so');
     await unpublishAndUnstage(s, vol);
     await stageAndPublish(s, vol, kind);
     t.ok(sizeAt(kind, target) > before + 48 * MiB, `grown offline at the next stage (${before} -> ${sizeAt(kind, target)})`);
@@ -152,6 +153,8 @@ async function endToEnd(t: Test, kind: Kind): Promise<void> {
     const ne = await s.client.call<{ capacityBytes: number }>('Node', 'NodeExpandVolume', { volumeId: vol, volumePath: target, stagingTargetPath: p.staging, capacityRange: { requiredBytes: grown }, volumeCapability: capOf(kind) });
     t.equal(ne.capacityBytes, grown);
     t.ok(sizeAt(kind, target) > before + 48 * MiB, `the filesystem grew online (${before} -> ${sizeAt(kind, target)})`);
+    const again = await s.client.call<{ capacityBytes: number }>('Node', 'NodeExpandVolume', { volumeId: vol, volumePath: target, capacityRange: { requiredBytes: grown } });
+    t.equal(again.capacityBytes, grown, 'a retry: same size, OK');
   }
   t.ok(readAt(kind, target, MiB).equals(Buffer.alloc(MiB, 0x42)), 'the data survived the expansion');
 
@@ -284,7 +287,12 @@ t.test('node errors, idempotency and concurrency', async (t) => {
   const byHand = cli(s.pool, 'volume', 'delete', 'n');
   t.equal(byHand.status, 1, 'the CLI (through the daemon) cannot delete a staged volume either');
   t.match(byHand.stderr, /^cowvol: 'n' is in use \(loop device \/dev\/loop\d+\); release it first\n$/, 'and says what holds it');
-  t.equal((await s.client.code('Node', 'NodeExpandVolume', { volumeId: 'n', volumePath: p.target, capacityRange: { requiredBytes: 64 * MiB } })).code, status.OUT_OF_RANGE, 'node expand past the volume size: OUT_OF_RANGE');
+  const sizeBefore = fs.statSync(s.daemon.file('n')).size;
+  t.equal((await s.client.code('Node', 'NodeExpandVolume', { volumeId: 'n', volumePath: p.target, capacityRange: { limitBytes: sizeBefore - MiB } })).code, status.OUT_OF_RANGE, 'node expand below the volume size: OUT_OF_RANGE');
+  t.equal((await s.client.code('Node', 'NodeExpandVolume', { volumeId: 'n', volumePath: p.target, capacityRange: { requiredBytes: 2 * sizeBefore, limitBytes: sizeBefore } })).code, status.INVALID_ARGUMENT, 'required above limit: INVALID_ARGUMENT');
+  t.equal(fs.statSync(s.daemon.file('n')).size, sizeBefore, 'refused expansions changed nothing');
+  const smaller = await s.client.call<{ capacityBytes: number }>('Node', 'NodeExpandVolume', { volumeId: 'n', volumePath: p.target, capacityRange: { requiredBytes: MiB } });
+  t.equal(smaller.capacityBytes, sizeBefore, 'a smaller request leaves it as it is');
 
   // Condition: a path that is not (or no longer) a mount of the volume is abnormal.
   const loose = path.join(s.kubelet, 'not-mounted');
@@ -296,7 +304,7 @@ t.test('node errors, idempotency and concurrency', async (t) => {
 
   // A filesystem of another type on the volume.
   const bp = paths(s, 'b');
-  await s.client.call('Controller', 'ControllerExpandVolume', { volumeId: 'b', capacityRange: { requiredBytes: 320 * MiB } });
+  t.equal(cli(s.pool, 'volume', 'grow', 'b', '--size', '320M').status, 0, 'b grown by hand to hold xfs');
   await s.client.call('Node', 'NodeStageVolume', { volumeId: 'b', stagingTargetPath: bp.staging, volumeCapability: capOf('block') });
   t.equal(sh('mkfs.xfs', ['-q', '-f', path.join(bp.staging, 'dev')]).status, 0, 'xfs made on the block volume by hand');
   await s.client.call('Node', 'NodeUnstageVolume', { volumeId: 'b', stagingTargetPath: bp.staging });

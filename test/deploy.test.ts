@@ -143,6 +143,8 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
   const snapshotter = pod.containers.find((c) => c.name === 'csi-snapshotter') as Container;
   t.ok(snapshotter.args?.includes('--node-deployment=true'), 'each node snapshots its own volumes');
   t.ok(snapshotter.env?.some((e) => e.name === 'NODE_NAME' && e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName'), 'and knows which node it is');
+  const resizer = pod.containers.find((c) => c.name === 'csi-resizer') as Container;
+  t.ok(resizer.args?.includes('--leader-election=true'), 'one resizer marks claims grown; kubelet grows them on their node (NodeExpandVolume)');
 
   const sa = find('ServiceAccount')[0] as Manifest;
   t.equal(pod.serviceAccountName, sa.metadata.name, 'the DaemonSet runs as the service account');

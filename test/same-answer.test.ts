@@ -16,7 +16,7 @@ const { status } = grpc;
 interface Case {
   what: string;
   cli: string[];
-  csi: [service: 'Controller' | 'GroupController', method: string, req: object];
+  csi: [service: 'Controller' | 'GroupController' | 'Node', method: string, req: object];
   code: ErrorCode;
   message: RegExp;
 }
@@ -53,7 +53,7 @@ const CASES: Case[] = [
   {
     what: 'grow a snapshot',
     cli: ['volume', 'grow', 'a@s', '--size', '64M'],
-    csi: ['Controller', 'ControllerExpandVolume', { volumeId: 'a@s', capacityRange: { requiredBytes: 64 * MiB } }],
+    csi: ['Node', 'NodeExpandVolume', { volumeId: 'a@s', volumePath: '/var/lib/kubelet/pods/p/volumes/x/mount', capacityRange: { requiredBytes: 64 * MiB } }],
     code: 'ENOENT',
     message: /'a@s' is a snapshot, not a volume/,
   },

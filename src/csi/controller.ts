@@ -7,8 +7,7 @@
 import { isSnapshotName } from '../volumes/names.js';
 import type { VolumeView, Volumes } from '../volumes/volumes.js';
 import { MULTI_NODE_MODES, usageOf } from './capabilities.js';
-import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, blockFile, nodeTopology, poolCondition } from './driver.js';
-import { listLoops, refreshLoop } from '../host/loop.js';
+import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, nodeTopology, poolCondition } from './driver.js';
 import { nameProblem, poolNameFor, snapshotIdFor } from './ids.js';
 import type { CapacityRange, ContentSource, CreateVolumeRequest, CsiSnapshot, CsiVolume, Topology, TopologyRequirement, VolumeCapability, VolumeCondition } from './proto.js';
 import { timestamp } from './proto.js';
@@ -109,23 +108,6 @@ export class ControllerService {
     return { availableCapacity: available };
   }
 
-  async expand(volumeId: string, range: CapacityRange | null, cap: VolumeCapability | null): Promise<{ capacityBytes: number; nodeExpansionRequired: boolean }> {
-    if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');
-    if (!range || (range.requiredBytes <= 0 && range.limitBytes <= 0)) csiFail(status.INVALID_ARGUMENT, 'capacity_range is required');
-    const block = cap ? usageOf(cap).block : false;
-    return this.inflight.run([volumeId], async () => {
-      const v = this.existingVolume(volumeId);
-      if (range.limitBytes > 0 && range.limitBytes < v.size) csiFail(status.OUT_OF_RANGE, `volume '${volumeId}' is ${v.size} bytes, above limit_bytes ${range.limitBytes}; volumes do not shrink`);
-      const size = pickSize(range, v.size);
-      const grown = size > v.size ? this.volumes.grow(volumeId, size) : v;
-      // The loop devices over the volume learn the new size here, so a block volume needs no node step.
-      const file = blockFile(this.ctx, volumeId);
-      for (const loop of listLoops().filter((l) => l.backFile === file)) await refreshLoop(loop.name);
-      this.ctx.log.info({ volume: volumeId, size: grown.size }, 'volume expanded');
-      return { capacityBytes: grown.size, nodeExpansionRequired: !block };
-    });
-  }
-
   capabilities(): object[] {
     return [
       'CREATE_DELETE_VOLUME',
@@ -134,7 +116,6 @@ export class ControllerService {
       'CREATE_DELETE_SNAPSHOT',
       'LIST_SNAPSHOTS',
       'CLONE_VOLUME',
-      'EXPAND_VOLUME',
       'VOLUME_CONDITION',
       'GET_VOLUME',
       'SINGLE_NODE_MULTI_WRITER',

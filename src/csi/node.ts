@@ -19,7 +19,8 @@ import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology, poolCondi
 import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from '../host/filesystem.js';
 import { attachLoop, detachLoop, refreshLoop } from '../host/loop.js';
 import { type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
-import type { NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability, VolumeCondition } from './proto.js';
+import type { CapacityRange, NodePublishVolumeRequest, NodeStageVolumeRequest, VolumeCapability, VolumeCondition } from './proto.js';
+import { pickSize } from './controller.js';
 import { CsiError, csiFail, status } from './status.js';
 
 const EPHEMERAL_KEY = 'csi.storage.k8s.io/ephemeral';
@@ -177,16 +178,30 @@ export class NodeService {
     };
   }
 
-  async expand(volumeId: string, volumePath: string, requiredBytes: number, cap: VolumeCapability | null): Promise<number> {
+  /**
+   * Grows the volume in the pool to the capacity asked for (never shrinks
+   * it), lets its loop devices see the new size, and grows the filesystem
+   * online. The whole expansion happens here, on the node that holds the
+   * volume: the controller does not advertise EXPAND_VOLUME, so the resizer
+   * sidecars only mark the claim (docs/csi.md, "More than one node").
+   */
+  async expand(volumeId: string, volumePath: string, range: CapacityRange | null, cap: VolumeCapability | null): Promise<number> {
     const name = this.requireId(volumeId);
     if (volumePath === '') csiFail(status.INVALID_ARGUMENT, 'volume_path is required');
     this.volume(name);
     const where = this.ctx.kubelet.check(volumePath, 'volume_path');
     return this.inflight.run([name], async () => {
-      const v = this.volume(name);
-      if (requiredBytes > v.size) csiFail(status.OUT_OF_RANGE, `volume '${name}' is ${v.size} bytes; expand it through the controller first`);
+      let v = this.volume(name);
+      if (range !== null && range.limitBytes > 0 && range.limitBytes < v.size) {
+        csiFail(status.OUT_OF_RANGE, `volume '${name}' is ${v.size} bytes, above limit_bytes ${range.limitBytes}; volumes do not shrink`);
+      }
       const state = volumeState(readNode(), blockFile(this.ctx, name));
       if (state.loops.length === 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged on this node`);
+      const size = range !== null && range.requiredBytes > v.size ? pickSize(range, v.size, v.size) : v.size;
+      if (size > v.size) {
+        v = this.ctx.volumes.grow(name, size);
+        this.ctx.log.info({ volume: name, size }, 'volume grown');
+      }
       for (const loop of state.loops) await refreshLoop(loop.name);
       const here = state.mounts.find((m) => m.entry.mountPoint === where);
       if (!here) csiFail(status.NOT_FOUND, `volume '${name}' is not mounted at ${where}`);

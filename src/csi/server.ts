@@ -104,8 +104,8 @@ function controllerHandlers(controller: ControllerService): Record<string, Handl
     ListSnapshots: (r: { maxEntries: number; startingToken: string; sourceVolumeId: string; snapshotId: string }) =>
       controller.listSnapshots(r.maxEntries, r.startingToken, r.sourceVolumeId, r.snapshotId),
     GetSnapshot: (r: { snapshotId: string }) => ({ snapshot: controller.getSnapshot(r.snapshotId) }),
-    ControllerExpandVolume: (r: { volumeId: string; capacityRange: CapacityRange | null; volumeCapability: VolumeCapability | null }) =>
-      controller.expand(r.volumeId, r.capacityRange, r.volumeCapability),
+    // Growth happens on the node that holds the volume (NodeExpandVolume): a per-node resizer does not exist yet.
+    ControllerExpandVolume: unimplemented('ControllerExpandVolume (volumes grow in NodeExpandVolume, on their node)'),
     ControllerGetVolume: (r: { volumeId: string }) => controller.getVolume(r.volumeId),
     ControllerModifyVolume: unimplemented('ControllerModifyVolume (no mutable parameters)'),
   };
@@ -130,7 +130,7 @@ function nodeHandlers(node: NodeService): Record<string, Handler> {
     NodeUnpublishVolume: async (r: { volumeId: string; targetPath: string }) => (await node.unpublish(r.volumeId, r.targetPath), {}),
     NodeGetVolumeStats: (r: { volumeId: string; volumePath: string }) => node.stats(r.volumeId, r.volumePath),
     NodeExpandVolume: async (r: { volumeId: string; volumePath: string; capacityRange: CapacityRange | null; volumeCapability: VolumeCapability | null }) => ({
-      capacityBytes: await node.expand(r.volumeId, r.volumePath, r.capacityRange?.requiredBytes ?? 0, r.volumeCapability),
+      capacityBytes: await node.expand(r.volumeId, r.volumePath, r.capacityRange, r.volumeCapability),
     }),
     NodeGetCapabilities: () => ({ capabilities: node.capabilities() }),
     NodeGetInfo: () => node.info(),
