@@ -1,10 +1,12 @@
 /**
- * What per-volume counting costs (`npm run bench:metrics`): two daemons on
- * the same disk in the same run, one counting for /metrics (the default) and
- * one with --metrics-address none, which counts nothing. The same 4 KiB fio
- * jobs run against each, interleaved and repeated with the order swapped,
- * and the ratio of IOPS (counting / not counting) is printed per job. A
- * scrape of the counting daemon runs between its jobs, as Prometheus would.
+ * What per-volume counting costs (`npm run bench:metrics`): two pools on
+ * the same disk in the same run, each served by a daemon, one counting for
+ * /metrics (the default) and one with --metrics-address none, which counts
+ * nothing. Every round restarts both daemons with the roles swapped, so
+ * whatever favours one pool or one daemon's threads falls on both sides; the
+ * same 4 KiB fio jobs run against each, interleaved, and the ratio of IOPS
+ * (counting / not counting) is printed per job. A scrape of the counting
+ * daemon follows each of its jobs, as Prometheus would.
  *
  *   node dist/bench/metrics-cost.js [--quick] [--dir DIR] [--runtime SECONDS]
  */
@@ -19,7 +21,7 @@ import { flag, quick, repo } from './args.js';
 
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-metrics-'));
 const runtime = Number(flag('--runtime') ?? (quick ? 3 : 8));
-const rounds = quick ? 2 : 3;
+const rounds = quick ? 2 : 4;
 const size = 256 << 20;
 const cowvol = path.join(repo, 'bin', 'cowvol.js');
 
@@ -45,27 +47,40 @@ function iops(file: string, job: (typeof JOBS)[number]): number {
   return (j?.read.iops ?? 0) + (j?.write.iops ?? 0);
 }
 
-interface Target {
-  label: string;
+interface Pool {
+  name: string;
+  dir: string;
+  mnt: string;
   file: string;
-  metrics: string | null;
 }
 
-async function start(name: string, metrics: string, children: ChildProcess[], mounts: string[]): Promise<Target> {
-  const pool = path.join(base, `${name}-pool`);
+function makePool(name: string): Pool {
+  const dir = path.join(base, `${name}-pool`);
   const mnt = path.join(base, `${name}-mnt`);
-  run(process.execPath, [cowvol, 'pool', 'init', '--pool', pool]);
-  run(process.execPath, [cowvol, 'volume', 'create', 'bench', '--size', String(size), '--pool', pool]);
-  const d = spawn(process.execPath, [cowvol, 'serve', '--pool', pool, '--mount', mnt, '--log-level', 'warn', '--handover-grace', '0', '--metrics-address', metrics], {
-    stdio: ['ignore', 'ignore', fs.openSync(path.join(base, `${name}.log`), 'w')],
+  run(process.execPath, [cowvol, 'pool', 'init', '--pool', dir]);
+  run(process.execPath, [cowvol, 'volume', 'create', 'bench', '--size', String(size), '--pool', dir]);
+  return { name, dir, mnt, file: path.join(mnt, 'block', 'bench') };
+}
+
+/** Serves `p`, counting for /metrics or not; resolves with the metrics address (null when not counting). */
+async function serve(p: Pool, counting: boolean, children: ChildProcess[]): Promise<{ child: ChildProcess; metrics: string | null }> {
+  const child = spawn(process.execPath, [cowvol, 'serve', '--pool', p.dir, '--mount', p.mnt, '--log-level', 'warn', '--handover-grace', '0', '--metrics-address', counting ? '127.0.0.1:0' : 'none'], {
+    stdio: ['ignore', 'ignore', fs.openSync(path.join(base, `${p.name}.log`), 'a')],
   });
-  children.push(d);
-  mounts.push(mnt);
-  for (let i = 0; i < 400 && !(fs.existsSync(path.join(pool, 'cowvol.sock')) && isMountPoint(mnt)); i++) await new Promise((r) => setTimeout(r, 25));
-  const show = JSON.parse(run(process.execPath, [cowvol, 'pool', 'show', '--json', '--pool', pool])) as { metricsAddress: string | null };
-  const file = path.join(mnt, 'block', 'bench');
-  run('fio', ['--name=fill', `--filename=${file}`, `--size=${size}`, '--rw=write', '--bs=1M', '--direct=1', '--ioengine=libaio', '--iodepth=8']);
-  return { label: name, file, metrics: show.metricsAddress };
+  children.push(child);
+  for (let i = 0; i < 400 && !(fs.existsSync(path.join(p.dir, 'cowvol.sock')) && isMountPoint(p.mnt)); i++) await new Promise((r) => setTimeout(r, 25));
+  let metrics: string | null = null;
+  for (let i = 0; counting && metrics === null && i < 400; i++) {
+    metrics = (JSON.parse(run(process.execPath, [cowvol, 'pool', 'show', '--json', '--pool', p.dir])) as { metricsAddress: string | null }).metricsAddress;
+    if (metrics === null) await new Promise((r) => setTimeout(r, 25));
+  }
+  return { child, metrics };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await gone;
 }
 
 function scrape(address: string): Promise<number> {
@@ -80,28 +95,36 @@ function scrape(address: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  console.log(`metrics cost in ${base}: ${JOBS.length} jobs x ${rounds} rounds x 2 daemons, ${runtime}s each`);
+  console.log(`metrics cost in ${base}: ${JOBS.length} jobs x ${rounds} rounds x 2 daemons, ${runtime}s each; the counting pool swaps each round`);
   const children: ChildProcess[] = [];
-  const mounts: string[] = [];
+  const pools = [makePool('a'), makePool('b')];
+  const sums = new Map<string, { on: number; off: number }>(JOBS.map((j) => [j.name, { on: 0, off: 0 }]));
   try {
-    const on = await start('counting', '127.0.0.1:0', children, mounts);
-    const off = await start('not-counting', 'none', children, mounts);
-    console.log(`${'job'.padEnd(24)} ${'counting IOPS'.padStart(14)} ${'off IOPS'.padStart(10)} ${'ratio'.padStart(6)}`);
-    for (const job of JOBS) {
-      const sums = new Map<string, number>([[on.label, 0], [off.label, 0]]);
-      for (let r = 0; r < rounds; r++) {
-        for (const target of r % 2 === 0 ? [on, off] : [off, on]) {
-          sums.set(target.label, (sums.get(target.label) ?? 0) + iops(target.file, job));
-          if (target.metrics !== null) await scrape(target.metrics);
+    for (let r = 0; r < rounds; r++) {
+      const daemons = await Promise.all(pools.map((p, i) => serve(p, i === r % 2, children)));
+      if (r < 2) for (const p of pools) run('fio', ['--name=fill', `--filename=${p.file}`, `--size=${size}`, '--rw=write', '--bs=1M', '--direct=1', '--ioengine=libaio', '--iodepth=8']);
+      for (const job of JOBS) {
+        for (const i of r % 2 === 0 ? [0, 1] : [1, 0]) {
+          const d = daemons[i];
+          const sum = sums.get(job.name);
+          if (d === undefined || sum === undefined) continue;
+          const got = iops((pools[i] as Pool).file, job);
+          if (d.metrics !== null) {
+            sum.on += got;
+            await scrape(d.metrics);
+          } else sum.off += got;
         }
       }
-      const a = (sums.get(on.label) ?? 0) / rounds;
-      const b = (sums.get(off.label) ?? 0) / rounds;
-      console.log(`${job.name.padEnd(24)} ${a.toFixed(0).padStart(14)} ${b.toFixed(0).padStart(10)} ${(a / b).toFixed(3).padStart(6)}`);
+      await Promise.all(daemons.map((d) => stop(d.child)));
+    }
+    console.log(`${'job'.padEnd(24)} ${'counting IOPS'.padStart(14)} ${'off IOPS'.padStart(10)} ${'ratio'.padStart(6)}`);
+    for (const job of JOBS) {
+      const s = sums.get(job.name) ?? { on: 0, off: 0 };
+      console.log(`${job.name.padEnd(24)} ${(s.on / rounds).toFixed(0).padStart(14)} ${(s.off / rounds).toFixed(0).padStart(10)} ${(s.on / s.off).toFixed(3).padStart(6)}`);
     }
   } finally {
-    for (const m of mounts) spawnSync('umount', ['-l', m]);
-    for (const c of children) c.kill('SIGTERM');
+    for (const p of pools) if (isMountPoint(p.mnt)) spawnSync('umount', ['-l', p.mnt]);
+    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));
     if (!flag('--dir')) fs.rmSync(base, { recursive: true, force: true });
   }
