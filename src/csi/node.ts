@@ -248,10 +248,12 @@ export class NodeService {
 
   private async mountFilesystem(name: string, device: string, at: string, usage: Usage, readOnly: boolean): Promise<void> {
     const fsType = usage.fsType as FsType;
-    const found = await detectFs(device);
+    const v = this.volume(name);
+    // Nothing allocated reads as zeros: no filesystem to look for (blkid costs a process on every stage).
+    const found = v.allocatedBytes === 0 ? '' : await detectFs(device);
     if (found === '') await makeFs(device, fsType);
     else if (found !== fsType) csiFail(status.FAILED_PRECONDITION, `volume '${name}' holds ${found}, not ${fsType}`);
-    if (fsType === 'ext4' && !readOnly) await growExt4Offline(device);
+    if (fsType === 'ext4' && !readOnly && found !== '') await growExt4Offline(device, v.size);
     await mountFs(device, at, fsType, usage.mountFlags, readOnly);
     if (fsType === 'xfs' && !readOnly) {
       // A volume restored or cloned to a larger size carries the source's smaller filesystem.
