@@ -11,8 +11,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # fuse3/libfuse3-dev: the native FUSE addon; fio: benchmarks and verify tests;
-# e2fsprogs/xfsprogs/util-linux: mkfs, fstrim and losetup for volumes.
+# e2fsprogs/xfsprogs/util-linux: mkfs, fstrim and losetup for volumes;
+# debootstrap/systemd-container: the test that runs the unit under a real systemd.
 apt-get install -y -qq --no-install-recommends \
-  build-essential python3 pkg-config fuse3 libfuse3-dev fio e2fsprogs xfsprogs util-linux >/dev/null
+  build-essential python3 pkg-config fuse3 libfuse3-dev fio e2fsprogs xfsprogs util-linux \
+  debootstrap systemd-container >/dev/null
 # Builds native/ (node-gyp) and dist/ (tsc) through the install and prepare scripts.
 npm ci --no-audit --no-fund

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Runs inside the systemd-nspawn container as a unit after boot
+# (test/systemd-nspawn.test.ts): cowvol.service under a real systemd, with a
+# writer on a block file while the service is killed with -9 (Restart=) and
+# restarted with `systemctl restart`. Each step appends a line of KEY=VALUE
+# words to /results/steps (the status line is one value); the test reads them.
+exec > /results/scenario.log 2>&1
+set -x
+say() { echo "$1" >> /results/steps; }
+show() { systemctl show -p "$1" --value cowvol; }
+# Waits (bounded) until the unit runs a main process other than $1.
+running_other_than() {
+  for _ in $(seq 300); do
+    [ "$(show SubState)" = running ] && [ "$(show MainPID)" != "$1" ] && [ "$(show MainPID)" != 0 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# Waits (bounded) until the writer has made 2048 more writes than when called: I/O goes on.
+progressed() {
+  local from
+  from=$(cat /results/progress 2>/dev/null || echo 0)
+  for _ in $(seq 600); do
+    [ "$(cat /results/progress 2>/dev/null || echo 0)" -ge $((from + 2048)) ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+finish() { journalctl -u cowvol --no-pager -o cat > /results/journal.txt; systemctl poweroff; exit 0; }
+
+if ! cowvol pool init --pool /var/lib/cowvol || ! cowvol volume create v --size 64M --pool /var/lib/cowvol; then say "init=failed"; finish; fi
+systemctl start cowvol
+say "start=$? active=$(show ActiveState)"
+say "status=$(show StatusText)"
+node /opt/test/writer.mjs /run/cowvol/block/v &
+writer=$!
+progressed; say "writing=$?"
+first=$(show MainPID)
+systemctl kill -s KILL cowvol
+running_other_than "$first"; say "kill9=$? restarts=$(show NRestarts)"
+progressed; say "after_kill9=$?"
+second=$(show MainPID)
+systemctl restart cowvol
+running_other_than "$second"; say "restart=$?"
+progressed; say "after_restart=$?"
+touch /results/stop
+wait "$writer"
+say "writer=$?"
+cowvol stop --pool /var/lib/cowvol
+say "stop=$? active=$(show ActiveState) mounts=$(grep -c ' /run/cowvol ' /proc/self/mountinfo)"
+finish
