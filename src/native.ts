@@ -73,6 +73,12 @@ export interface NativeFuse {
   journalRead(fd: number, generation: number): number[] | null;
 }
 
+/** Node tools run with posix_spawn on a thread of their own (native/src/spawn.c). */
+export interface NativeTools {
+  /** [status (exit code, 128 + signal, -1 on timeout), stdout, stderr]; rejects only when the tool could not start. */
+  spawnTool(argv: string[], timeoutMs: number): Promise<[number, string, string]>;
+}
+
 /** Unix sequenced-packet sockets that carry fds; every call blocks. */
 export interface NativeSockets {
   unixListen(path: string): number;
@@ -95,6 +101,6 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
 const require = createRequire(import.meta.url);
 
-export const native: NativeFileOps & NativeFuse & NativeSockets = require(
+export const native: NativeFileOps & NativeFuse & NativeSockets & NativeTools = require(
   path.join(root, 'native', 'build', 'Release', 'cowvol_native.node'),
-) as NativeFileOps & NativeFuse & NativeSockets;
+) as NativeFileOps & NativeFuse & NativeSockets & NativeTools;

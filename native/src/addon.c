@@ -9,6 +9,7 @@
 #include "fuse_session.h"
 #include "journal.h"
 #include "keeper.h"
+#include "spawn.h"
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -43,6 +44,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseVolumeStats", NULL, fuse_volume_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseLatency", NULL, fuse_latency, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseForgetVolume", NULL, fuse_forget_volume, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"spawnTool", NULL, spawn_tool, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalRead", NULL, journal_js_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalCreate", NULL, journal_js_create, NULL, NULL, NULL, napi_enumerable, NULL},
   };
