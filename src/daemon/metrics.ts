@@ -149,13 +149,19 @@ export class Metrics {
         },
       });
     };
+    // The host's free space is read once a scrape (by the first of these, which runs first), so the three agree.
+    let hostFree = 0;
     const capacity = (): number => {
+      hostFree = this.src.hostFree();
       const s = pool.stats();
-      return s.capacityBytes > 0 ? s.capacityBytes : s.usedBytes + this.src.hostFree();
+      return s.capacityBytes > 0 ? s.capacityBytes : s.usedBytes + hostFree;
     };
     gauge('cowvol_pool_capacity_bytes', 'Bytes the pool may hold: its capacity, or what it holds plus what the host filesystem has free', capacity);
     gauge('cowvol_pool_used_bytes', 'Bytes of chunks in use', () => pool.stats().usedBytes);
-    gauge('cowvol_pool_free_bytes', 'Bytes the pool can still allocate', () => Math.max(0, capacity() - pool.stats().usedBytes));
+    gauge('cowvol_pool_free_bytes', 'Bytes the pool can still allocate: within its capacity and what the host filesystem has free', () => {
+      const s = pool.stats();
+      return s.capacityBytes > 0 ? Math.min(s.freeChunks * s.chunkSize, hostFree) : hostFree;
+    });
     gauge('cowvol_pool_metadata_pages', 'Metadata pages in use (4 KiB each)', () => pool.stats().metaPages);
     gauge('cowvol_pool_volumes', 'Volumes and snapshots in the pool', () => pool.stats().volumes);
     gauge('cowvol_pool_shared_chunk_references', 'Chunk references beyond each chunk\'s first: chunks snapshots and clones hold without a copy', () => {
