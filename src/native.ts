@@ -39,11 +39,12 @@ export interface NativeFuse {
     takeover?: [number, Buffer],
   ): FuseHandle;
   fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
-  fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean): void;
+  /** `breakable`: when not writable, the addon may copy the chunk for a write (a CoW break); false for a read-only volume. */
+  fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean, breakable: boolean): void;
   fuseInvalidate(handle: FuseHandle, ino: number, index: number): void;
   fuseHoles(handle: FuseHandle, ino: number, indices: number[]): void;
   fuseReserve(handle: FuseHandle, offsets: number[]): number;
-  /** Flat: ino, index, offset for each first write served. */
+  /** Flat: ino, index, offset, old for each first write (old -1) or CoW break served; ino 0: a reserved chunk a failed copy spoiled. */
   fuseTaken(handle: FuseHandle): number[];
   fuseCommitNeeded(handle: FuseHandle, needed: boolean): void;
   /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno */

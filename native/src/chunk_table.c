@@ -22,6 +22,14 @@
  * the volume's map before its next commit. The table decides nothing: it
  * only spends what JavaScript set aside. Reads of a hole return zeros.
  *
+ * Copy-on-write breaks work the same way: a write into a mapped chunk the
+ * entry does not mark writable (JavaScript's rule said no: the chunk is
+ * shared, or the last commit maps it) copies the whole chunk into a
+ * reserved one, switches the entry to it, writable, and records (ino,
+ * index, new offset, old offset), all under `spare` so two writers to one
+ * chunk break it once. JavaScript folds the record as it would its own CoW
+ * break: the new chunk mapped, the old one released.
+ *
  * Caveats: a full bucket evicts an entry (a lost hole or mapping only sends
  * the request to JavaScript); invalidating a whole inode scans the table.
  */
@@ -45,9 +53,11 @@
  */
 #define WRITABLE 1
 #define HOLE 2
+/* Mapped read-only for good (a snapshot's chunk): never broken here, whatever writes. */
+#define FROZEN 4
 
 static int64_t offset_of(int64_t state) {
-  return state & ~(int64_t)(WRITABLE | HOLE);
+  return state & ~(int64_t)(WRITABLE | HOLE | FROZEN);
 }
 
 /* 16 bytes, so a bucket is two cache lines: the key is ino << 32 | index, 0 for an empty entry. */
@@ -66,7 +76,7 @@ static uint64_t key_of(uint64_t ino, uint64_t index) {
 
 typedef struct {
   _Alignas(64) pthread_rwlock_t lock;
-  atomic_ullong fast_reads, fast_writes, first_writes, fast_flushes;
+  atomic_ullong fast_reads, fast_writes, first_writes, fast_flushes, cow_breaks;
 } reader_slot;
 
 struct chunk_table {
@@ -186,8 +196,8 @@ static int covered(chunk_table *t, uint64_t ino, off_t off, size_t size, int wri
     if (!e) return 0;
     if (i - first < HITS) hits[i - first] = e;
     int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
-    if (write && !(st & (WRITABLE | HOLE))) return 0;
-    *holes += (st & HOLE) != 0;
+    /* For a write, holes and mapped chunks it may not write in place are both taken before serving. */
+    *holes += write && !(st & WRITABLE);
   }
   return 1;
 }
@@ -267,7 +277,7 @@ static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
     if (atomic_compare_exchange_strong_explicit(&e->state, &hole, offset | WRITABLE, memory_order_acq_rel, memory_order_acquire)) {
       /* Journaled before any write through it is answered: the caller serves after we return. */
       uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), offset, -1) : 0;
-      t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset, .seq = seq};
+      t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset, .seq = seq, .old = -1};
       atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
       atomic_fetch_add_explicit(&me->first_writes, 1, memory_order_relaxed);
     } else {
@@ -282,13 +292,60 @@ static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
   return ok;
 }
 
-/* Takes every hole of the range. Caller holds a read lock. 1 when none is left. */
+/* Copies chunk `old` into `fresh`; 0 or an errno. On failure `fresh` may hold part of the copy. */
+static int copy_chunk(chunk_table *t, int64_t old, int64_t fresh) {
+  char *buf = malloc(t->chunk_size);
+  if (!buf) return ENOMEM;
+  int err = transfer(t->data_fd, buf, t->chunk_size, (off_t)old, 0);
+  if (!err) err = transfer(t->data_fd, buf, t->chunk_size, (off_t)fresh, 1);
+  free(buf);
+  return err;
+}
+
+/*
+ * Breaks the sharing of one mapped chunk the entry does not mark writable:
+ * copies it into a reserved chunk and maps that instead, writable. Caller
+ * holds a read lock. 0 when the reserve, the records or the journal are
+ * out, or the copy failed (the request then goes to JavaScript).
+ */
+static int take_cow(chunk_table *t, uint64_t ino, uint64_t index, entry *e, reader_slot *me) {
+  pthread_mutex_lock(&t->spare);
+  int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+  /* Another writer broke it while we waited for `spare`: write in place. */
+  int ok = (st & WRITABLE) != 0;
+  if (!ok && t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX && (!t->journal || journal_room(t->journal))) {
+    int64_t fresh = t->reserve[--t->reserved];
+    int64_t old = offset_of(st);
+    if (copy_chunk(t, old, fresh) == 0) {
+      /* Only a take changes a state under a read lock, and every take holds `spare`: nothing raced this store. */
+      atomic_store_explicit(&e->state, fresh | WRITABLE, memory_order_release);
+      uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), fresh, old) : 0;
+      t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = fresh, .seq = seq, .old = old};
+      atomic_fetch_add_explicit(&me->cow_breaks, 1, memory_order_relaxed);
+      ok = 1;
+    } else {
+      /* The chunk may no longer read as zeros: JavaScript gives it back and punches it (inode 0: no volume). */
+      t->taken[t->taken_count++] = (table_taken){.ino = 0, .index = 0, .offset = fresh, .seq = 0, .old = -1};
+    }
+    atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
+  }
+  int low = !t->low_signalled && (t->reserved <= TABLE_RESERVE_LOW || t->taken_count >= TABLE_RESERVE_MAX - TABLE_RESERVE_LOW);
+  if (low) t->low_signalled = 1;
+  pthread_mutex_unlock(&t->spare);
+  if (low && t->on_low) t->on_low(t->low_ctx);
+  return ok;
+}
+
+/* Takes every hole of the range, and breaks every chunk it may not write in place. Caller holds a read lock. 1 when all are done. */
 static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, reader_slot *me, entry **hits) {
   uint64_t first = (uint64_t)off / t->chunk_size;
   uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
   for (uint64_t i = first; i <= last; i++) {
     entry *e = hit(t, ino, i, first, hits);
-    if ((atomic_load_explicit(&e->state, memory_order_acquire) & HOLE) && !take_one(t, ino, i, e, me)) return 0;
+    int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+    if (st & WRITABLE) continue;
+    if (st & FROZEN) return 0;
+    if ((st & HOLE) ? !take_one(t, ino, i, e, me) : !take_cow(t, ino, i, e, me)) return 0;
   }
   return 1;
 }
@@ -311,13 +368,13 @@ int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, in
 
 /* ---- JavaScript's side ------------------------------------------------------ */
 
-void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable) {
+void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable) {
   uint64_t key = key_of(ino, index);
   if (key == 0) return;
   lock_all(t);
   entry *e = place(t, key);
   e->key = key;
-  atomic_store_explicit(&e->state, offset | (writable ? WRITABLE : 0), memory_order_release);
+  atomic_store_explicit(&e->state, offset | (writable ? WRITABLE : breakable ? 0 : FROZEN), memory_order_release);
   unlock_all(t);
 }
 
@@ -389,12 +446,13 @@ void table_commit_needed(chunk_table *t, int needed) {
 }
 
 table_counts table_counts_sum(chunk_table *t) {
-  table_counts c = {0, 0, 0, 0, atomic_load(&t->flush_errno)};
+  table_counts c = {0, 0, 0, 0, 0, atomic_load(&t->flush_errno)};
   for (int i = 0; i < READER_SLOTS; i++) {
     c.fast_reads += atomic_load_explicit(&t->readers[i].fast_reads, memory_order_relaxed);
     c.fast_writes += atomic_load_explicit(&t->readers[i].fast_writes, memory_order_relaxed);
     c.first_writes += atomic_load_explicit(&t->readers[i].first_writes, memory_order_relaxed);
     c.fast_flushes += atomic_load_explicit(&t->readers[i].fast_flushes, memory_order_relaxed);
+    c.cow_breaks += atomic_load_explicit(&t->readers[i].cow_breaks, memory_order_relaxed);
   }
   return c;
 }

@@ -22,12 +22,13 @@ typedef struct {
   uint64_t index;
   int64_t offset;
   uint64_t seq; /* its record in the journal (journal.c); 0 without one */
+  int64_t old;  /* the chunk a copy-on-write break replaced (data file offset); -1 for a first write into a hole */
 } table_taken;
 
 struct journal;
 
 typedef struct {
-  uint64_t fast_reads, fast_writes, first_writes, fast_flushes;
+  uint64_t fast_reads, fast_writes, first_writes, fast_flushes, cow_breaks;
   int flush_errno; /* a native fdatasync failed with it; 0 if none has */
 } table_counts;
 
@@ -43,7 +44,11 @@ void table_free(chunk_table *t);
  * 0 or the errno of a failed pread/pwrite), 0 when some chunk is not in the
  * table (or, for a write, not writable in place). A write that meets holes
  * takes reserved chunks for them when the reserve and the record ring have
- * room, then is served.
+ * room, then is served; so does a write into a mapped chunk it may not
+ * write in place (shared): the chunk is copied to a reserved one first (a
+ * copy-on-write break), which replaces it in the table and is recorded with
+ * the chunk it replaced. A reserved chunk a failed copy left written is
+ * recorded with inode 0, for JavaScript to give back and punch.
  */
 int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err);
 
@@ -58,7 +63,8 @@ int table_flush(chunk_table *t, int *err);
 void table_commit_needed(chunk_table *t, int needed);
 
 /* JavaScript's side. map, holes and invalidate wait for the I/O in flight through the table; reserve and drain do not. */
-void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable);
+/* `breakable`: when not writable, a write may copy the chunk (a CoW break); 0 for a read-only volume's chunks. */
+void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable);
 void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n);
 void table_invalidate(chunk_table *t, uint64_t ino, int64_t index);
 /* Adds reserved chunk offsets; returns how many were taken in. */

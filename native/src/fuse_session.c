@@ -651,12 +651,12 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseMap(session, ino, index, fileOffset, writable) */
+/* fuseMap(session, ino, index, fileOffset, writable, breakable) */
 napi_value fuse_map(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  session *s = session_call(env, info, 5, argv);
+  napi_value argv[6];
+  session *s = session_call(env, info, 6, argv);
   if (!s) return NULL;
-  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), bool_arg(env, argv[4], false));
+  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), bool_arg(env, argv[4], false), bool_arg(env, argv[5], false));
   return NULL;
 }
 
@@ -703,7 +703,7 @@ napi_value fuse_reserve(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* fuseTaken(session) -> [ino, index, offset, ...] of the first writes served since the last call */
+/* fuseTaken(session) -> [ino, index, offset, old, ...] of the first writes (old -1) and CoW breaks served since the last call */
 napi_value fuse_taken(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   session *s = session_call(env, info, 1, argv);
@@ -711,14 +711,13 @@ napi_value fuse_taken(napi_env env, napi_callback_info info) {
   table_taken taken[TABLE_RESERVE_MAX];
   size_t n = table_taken_drain(s->table, taken, TABLE_RESERVE_MAX);
   napi_value arr, v;
-  napi_create_array_with_length(env, n * 3, &arr);
+  napi_create_array_with_length(env, n * 4, &arr);
   for (size_t i = 0; i < n; i++) {
-    napi_create_double(env, (double)taken[i].ino, &v);
-    napi_set_element(env, arr, (uint32_t)(3 * i), v);
-    napi_create_double(env, (double)taken[i].index, &v);
-    napi_set_element(env, arr, (uint32_t)(3 * i + 1), v);
-    napi_create_double(env, (double)taken[i].offset, &v);
-    napi_set_element(env, arr, (uint32_t)(3 * i + 2), v);
+    double fields[4] = {(double)taken[i].ino, (double)taken[i].index, (double)taken[i].offset, (double)taken[i].old};
+    for (uint32_t f = 0; f < 4; f++) {
+      napi_create_double(env, fields[f], &v);
+      napi_set_element(env, arr, (uint32_t)(4 * i + f), v);
+    }
   }
   return arr;
 }

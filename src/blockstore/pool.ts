@@ -90,16 +90,25 @@ export interface MappingListener {
   dropVolume(id: number): void;
   /** The mapping at one chunk index: it is replaced (CoW break) or unmapped. */
   dropChunk(id: number, index: number): void;
-  /** Chunk `index` of volume `id` lives at `offset` of the data file; `writable`: in place, per the rule. */
-  map?(id: number, index: number, offset: number, writable: boolean): void;
+  /**
+   * Chunk `index` of volume `id` lives at `offset` of the data file;
+   * `writable`: in place, per the rule. `breakable` (when not writable): a
+   * write may copy it into a reserved chunk (a CoW break, reported through
+   * `taken`); false for a read-only volume.
+   */
+  map?(id: number, index: number, offset: number, writable: boolean, breakable?: boolean): void;
   /** Why the volume must not be removed now (a frontend user holds it), or null. */
   holder?(id: number): string | null;
   /** These indices of volume `id` are unmapped: a first write there may take a reserved chunk. */
   holes?(id: number, indices: number[]): void;
   /** Free zero chunks (data file offsets) to serve first writes with; returns how many it took in. */
   reserve?(offsets: number[]): number;
-  /** First writes served since the last call: [volume id, index, data file offset] each. */
-  taken?(): [number, number, number][];
+  /**
+   * First writes and CoW breaks served since the last call: [volume id,
+   * index, data file offset, offset of the chunk it replaced (-1 for a first
+   * write)] each. An id no volume has gives the chunk back (spoiled: punched).
+   */
+  taken?(): [number, number, number, number?][];
   /**
    * Whether a flush would have to commit (metadata changed, a commit in
    * flight, or the pool failed). While it would not, a flush is a data sync
@@ -457,6 +466,10 @@ export class Pool {
     this.validateSize(size);
     if (size < src.size) fail('EINVAL', `size ${size} is smaller than the source '${source}' (${src.size} bytes)`);
     this.listener?.dropVolume(src.id);
+    // What the frontend served before the drop returned belongs in the copy: it was answered before the fork.
+    this.fold();
+    // The frontend lost every mapping of the source: its cached ones must miss, so the next access tells it again.
+    src.xlateId = this.newXlateId();
     this.offered.delete(src.id);
     const tree: Tree = { ...src.tree };
     if (tree.root !== 0) this.meta.inc(tree.root);
@@ -963,7 +976,7 @@ export class Pool {
     if (chunk === 0) return 0;
     const writable = !v.readOnly && this.ownedInPlace(v, index, chunk);
     this.xlate.set(key, chunk * XLATE_TAGS + (writable ? this.writableTag(v) : 0));
-    this.listener?.map?.(v.id, index, this.chunkOffset(chunk), writable);
+    this.listener?.map?.(v.id, index, this.chunkOffset(chunk), writable, !v.readOnly);
     return chunk;
   }
 
@@ -1277,8 +1290,8 @@ export class Pool {
     const taken = this.listener?.taken?.();
     if (taken === undefined || taken.length === 0) return;
     this.settle();
-    for (const [id, index, offset] of taken) {
-      this.foldOne(id, index, offset);
+    for (const [id, index, offset, old] of taken) {
+      this.foldOne(id, index, offset, old ?? -1);
       this.tails.set(id, Math.max(index, this.tails.get(id) ?? 0));
     }
   }
@@ -1306,20 +1319,30 @@ export class Pool {
     }
   }
 
-  private foldOne(id: number, index: number, offset: number): void {
+  /** One first write (`oldOffset` -1) or CoW break the frontend served, into the volume's map. */
+  private foldOne(id: number, index: number, offset: number, oldOffset: number): void {
     const chunk = this.reserve.take(offset);
     const v = this.lookup(id);
     if (v === undefined) {
-      // Deleted between its last fold and its drop: the chunk is free again, and no longer zero.
+      // Deleted between its last fold and its drop (or spoiled by a failed copy): free again, and no longer zero.
       this.data.unreserve(chunk);
       this.punch(chunk);
       return;
     }
-    assert(!v.readOnly && index < this.chunksOf(v.size), `the frontend wrote a first write outside ${v.name}`);
+    assert(!v.readOnly && index < this.chunksOf(v.size), `the frontend wrote chunk ${index} outside ${v.name}`);
     this.data.confirm(chunk);
+    const expected = oldOffset < 0 ? 0 : oldOffset / this.chunkSize + 1;
     const old = this.trees.set(v.tree, PageKind.MAP, index, chunk);
-    assert(old === 0, `the frontend took a hole at chunk ${index} of ${v.name} that was mapped`);
-    v.mapped++;
+    assert(old === expected, `chunk ${index} of ${v.name} was ${old}, not ${expected}, under the frontend's take`);
+    if (old === 0) {
+      v.mapped++;
+    } else {
+      // A CoW break: as writeChunk's own, the copy must be durable before a superblock maps it.
+      this.releaseChunk(old);
+      this.xlate.delete(this.xlateKey(v, index));
+      this.dataFirst = true;
+      this.cowBreaks++;
+    }
     this.catalog.touch(v);
     this.markChanged();
   }

@@ -205,8 +205,8 @@ export class BlockFiles implements MappingListener {
     return this.opts.holderOf(blockFilePath(this.opts.mountpoint, v.name, v.readOnly));
   }
 
-  map(id: number, index: number, offset: number, writable: boolean): void {
-    this.session.map(VOLUME_INO_BASE + id, index, offset, writable);
+  map(id: number, index: number, offset: number, writable: boolean, breakable = false): void {
+    this.session.map(VOLUME_INO_BASE + id, index, offset, writable, breakable);
   }
 
   private replenish(): void {
@@ -233,8 +233,9 @@ export class BlockFiles implements MappingListener {
     return this.session.reserve(offsets);
   }
 
-  taken(): [number, number, number][] {
-    return this.session.taken().map((t) => [t.ino - VOLUME_INO_BASE, t.index, t.offset]);
+  taken(): [number, number, number, number][] {
+    // Inode 0 (a chunk a failed copy spoiled) becomes an id no volume has: the pool gives the chunk back and punches it.
+    return this.session.taken().map((t) => [t.ino - VOLUME_INO_BASE, t.index, t.offset, t.old]);
   }
 
   dropVolume(id: number): void {

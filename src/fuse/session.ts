@@ -104,8 +104,8 @@ export class FuseSession {
     native.fuseReply(this.handle, id, errno, data, nums);
   }
 
-  map(ino: number, index: number, offset: number, writable: boolean): void {
-    native.fuseMap(this.handle, ino, index, offset, writable);
+  map(ino: number, index: number, offset: number, writable: boolean, breakable = false): void {
+    native.fuseMap(this.handle, ino, index, offset, writable, breakable);
   }
 
   /** Drops one entry, or all of an inode's (index < 0); returns after in-flight fast I/O. */
@@ -123,11 +123,11 @@ export class FuseSession {
     return native.fuseReserve(this.handle, offsets);
   }
 
-  /** First writes served from reserved chunks since the last call. */
-  taken(): { ino: number; index: number; offset: number }[] {
+  /** First writes (old -1) and CoW breaks (old: the chunk replaced) served from reserved chunks since the last call. */
+  taken(): { ino: number; index: number; offset: number; old: number }[] {
     const flat = native.fuseTaken(this.handle);
-    const out: { ino: number; index: number; offset: number }[] = [];
-    for (let i = 0; i + 2 < flat.length; i += 3) out.push({ ino: flat[i] as number, index: flat[i + 1] as number, offset: flat[i + 2] as number });
+    const out: { ino: number; index: number; offset: number; old: number }[] = [];
+    for (let i = 0; i + 3 < flat.length; i += 4) out.push({ ino: flat[i] as number, index: flat[i + 1] as number, offset: flat[i + 2] as number, old: flat[i + 3] as number });
     return out;
   }
 
