@@ -13,7 +13,7 @@ import path from 'node:path';
 
 import { fail } from '../errors.js';
 import { type CheckReport, checkPool, checkSteps } from '../blockstore/check.js';
-import { hostFreeBytes } from '../blockstore/pool-dir.js';
+import { hostFreeBytes, poolFreeBytes } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { formatSize } from '../size.js';
 import { exportImage, importImage } from '../volumes/image.js';
@@ -119,8 +119,6 @@ function absolute(file: string): string {
 function poolSummary(ctx: OpContext): PoolSummary {
   const pool = ctx.volumes.pool;
   const s = pool.stats();
-  const hostFree = hostFreeBytes(ctx.poolDir);
-  const capFree = s.capacityBytes > 0 ? s.freeChunks * s.chunkSize : Infinity;
   const all = pool.list();
   return {
     pool: ctx.poolDir,
@@ -128,7 +126,7 @@ function poolSummary(ctx: OpContext): PoolSummary {
     chunkSize: s.chunkSize,
     capacityBytes: s.capacityBytes > 0 ? s.capacityBytes : null,
     usedBytes: s.usedBytes,
-    freeBytes: Math.min(capFree, hostFree),
+    freeBytes: poolFreeBytes(s, hostFreeBytes(ctx.poolDir)),
     volumes: all.filter((v) => !v.readOnly).length,
     snapshots: all.filter((v) => v.readOnly).length,
     metadataPages: s.metaPages,

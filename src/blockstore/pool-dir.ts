@@ -10,7 +10,7 @@ import path from 'node:path';
 import { CowvolError, fail } from '../errors.js';
 import { FileDisk } from './file-disk.js';
 import { native } from '../native.js';
-import { type InitOptions, type OpenOptions, Pool } from './pool.js';
+import { type InitOptions, type OpenOptions, Pool, type PoolStats } from './pool.js';
 
 export const DEFAULT_POOL_DIR = '/var/lib/cowvol';
 const META = 'cowvol.meta';
@@ -31,6 +31,11 @@ export function dataFilePath(dir: string): string {
 export function hostFreeBytes(dir: string): number {
   const st = fs.statfsSync(dir);
   return st.bavail * st.bsize;
+}
+
+/** What the pool can still allocate: within its capacity (if it has one), and no more than the host filesystem has free. */
+export function poolFreeBytes(stats: PoolStats, hostFree: number): number {
+  return stats.capacityBytes > 0 ? Math.min(stats.freeChunks * stats.chunkSize, hostFree) : hostFree;
 }
 
 export function isPoolDir(dir: string): boolean {

@@ -5,8 +5,10 @@
  *
  * Nothing is counted here on the data path: the addon counts per FUSE
  * thread (native/src/volume_stats.c), the pool counts commits and CoW
- * breaks, and every collector reads those at scrape time. Only the commit
- * and CSI histograms are observed as things happen (both off the data path).
+ * breaks, and a scrape reads all of it once (`Reading`) before the
+ * collectors report from it, so the numbers of one scrape agree. Only the
+ * commit and CSI histograms are observed as things happen (both off the
+ * data path).
  *
  * Caveats: counters start at zero with each daemon process, a restart
  * included (Prometheus treats that as a counter reset). A volume's series
@@ -16,7 +18,8 @@
  */
 import client from 'prom-client';
 
-import type { Pool } from '../blockstore/pool.js';
+import type { Pool, PoolStats, VolumeInfo } from '../blockstore/pool.js';
+import { poolFreeBytes } from '../blockstore/pool-dir.js';
 import type { BlockFiles } from '../fuse/block-files.js';
 import { STAT_KINDS, type IoCounts } from '../fuse/session.js';
 import { claimOf } from '../csi/driver.js';
@@ -32,7 +35,6 @@ export interface MetricsSources {
 }
 
 const VOLUME_LABELS = ['volume', 'namespace', 'persistentvolumeclaim'] as const;
-type VolumeLabel = (typeof VOLUME_LABELS)[number];
 
 /** A per-volume counter, its field of IoCounts, and what it counts. */
 const VOLUME_COUNTERS: [string, (c: IoCounts) => number, string][] = [
@@ -48,13 +50,27 @@ const VOLUME_COUNTERS: [string, (c: IoCounts) => number, string][] = [
   ['cowvol_volume_discarded_bytes_total', (c) => c.discard.bytes, 'Bytes discarded'],
 ];
 
+/** What one scrape reads from the pool and the addon, once, before any collector runs. */
+interface Reading {
+  volumes: VolumeInfo[];
+  io: Map<number, IoCounts>;
+  untracked: number;
+  pool: PoolStats;
+  activity: ReturnType<Pool['activity']>;
+  hostFree: number;
+  fuse: ReturnType<BlockFiles['stats']>;
+  slow: Map<string, number>;
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly src: MetricsSources;
   private readonly csi: client.Histogram<'method' | 'code'>;
+  private now: Reading;
 
   constructor(src: MetricsSources) {
     this.src = src;
+    this.now = this.read();
     client.collectDefaultMetrics({ register: this.registry });
     this.volumeMetrics();
     this.poolMetrics();
@@ -80,8 +96,9 @@ export class Metrics {
     this.csi.observe({ method, code }, seconds);
   }
 
-  /** The whole exposition, in Prometheus' text format. */
+  /** The whole exposition, in Prometheus' text format: the sources are read once, then every collector reports from that. */
   async text(): Promise<string> {
+    this.now = this.read();
     return (await this.registry.metrics()) + latencyText(this.src.files);
   }
 
@@ -89,132 +106,96 @@ export class Metrics {
     return this.registry.contentType;
   }
 
-  private volumeMetrics(): void {
+  private read(): Reading {
     const { pool, files } = this.src;
-    const register = [this.registry];
-    const labelsOf = new Map<number, Record<VolumeLabel, string>>();
-    let io = new Map<number, IoCounts>();
-    // Every collector of the family runs in one scrape; the first reads the sources for all.
-    const refresh = (): void => {
-      labelsOf.clear();
-      for (const v of pool.list()) {
-        const claim = claimOf(v.labels);
-        labelsOf.set(v.id, { volume: v.name, namespace: claim?.namespace ?? '', persistentvolumeclaim: claim?.name ?? '' });
-      }
-      io = files.volumeStats().byVolume;
+    const io = files.volumeStats();
+    return {
+      volumes: pool.list(),
+      io: io.byVolume,
+      untracked: io.untracked,
+      pool: pool.stats(),
+      activity: pool.activity(),
+      hostFree: this.src.hostFree(),
+      fuse: files.stats(),
+      slow: files.slowRequests(),
     };
-    VOLUME_COUNTERS.forEach(([name, field, help], i) => {
+  }
+
+  /** A counter or gauge family reported from the scrape's reading: `values` gives each series' labels and value. */
+  private family(kind: 'counter' | 'gauge', name: string, help: string, labelNames: readonly string[], values: (r: Reading) => [Record<string, string>, number][]): void {
+    const reading = (): Reading => this.now;
+    const opts = { name, help, labelNames, registers: [this.registry] };
+    if (kind === 'counter') {
       new client.Counter({
-        name,
-        help,
-        labelNames: VOLUME_LABELS,
-        registers: register,
+        ...opts,
         collect() {
-          if (i === 0) refresh();
           this.reset();
-          for (const [id, labels] of labelsOf) {
-            const counts = io.get(id);
-            this.inc(labels, counts === undefined ? 0 : field(counts));
-          }
+          for (const [labels, value] of values(reading())) this.inc(labels, value);
         },
       });
-    });
-    const gauge = (name: string, help: string, value: (id: number) => number): void => {
+    } else {
       new client.Gauge({
-        name,
-        help,
-        labelNames: VOLUME_LABELS,
-        registers: register,
+        ...opts,
         collect() {
           this.reset();
-          for (const [id, labels] of labelsOf) this.set(labels, value(id));
+          for (const [labels, value] of values(reading())) this.set(labels, value);
         },
       });
-    };
-    gauge('cowvol_volume_size_bytes', 'Size of the volume', (id) => pool.stat(id).size);
-    gauge('cowvol_volume_allocated_bytes', 'Bytes of chunks the volume maps (shared ones included)', (id) => pool.stat(id).allocatedBytes);
-    gauge('cowvol_volume_condition_abnormal', '1 once the block file answered the volume EIO or EUCLEAN since the daemon started', (id) => (files.errorCount(id) > 0 ? 1 : 0));
+    }
+  }
+
+  private volumeMetrics(): void {
+    const { files } = this.src;
+    const perVolume = (value: (v: VolumeInfo, r: Reading) => number) => (r: Reading): [Record<string, string>, number][] =>
+      r.volumes.map((v) => {
+        const claim = claimOf(v.labels);
+        return [{ volume: v.name, namespace: claim?.namespace ?? '', persistentvolumeclaim: claim?.name ?? '' }, value(v, r)];
+      });
+    for (const [name, field, help] of VOLUME_COUNTERS) {
+      this.family('counter', name, help, VOLUME_LABELS, perVolume((v, r) => {
+        const counts = r.io.get(v.id);
+        return counts === undefined ? 0 : field(counts);
+      }));
+    }
+    this.family('gauge', 'cowvol_volume_size_bytes', 'Size of the volume', VOLUME_LABELS, perVolume((v) => v.size));
+    this.family('gauge', 'cowvol_volume_allocated_bytes', 'Bytes of chunks the volume maps (shared ones included)', VOLUME_LABELS, perVolume((v) => v.allocatedBytes));
+    this.family('gauge', 'cowvol_volume_condition_abnormal', '1 once the block file answered the volume EIO or EUCLEAN since the daemon started', VOLUME_LABELS, perVolume((v) => (files.errorCount(v.id) > 0 ? 1 : 0)));
   }
 
   private poolMetrics(): void {
-    const { pool } = this.src;
-    const register = [this.registry];
-    const gauge = (name: string, help: string, value: () => number): void => {
-      new client.Gauge({
-        name,
-        help,
-        registers: register,
-        collect() {
-          this.set(value());
-        },
-      });
-    };
-    // The host's free space is read once a scrape (by the first of these, which runs first), so the three agree.
-    let hostFree = 0;
-    const capacity = (): number => {
-      hostFree = this.src.hostFree();
-      const s = pool.stats();
-      return s.capacityBytes > 0 ? s.capacityBytes : s.usedBytes + hostFree;
-    };
-    gauge('cowvol_pool_capacity_bytes', 'Bytes the pool may hold: its capacity, or what it holds plus what the host filesystem has free', capacity);
-    gauge('cowvol_pool_used_bytes', 'Bytes of chunks in use', () => pool.stats().usedBytes);
-    gauge('cowvol_pool_free_bytes', 'Bytes the pool can still allocate: within its capacity and what the host filesystem has free', () => {
-      const s = pool.stats();
-      return s.capacityBytes > 0 ? Math.min(s.freeChunks * s.chunkSize, hostFree) : hostFree;
+    const gauge = (name: string, help: string, value: (r: Reading) => number): void => this.family('gauge', name, help, [], (r) => [[{}, value(r)]]);
+    gauge('cowvol_pool_capacity_bytes', 'Bytes the pool may hold: its capacity, or what it holds plus what the host filesystem has free', (r) =>
+      r.pool.capacityBytes > 0 ? r.pool.capacityBytes : r.pool.usedBytes + r.hostFree,
+    );
+    gauge('cowvol_pool_used_bytes', 'Bytes of chunks in use', (r) => r.pool.usedBytes);
+    gauge('cowvol_pool_free_bytes', 'Bytes the pool can still allocate: within its capacity and what the host filesystem has free', (r) => poolFreeBytes(r.pool, r.hostFree));
+    gauge('cowvol_pool_metadata_pages', 'Metadata pages in use (4 KiB each)', (r) => r.pool.metaPages);
+    gauge('cowvol_pool_volumes', 'Volumes and snapshots in the pool', (r) => r.pool.volumes);
+    gauge('cowvol_pool_shared_chunk_references', 'Chunk references beyond each chunk\'s first: chunks snapshots and clones hold without a copy', (r) => {
+      const mapped = r.volumes.reduce((sum, v) => sum + v.allocatedBytes, 0) / r.pool.chunkSize;
+      return Math.max(0, mapped - r.pool.usedChunks);
     });
-    gauge('cowvol_pool_metadata_pages', 'Metadata pages in use (4 KiB each)', () => pool.stats().metaPages);
-    gauge('cowvol_pool_volumes', 'Volumes and snapshots in the pool', () => pool.stats().volumes);
-    gauge('cowvol_pool_shared_chunk_references', 'Chunk references beyond each chunk\'s first: chunks snapshots and clones hold without a copy', () => {
-      const mapped = pool.list().reduce((sum, v) => sum + v.allocatedBytes, 0) / pool.chunkSize;
-      return Math.max(0, mapped - pool.stats().usedChunks);
-    });
-    gauge('cowvol_metadata_cache_bytes', 'Bytes of metadata pages in memory', () => pool.stats().cacheBytes);
-    gauge('cowvol_metadata_cache_budget_bytes', 'The budget those pages are held to (--cache-size)', () => pool.stats().cacheBudget);
+    gauge('cowvol_metadata_cache_bytes', 'Bytes of metadata pages in memory', (r) => r.pool.cacheBytes);
+    gauge('cowvol_metadata_cache_budget_bytes', 'The budget those pages are held to (--cache-size)', (r) => r.pool.cacheBudget);
   }
 
   private engineMetrics(): void {
-    const { pool, files } = this.src;
-    const register = [this.registry];
-    const counter = (name: string, help: string, value: () => number): void => {
-      new client.Counter({
-        name,
-        help,
-        registers: register,
-        collect() {
-          this.reset();
-          this.inc(value());
-        },
-      });
-    };
-    counter('cowvol_commits_total', 'Durable commits', () => pool.activity().commits);
-    counter('cowvol_cow_breaks_total', 'Writes that found their chunk shared and copied it', () => pool.activity().cowBreaks);
-    counter('cowvol_metadata_cache_hits_total', 'Metadata page lookups served from memory', () => pool.activity().cache.hits);
-    counter('cowvol_metadata_cache_misses_total', 'Metadata page lookups read from disk', () => pool.activity().cache.misses);
-    counter('cowvol_metadata_cache_evictions_total', 'Metadata pages pushed out by the budget', () => pool.activity().cache.evictions);
-    counter('cowvol_fuse_native_first_writes_total', 'Chunks first written by the addon itself, from the chunks the pool set aside', () => files.stats().firstWrites);
-    counter('cowvol_fuse_untracked_requests_total', 'Requests counted for no volume because a thread\'s table of volumes was full', () => files.volumeStats().untracked);
-    new client.Counter({
-      name: 'cowvol_fuse_javascript_requests_total',
-      help: 'FUSE requests the native fast path handed to JavaScript, by operation',
-      labelNames: ['op'],
-      registers: register,
-      collect() {
-        this.reset();
-        for (const [op, n] of files.slowRequests()) this.inc({ op }, n);
-      },
-    });
-    new client.Counter({
-      name: 'cowvol_fuse_native_requests_total',
-      help: 'FUSE requests the addon served without JavaScript, by what they were',
-      labelNames: ['op'],
-      registers: register,
-      collect() {
-        this.reset();
-        const s = files.stats();
-        const byOp: Record<string, number> = { read: s.fastReads, write: s.fastWrites, fsync: s.fastFlushes };
-        for (const [op, n] of Object.entries(byOp)) this.inc({ op }, n);
-      },
-    });
+    const counter = (name: string, help: string, value: (r: Reading) => number): void => this.family('counter', name, help, [], (r) => [[{}, value(r)]]);
+    counter('cowvol_commits_total', 'Durable commits', (r) => r.activity.commits);
+    counter('cowvol_cow_breaks_total', 'Writes that found their chunk shared and copied it', (r) => r.activity.cowBreaks);
+    counter('cowvol_metadata_cache_hits_total', 'Metadata page lookups served from memory', (r) => r.activity.cache.hits);
+    counter('cowvol_metadata_cache_misses_total', 'Metadata page lookups read from disk', (r) => r.activity.cache.misses);
+    counter('cowvol_metadata_cache_evictions_total', 'Metadata pages pushed out by the budget', (r) => r.activity.cache.evictions);
+    counter('cowvol_fuse_native_first_writes_total', 'Chunks first written by the addon itself, from the chunks the pool set aside', (r) => r.fuse.firstWrites);
+    counter('cowvol_fuse_untracked_requests_total', 'Requests counted for no volume because a thread\'s table of volumes was full', (r) => r.untracked);
+    this.family('counter', 'cowvol_fuse_javascript_requests_total', 'FUSE requests the native fast path handed to JavaScript, by operation', ['op'], (r) =>
+      [...r.slow].map(([op, n]) => [{ op }, n]),
+    );
+    this.family('counter', 'cowvol_fuse_native_requests_total', 'FUSE requests the addon served without JavaScript, by what they were', ['op'], (r) => [
+      [{ op: 'read' }, r.fuse.fastReads],
+      [{ op: 'write' }, r.fuse.fastWrites],
+      [{ op: 'fsync' }, r.fuse.fastFlushes],
+    ]);
   }
 }
 
