@@ -4,8 +4,8 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 
-export async function startDaemon(bin: string, pool: string, mount: string): Promise<ChildProcess> {
-  const d = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--handover-grace', '0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+export async function startDaemon(bin: string, pool: string, mount: string, extra: string[] = []): Promise<ChildProcess> {
+  const d = spawn(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--handover-grace', '0', ...extra], { stdio: ['ignore', 'pipe', 'ignore'] });
   await new Promise<void>((resolve, reject) => {
     d.stdout?.on('data', (b: Buffer) => (b.toString().includes('serving') ? resolve() : undefined));
     d.once('exit', () => reject(new Error('daemon exited')));

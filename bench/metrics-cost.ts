@@ -10,7 +10,7 @@
  *
  *   node dist/bench/metrics-cost.js [--quick] [--dir DIR] [--runtime SECONDS]
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -18,6 +18,7 @@ import path from 'node:path';
 
 import { isMountPoint } from '../src/host/mounts.js';
 import { flag, quick, repo } from './args.js';
+import { startDaemon } from './daemon.js';
 
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-metrics-'));
 const runtime = Number(flag('--runtime') ?? (quick ? 3 : 8));
@@ -62,18 +63,12 @@ function makePool(name: string): Pool {
   return { name, dir, mnt, file: path.join(mnt, 'block', 'bench') };
 }
 
-/** Serves `p`, counting for /metrics or not; resolves with the metrics address (null when not counting). */
+/** Serves `p`, counting for /metrics or not; with the metrics address (null when not counting). */
 async function serve(p: Pool, counting: boolean, children: ChildProcess[]): Promise<{ child: ChildProcess; metrics: string | null }> {
-  const child = spawn(process.execPath, [cowvol, 'serve', '--pool', p.dir, '--mount', p.mnt, '--log-level', 'warn', '--handover-grace', '0', '--metrics-address', counting ? '127.0.0.1:0' : 'none'], {
-    stdio: ['ignore', 'ignore', fs.openSync(path.join(base, `${p.name}.log`), 'a')],
-  });
+  const child = await startDaemon(cowvol, p.dir, p.mnt, ['--log-level', 'warn', '--metrics-address', counting ? '127.0.0.1:0' : 'none']);
   children.push(child);
-  for (let i = 0; i < 400 && !(fs.existsSync(path.join(p.dir, 'cowvol.sock')) && isMountPoint(p.mnt)); i++) await new Promise((r) => setTimeout(r, 25));
-  let metrics: string | null = null;
-  for (let i = 0; counting && metrics === null && i < 400; i++) {
-    metrics = (JSON.parse(run(process.execPath, [cowvol, 'pool', 'show', '--json', '--pool', p.dir])) as { metricsAddress: string | null }).metricsAddress;
-    if (metrics === null) await new Promise((r) => setTimeout(r, 25));
-  }
+  // The endpoint listens before the daemon says it serves.
+  const metrics = (JSON.parse(run(process.execPath, [cowvol, 'pool', 'show', '--json', '--pool', p.dir])) as { metricsAddress: string | null }).metricsAddress;
   return { child, metrics };
 }
 
