@@ -19,25 +19,33 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-/*
- * Throws an Error whose code is the errno's own name (ENOSPC, ENOTCONN...),
- * as Node's fs errors do; src/errors.ts maps the name onward. glibc >= 2.32
- * names every errno it knows; an unknown one is reported as EIO.
- */
-napi_value cowvol_throw_errno(napi_env env, int err, const char *syscall) {
-  const char *name = strerrorname_np(err);
-  if (name == NULL) name = "EIO";
-  char message[160];
-  snprintf(message, sizeof(message), "%s: %s", syscall, strerror(err));
-  return cowvol_throw_code(env, name, message);
-}
-
-napi_value cowvol_throw_code(napi_env env, const char *code_name, const char *message) {
+static napi_value code_error(napi_env env, const char *code_name, const char *message) {
   napi_value code, msg, error;
   napi_create_string_utf8(env, code_name, NAPI_AUTO_LENGTH, &code);
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
   napi_create_error(env, code, msg, &error);
-  napi_throw(env, error);
+  return error;
+}
+
+/*
+ * An Error whose code is the errno's own name (ENOSPC, ENOTCONN...), as
+ * Node's fs errors have; src/errors.ts maps the name onward. glibc >= 2.32
+ * names every errno it knows; an unknown one is reported as EIO.
+ */
+napi_value cowvol_errno_error(napi_env env, int err, const char *syscall) {
+  const char *name = strerrorname_np(err);
+  char message[160];
+  snprintf(message, sizeof(message), "%s: %s", syscall, strerror(err));
+  return code_error(env, name ? name : "EIO", message);
+}
+
+napi_value cowvol_throw_errno(napi_env env, int err, const char *syscall) {
+  napi_throw(env, cowvol_errno_error(env, err, syscall));
+  return NULL;
+}
+
+napi_value cowvol_throw_code(napi_env env, const char *code_name, const char *message) {
+  napi_throw(env, code_error(env, code_name, message));
   return NULL;
 }
 

@@ -13,7 +13,8 @@ napi_value fileops_punch_hole(napi_env env, napi_callback_info info);
 napi_value fileops_try_lock(napi_env env, napi_callback_info info);
 napi_value fileops_loop_backing_device(napi_env env, napi_callback_info info);
 
-/* Throw an Error with code = the errno's name (the shape of Node's fs errors). */
+/* An Error with code = the errno's name (the shape of Node's fs errors); throw it, or hand it to a promise. */
+napi_value cowvol_errno_error(napi_env env, int err, const char *syscall);
 napi_value cowvol_throw_errno(napi_env env, int err, const char *syscall);
 napi_value cowvol_throw_code(napi_env env, const char *code_name, const char *message);
 

@@ -174,11 +174,7 @@ static void complete(napi_env env, napi_value fn, void *context, void *data) {
     return;
   }
   if (j->spawn_errno != 0) {
-    napi_value code, msg, error;
-    napi_create_string_utf8(env, strerrorname_np(j->spawn_errno) ? strerrorname_np(j->spawn_errno) : "EIO", NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, strerror(j->spawn_errno), NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, code, msg, &error);
-    napi_reject_deferred(env, j->deferred, error);
+    napi_reject_deferred(env, j->deferred, cowvol_errno_error(env, j->spawn_errno, "posix_spawn"));
   } else {
     napi_value arr, st, out, err;
     napi_create_array_with_length(env, 3, &arr);
