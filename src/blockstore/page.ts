@@ -23,6 +23,7 @@ export const PageKind = {
   DIRECTORY: 4, // volume id -> record page
   RECORD: 5, // one volume's record
   LOG: 6, // a commit's log: pages it wrote (commit-log.ts); referenced by the superblock only
+  FS: 7, // a filesystem volume's metadata tree (btree.ts): shareable between volumes
 } as const;
 export type PageKind = (typeof PageKind)[keyof typeof PageKind];
 
