@@ -42,6 +42,23 @@ export const ErrorCodes = {
   EOPNOTSUPP: 'EOPNOTSUPP',
   /** The CLI and the daemon speak different versions of the admin protocol. */
   EPROTO: 'EPROTO',
+  // What a filesystem volume (src/cowfs) answers, as ext4 would.
+  /** Permission denied by mode bits. */
+  EACCES: 'EACCES',
+  /** A directory that still has entries. */
+  ENOTEMPTY: 'ENOTEMPTY',
+  /** A name over 255 bytes. */
+  ENAMETOOLONG: 'ENAMETOOLONG',
+  /** A rename or link across volumes. */
+  EXDEV: 'EXDEV',
+  /** Too many hard links to one inode. */
+  EMLINK: 'EMLINK',
+  /** No such extended attribute. */
+  ENODATA: 'ENODATA',
+  /** A buffer too small for an extended attribute's value or list. */
+  ERANGE: 'ERANGE',
+  /** An extended attribute value over what the kernel allows. */
+  E2BIG: 'E2BIG',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -104,6 +121,14 @@ export const MEANING: Record<ErrorCode, Meaning> = {
   ENXIO: { errno: 6, grpc: Grpc.OUT_OF_RANGE },
   EOPNOTSUPP: { errno: 95, grpc: Grpc.UNIMPLEMENTED },
   EPROTO: { errno: 71, grpc: Grpc.FAILED_PRECONDITION },
+  EACCES: { errno: 13, grpc: Grpc.FAILED_PRECONDITION },
+  ENOTEMPTY: { errno: 39, grpc: Grpc.FAILED_PRECONDITION },
+  ENAMETOOLONG: { errno: 36, grpc: Grpc.INVALID_ARGUMENT },
+  EXDEV: { errno: 18, grpc: Grpc.INVALID_ARGUMENT },
+  EMLINK: { errno: 31, grpc: Grpc.FAILED_PRECONDITION },
+  ENODATA: { errno: 61, grpc: Grpc.NOT_FOUND },
+  ERANGE: { errno: 34, grpc: Grpc.OUT_OF_RANGE },
+  E2BIG: { errno: 7, grpc: Grpc.INVALID_ARGUMENT },
 };
 
 /** Errno numbers by code, for the FUSE frontends. */

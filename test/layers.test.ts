@@ -14,12 +14,13 @@ const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..
 
 /** Rank of each layer, top (high) to bottom (0). Equal ranks may not import each other. */
 const RANK: Record<string, number> = {
-  cli: 6,
-  daemon: 5,
-  csi: 4,
-  admin: 4,
-  volumes: 3,
-  fuse: 2,
+  cli: 7,
+  daemon: 6,
+  csi: 5,
+  admin: 5,
+  volumes: 4,
+  fuse: 3,
+  cowfs: 2,
   blockstore: 1,
   host: 1,
   // Shared small pieces at the bottom: errors.ts, native.ts, size.ts, log.ts.

@@ -92,8 +92,9 @@ class Checker {
     const changed = this.pool.recordChanged(v);
     if (v.page === 0 && !changed) this.problem(`${what}: has no record page`);
     if (v.page !== 0 && !changed && !this.seenIds.has(v.id)) this.problem(`${what}: missing from the directory`);
-    const chunks = Math.ceil(v.size / this.pool.chunkSize);
-    if (capacity(v.tree.levels) < chunks || v.tree.levels < levelsFor(Math.max(1, chunks))) {
+    // A filesystem's map is its files' address space; size bounds what it maps, not where.
+    const chunks = v.fs === null ? Math.ceil(v.size / this.pool.chunkSize) : capacity(v.tree.levels);
+    if (v.fs === null && (capacity(v.tree.levels) < chunks || v.tree.levels < levelsFor(Math.max(1, chunks)))) {
       this.problem(`${what}: tree of ${v.tree.levels} levels cannot span ${chunks} chunks`);
     }
     let mapped = 0;
@@ -103,6 +104,33 @@ class Checker {
       mapped = this.walkMap(v.tree.root, v.tree.levels - 1, 0, chunks, what);
     }
     if (mapped !== v.mapped) this.problem(`${what}: record says ${v.mapped} chunks mapped, the map holds ${mapped}`);
+    if (v.fs !== null) this.walkFs(v.fs, what);
+    if (v.fs !== null && v.mapped * this.pool.chunkSize > v.size) this.problem(`${what}: maps ${v.mapped} chunks, more than its ${v.size} bytes`);
+  }
+
+  /** A filesystem tree: every page counted, a page shared between volumes walked once. */
+  private walkFs(tree: Tree, what: string): void {
+    if (tree.root === 0) return;
+    this.refPage(tree.root);
+    const levelOf = new Map<number, number>([[tree.root, tree.levels - 1]]);
+    try {
+      this.pool.fsWalk(tree, (page, level, children, entries) => {
+        if (this.visited[page]) return false;
+        this.visited[page] = 1;
+        this.pagesChecked++;
+        const want = levelOf.get(page);
+        levelOf.delete(page);
+        if (want !== undefined && want !== level) this.problem(`${what}: filesystem tree page ${page} is at level ${level}, expected ${want}`);
+        if (entries === 0) this.problem(`${what}: filesystem tree page ${page} is empty`);
+        for (const child of children) {
+          this.refPage(child);
+          levelOf.set(child, level - 1);
+        }
+        return true;
+      });
+    } catch (err) {
+      this.problem(`${what}: filesystem tree: ${(err as Error).message}`);
+    }
   }
 
   /** Step 4: no name twice. */

@@ -24,6 +24,7 @@
 import { LRUCache } from 'lru-cache';
 
 import { CowvolError, assert, fail, isNoSpace } from '../errors.js';
+import { BTrees } from './btree.js';
 import { Catalog } from './catalog.js';
 import { EMPTY_LOG, checkCommit, logPagesFor, writeLog } from './commit-log.js';
 import { GroupSync } from './group-sync.js';
@@ -44,6 +45,8 @@ export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 export const VOLUME_ALIGN = 4096;
 /** Chunk numbers and indices are u32 on disk. */
 const MAX_CHUNKS = 0xffffffff;
+/** The chunk indices a filesystem volume's files are laid out in (u32, as the addon keys them). */
+export const FS_SPACE_CHUNKS = 0xffffffff;
 /**
  * Translation cache values: chunk number * XLATE_TAGS + tag, where tag 0
  * means "mapped, not known writable" and tag t > 0 means "writable in place
@@ -173,6 +176,8 @@ export interface ForkOptions {
 export interface CreateOptions {
   labels?: Record<string, string>;
   kind?: string;
+  /** A filesystem volume: it gets a metadata tree, and its map holds its files' data (volume-record.ts). */
+  filesystem?: boolean;
 }
 
 export interface VolumeInfo {
@@ -233,6 +238,7 @@ export class Pool {
   readonly capacityChunks: number;
   private readonly cache: PageCache;
   private readonly trees: RadixTrees;
+  private readonly btrees: BTrees;
   private readonly meta: SpaceMap;
   private readonly data: SpaceMap;
   private readonly catalog: Catalog;
@@ -370,6 +376,7 @@ export class Pool {
       incChunk: (chunk) => this.data.inc(chunk),
       decChunk: (chunk) => this.releaseChunk(chunk),
     };
+    this.btrees = new BTrees(this.cache, () => this.trees.hooks);
     this.xlate = new LRUCache<number, number>({ max: Math.max(16, options.xlateEntries ?? 65536) });
     this.catalog = new Catalog(this.trees, this.meta, sb.directory, sb.nextVolumeId);
     this.catalog.load(() => this.newXlateId());
@@ -445,6 +452,7 @@ export class Pool {
         mapped: 0,
         labels: { ...(options.labels ?? {}) },
         kind: options.kind ?? DEFAULT_KIND,
+        fs: options.filesystem === true ? { root: 0, levels: 0 } : null,
       },
       this.newXlateId(),
     );
@@ -473,6 +481,8 @@ export class Pool {
     this.offered.delete(src.id);
     const tree: Tree = { ...src.tree };
     if (tree.root !== 0) this.meta.inc(tree.root);
+    const fs: Tree | null = src.fs === null ? null : { ...src.fs };
+    if (fs !== null && fs.root !== 0) this.meta.inc(fs.root);
     // Everything the source owned is shared from now on: no more in-place writes.
     this.shareChanged(src);
     const v = this.catalog.add(
@@ -487,6 +497,7 @@ export class Pool {
         mapped: src.mapped,
         labels: { ...(options.labels ?? {}) },
         kind: src.kind,
+        fs,
       },
       this.newXlateId(),
     );
@@ -532,6 +543,7 @@ export class Pool {
     this.listener?.dropVolume(v.id);
     this.offered.delete(v.id);
     this.trees.release(v.tree);
+    if (v.fs !== null) this.btrees.release(v.fs);
     this.catalog.remove(v);
     this.markChanged();
     if (!this.batching) this.commit();
@@ -565,6 +577,61 @@ export class Pool {
     return this.info(v);
   }
 
+  // ---- filesystem trees ----------------------------------------------------
+
+  /** One entry of a filesystem volume's metadata tree (btree.ts). */
+  fsGet(ref: VolumeRef, key: Buffer): Buffer | undefined {
+    this.usable();
+    return this.btrees.get(this.fsOf(this.volume(ref)), key);
+  }
+
+  /** Entries from <= key < to in order, until fn returns true; fn must not change the tree. */
+  fsRange(ref: VolumeRef, from: Buffer, to: Buffer, fn: (key: Buffer, value: Buffer) => boolean | void): void {
+    this.usable();
+    this.btrees.range(this.fsOf(this.volume(ref)), from, to, fn);
+  }
+
+  /**
+   * Changes to the tree join the open transaction; nothing commits between
+   * the calls of one synchronous operation, so a namespace operation made
+   * of several is atomic across a crash. `settle()` afterwards bounds the
+   * transaction.
+   */
+  fsPut(ref: VolumeRef, key: Buffer, value: Buffer): void {
+    const v = this.fsWritable(ref);
+    this.btrees.put(this.fsOf(v), key, value);
+    this.catalog.touch(v);
+    this.markChanged();
+  }
+
+  fsDel(ref: VolumeRef, key: Buffer): boolean {
+    const v = this.fsWritable(ref);
+    const had = this.btrees.del(this.fsOf(v), key);
+    if (had) {
+      this.catalog.touch(v);
+      this.markChanged();
+    }
+    return had;
+  }
+
+  /** Commits when the transaction holds as many pages as it may (what write and discard do after each call). */
+  settleTransaction(): void {
+    this.usable();
+    this.maybeCommit();
+  }
+
+  private fsOf(v: Volume): Tree {
+    if (v.fs === null) fail('EINVAL', `'${v.name}' is not a filesystem volume`);
+    return v.fs;
+  }
+
+  private fsWritable(ref: VolumeRef): Volume {
+    this.mutable();
+    const v = this.volume(ref);
+    if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
+    return v;
+  }
+
   // ---- data ----------------------------------------------------------------
 
   read(ref: VolumeRef, offset: number, length: number): Buffer {
@@ -589,6 +656,7 @@ export class Pool {
     const v = this.volume(ref);
     if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
     this.checkRange(v, offset, data.length);
+    if (v.fs !== null) this.checkRoom(v, offset, data.length);
     this.forPieces(offset, data.length, (index, within, at, n) => {
       this.writeChunk(v, index, within, data.subarray(at, at + n));
     });
@@ -739,6 +807,7 @@ export class Pool {
       volumeById: (id) => this.catalog.byIdGet(id),
       recordChanged: (v) => this.catalog.isChanged(v),
       page: (page) => this.cache.get(page),
+      fsWalk: (tree, fn) => this.btrees.walk(tree, fn),
       discardedCommit: this.discardedCommit,
     };
   }
@@ -1193,7 +1262,20 @@ export class Pool {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       fail('EINVAL', `invalid range ${offset}+${length}`);
     }
-    if (offset + length > v.size) fail('EFBIG', `range ${offset}+${length} is past the end of '${v.name}' (${v.size} bytes)`);
+    const end = v.fs === null ? v.size : FS_SPACE_CHUNKS * this.chunkSize;
+    if (offset + length > end) fail('EFBIG', `range ${offset}+${length} is past the end of '${v.name}' (${end} bytes)`);
+  }
+
+  /**
+   * A filesystem volume may map at most `size` bytes of chunks: a write
+   * that would map more is refused whole (ENOSPC), before anything changes.
+   */
+  private checkRoom(v: Volume, offset: number, length: number): void {
+    let fresh = 0;
+    this.forPieces(offset, length, (index) => {
+      if (this.trees.get(v.tree, index) === 0) fresh++;
+    });
+    if (fresh > 0 && (v.mapped + fresh) * this.chunkSize > v.size) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
   }
 
   private validateSize(size: number): void {
@@ -1435,6 +1517,8 @@ export interface PoolView {
   recordChanged(v: Readonly<Volume>): boolean;
   /** A metadata page, checksummed on the way in (throws ECORRUPT). */
   page(page: number): Buffer;
+  /** A filesystem tree's pages, parents first; fn says whether to go below a page. */
+  fsWalk(tree: Tree, fn: (page: number, level: number, children: number[], entries: number) => boolean): void;
   /** See Pool.discardedCommit. */
   discardedCommit: string | null;
 }

@@ -27,6 +27,12 @@ export interface VolumeRecord {
    * disk); the pool keeps it and forks copy it, but never reads it.
    */
   kind: string;
+  /**
+   * A filesystem volume's metadata tree (btree.ts), null for a raw disk.
+   * Its chunk map is then the address space of its files' data, not a disk
+   * of `size` bytes: `size` bounds what the map may hold.
+   */
+  fs: Tree | null;
 }
 
 /** A record as the pool holds it in memory. */
@@ -60,6 +66,7 @@ export function encodeRecord(r: VolumeRecord): Buffer {
       mapped: r.mapped,
       ...(Object.keys(r.labels).length > 0 ? { labels: r.labels } : {}),
       ...(r.kind !== DEFAULT_KIND ? { kind: r.kind } : {}),
+      ...(r.fs !== null ? { fsRoot: r.fs.root, fsLevels: r.fs.levels } : {}),
     }),
   );
   if (BODY + body.length > PAGE_SIZE) throw new CowvolError('EINVAL', `record of ${r.name} is too large`);
@@ -96,6 +103,7 @@ export function decodeRecord(page: Buffer, pageNo: number): VolumeRecord {
       mapped: num('mapped'),
       labels: labelsOf(j.labels),
       kind: j.kind === undefined ? DEFAULT_KIND : str('kind'),
+      fs: j.fsRoot === undefined ? null : { root: num('fsRoot'), levels: num('fsLevels') },
     };
   } catch (err) {
     throw new CowvolError('ECORRUPT', `volume record page ${pageNo} is damaged: ${(err as Error).message}`);

@@ -1,0 +1,208 @@
+/**
+ * A regular file's bytes: reads, writes, discards and seeks in file offsets,
+ * turned into the volume map's chunk indices through the file's regions
+ * (regions.ts). The caller owns the inode: these functions change its
+ * `chunks` count and leave saving it (and its size) to the operation.
+ *
+ * The volume's room is checked before anything is written: a write that
+ * would map more chunks than the volume's size allows fails whole with
+ * ENOSPC, as ext4 does when its blocks run out.
+ */
+import { FS_SPACE_CHUNKS } from '../blockstore/pool.js';
+import { assert, fail } from '../errors.js';
+import type { FsTree } from './fs-tree.js';
+import type { Inode } from './inode.js';
+import { ItemType, key } from './keys.js';
+import { classOf, regionOf, regionSize, regionStart } from './regions.js';
+
+/** A run of file bytes inside one region: where it starts in the file, how long, and region k's first chunk index (null: no region). */
+interface Piece {
+  at: number;
+  n: number;
+  k: number;
+  base: number | null;
+}
+
+/** Largest file: regions and offsets stay far inside a safe integer. */
+export const MAX_FILE_BYTES = 2 ** 44;
+
+export class FileData {
+  private readonly cs: number;
+
+  constructor(private readonly tree: FsTree) {
+    this.cs = tree.pool.chunkSize;
+  }
+
+  read(inode: Inode, offset: number, length: number): Buffer {
+    const end = Math.min(inode.size, offset + length);
+    if (end <= offset) return Buffer.alloc(0);
+    const parts: Buffer[] = [];
+    for (const p of this.pieces(inode.ino, offset, end - offset)) {
+      parts.push(p.base === null ? Buffer.alloc(p.n) : this.tree.pool.read(this.tree.volume, this.virtual(p, p.at), p.n));
+    }
+    return Buffer.concat(parts);
+  }
+
+  write(inode: Inode, offset: number, data: Buffer): void {
+    if (offset + data.length > MAX_FILE_BYTES) fail('EFBIG', `a file ends at ${MAX_FILE_BYTES} bytes`);
+    const pieces = this.pieces(inode.ino, offset, data.length);
+    const fresh = pieces.reduce((sum, p) => sum + this.unmappedIn(p), 0);
+    const info = this.tree.pool.stat(this.tree.volume);
+    if (fresh > 0 && info.allocatedBytes + fresh * this.cs > info.size) fail('ENOSPC', 'the volume is full');
+    for (const p of pieces) {
+      const base = p.base ?? this.allocate(inode.ino, p.k);
+      const piece: Piece = { ...p, base };
+      this.tree.pool.write(this.tree.volume, this.virtual(piece, p.at), data.subarray(p.at - offset, p.at - offset + p.n));
+    }
+    inode.chunks += fresh;
+  }
+
+  /** The range reads as zeros afterwards; whole chunks are unmapped. */
+  discard(inode: Inode, from: number, to: number): void {
+    if (to <= from) return;
+    for (const p of this.pieces(inode.ino, from, to - from)) {
+      if (p.base === null) continue;
+      const start = this.virtual(p, p.at);
+      const whole = this.mappedIn(Math.ceil(start / this.cs), Math.floor((start + p.n) / this.cs));
+      this.tree.pool.discard(this.tree.volume, start, p.n);
+      inode.chunks -= whole;
+    }
+  }
+
+  /** Frees the regions that lie wholly at or past `size` bytes (the rest of the tail was discarded by the caller). */
+  dropRegionsFrom(inode: Inode, size: number): void {
+    const firstChunk = Math.ceil(size / this.cs);
+    const keep = firstChunk === 0 ? 0 : regionOf(firstChunk - 1).k + 1;
+    const doomed: [number, number][] = [];
+    this.tree.items(inode.ino, ItemType.REGION, keep, (k, _key, value) => {
+      doomed.push([k, value.readUInt32LE(0)]);
+    });
+    for (const [k, base] of doomed) this.free(inode, k, base);
+  }
+
+  /** SEEK_DATA / SEEK_HOLE over the file's mapped chunks; ENXIO past the end, as ext4. */
+  seek(inode: Inode, offset: number, data: boolean): number {
+    if (offset >= inode.size) fail('ENXIO', `offset ${offset} is at or past the end (${inode.size})`);
+    for (let c = Math.floor(offset / this.cs); c * this.cs < inode.size; ) {
+      const { k, within } = regionOf(c);
+      const base = this.base(inode.ino, k);
+      const left = regionSize(k) - within;
+      if (base === null) {
+        if (!data) return Math.max(offset, c * this.cs);
+        c += left;
+        continue;
+      }
+      const found = data ? this.tree.pool.nextMapped(this.tree.volume, base + within, base + within + left) : this.nextHole(base + within, base + within + left);
+      if (found >= 0) return Math.min(inode.size, Math.max(offset, (regionStart(k) + found - base) * this.cs));
+      c += left;
+    }
+    if (data) fail('ENXIO', `no data past offset ${offset}`);
+    return inode.size;
+  }
+
+  private nextHole(from: number, to: number): number {
+    for (let i = from; i < to; i++) if (this.tree.pool.nextMapped(this.tree.volume, i, i + 1) !== i) return i;
+    return -1;
+  }
+
+  /** Unmaps chunks that lie in no file's region: in free regions, or past every region handed out. */
+  dropStray(): void {
+    const free: [number, number][] = [];
+    this.tree.items(0, ItemType.FREE, 0, (offset) => {
+      free.push([offset % 2 ** 32, regionSize(Math.floor(offset / 2 ** 32))]);
+    });
+    free.push([this.tree.counters().nextChunk, FS_SPACE_CHUNKS]);
+    for (const [first, count] of free) {
+      const end = Math.min(FS_SPACE_CHUNKS, first + count);
+      for (let i = this.tree.pool.nextMapped(this.tree.volume, first, end); i >= 0; i = this.tree.pool.nextMapped(this.tree.volume, i + 1, end)) {
+        this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
+      }
+    }
+  }
+
+  // ---- regions -------------------------------------------------------------
+
+  private base(ino: number, k: number): number | null {
+    const v = this.tree.get(key(ino, ItemType.REGION, k));
+    return v === undefined ? null : v.readUInt32LE(0);
+  }
+
+  private pieces(ino: number, offset: number, length: number): Piece[] {
+    const out: Piece[] = [];
+    const bases = new Map<number, number | null>();
+    for (let at = offset, guard = 0; at < offset + length; guard++) {
+      assert(guard < 1 << 20, 'a range split into too many regions');
+      const { k } = regionOf(Math.floor(at / this.cs));
+      const regionEnd = (regionStart(k) + regionSize(k)) * this.cs;
+      const n = Math.min(offset + length, regionEnd) - at;
+      if (!bases.has(k)) bases.set(k, this.base(ino, k));
+      out.push({ at, n, k, base: bases.get(k) ?? null });
+      at += n;
+    }
+    return out;
+  }
+
+  /** The volume byte offset of file offset `at`, inside piece p's region. */
+  private virtual(p: Piece, at: number): number {
+    assert(p.base !== null, 'a piece without a region has no place in the map');
+    const c = Math.floor(at / this.cs);
+    return (p.base + c - regionStart(p.k)) * this.cs + (at % this.cs);
+  }
+
+  /** Chunks of the piece that a write would map afresh. */
+  private unmappedIn(p: Piece): number {
+    const first = Math.floor(p.at / this.cs);
+    const count = Math.floor((p.at + p.n - 1) / this.cs) - first + 1;
+    if (p.base === null) return count;
+    const start = this.virtual(p, first * this.cs) / this.cs;
+    return count - this.mappedIn(start, start + count);
+  }
+
+  /** Mapped chunk indices in [from, to). */
+  private mappedIn(from: number, to: number): number {
+    let n = 0;
+    for (let i = this.tree.pool.nextMapped(this.tree.volume, from, to), guard = 0; i >= 0; guard++) {
+      assert(guard <= to - from, 'nextMapped did not advance');
+      n++;
+      i = this.tree.pool.nextMapped(this.tree.volume, i + 1, to);
+    }
+    return n;
+  }
+
+  /** A region for file region k: a free one of its class, or never-used space. It reads as zeros. */
+  private allocate(ino: number, k: number): number {
+    const cls = classOf(k);
+    const size = regionSize(k);
+    let base = -1;
+    this.tree.items(0, ItemType.FREE, cls * 2 ** 32, (offset) => {
+      if (offset < (cls + 1) * 2 ** 32) base = offset - cls * 2 ** 32;
+      return true;
+    });
+    if (base >= 0) this.tree.del(key(0, ItemType.FREE, cls * 2 ** 32 + base));
+    else {
+      const counters = this.tree.counters();
+      if (counters.nextChunk + size > FS_SPACE_CHUNKS) fail('ENOSPC', 'the volume has no address space left for file data');
+      base = counters.nextChunk;
+      this.tree.saveCounters({ ...counters, nextChunk: counters.nextChunk + size });
+    }
+    // What a crash left mapped here (writes replayed for a file whose creation was lost) must not show.
+    for (let i = this.tree.pool.nextMapped(this.tree.volume, base, base + size); i >= 0; i = this.tree.pool.nextMapped(this.tree.volume, i + 1, base + size)) {
+      this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
+    }
+    const v = Buffer.alloc(4);
+    v.writeUInt32LE(base);
+    this.tree.put(key(ino, ItemType.REGION, k), v);
+    return base;
+  }
+
+  private free(inode: Inode, k: number, base: number): void {
+    const size = regionSize(k);
+    for (let i = this.tree.pool.nextMapped(this.tree.volume, base, base + size); i >= 0; i = this.tree.pool.nextMapped(this.tree.volume, i + 1, base + size)) {
+      this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
+      inode.chunks--;
+    }
+    this.tree.del(key(inode.ino, ItemType.REGION, k));
+    // Discarded before it is listed free, so no commit ever lists a region that still holds data.
+    this.tree.put(key(0, ItemType.FREE, classOf(k) * 2 ** 32 + base), Buffer.alloc(0));
+  }
+}

@@ -1,0 +1,575 @@
+/**
+ * cowfs: a filesystem volume's POSIX operations, decided here in TypeScript
+ * over the volume's metadata tree (fs-tree.ts) and its files' regions
+ * (file-data.ts). A FUSE frontend calls these with what the kernel asked;
+ * each call is one synchronous change to the pool's open transaction, so
+ * every namespace operation is atomic across a crash, and a commit (fsync,
+ * the daemon's background commit) makes it durable.
+ *
+ * What the kernel does for us (the frontend mounts with default_permissions):
+ * permission checks from mode, owner and group, the sticky bit's rule on
+ * unlink and rename, and clearing setuid/setgid on write (it sends the mode
+ * change as a setattr). What is ours, as ext4 does it: setgid directories
+ * passing their group (and the bit, to subdirectories), ownership changes
+ * clearing setuid/setgid, link counts (a directory has 2 plus its
+ * subdirectories), times in nanoseconds, unlinked files that stay readable
+ * while open (ORPHAN items, reclaimed when the volume is next served after
+ * a crash), and the errnos.
+ *
+ * Caveat: atime is not updated by reads (as with noatime); setattr sets it.
+ */
+import type { Pool, VolumeRef } from '../blockstore/pool.js';
+import { fail } from '../errors.js';
+import { FileData, MAX_FILE_BYTES } from './file-data.js';
+import { type Counters, FsTree, ROOT_INO } from './fs-tree.js';
+import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, isDir, isLink, isReg, now } from './inode.js';
+import { ItemType, key } from './keys.js';
+import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrValue } from './named-items.js';
+
+export interface Caller {
+  uid: number;
+  gid: number;
+}
+
+export interface DirEntry {
+  name: Buffer;
+  ino: number;
+  /** mode >> 12, as readdir's d_type. */
+  type: number;
+  /** Cookie to resume after this entry. */
+  next: number;
+}
+
+export interface AttrChanges {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  /** 'now' for UTIME_NOW; absent for UTIME_OMIT. */
+  atime?: Time | 'now';
+  mtime?: Time | 'now';
+}
+
+export interface FsStats {
+  /** In units of `blockSize`. */
+  blocks: number;
+  freeBlocks: number;
+  blockSize: number;
+  files: number;
+  freeFiles: number;
+  nameMax: number;
+}
+
+export const NAME_MAX = 255;
+const LINK_MAX = 65000;
+const SYMLINK_MAX = 4095;
+const SYMLINK_PART = 1900;
+const XATTR_NAME_MAX = 255;
+/** An xattr's name and value share one tree item. */
+const XATTR_ROOM = 1990;
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+/** statfs's inode figures: inodes cost pool metadata pages, not volume blocks, so none is fixed. */
+const FILES_REPORTED = 2 ** 32;
+
+export class Filesystem {
+  private readonly tree: FsTree;
+  private readonly data: FileData;
+  /** Open handles per inode; an unlinked inode lives while this is above zero. Lock: event loop only. */
+  private readonly opens = new Map<number, number>();
+
+  constructor(
+    private readonly pool: Pool,
+    volume: number,
+  ) {
+    this.tree = new FsTree(pool, volume);
+    this.data = new FileData(this.tree);
+  }
+
+  /** Writes an empty filesystem (its root directory) into a fresh filesystem volume. */
+  static format(pool: Pool, ref: VolumeRef, owner: Caller, mode = 0o755): void {
+    const id = pool.stat(ref).id;
+    const tree = new FsTree(pool, id);
+    if (tree.get(key(0, ItemType.SUPER, 0)) !== undefined) fail('EEXIST', `volume ${id} already holds a filesystem`);
+    tree.saveCounters({ nextIno: ROOT_INO + 1, nextChunk: 0, inodes: 1 });
+    tree.saveInode(newInode(ROOT_INO, S_IFDIR | (mode & 0o7777), owner, ROOT_INO));
+    pool.commit();
+  }
+
+  // ---- reading -------------------------------------------------------------
+
+  getattr(ino: number): Inode {
+    return this.tree.inode(ino);
+  }
+
+  lookup(parent: number, name: Buffer): Inode {
+    const dir = this.dirInode(parent);
+    checkName(name);
+    const found = findNamed(this.tree, dir.ino, ItemType.DIRENT, name);
+    if (found === null) fail('ENOENT', `no entry '${name.toString()}' in directory ${parent}`);
+    return this.tree.inode(direntIno(found.value));
+  }
+
+  /** Up to `max` entries after cookie `after` (0: from the start), '.' and '..' first. */
+  readdir(ino: number, after: number, max: number): DirEntry[] {
+    const dir = this.dirInode(ino);
+    const out: DirEntry[] = [];
+    if (after < 1 && out.length < max) out.push({ name: Buffer.from('.'), ino: dir.ino, type: S_IFDIR >> 12, next: 1 });
+    if (after < 2 && out.length < max) out.push({ name: Buffer.from('..'), ino: dir.parent, type: S_IFDIR >> 12, next: 2 });
+    if (out.length >= max) return out;
+    this.tree.items(dir.ino, ItemType.DIRENT, after >= 3 ? after - 2 : 0, (offset, _k, value) => {
+      out.push({ name: Buffer.from(nameOf(ItemType.DIRENT, value)), ino: direntIno(value), type: direntType(value), next: offset + 3 });
+      return out.length >= max;
+    });
+    return out;
+  }
+
+  readlink(ino: number): Buffer {
+    const inode = this.tree.inode(ino);
+    if (!isLink(inode)) fail('EINVAL', `inode ${ino} is not a symbolic link`);
+    const parts: Buffer[] = [];
+    this.tree.items(ino, ItemType.SYMLINK, 0, (_o, _k, value) => {
+      parts.push(Buffer.from(value));
+    });
+    return Buffer.concat(parts);
+  }
+
+  read(ino: number, offset: number, length: number): Buffer {
+    const inode = this.tree.inode(ino);
+    if (isDir(inode)) fail('EISDIR', `inode ${ino} is a directory`);
+    checkRange(offset, length);
+    return this.data.read(inode, offset, length);
+  }
+
+  seek(ino: number, offset: number, data: boolean): number {
+    const inode = this.tree.inode(ino);
+    checkRange(offset, 0);
+    return this.data.seek(inode, offset, data);
+  }
+
+  statfs(): FsStats {
+    const info = this.pool.stat(this.tree.volume);
+    const blockSize = 4096;
+    const counters = this.tree.counters();
+    return {
+      blocks: Math.floor(info.size / blockSize),
+      freeBlocks: Math.max(0, Math.floor((info.size - info.allocatedBytes) / blockSize)),
+      blockSize,
+      files: FILES_REPORTED,
+      freeFiles: FILES_REPORTED - counters.inodes,
+      nameMax: NAME_MAX,
+    };
+  }
+
+  // ---- making names --------------------------------------------------------
+
+  /** Regular files, fifos, sockets and device nodes (mode carries the type). */
+  mknod(parent: number, name: Buffer, mode: number, rdev: number, caller: Caller): Inode {
+    const type = mode & S_IFMT;
+    if (type === S_IFDIR || type === S_IFLNK) fail('EINVAL', 'mknod makes neither directories nor symbolic links');
+    return this.make(parent, name, (type === 0 ? S_IFREG : type) | (mode & 0o7777), caller, type === 0x2000 || type === 0x6000 ? rdev : 0);
+  }
+
+  mkdir(parent: number, name: Buffer, mode: number, caller: Caller): Inode {
+    return this.make(parent, name, S_IFDIR | (mode & 0o7777), caller, 0);
+  }
+
+  symlink(parent: number, name: Buffer, target: Buffer, caller: Caller): Inode {
+    if (target.length === 0) fail('ENOENT', 'a symbolic link needs a target');
+    if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `a symbolic link's target is at most ${SYMLINK_MAX} bytes`);
+    const inode = this.make(parent, name, S_IFLNK | 0o777, caller, 0, target.length);
+    for (let part = 0; part * SYMLINK_PART < target.length; part++) {
+      this.tree.put(key(inode.ino, ItemType.SYMLINK, part), target.subarray(part * SYMLINK_PART, (part + 1) * SYMLINK_PART));
+    }
+    return inode;
+  }
+
+  link(ino: number, parent: number, name: Buffer): Inode {
+    const inode = this.tree.inode(ino);
+    if (isDir(inode)) fail('EPERM', 'hard links to directories are not allowed');
+    if (inode.nlink >= LINK_MAX) fail('EMLINK', `inode ${ino} has ${inode.nlink} links already`);
+    const dir = this.freeName(parent, name);
+    addNamed(this.tree, dir.ino, ItemType.DIRENT, name, direntValue(ino, inode.mode >> 12, name));
+    const t = now();
+    if (inode.nlink === 0) this.tree.del(key(0, ItemType.ORPHAN, ino));
+    inode.nlink++;
+    inode.ctime = t;
+    this.tree.saveInode(inode);
+    this.touchDir(dir, 1, 0, t);
+    return this.settled(inode);
+  }
+
+  // ---- removing names ------------------------------------------------------
+
+  unlink(parent: number, name: Buffer): void {
+    const { dir, inode, offset } = this.entry(parent, name);
+    if (isDir(inode)) fail('EISDIR', `'${name.toString()}' is a directory`);
+    this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
+    const t = now();
+    this.touchDir(dir, -1, 0, t);
+    this.dropLink(inode, t);
+    this.pool.settleTransaction();
+  }
+
+  rmdir(parent: number, name: Buffer): void {
+    const { dir, inode, offset } = this.entry(parent, name);
+    if (!isDir(inode)) fail('ENOTDIR', `'${name.toString()}' is not a directory`);
+    if (inode.entries > 0) fail('ENOTEMPTY', `'${name.toString()}' is not empty`);
+    this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
+    const t = now();
+    this.touchDir(dir, -1, -1, t);
+    inode.nlink = 0;
+    inode.ctime = t;
+    this.release(inode);
+    this.pool.settleTransaction();
+  }
+
+  rename(parent: number, name: Buffer, newParent: number, newName: Buffer, flags = 0): void {
+    if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) !== 0 || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) fail('EINVAL', `rename flags ${flags}`);
+    const from = this.entry(parent, name);
+    const toDir = this.dirInode(newParent);
+    checkName(newName);
+    const found = findNamed(this.tree, toDir.ino, ItemType.DIRENT, newName);
+    const to = found === null ? null : { dir: toDir, inode: this.tree.inode(direntIno(found.value)), offset: found.offset };
+    if (flags & RENAME_EXCHANGE) {
+      if (to === null) fail('ENOENT', `no entry '${newName.toString()}' to exchange with`);
+      return this.exchange(from, to);
+    }
+    if (to !== null && flags & RENAME_NOREPLACE) fail('EEXIST', `'${newName.toString()}' exists`);
+    if (to !== null && to.inode.ino === from.inode.ino) return;
+    if (isDir(from.inode)) this.refuseLoop(from.inode.ino, toDir);
+    if (to !== null) {
+      if (isDir(from.inode) && !isDir(to.inode)) fail('ENOTDIR', `'${newName.toString()}' is not a directory`);
+      if (!isDir(from.inode) && isDir(to.inode)) fail('EISDIR', `'${newName.toString()}' is a directory`);
+      if (isDir(to.inode) && to.inode.entries > 0) fail('ENOTEMPTY', `'${newName.toString()}' is not empty`);
+    }
+    const t = now();
+    const moved = from.inode;
+    const sub = isDir(moved) ? 1 : 0;
+    this.tree.del(key(from.dir.ino, ItemType.DIRENT, from.offset));
+    // Fresh reads after every change: the two directories may be one inode.
+    this.touchDir(this.tree.inode(from.dir.ino), -1, -sub, t);
+    if (to !== null) {
+      this.tree.put(key(toDir.ino, ItemType.DIRENT, to.offset), direntValue(moved.ino, moved.mode >> 12, newName));
+      const dir = this.tree.inode(toDir.ino);
+      this.touchDir(dir, 0, sub - (isDir(to.inode) ? 1 : 0), t);
+      if (isDir(to.inode)) {
+        to.inode.nlink = 0;
+        to.inode.ctime = t;
+        this.release(to.inode);
+      } else this.dropLink(to.inode, t);
+    } else {
+      addNamed(this.tree, toDir.ino, ItemType.DIRENT, newName, direntValue(moved.ino, moved.mode >> 12, newName));
+      this.touchDir(this.tree.inode(toDir.ino), 1, sub, t);
+    }
+    const after = this.tree.inode(moved.ino);
+    after.ctime = t;
+    if (sub) after.parent = toDir.ino;
+    this.tree.saveInode(after);
+    this.pool.settleTransaction();
+  }
+
+  // ---- attributes ----------------------------------------------------------
+
+  setattr(ino: number, changes: AttrChanges): Inode {
+    const inode = this.tree.inode(ino);
+    const t = now();
+    if (changes.size !== undefined) this.resize(inode, changes.size, t);
+    if (changes.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (changes.mode & 0o7777);
+    const owner = (changes.uid !== undefined && changes.uid !== inode.uid) || (changes.gid !== undefined && changes.gid !== inode.gid);
+    if (changes.uid !== undefined) inode.uid = changes.uid;
+    if (changes.gid !== undefined) inode.gid = changes.gid;
+    // A new owner must not inherit set-id powers; setgid without group execute is mandatory locking and stays.
+    if (owner && !isDir(inode) && changes.mode === undefined) inode.mode &= ~(S_ISUID | (inode.mode & 0o010 ? S_ISGID : 0));
+    if (changes.atime !== undefined) inode.atime = changes.atime === 'now' ? t : changes.atime;
+    if (changes.mtime !== undefined) inode.mtime = changes.mtime === 'now' ? t : changes.mtime;
+    inode.ctime = t;
+    this.tree.saveInode(inode);
+    return this.settled(inode);
+  }
+
+  // ---- data ----------------------------------------------------------------
+
+  write(ino: number, offset: number, data: Buffer): number {
+    const inode = this.tree.inode(ino);
+    if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
+    checkRange(offset, data.length);
+    if (data.length === 0) return 0;
+    // Bytes between the old end and this write must read as zeros, whatever a crash left there.
+    if (offset > inode.size) this.data.discard(inode, inode.size, offset);
+    this.data.write(inode, offset, data);
+    const t = now();
+    inode.size = Math.max(inode.size, offset + data.length);
+    inode.mtime = t;
+    inode.ctime = t;
+    this.tree.saveInode(inode);
+    this.pool.settleTransaction();
+    return data.length;
+  }
+
+  /** fallocate: mode 0 or KEEP_SIZE (1) reserve nothing in a thin volume but the size; PUNCH_HOLE (2, with KEEP_SIZE) and ZERO_RANGE (16) discard. */
+  fallocate(ino: number, mode: number, offset: number, length: number): void {
+    const inode = this.tree.inode(ino);
+    if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
+    if (offset < 0 || length <= 0) fail('EINVAL', `invalid range ${offset}+${length}`);
+    checkRange(offset, length);
+    const keep = (mode & 1) !== 0;
+    const punch = (mode & 2) !== 0;
+    const zero = (mode & 16) !== 0;
+    if ((mode & ~(1 | 2 | 16)) !== 0 || (punch && (!keep || zero))) fail('EOPNOTSUPP', `fallocate mode ${mode}`);
+    const end = offset + length;
+    const t = now();
+    if (punch || zero) {
+      this.data.discard(inode, offset, Math.min(end, punch ? inode.size : end));
+      inode.mtime = t;
+    }
+    if (!keep && end > inode.size) {
+      this.data.discard(inode, inode.size, end);
+      inode.size = end;
+    }
+    inode.ctime = t;
+    this.tree.saveInode(inode);
+    this.pool.settleTransaction();
+  }
+
+  /** fsync/fdatasync of a file, fsync of a directory: everything this volume did so far is durable. */
+  flush(): Promise<void> {
+    return this.pool.flushAsync(this.tree.volume);
+  }
+
+  // ---- extended attributes -------------------------------------------------
+
+  setxattr(ino: number, name: Buffer, value: Buffer, flags: number): void {
+    const inode = this.tree.inode(ino);
+    checkXattrName(name);
+    if (value.length > 65536) fail('E2BIG', `an extended attribute's value is at most 65536 bytes`);
+    if (name.length + value.length + 1 > XATTR_ROOM) fail('ENOSPC', `no room for an extended attribute of ${value.length} bytes`);
+    const found = findNamed(this.tree, ino, ItemType.XATTR, name);
+    if (found !== null && flags & XATTR_CREATE) fail('EEXIST', `attribute ${name.toString()} exists`);
+    if (found === null && flags & XATTR_REPLACE) fail('ENODATA', `no attribute ${name.toString()}`);
+    if (found !== null) this.tree.put(key(ino, ItemType.XATTR, found.offset), xattrValue(name, value));
+    else addNamed(this.tree, ino, ItemType.XATTR, name, xattrValue(name, value));
+    inode.ctime = now();
+    this.tree.saveInode(inode);
+    this.pool.settleTransaction();
+  }
+
+  getxattr(ino: number, name: Buffer): Buffer {
+    this.tree.inode(ino);
+    checkXattrName(name);
+    const found = findNamed(this.tree, ino, ItemType.XATTR, name);
+    if (found === null) fail('ENODATA', `no attribute ${name.toString()}`);
+    return Buffer.from(found.value.subarray(1 + name.length));
+  }
+
+  listxattr(ino: number): Buffer[] {
+    this.tree.inode(ino);
+    const names: Buffer[] = [];
+    this.tree.items(ino, ItemType.XATTR, 0, (_o, _k, value) => {
+      names.push(Buffer.from(nameOf(ItemType.XATTR, value)));
+    });
+    return names;
+  }
+
+  removexattr(ino: number, name: Buffer): void {
+    const inode = this.tree.inode(ino);
+    checkXattrName(name);
+    const found = findNamed(this.tree, ino, ItemType.XATTR, name);
+    if (found === null) fail('ENODATA', `no attribute ${name.toString()}`);
+    this.tree.del(key(ino, ItemType.XATTR, found.offset));
+    inode.ctime = now();
+    this.tree.saveInode(inode);
+    this.pool.settleTransaction();
+  }
+
+  // ---- opens and orphans ---------------------------------------------------
+
+  opened(ino: number): void {
+    this.tree.inode(ino);
+    this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
+  }
+
+  /** The last close of an unlinked file frees it. */
+  released(ino: number): void {
+    const left = (this.opens.get(ino) ?? 0) - 1;
+    if (left > 0) {
+      this.opens.set(ino, left);
+      return;
+    }
+    this.opens.delete(ino);
+    const v = this.tree.get(key(ino, ItemType.INODE, 0));
+    if (v === undefined || this.pool.stat(this.tree.volume).readOnly) return;
+    const inode = this.tree.inode(ino);
+    if (inode.nlink === 0) {
+      this.free(inode);
+      this.pool.settleTransaction();
+    }
+  }
+
+  /**
+   * Frees what a crash left behind, for a mount made afresh (a takeover
+   * keeps the kernel's open files, so it must not): unlinked files that
+   * were open, and chunks a journal replay mapped where no file's region
+   * is any more. Returns how many orphans it freed.
+   */
+  recover(): number {
+    const orphans: number[] = [];
+    this.tree.items(0, ItemType.ORPHAN, 0, (ino) => {
+      orphans.push(ino);
+    });
+    for (const ino of orphans) this.free(this.tree.inode(ino));
+    this.data.dropStray();
+    this.pool.commit();
+    return orphans.length;
+  }
+
+  // ---- internals -----------------------------------------------------------
+
+  private make(parent: number, name: Buffer, mode: number, caller: Caller, rdev: number, size = 0): Inode {
+    const dir = this.freeName(parent, name);
+    const counters: Counters = this.tree.counters();
+    const ino = counters.nextIno;
+    this.tree.saveCounters({ ...counters, nextIno: ino + 1, inodes: counters.inodes + 1 });
+    const inheritGroup = (dir.mode & S_ISGID) !== 0;
+    const inode = newInode(ino, mode, { uid: caller.uid, gid: inheritGroup ? dir.gid : caller.gid }, dir.ino, rdev);
+    if (inheritGroup && isDir(inode)) inode.mode |= S_ISGID;
+    inode.size = size;
+    this.tree.saveInode(inode);
+    addNamed(this.tree, dir.ino, ItemType.DIRENT, name, direntValue(ino, mode >> 12, name));
+    this.touchDir(dir, 1, isDir(inode) ? 1 : 0, inode.ctime);
+    return this.settled(inode);
+  }
+
+  private settled(inode: Inode): Inode {
+    this.pool.settleTransaction();
+    return inode;
+  }
+
+  private dirInode(ino: number): Inode {
+    const inode = this.tree.inode(ino);
+    if (!isDir(inode)) fail('ENOTDIR', `inode ${ino} is not a directory`);
+    return inode;
+  }
+
+  private freeName(parent: number, name: Buffer): Inode {
+    const dir = this.dirInode(parent);
+    checkName(name);
+    if (dir.nlink === 0) fail('ENOENT', `directory ${parent} was removed`);
+    if (findNamed(this.tree, dir.ino, ItemType.DIRENT, name) !== null) fail('EEXIST', `'${name.toString()}' exists`);
+    return dir;
+  }
+
+  private entry(parent: number, name: Buffer): { dir: Inode; inode: Inode; offset: number } {
+    const dir = this.dirInode(parent);
+    checkName(name);
+    const found = findNamed(this.tree, dir.ino, ItemType.DIRENT, name);
+    if (found === null) fail('ENOENT', `no entry '${name.toString()}' in directory ${parent}`);
+    return { dir, inode: this.tree.inode(direntIno(found.value)), offset: found.offset };
+  }
+
+  /** A directory gained or lost entries and subdirectories: its counts and times. */
+  private touchDir(dir: Inode, entries: number, subdirs: number, t: Time): void {
+    dir.entries += entries;
+    dir.nlink += subdirs;
+    dir.mtime = t;
+    dir.ctime = t;
+    this.tree.saveInode(dir);
+  }
+
+  /** One name of a non-directory is gone. */
+  private dropLink(inode: Inode, t: Time): void {
+    inode.nlink--;
+    inode.ctime = t;
+    this.release(inode);
+  }
+
+  /** An inode with no name left: freed now, or listed as an orphan while it is open. */
+  private release(inode: Inode): void {
+    if (inode.nlink > 0) this.tree.saveInode(inode);
+    else if ((this.opens.get(inode.ino) ?? 0) > 0) {
+      this.tree.saveInode(inode);
+      this.tree.put(key(0, ItemType.ORPHAN, inode.ino), Buffer.alloc(0));
+    } else this.free(inode);
+  }
+
+  private free(inode: Inode): void {
+    if (isReg(inode)) this.data.dropRegionsFrom(inode, 0);
+    for (const type of [ItemType.XATTR, ItemType.SYMLINK, ItemType.INODE]) for (const k of this.tree.keysOf(inode.ino, type)) this.tree.del(k);
+    this.tree.del(key(0, ItemType.ORPHAN, inode.ino));
+    const counters = this.tree.counters();
+    this.tree.saveCounters({ ...counters, inodes: counters.inodes - 1 });
+  }
+
+  private resize(inode: Inode, size: number, t: Time): void {
+    if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${inode.ino} is not a regular file`);
+    if (!Number.isSafeInteger(size) || size < 0) fail('EINVAL', `invalid size ${size}`);
+    if (size > MAX_FILE_BYTES) fail('EFBIG', `a file ends at ${MAX_FILE_BYTES} bytes`);
+    if (size < inode.size) {
+      this.data.discard(inode, size, inode.size);
+      this.data.dropRegionsFrom(inode, size);
+    } else if (size > inode.size) this.data.discard(inode, inode.size, size);
+    if (size !== inode.size) inode.mtime = t;
+    inode.size = size;
+  }
+
+  /** A directory may not move under itself. */
+  private refuseLoop(moved: number, target: Inode): void {
+    let at = target;
+    for (let depth = 0; depth < 1 << 16; depth++) {
+      if (at.ino === moved) fail('EINVAL', 'a directory cannot move under itself');
+      if (at.ino === ROOT_INO) return;
+      at = this.tree.inode(at.parent);
+    }
+    fail('ECORRUPT', `directory ${target.ino} has no way up to the root`);
+  }
+
+  private exchange(a: { dir: Inode; inode: Inode; offset: number }, b: { dir: Inode; inode: Inode; offset: number }): void {
+    if (a.inode.ino === b.inode.ino) return;
+    if (a.dir.ino !== b.dir.ino) {
+      if (isDir(a.inode)) this.refuseLoop(a.inode.ino, b.dir);
+      if (isDir(b.inode)) this.refuseLoop(b.inode.ino, a.dir);
+    }
+    const t = now();
+    const aName = nameOf(ItemType.DIRENT, this.tree.get(key(a.dir.ino, ItemType.DIRENT, a.offset)) as Buffer);
+    const bName = nameOf(ItemType.DIRENT, this.tree.get(key(b.dir.ino, ItemType.DIRENT, b.offset)) as Buffer);
+    this.tree.put(key(a.dir.ino, ItemType.DIRENT, a.offset), direntValue(b.inode.ino, b.inode.mode >> 12, Buffer.from(aName)));
+    this.tree.put(key(b.dir.ino, ItemType.DIRENT, b.offset), direntValue(a.inode.ino, a.inode.mode >> 12, Buffer.from(bName)));
+    const subA = isDir(a.inode) ? 1 : 0;
+    const subB = isDir(b.inode) ? 1 : 0;
+    this.touchDir(this.tree.inode(a.dir.ino), 0, a.dir.ino === b.dir.ino ? 0 : subB - subA, t);
+    this.touchDir(this.tree.inode(b.dir.ino), 0, a.dir.ino === b.dir.ino ? 0 : subA - subB, t);
+    for (const [moved, to] of [
+      [a.inode.ino, b.dir.ino],
+      [b.inode.ino, a.dir.ino],
+    ] as const) {
+      const inode = this.tree.inode(moved);
+      inode.ctime = t;
+      if (isDir(inode)) inode.parent = to;
+      this.tree.saveInode(inode);
+    }
+    this.pool.settleTransaction();
+  }
+}
+
+function newInode(ino: number, mode: number, owner: Caller, parent: number, rdev = 0): Inode {
+  const t = now();
+  const dir = (mode & S_IFMT) === S_IFDIR;
+  return { ino, mode, uid: owner.uid, gid: owner.gid, nlink: dir ? 2 : 1, rdev, flags: 0, size: 0, chunks: 0, atime: t, mtime: t, ctime: t, btime: t, parent, entries: 0 };
+}
+
+function checkName(name: Buffer): void {
+  if (name.length === 0) fail('ENOENT', 'an empty name');
+  if (name.length > NAME_MAX) fail('ENAMETOOLONG', `a name is at most ${NAME_MAX} bytes`);
+  if (name.includes(0x2f) || name.includes(0)) fail('EINVAL', `a name holds no '/' and no NUL byte`);
+  if (name.equals(Buffer.from('.')) || name.equals(Buffer.from('..'))) fail('EINVAL', `'${name.toString()}' names no entry of its own`);
+}
+
+function checkXattrName(name: Buffer): void {
+  if (name.length === 0 || name.length > XATTR_NAME_MAX) fail('ERANGE', `an attribute name is 1 to ${XATTR_NAME_MAX} bytes`);
+}
+
+function checkRange(offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) fail('EINVAL', `invalid range ${offset}+${length}`);
+}
