@@ -277,6 +277,9 @@ export class Pool {
   private changes = 0;
   /** Inside forkAll/removeAll: the caller commits once at the end. */
   private batching = false;
+  /** Inside atomically(): commits wait; commitOwed says one is due (a full journal). */
+  private atomicDepth = 0;
+  private commitOwed = false;
   private failure: unknown = null;
   private closed = false;
   listener: MappingListener | null = null;
@@ -614,10 +617,24 @@ export class Pool {
     return had;
   }
 
-  /** Commits when the transaction holds as many pages as it may (what write and discard do after each call). */
-  settleTransaction(): void {
+  /**
+   * Runs fn as one step of the transaction: nothing commits inside it (the
+   * dirty-page bound and a full journal wait for its end), so a change made
+   * of several calls (a filesystem's unlink: an entry, an inode, the file's
+   * regions) lands whole or not at all. The bound applies when it returns.
+   */
+  atomically<T>(fn: () => T): T {
     this.usable();
-    this.maybeCommit();
+    this.atomicDepth++;
+    try {
+      return fn();
+    } finally {
+      this.atomicDepth--;
+      if (this.atomicDepth === 0 && this.failure === null && !this.closed) {
+        if (this.commitOwed) this.commit();
+        else this.maybeCommit();
+      }
+    }
   }
 
   private fsOf(v: Volume): Tree {
@@ -1152,12 +1169,14 @@ export class Pool {
     const listener = this.listener;
     if (!listener?.journal) return;
     const offsetOf = (c: number): number => (c === 0 ? -1 : this.chunkOffset(c));
-    if (!listener.journal(v.id, index, offsetOf(chunk), offsetOf(old))) this.commit();
+    if (listener.journal(v.id, index, offsetOf(chunk), offsetOf(old))) return;
+    if (this.atomicDepth > 0) this.commitOwed = true;
+    else this.commit();
   }
 
   private allocChunk(): number {
     // Space freed earlier in this transaction becomes usable at commit.
-    if (this.data.available() <= 0 && this.data.pendingFree > 0) this.commit();
+    if (this.data.available() <= 0 && this.data.pendingFree > 0 && this.atomicDepth === 0) this.commit();
     return this.data.reserve();
   }
 
@@ -1209,7 +1228,7 @@ export class Pool {
   }
 
   private maybeCommit(): void {
-    if (this.cache.pendingCount() >= this.dirtyPageLimit) this.commit();
+    if (this.atomicDepth === 0 && this.cache.pendingCount() >= this.dirtyPageLimit) this.commit();
   }
 
   private forPieces(offset: number, length: number, fn: (index: number, within: number, at: number, n: number) => void): void {

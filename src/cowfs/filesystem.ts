@@ -167,171 +167,186 @@ export class Filesystem {
 
   /** Regular files, fifos, sockets and device nodes (mode carries the type). */
   mknod(parent: number, name: Buffer, mode: number, rdev: number, caller: Caller): Inode {
-    const type = mode & S_IFMT;
-    if (type === S_IFDIR || type === S_IFLNK) fail('EINVAL', 'mknod makes neither directories nor symbolic links');
-    return this.make(parent, name, (type === 0 ? S_IFREG : type) | (mode & 0o7777), caller, type === 0x2000 || type === 0x6000 ? rdev : 0);
+    return this.pool.atomically(() => {
+      const type = mode & S_IFMT;
+      if (type === S_IFDIR || type === S_IFLNK) fail('EINVAL', 'mknod makes neither directories nor symbolic links');
+      return this.make(parent, name, (type === 0 ? S_IFREG : type) | (mode & 0o7777), caller, type === 0x2000 || type === 0x6000 ? rdev : 0);
+    });
   }
 
   mkdir(parent: number, name: Buffer, mode: number, caller: Caller): Inode {
-    return this.make(parent, name, S_IFDIR | (mode & 0o7777), caller, 0);
+    return this.pool.atomically(() => {
+      return this.make(parent, name, S_IFDIR | (mode & 0o7777), caller, 0);
+    });
   }
 
   symlink(parent: number, name: Buffer, target: Buffer, caller: Caller): Inode {
-    if (target.length === 0) fail('ENOENT', 'a symbolic link needs a target');
-    if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `a symbolic link's target is at most ${SYMLINK_MAX} bytes`);
-    const inode = this.make(parent, name, S_IFLNK | 0o777, caller, 0, target.length);
-    for (let part = 0; part * SYMLINK_PART < target.length; part++) {
-      this.tree.put(key(inode.ino, ItemType.SYMLINK, part), target.subarray(part * SYMLINK_PART, (part + 1) * SYMLINK_PART));
-    }
-    return inode;
+    return this.pool.atomically(() => {
+      if (target.length === 0) fail('ENOENT', 'a symbolic link needs a target');
+      if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `a symbolic link's target is at most ${SYMLINK_MAX} bytes`);
+      const inode = this.make(parent, name, S_IFLNK | 0o777, caller, 0, target.length);
+      for (let part = 0; part * SYMLINK_PART < target.length; part++) {
+        this.tree.put(key(inode.ino, ItemType.SYMLINK, part), target.subarray(part * SYMLINK_PART, (part + 1) * SYMLINK_PART));
+      }
+      return inode;
+    });
   }
 
   link(ino: number, parent: number, name: Buffer): Inode {
-    const inode = this.tree.inode(ino);
-    if (isDir(inode)) fail('EPERM', 'hard links to directories are not allowed');
-    if (inode.nlink >= LINK_MAX) fail('EMLINK', `inode ${ino} has ${inode.nlink} links already`);
-    const dir = this.freeName(parent, name);
-    addNamed(this.tree, dir.ino, ItemType.DIRENT, name, direntValue(ino, inode.mode >> 12, name));
-    const t = now();
-    if (inode.nlink === 0) this.tree.del(key(0, ItemType.ORPHAN, ino));
-    inode.nlink++;
-    inode.ctime = t;
-    this.tree.saveInode(inode);
-    this.touchDir(dir, 1, 0, t);
-    return this.settled(inode);
+    return this.pool.atomically(() => {
+      const inode = this.tree.inode(ino);
+      if (isDir(inode)) fail('EPERM', 'hard links to directories are not allowed');
+      if (inode.nlink >= LINK_MAX) fail('EMLINK', `inode ${ino} has ${inode.nlink} links already`);
+      const dir = this.freeName(parent, name);
+      addNamed(this.tree, dir.ino, ItemType.DIRENT, name, direntValue(ino, inode.mode >> 12, name));
+      const t = now();
+      if (inode.nlink === 0) this.tree.del(key(0, ItemType.ORPHAN, ino));
+      inode.nlink++;
+      inode.ctime = t;
+      this.tree.saveInode(inode);
+      this.touchDir(dir, 1, 0, t);
+      return inode;
+    });
   }
 
   // ---- removing names ------------------------------------------------------
 
   unlink(parent: number, name: Buffer): void {
-    const { dir, inode, offset } = this.entry(parent, name);
-    if (isDir(inode)) fail('EISDIR', `'${name.toString()}' is a directory`);
-    this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
-    const t = now();
-    this.touchDir(dir, -1, 0, t);
-    this.dropLink(inode, t);
-    this.pool.settleTransaction();
+    return this.pool.atomically(() => {
+      const { dir, inode, offset } = this.entry(parent, name);
+      if (isDir(inode)) fail('EISDIR', `'${name.toString()}' is a directory`);
+      this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
+      const t = now();
+      this.touchDir(dir, -1, 0, t);
+      this.dropLink(inode, t);
+    });
   }
 
   rmdir(parent: number, name: Buffer): void {
-    const { dir, inode, offset } = this.entry(parent, name);
-    if (!isDir(inode)) fail('ENOTDIR', `'${name.toString()}' is not a directory`);
-    if (inode.entries > 0) fail('ENOTEMPTY', `'${name.toString()}' is not empty`);
-    this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
-    const t = now();
-    this.touchDir(dir, -1, -1, t);
-    inode.nlink = 0;
-    inode.ctime = t;
-    this.release(inode);
-    this.pool.settleTransaction();
+    return this.pool.atomically(() => {
+      const { dir, inode, offset } = this.entry(parent, name);
+      if (!isDir(inode)) fail('ENOTDIR', `'${name.toString()}' is not a directory`);
+      if (inode.entries > 0) fail('ENOTEMPTY', `'${name.toString()}' is not empty`);
+      this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
+      const t = now();
+      this.touchDir(dir, -1, -1, t);
+      inode.nlink = 0;
+      inode.ctime = t;
+      this.release(inode);
+    });
   }
 
   rename(parent: number, name: Buffer, newParent: number, newName: Buffer, flags = 0): void {
-    if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) !== 0 || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) fail('EINVAL', `rename flags ${flags}`);
-    const from = this.entry(parent, name);
-    const toDir = this.dirInode(newParent);
-    checkName(newName);
-    const found = findNamed(this.tree, toDir.ino, ItemType.DIRENT, newName);
-    const to = found === null ? null : { dir: toDir, inode: this.tree.inode(direntIno(found.value)), offset: found.offset };
-    if (flags & RENAME_EXCHANGE) {
-      if (to === null) fail('ENOENT', `no entry '${newName.toString()}' to exchange with`);
-      return this.exchange(from, to);
-    }
-    if (to !== null && flags & RENAME_NOREPLACE) fail('EEXIST', `'${newName.toString()}' exists`);
-    if (to !== null && to.inode.ino === from.inode.ino) return;
-    if (isDir(from.inode)) this.refuseLoop(from.inode.ino, toDir);
-    if (to !== null) {
-      if (isDir(from.inode) && !isDir(to.inode)) fail('ENOTDIR', `'${newName.toString()}' is not a directory`);
-      if (!isDir(from.inode) && isDir(to.inode)) fail('EISDIR', `'${newName.toString()}' is a directory`);
-      if (isDir(to.inode) && to.inode.entries > 0) fail('ENOTEMPTY', `'${newName.toString()}' is not empty`);
-    }
-    const t = now();
-    const moved = from.inode;
-    const sub = isDir(moved) ? 1 : 0;
-    this.tree.del(key(from.dir.ino, ItemType.DIRENT, from.offset));
-    // Fresh reads after every change: the two directories may be one inode.
-    this.touchDir(this.tree.inode(from.dir.ino), -1, -sub, t);
-    if (to !== null) {
-      this.tree.put(key(toDir.ino, ItemType.DIRENT, to.offset), direntValue(moved.ino, moved.mode >> 12, newName));
-      const dir = this.tree.inode(toDir.ino);
-      this.touchDir(dir, 0, sub - (isDir(to.inode) ? 1 : 0), t);
-      if (isDir(to.inode)) {
-        to.inode.nlink = 0;
-        to.inode.ctime = t;
-        this.release(to.inode);
-      } else this.dropLink(to.inode, t);
-    } else {
-      addNamed(this.tree, toDir.ino, ItemType.DIRENT, newName, direntValue(moved.ino, moved.mode >> 12, newName));
-      this.touchDir(this.tree.inode(toDir.ino), 1, sub, t);
-    }
-    const after = this.tree.inode(moved.ino);
-    after.ctime = t;
-    if (sub) after.parent = toDir.ino;
-    this.tree.saveInode(after);
-    this.pool.settleTransaction();
+    return this.pool.atomically(() => {
+      if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) !== 0 || flags === (RENAME_NOREPLACE | RENAME_EXCHANGE)) fail('EINVAL', `rename flags ${flags}`);
+      const from = this.entry(parent, name);
+      const toDir = this.dirInode(newParent);
+      checkName(newName);
+      const found = findNamed(this.tree, toDir.ino, ItemType.DIRENT, newName);
+      const to = found === null ? null : { dir: toDir, inode: this.tree.inode(direntIno(found.value)), offset: found.offset };
+      if (flags & RENAME_EXCHANGE) {
+        if (to === null) fail('ENOENT', `no entry '${newName.toString()}' to exchange with`);
+        return this.exchange(from, to);
+      }
+      if (to !== null && flags & RENAME_NOREPLACE) fail('EEXIST', `'${newName.toString()}' exists`);
+      if (to !== null && to.inode.ino === from.inode.ino) return;
+      if (isDir(from.inode)) this.refuseLoop(from.inode.ino, toDir);
+      if (to !== null) {
+        if (isDir(from.inode) && !isDir(to.inode)) fail('ENOTDIR', `'${newName.toString()}' is not a directory`);
+        if (!isDir(from.inode) && isDir(to.inode)) fail('EISDIR', `'${newName.toString()}' is a directory`);
+        if (isDir(to.inode) && to.inode.entries > 0) fail('ENOTEMPTY', `'${newName.toString()}' is not empty`);
+      }
+      const t = now();
+      const moved = from.inode;
+      const sub = isDir(moved) ? 1 : 0;
+      this.tree.del(key(from.dir.ino, ItemType.DIRENT, from.offset));
+      // Fresh reads after every change: the two directories may be one inode.
+      this.touchDir(this.tree.inode(from.dir.ino), -1, -sub, t);
+      if (to !== null) {
+        this.tree.put(key(toDir.ino, ItemType.DIRENT, to.offset), direntValue(moved.ino, moved.mode >> 12, newName));
+        const dir = this.tree.inode(toDir.ino);
+        this.touchDir(dir, 0, sub - (isDir(to.inode) ? 1 : 0), t);
+        if (isDir(to.inode)) {
+          to.inode.nlink = 0;
+          to.inode.ctime = t;
+          this.release(to.inode);
+        } else this.dropLink(to.inode, t);
+      } else {
+        addNamed(this.tree, toDir.ino, ItemType.DIRENT, newName, direntValue(moved.ino, moved.mode >> 12, newName));
+        this.touchDir(this.tree.inode(toDir.ino), 1, sub, t);
+      }
+      const after = this.tree.inode(moved.ino);
+      after.ctime = t;
+      if (sub) after.parent = toDir.ino;
+      this.tree.saveInode(after);
+    });
   }
 
   // ---- attributes ----------------------------------------------------------
 
   setattr(ino: number, changes: AttrChanges): Inode {
-    const inode = this.tree.inode(ino);
-    const t = now();
-    if (changes.size !== undefined) this.resize(inode, changes.size, t);
-    if (changes.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (changes.mode & 0o7777);
-    const owner = (changes.uid !== undefined && changes.uid !== inode.uid) || (changes.gid !== undefined && changes.gid !== inode.gid);
-    if (changes.uid !== undefined) inode.uid = changes.uid;
-    if (changes.gid !== undefined) inode.gid = changes.gid;
-    // A new owner must not inherit set-id powers; setgid without group execute is mandatory locking and stays.
-    if (owner && !isDir(inode) && changes.mode === undefined) inode.mode &= ~(S_ISUID | (inode.mode & 0o010 ? S_ISGID : 0));
-    if (changes.atime !== undefined) inode.atime = changes.atime === 'now' ? t : changes.atime;
-    if (changes.mtime !== undefined) inode.mtime = changes.mtime === 'now' ? t : changes.mtime;
-    inode.ctime = t;
-    this.tree.saveInode(inode);
-    return this.settled(inode);
+    return this.pool.atomically(() => {
+      const inode = this.tree.inode(ino);
+      const t = now();
+      if (changes.size !== undefined) this.resize(inode, changes.size, t);
+      if (changes.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (changes.mode & 0o7777);
+      const owner = (changes.uid !== undefined && changes.uid !== inode.uid) || (changes.gid !== undefined && changes.gid !== inode.gid);
+      if (changes.uid !== undefined) inode.uid = changes.uid;
+      if (changes.gid !== undefined) inode.gid = changes.gid;
+      // A new owner must not inherit set-id powers; setgid without group execute is mandatory locking and stays.
+      if (owner && !isDir(inode) && changes.mode === undefined) inode.mode &= ~(S_ISUID | (inode.mode & 0o010 ? S_ISGID : 0));
+      if (changes.atime !== undefined) inode.atime = changes.atime === 'now' ? t : changes.atime;
+      if (changes.mtime !== undefined) inode.mtime = changes.mtime === 'now' ? t : changes.mtime;
+      inode.ctime = t;
+      this.tree.saveInode(inode);
+      return inode;
+    });
   }
 
   // ---- data ----------------------------------------------------------------
 
   write(ino: number, offset: number, data: Buffer): number {
-    const inode = this.tree.inode(ino);
-    if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
-    checkRange(offset, data.length);
-    if (data.length === 0) return 0;
-    // Bytes between the old end and this write must read as zeros, whatever a crash left there.
-    if (offset > inode.size) this.data.discard(inode, inode.size, offset);
-    this.data.write(inode, offset, data);
-    const t = now();
-    inode.size = Math.max(inode.size, offset + data.length);
-    inode.mtime = t;
-    inode.ctime = t;
-    this.tree.saveInode(inode);
-    this.pool.settleTransaction();
-    return data.length;
+    return this.pool.atomically(() => {
+      const inode = this.tree.inode(ino);
+      if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
+      checkRange(offset, data.length);
+      if (data.length === 0) return 0;
+      // Bytes between the old end and this write must read as zeros, whatever a crash left there.
+      if (offset > inode.size) this.data.discard(inode, inode.size, offset);
+      this.data.write(inode, offset, data);
+      const t = now();
+      inode.size = Math.max(inode.size, offset + data.length);
+      inode.mtime = t;
+      inode.ctime = t;
+      this.tree.saveInode(inode);
+      return data.length;
+    });
   }
 
   /** fallocate: mode 0 or KEEP_SIZE (1) reserve nothing in a thin volume but the size; PUNCH_HOLE (2, with KEEP_SIZE) and ZERO_RANGE (16) discard. */
   fallocate(ino: number, mode: number, offset: number, length: number): void {
-    const inode = this.tree.inode(ino);
-    if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
-    if (offset < 0 || length <= 0) fail('EINVAL', `invalid range ${offset}+${length}`);
-    checkRange(offset, length);
-    const keep = (mode & 1) !== 0;
-    const punch = (mode & 2) !== 0;
-    const zero = (mode & 16) !== 0;
-    if ((mode & ~(1 | 2 | 16)) !== 0 || (punch && (!keep || zero))) fail('EOPNOTSUPP', `fallocate mode ${mode}`);
-    const end = offset + length;
-    const t = now();
-    if (punch || zero) {
-      this.data.discard(inode, offset, Math.min(end, punch ? inode.size : end));
-      inode.mtime = t;
-    }
-    if (!keep && end > inode.size) {
-      this.data.discard(inode, inode.size, end);
-      inode.size = end;
-    }
-    inode.ctime = t;
-    this.tree.saveInode(inode);
-    this.pool.settleTransaction();
+    return this.pool.atomically(() => {
+      const inode = this.tree.inode(ino);
+      if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
+      if (offset < 0 || length <= 0) fail('EINVAL', `invalid range ${offset}+${length}`);
+      checkRange(offset, length);
+      const keep = (mode & 1) !== 0;
+      const punch = (mode & 2) !== 0;
+      const zero = (mode & 16) !== 0;
+      if ((mode & ~(1 | 2 | 16)) !== 0 || (punch && (!keep || zero))) fail('EOPNOTSUPP', `fallocate mode ${mode}`);
+      const end = offset + length;
+      const t = now();
+      if (punch || zero) {
+        this.data.discard(inode, offset, Math.min(end, punch ? inode.size : end));
+        inode.mtime = t;
+      }
+      if (!keep && end > inode.size) {
+        this.data.discard(inode, inode.size, end);
+        inode.size = end;
+      }
+      inode.ctime = t;
+      this.tree.saveInode(inode);
+    });
   }
 
   /** fsync/fdatasync of a file, fsync of a directory: everything this volume did so far is durable. */
@@ -342,18 +357,19 @@ export class Filesystem {
   // ---- extended attributes -------------------------------------------------
 
   setxattr(ino: number, name: Buffer, value: Buffer, flags: number): void {
-    const inode = this.tree.inode(ino);
-    checkXattrName(name);
-    if (value.length > 65536) fail('E2BIG', `an extended attribute's value is at most 65536 bytes`);
-    if (name.length + value.length + 1 > XATTR_ROOM) fail('ENOSPC', `no room for an extended attribute of ${value.length} bytes`);
-    const found = findNamed(this.tree, ino, ItemType.XATTR, name);
-    if (found !== null && flags & XATTR_CREATE) fail('EEXIST', `attribute ${name.toString()} exists`);
-    if (found === null && flags & XATTR_REPLACE) fail('ENODATA', `no attribute ${name.toString()}`);
-    if (found !== null) this.tree.put(key(ino, ItemType.XATTR, found.offset), xattrValue(name, value));
-    else addNamed(this.tree, ino, ItemType.XATTR, name, xattrValue(name, value));
-    inode.ctime = now();
-    this.tree.saveInode(inode);
-    this.pool.settleTransaction();
+    return this.pool.atomically(() => {
+      const inode = this.tree.inode(ino);
+      checkXattrName(name);
+      if (value.length > 65536) fail('E2BIG', `an extended attribute's value is at most 65536 bytes`);
+      if (name.length + value.length + 1 > XATTR_ROOM) fail('ENOSPC', `no room for an extended attribute of ${value.length} bytes`);
+      const found = findNamed(this.tree, ino, ItemType.XATTR, name);
+      if (found !== null && flags & XATTR_CREATE) fail('EEXIST', `attribute ${name.toString()} exists`);
+      if (found === null && flags & XATTR_REPLACE) fail('ENODATA', `no attribute ${name.toString()}`);
+      if (found !== null) this.tree.put(key(ino, ItemType.XATTR, found.offset), xattrValue(name, value));
+      else addNamed(this.tree, ino, ItemType.XATTR, name, xattrValue(name, value));
+      inode.ctime = now();
+      this.tree.saveInode(inode);
+    });
   }
 
   getxattr(ino: number, name: Buffer): Buffer {
@@ -374,14 +390,15 @@ export class Filesystem {
   }
 
   removexattr(ino: number, name: Buffer): void {
-    const inode = this.tree.inode(ino);
-    checkXattrName(name);
-    const found = findNamed(this.tree, ino, ItemType.XATTR, name);
-    if (found === null) fail('ENODATA', `no attribute ${name.toString()}`);
-    this.tree.del(key(ino, ItemType.XATTR, found.offset));
-    inode.ctime = now();
-    this.tree.saveInode(inode);
-    this.pool.settleTransaction();
+    return this.pool.atomically(() => {
+      const inode = this.tree.inode(ino);
+      checkXattrName(name);
+      const found = findNamed(this.tree, ino, ItemType.XATTR, name);
+      if (found === null) fail('ENODATA', `no attribute ${name.toString()}`);
+      this.tree.del(key(ino, ItemType.XATTR, found.offset));
+      inode.ctime = now();
+      this.tree.saveInode(inode);
+    });
   }
 
   // ---- opens and orphans ---------------------------------------------------
@@ -393,19 +410,20 @@ export class Filesystem {
 
   /** The last close of an unlinked file frees it. */
   released(ino: number): void {
-    const left = (this.opens.get(ino) ?? 0) - 1;
-    if (left > 0) {
-      this.opens.set(ino, left);
-      return;
-    }
-    this.opens.delete(ino);
-    const v = this.tree.get(key(ino, ItemType.INODE, 0));
-    if (v === undefined || this.pool.stat(this.tree.volume).readOnly) return;
-    const inode = this.tree.inode(ino);
-    if (inode.nlink === 0) {
-      this.free(inode);
-      this.pool.settleTransaction();
-    }
+    return this.pool.atomically(() => {
+      const left = (this.opens.get(ino) ?? 0) - 1;
+      if (left > 0) {
+        this.opens.set(ino, left);
+        return;
+      }
+      this.opens.delete(ino);
+      const v = this.tree.get(key(ino, ItemType.INODE, 0));
+      if (v === undefined || this.pool.stat(this.tree.volume).readOnly) return;
+      const inode = this.tree.inode(ino);
+      if (inode.nlink === 0) {
+        this.free(inode);
+        }
+    });
   }
 
   /**
@@ -415,14 +433,16 @@ export class Filesystem {
    * is any more. Returns how many orphans it freed.
    */
   recover(): number {
-    const orphans: number[] = [];
-    this.tree.items(0, ItemType.ORPHAN, 0, (ino) => {
-      orphans.push(ino);
+    return this.pool.atomically(() => {
+      const orphans: number[] = [];
+      this.tree.items(0, ItemType.ORPHAN, 0, (ino) => {
+        orphans.push(ino);
+      });
+      for (const ino of orphans) this.free(this.tree.inode(ino));
+      this.data.dropStray();
+      this.pool.commit();
+      return orphans.length;
     });
-    for (const ino of orphans) this.free(this.tree.inode(ino));
-    this.data.dropStray();
-    this.pool.commit();
-    return orphans.length;
   }
 
   // ---- internals -----------------------------------------------------------
@@ -439,11 +459,6 @@ export class Filesystem {
     this.tree.saveInode(inode);
     addNamed(this.tree, dir.ino, ItemType.DIRENT, name, direntValue(ino, mode >> 12, name));
     this.touchDir(dir, 1, isDir(inode) ? 1 : 0, inode.ctime);
-    return this.settled(inode);
-  }
-
-  private settled(inode: Inode): Inode {
-    this.pool.settleTransaction();
     return inode;
   }
 
@@ -549,7 +564,6 @@ export class Filesystem {
       if (isDir(inode)) inode.parent = to;
       this.tree.saveInode(inode);
     }
-    this.pool.settleTransaction();
   }
 }
 

@@ -12,6 +12,8 @@ import { S_IFREG, isDir, isLink, isReg } from '../../src/cowfs/inode.js';
 import type { Prng } from '../../src/blockstore/prng.js';
 
 export interface MNode {
+  /** Stable across clones: which file this is, whatever its names. */
+  id: number;
   kind: 'file' | 'dir' | 'link';
   data: Buffer;
   target: string;
@@ -31,8 +33,10 @@ export type FsOp =
   | { op: 'setxattr'; path: string[]; name: string; value: string }
   | { op: 'removexattr'; path: string[]; name: string };
 
+let nextId = 1;
+
 function node(kind: MNode['kind']): MNode {
-  return { kind, data: Buffer.alloc(0), target: '', xattrs: new Map(), entries: new Map() };
+  return { id: nextId++, kind, data: Buffer.alloc(0), target: '', xattrs: new Map(), entries: new Map() };
 }
 
 export class FsModel {
@@ -44,7 +48,7 @@ export class FsModel {
     const copy = (n: MNode): MNode => {
       const had = copies.get(n);
       if (had) return had;
-      const c: MNode = { kind: n.kind, data: Buffer.from(n.data), target: n.target, xattrs: new Map(n.xattrs), entries: new Map() };
+      const c: MNode = { id: n.id, kind: n.kind, data: Buffer.from(n.data), target: n.target, xattrs: new Map(n.xattrs), entries: new Map() };
       copies.set(n, c);
       for (const [name, child] of n.entries) c.entries.set(name, copy(child));
       return c;
@@ -210,7 +214,7 @@ export function nextFsOp(rng: Prng, m: FsModel, chunkSize: number): FsOp {
 
 const OWNER = { uid: 0, gid: 0 };
 
-function ino(fs: Filesystem, path: string[]): number {
+export function ino(fs: Filesystem, path: string[]): number {
   let at = ROOT_INO;
   for (const p of path) at = fs.lookup(at, Buffer.from(p)).ino;
   return at;
@@ -280,15 +284,15 @@ function digest(data: Buffer): string {
   return `${data.length}:${h.toString(16)}`;
 }
 
-/** The model as dump lines; link counts are what a filesystem must report. */
-export function dumpModel(m: FsModel): string {
+/** The model as dump lines; link counts are what a filesystem must report. `data: false` gives sizes instead of contents. */
+export function dumpModel(m: FsModel, data = true): string {
   const names = new Map<MNode, number>();
   for (const [p, n] of m.all()) if (p.length > 0) names.set(n, (names.get(n) ?? 0) + 1);
   return m
     .all()
     .map(([p, n]) => {
       const nlink = n.kind === 'dir' ? 2 + [...n.entries.values()].filter((c) => c.kind === 'dir').length : (names.get(n) ?? 0);
-      const extra = n.kind === 'file' ? digest(n.data) : n.kind === 'link' ? `-> ${n.target.length}:${n.target.slice(0, 8)}` : `${n.entries.size} entries`;
+      const extra = n.kind === 'file' ? (data ? digest(n.data) : `${n.data.length}`) : n.kind === 'link' ? `-> ${n.target.length}:${n.target.slice(0, 8)}` : `${n.entries.size} entries`;
       return line(p.join('/'), n.kind, nlink, extra, [...n.xattrs.entries()]);
     })
     .sort()
@@ -296,7 +300,7 @@ export function dumpModel(m: FsModel): string {
 }
 
 /** The filesystem as dump lines, read through its operations only. */
-export function dumpFs(fs: Filesystem): string {
+export function dumpFs(fs: Filesystem, data = true): string {
   const out: string[] = [];
   const go = (path: string[], at: number, depth: number): void => {
     if (depth > 64) throw new Error('directory tree deeper than the model can make');
@@ -315,7 +319,7 @@ export function dumpFs(fs: Filesystem): string {
       const xattrs = fs.listxattr(e.ino).map((x): [string, string] => [x.toString(), fs.getxattr(e.ino, x).toString()]);
       const kind = isDir(i) ? 'dir' : isLink(i) ? 'link' : isReg(i) ? 'file' : '?';
       if ((e.type << 12) !== (i.mode & 0o170000)) throw new Error(`/${p.join('/')}: entry type ${e.type} but mode ${i.mode.toString(8)}`);
-      const extra = isReg(i) ? digest(fs.read(e.ino, 0, i.size)) : isLink(i) ? `-> ${i.size}:${fs.readlink(e.ino).toString().slice(0, 8)}` : `${i.entries} entries`;
+      const extra = isReg(i) ? (data ? digest(fs.read(e.ino, 0, i.size)) : `${i.size}`) : isLink(i) ? `-> ${i.size}:${fs.readlink(e.ino).toString().slice(0, 8)}` : `${i.entries} entries`;
       out.push(line(p.join('/'), kind, i.nlink, extra, xattrs));
       if (isDir(i)) go(p, e.ino, depth + 1);
     }

@@ -1,0 +1,231 @@
+/**
+ * Power loss under cowfs, on the simulated disk (src/blockstore/sim-disk.ts):
+ * each seed runs random namespace and data operations on a filesystem
+ * volume (with flushes, FUSE-style async flushes and snapshots among them)
+ * and cuts power at a random disk operation; unsynced writes are kept, lost
+ * or torn, in shuffled order. The recovered pool must open, pass the pool's
+ * check and the filesystem's, and:
+ *  - its namespace (names, kinds, link counts, sizes, symlink targets,
+ *    xattrs) is exactly the state after one operation, at or after the
+ *    last flush that returned: every operation is whole or absent;
+ *  - every 512-byte sector of every file holds a value that path held at
+ *    one of those states, and one that no later operation changed holds
+ *    exactly its flushed value (zeros are allowed only where a write since
+ *    the flush was lost);
+ *  - a snapshot that survived has the namespace of its moment.
+ * Then it takes new operations and commits again. COWVOL_SEED=N replays.
+ */
+import t from 'tap';
+
+import { checkPool } from '../src/blockstore/check.js';
+import { MemoryDisk } from '../src/blockstore/memory-disk.js';
+import { Pool } from '../src/blockstore/pool.js';
+import { Prng } from '../src/blockstore/prng.js';
+import { CrashError, FaultPlan, SimDisk } from '../src/blockstore/sim-disk.js';
+import { checkFilesystem } from '../src/cowfs/fs-check.js';
+import { Filesystem } from '../src/cowfs/filesystem.js';
+import { FsModel, applyToFs, describeFsOp, dumpFs, dumpModel, ino, nextFsOp } from './helpers/fs-workload.js';
+import { runSeeds } from './helpers/seeds.js';
+
+const SEEDS = Number(process.env.COWVOL_CRASH_SEEDS ?? 600);
+const SECTOR = 512;
+
+/** A state the crash may leave: the model after some operation. */
+interface State {
+  label: string;
+  model: FsModel;
+}
+
+/** Files by identity in a state, and the identity of each path. */
+function filesOf(s: State): { byId: Map<number, Buffer>; idOf: Map<string, number> } {
+  const files = s.model.all().filter(([, n]) => n.kind === 'file');
+  return { byId: new Map(files.map(([, n]) => [n.id, n.data])), idOf: new Map(files.map(([p, n]) => [p.join('/'), n.id])) };
+}
+
+/**
+ * Each file of the recovered state `matched`, sector by sector, against what
+ * that file (by identity, whatever its name then) held in every state since
+ * the flush: a rename can be lost while a write in place after it lands.
+ */
+function sectorsOk(fs: Filesystem, states: State[], matched: number): string | null {
+  const files = states.map(filesOf);
+  const durable = (files[0] as ReturnType<typeof filesOf>).byId;
+  for (const [path, id] of (files[matched] as ReturnType<typeof filesOf>).idOf) {
+    const inode = fs.getattr(ino(fs, path.split('/')));
+    const got = fs.read(inode.ino, 0, inode.size);
+    for (let s = 0; s * SECTOR < inode.size; s++) {
+      const have = got.subarray(s * SECTOR, (s + 1) * SECTOR);
+      // The same bytes in each state (a state where the file was shorter reads zeros past its end).
+      const span = (data: Buffer | undefined): Buffer | undefined => {
+        if (data === undefined) return undefined;
+        const out = Buffer.alloc(have.length);
+        if (data.length > s * SECTOR) data.copy(out, 0, s * SECTOR, Math.min(data.length, s * SECTOR + have.length));
+        return out;
+      };
+      const values = files.map((f) => span(f.byId.get(id))).filter((v): v is Buffer => v !== undefined);
+      if (values.some((v) => v.equals(have))) continue;
+      const first = span(durable.get(id));
+      const unchanged = first !== undefined && values.length === files.length && values.every((v) => v.equals(first));
+      if (!unchanged && have.every((b) => b === 0)) continue;
+      return `${path} sector ${s} holds a value that file never had${unchanged ? ' (a flushed, unchanged sector)' : ''}`;
+    }
+  }
+  return null;
+}
+
+async function runSeed(seed: number): Promise<string | null> {
+  const rng = new Prng(seed);
+  const chunkSize = rng.pick([4096, 8192]);
+  const plan = new FaultPlan(seed ^ 0xf5, { crashAt: 1 + rng.int(rng.chance(0.5) ? 80 : 800) });
+  const metaDisk = new SimDisk(plan);
+  const dataDisk = new SimDisk(plan);
+  const options = { cacheBytes: rng.chance(0.5) ? 64 * 1024 : 4 << 20, dirtyPageLimit: rng.chance(0.5) ? 16 : 1000 };
+  let model = new FsModel();
+  /** The last flushed state first, then one per operation since. */
+  let states: State[] = [];
+  const snapshots = new Map<string, string>();
+  const log: string[] = [];
+  let formatted = false;
+  try {
+    Pool.init(metaDisk, dataDisk, { chunkSize });
+    const pool = Pool.open(metaDisk, dataDisk, options);
+    pool.createVolume('v', 32 << 20, { kind: 'fs', filesystem: true });
+    Filesystem.format(pool, 'v', { uid: 0, gid: 0 });
+    formatted = true;
+    states = [{ label: 'formatted', model: model.clone() }];
+    const fs = new Filesystem(pool, pool.stat('v').id);
+    const steps = 10 + rng.int(60);
+    for (let i = 0; i < steps; i++) {
+      const r = rng.int(100);
+      if (r < 8) {
+        log.push('flush');
+        if (rng.chance(0.5)) pool.flush();
+        else await fs.flush();
+        states = [{ label: `flush at step ${i}`, model: model.clone() }];
+        continue;
+      }
+      if (r < 12) {
+        // An async flush left in flight: the next operation settles it, or the crash cuts it.
+        log.push('flushAsync');
+        fs.flush().catch(() => undefined);
+        continue;
+      }
+      if (r < 15) {
+        const name = `v@s${i}`;
+        log.push(`snapshot ${name}`);
+        pool.fork('v', name, { readOnly: true });
+        snapshots.set(name, dumpModel(model, false));
+        states = [{ label: `snapshot at step ${i}`, model: model.clone() }];
+        continue;
+      }
+      const op = nextFsOp(rng, model, chunkSize);
+      log.push(describeFsOp(op));
+      const want = model.apply(op);
+      const got = applyToFs(fs, op);
+      if (plan.crashed) {
+        // Power went inside the operation; its commit (at its end) may have landed.
+        states.push({ label: `interrupted step ${i} ${describeFsOp(op)}`, model: model.clone() });
+        throw new CrashError();
+      }
+      if (got !== want) return `step ${i} ${describeFsOp(op)}: filesystem says ${got ?? 'ok'}, model ${want ?? 'ok'}`;
+      states.push({ label: `after step ${i} ${describeFsOp(op)}`, model: model.clone() });
+    }
+    plan.crashed = true;
+  } catch (err) {
+    if (!(err instanceof CrashError) && !plan.crashed) return `unexpected: ${(err as Error).stack}`;
+    if (!formatted) return null; // power went before the filesystem existed
+  }
+  const last = log.slice(-6).join(' | ');
+  let pool: Pool;
+  try {
+    pool = Pool.open(new MemoryDisk(metaDisk.crashImage()), new MemoryDisk(dataDisk.crashImage()), options);
+  } catch (err) {
+    return `recovered pool does not open: ${(err as Error).message}\n  last ops: ${last}`;
+  }
+  const report = checkPool(pool);
+  if (!report.ok) return `pool check after crash: ${report.problems.slice(0, 5).join('; ')}\n  last ops: ${last}`;
+  if (!pool.has('v')) return `the volume is gone\n  last ops: ${last}`;
+  const id = pool.stat('v').id;
+  const problems = checkFilesystem(pool, id);
+  if (problems.length > 0) return `filesystem check after crash: ${problems.slice(0, 5).join('; ')}\n  last ops: ${last}`;
+  const fs = new Filesystem(pool, id);
+  const shape = dumpFs(fs, false);
+  const matched = states.findIndex((s) => dumpModel(s.model, false) === shape);
+  if (matched < 0) return `the namespace is no state after the last flush:\n${shape}\n  wanted one of ${states.length}, the flushed one:\n${dumpModel((states[0] as State).model, false)}\n  last ops: ${last}`;
+  const sectors = sectorsOk(fs, states, matched);
+  if (sectors) return `${sectors}\n  last ops: ${last}`;
+  for (const [name, want] of snapshots) {
+    if (!pool.has(name)) continue;
+    const got = dumpFs(new Filesystem(pool, pool.stat(name).id), false);
+    if (got !== want) return `snapshot ${name} is not its moment's namespace\n  last ops: ${last}`;
+  }
+  // The recovered filesystem keeps working.
+  model = new FsModel();
+  const after = fs.mkdir(1, Buffer.from(`after-${seed}`), 0o755, { uid: 0, gid: 0 });
+  fs.write(fs.mknod(after.ino, Buffer.from('f'), 0o100644, 0, { uid: 0, gid: 0 }).ino, 0, Buffer.alloc(5000, 7));
+  pool.flush();
+  const again = checkFilesystem(pool, id);
+  if (again.length > 0) return `filesystem check after new operations: ${again.slice(0, 5).join('; ')}`;
+  if (!checkPool(pool).ok) return 'pool check after new operations failed';
+  return null;
+}
+
+t.test(`power loss under cowfs at any disk operation (${process.env.COWVOL_SEED ?? `${SEEDS} seeds`})`, async (t) => {
+  await runSeeds(t, { first: 20000, count: SEEDS, file: 'dist/test/cowfs-crash.test.js', run: runSeed });
+});
+
+/**
+ * One operation that frees a lot (unlinking a file of many regions, then
+ * truncating another) must land whole or not at all, whatever disk operation
+ * the power cut stops at: the dirty-page bound must not commit half of it.
+ */
+t.test('power loss at every disk operation of a large unlink and a large truncate', async (t) => {
+  const owner = { uid: 0, gid: 0 };
+  const scenario = (crashAt: number): { plan: FaultPlan; meta: SimDisk; data: SimDisk; from: number; shapes: string[] } => {
+    const plan = new FaultPlan(77, { crashAt });
+    const meta = new SimDisk(plan);
+    const data = new SimDisk(plan);
+    const shapes: string[] = [];
+    let from = 0;
+    try {
+      Pool.init(meta, data, { chunkSize: 4096 });
+      const pool = Pool.open(meta, data, { cacheBytes: 64 * 1024, dirtyPageLimit: 16 });
+      pool.createVolume('v', 32 << 20, { kind: 'fs', filesystem: true });
+      Filesystem.format(pool, 'v', owner);
+      const fs = new Filesystem(pool, pool.stat('v').id);
+      const dir = fs.mkdir(1, Buffer.from('d'), 0o755, owner);
+      for (const name of ['big', 'other']) {
+        const file = fs.mknod(dir.ino, Buffer.from(name), 0o100644, 0, owner);
+        // Sparse over 64 MiB: its chunks sit under many map pages, more than the dirty bound.
+        for (let at = 0; at < 64 << 20; at += 256 << 10) fs.write(file.ino, at, Buffer.alloc(4096, 9));
+      }
+      pool.flush();
+      shapes.push(dumpFs(fs, false));
+      from = plan.ops;
+      fs.unlink(dir.ino, Buffer.from('big'));
+      shapes.push(dumpFs(fs, false));
+      fs.setattr(fs.lookup(dir.ino, Buffer.from('other')).ino, { size: 1000 });
+      shapes.push(dumpFs(fs, false));
+      pool.flush();
+    } catch (err) {
+      if (!(err instanceof CrashError) && !plan.crashed) throw err;
+    }
+    return { plan, meta, data, from, shapes };
+  };
+  const whole = scenario(0);
+  t.equal(whole.shapes.length, 3, 'the run without a power cut made both changes');
+  const shapes = whole.shapes;
+  let cut = 0;
+  for (let at = whole.from + 1; at <= whole.plan.ops; at++) {
+    const run = scenario(at);
+    const pool = Pool.open(new MemoryDisk(run.meta.crashImage()), new MemoryDisk(run.data.crashImage()), { cacheBytes: 64 * 1024 });
+    const problems = [...checkPool(pool).problems, ...checkFilesystem(pool, pool.stat('v').id)];
+    const shape = dumpFs(new Filesystem(pool, pool.stat('v').id), false);
+    if (problems.length > 0 || !shapes.includes(shape)) {
+      t.fail(`power cut at disk operation ${at}: ${problems.length > 0 ? problems.slice(0, 3).join('; ') : `a namespace no operation left:\n${shape}`}`);
+      return;
+    }
+    cut++;
+  }
+  t.ok(cut > 20, `${cut} power cuts, each left a whole state`);
+});
