@@ -24,7 +24,13 @@ export type FuseHandler = (
   n1: number,
   n2: number,
   data: Buffer | undefined,
-  name: string | undefined,
+  /** Text for the block files; bytes for a cowfs mount (a name need not be UTF-8). */
+  name: string | Buffer | undefined,
+  /** cowfs only: rename's new name. */
+  name2: Buffer | undefined,
+  /** Who asked (the caller's fsuid and fsgid). */
+  uid: number,
+  gid: number,
 ) => void;
 
 export interface NativeFuse {
@@ -37,6 +43,8 @@ export interface NativeFuse {
     handler: FuseHandler,
     onClosed: () => void,
     takeover?: [number, Buffer],
+    /** A cowfs mount (native/src/fs_ops.c) on this many FUSE threads; 0 or absent: the block files. */
+    filesystemThreads?: number,
   ): FuseHandle;
   fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
   /** `breakable`: when not writable, the addon may copy the chunk for a write (a CoW break); false for a read-only volume. */

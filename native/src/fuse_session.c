@@ -14,13 +14,9 @@
  * come from JavaScript (fuseMap, fuseHoles, fuseReserve), which takes them
  * back (fuseInvalidate) and folds first writes into its maps (fuseTaken).
  */
-#define FUSE_USE_VERSION 312
 #include "fuse_session.h"
-#include "chunk_table.h"
 #include "fileops.h"
-#include "handover.h"
-#include "journal.h"
-#include "volume_stats.h"
+#include "session.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,39 +53,6 @@ enum {
   OP_LOW = 12, /* not a request: the chunk table's reserve runs low; no reply */
 };
 
-typedef struct request {
-  int op;
-  uint64_t ino;
-  int64_t n[3];
-  const char *data;
-  size_t len;
-  const char *name;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int done;
-  int err;
-  char *out;
-  size_t outlen;
-  int64_t r[6];
-} request;
-
-typedef struct session {
-  struct fuse_session *se;
-  pthread_t thread;
-  napi_threadsafe_function tsfn;
-  napi_threadsafe_function closed_tsfn;
-  chunk_table *table;
-  atomic_int closing;
-  atomic_ullong slow_requests;
-  int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
-  handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
-  journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c) */
-  int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
-  /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
-  _Atomic(volume_stats *) stats;
-  char mountpoint[4096];
-} session;
-
 /* What table_low sends through the request queue (see there). */
 static request low_signal = {.op = OP_LOW};
 
@@ -107,7 +70,7 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
     pthread_mutex_unlock(&r->mu);
     return;
   }
-  napi_value argv[8], undefined;
+  napi_value argv[11], undefined;
   napi_get_undefined(env, &undefined);
   napi_create_double(env, (double)(uintptr_t)r, &argv[0]);
   napi_create_int32(env, r->op, &argv[1]);
@@ -118,13 +81,17 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   } else {
     argv[6] = undefined;
   }
-  if (r->name) {
-    napi_create_string_utf8(env, r->name, NAPI_AUTO_LENGTH, &argv[7]);
-  } else {
-    argv[7] = undefined;
+  /* A cowfs name is bytes, not text: it goes over as a Buffer. */
+  const char *names[2] = {r->name, r->name2};
+  for (int i = 0; i < 2; i++) {
+    if (!names[i]) argv[7 + i] = undefined;
+    else if (r->raw_names) napi_create_buffer_copy(env, strlen(names[i]), names[i], NULL, &argv[7 + i]);
+    else napi_create_string_utf8(env, names[i], NAPI_AUTO_LENGTH, &argv[7 + i]);
   }
+  napi_create_uint32(env, r->uid, &argv[9]);
+  napi_create_uint32(env, r->gid, &argv[10]);
   napi_value result;
-  if (napi_call_function(env, undefined, handler, 8, argv, &result) != napi_ok && r != &low_signal) {
+  if (napi_call_function(env, undefined, handler, 11, argv, &result) != napi_ok && r != &low_signal) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
     pthread_mutex_lock(&r->mu);
@@ -137,8 +104,7 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   }
 }
 
-/* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */
-static int ask_js(session *s, request *r) {
+int session_ask_js(session *s, request *r) {
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
   r->done = 0;
@@ -207,7 +173,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   request r = {.op = OP_LOOKUP, .ino = parent, .name = name};
-  int err = ask_js(of(req), &r);
+  int err = session_ask_js(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -220,7 +186,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 }
 
 static void reply_attr(fuse_req_t req, request *r) {
-  int err = ask_js(of(req), r);
+  int err = session_ask_js(of(req), r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -245,7 +211,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
   request r = {.op = OP_READDIR, .ino = ino, .n = {off, (int64_t)size, 0}};
-  int err = ask_js(of(req), &r);
+  int err = session_ask_js(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -283,7 +249,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   request r = {.op = OP_OPEN, .ino = ino, .n = {fi->flags, 0, 0}};
-  int err = ask_js(of(req), &r);
+  int err = session_ask_js(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -327,7 +293,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
     return;
   }
   request r = {.op = OP_READ, .ino = ino, .n = {off, (int64_t)size, 0}};
-  err = ask_js(s, &r);
+  err = session_ask_js(s, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_buf(req, r.out, r.outlen);
   if (!err) count(s, ino, STAT_READ, r.outlen, since);
@@ -346,7 +312,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
     return;
   }
   request r = {.op = OP_WRITE, .ino = ino, .n = {off, (int64_t)size, 0}, .data = data, .len = size};
-  err = ask_js(s, &r);
+  err = session_ask_js(s, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_write(req, (size_t)r.r[0]);
   if (!err) count(s, ino, STAT_WRITE, (uint64_t)r.r[0], since);
@@ -359,7 +325,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
   int err = 0;
   if (atomic_load(&s->closing) || !table_flush(s->table, &err)) {
     request r = {.op = OP_FSYNC, .ino = ino, .n = {datasync, 0, 0}};
-    err = ask_js(s, &r);
+    err = session_ask_js(s, &r);
   }
   fuse_reply_err(req, err);
   if (!err) count(s, ino, STAT_FLUSH, 0, since);
@@ -370,7 +336,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   session *s = of(req);
   uint64_t since = started(s);
   request r = {.op = OP_FALLOCATE, .ino = ino, .n = {mode, offset, length}};
-  int err = ask_js(s, &r);
+  int err = session_ask_js(s, &r);
   fuse_reply_err(req, err);
   /* What a block device calls a discard: punching a hole or zeroing a range (both free chunks here). */
   if (!err && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) count(s, ino, STAT_DISCARD, (uint64_t)length, since);
@@ -379,14 +345,14 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
   (void)fi;
   request r = {.op = OP_LSEEK, .ino = ino, .n = {off, whence, 0}};
-  int err = ask_js(of(req), &r);
+  int err = session_ask_js(of(req), &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_lseek(req, (off_t)r.r[0]);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   request r = {.op = OP_STATFS, .ino = ino};
-  int err = ask_js(of(req), &r);
+  int err = session_ask_js(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -449,9 +415,9 @@ static int connect_session(session *s, int fd, const char *init, size_t init_len
 static void *run(void *arg) {
   session *s = arg;
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_max_threads(cfg, 16);
+  fuse_loop_cfg_set_max_threads(cfg, (unsigned)s->threads);
   /* No idle worker exits: a detach signals readers by thread id (handover.c). */
-  fuse_loop_cfg_set_idle_threads(cfg, 16);
+  fuse_loop_cfg_set_idle_threads(cfg, (unsigned)s->threads);
   fuse_loop_cfg_set_clone_fd(cfg, 0);
   fuse_session_loop_mt(s->se, cfg);
   fuse_loop_cfg_destroy(cfg);
@@ -543,12 +509,13 @@ static int takeover_arg(napi_env env, napi_value v, int *fd, const char **init, 
 }
 
 /*
- * fuseMount(mountpoint, dataFd, chunkSize, tableSlots, options, handler, onClosed, takeover?) -> session
+ * fuseMount(mountpoint, dataFd, chunkSize, tableSlots, options, handler, onClosed, takeover?, threads?) -> session
  * takeover = [fd, init]: serve a connection a previous daemon handed over instead of mounting.
+ * threads > 0: a cowfs filesystem (fs_ops.c) served by that many FUSE threads; absent or 0, the block files on 16.
  */
 napi_value fuse_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8];
+  size_t argc = 9;
+  napi_value argv[9];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 7) return throw_msg(env, "fuseMount: missing arguments");
   int fd = -1;
@@ -559,6 +526,9 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   if (!s) return cowvol_throw_errno(env, ENOMEM, "fuseMount");
   size_t len;
   napi_get_value_string_utf8(env, argv[0], s->mountpoint, sizeof(s->mountpoint), &len);
+  int64_t fs_threads = argc > 8 ? num(env, argv[8]) : 0;
+  s->filesystem = fs_threads > 0;
+  s->threads = s->filesystem ? (int)(fs_threads < 64 ? fs_threads : 64) : 16;
   char options[1024];
   napi_get_value_string_utf8(env, argv[4], options, sizeof(options), &len);
   s->table = table_new((size_t)num(env, argv[3]), (uint64_t)num(env, argv[2]), (int)num(env, argv[1]), table_low, s);
@@ -574,7 +544,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
 
   char *fargv[] = {"cowvol", "-o", options, NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
-  s->se = fuse_session_new(&args, &ops, sizeof(ops), s);
+  s->se = s->filesystem ? fuse_session_new(&args, &cowfs_ops, cowfs_ops_size, s) : fuse_session_new(&args, &ops, sizeof(ops), s);
   if (!s->se) {
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
@@ -615,7 +585,7 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   int err = (int)num(env, argv[2]);
   char *out = NULL;
   size_t outlen = 0;
-  int64_t nums[6] = {0};
+  int64_t nums[REPLY_NUMBERS] = {0};
   bool is_buffer = false;
   if (argc > 3) napi_is_buffer(env, argv[3], &is_buffer);
   if (is_buffer) {
@@ -629,7 +599,7 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   if (is_array) {
     uint32_t n;
     napi_get_array_length(env, argv[4], &n);
-    for (uint32_t i = 0; i < n && i < 6; i++) {
+    for (uint32_t i = 0; i < n && i < REPLY_NUMBERS; i++) {
       napi_value v;
       napi_get_element(env, argv[4], i, &v);
       nums[i] = num(env, v);

@@ -81,7 +81,7 @@ export class BlockFiles implements MappingListener {
   /** Requests that failed with EIO or EUCLEAN, by volume id: what CSI reports as an abnormal volume condition. */
   private readonly ioErrors = new Map<number, number>();
   /** Requests the addon handed to JavaScript, by operation (Op value). */
-  private readonly slowByOp = new Map<Op, number>();
+  private readonly slowByOp = new Map<number, number>();
 
   constructor(pool: Pool, opts: BlockFilesOptions) {
     this.pool = pool;
@@ -217,7 +217,7 @@ export class BlockFiles implements MappingListener {
       this.pool.replenish();
     } catch (err) {
       // Only first writes slow down: they go through the pool until the next request folds.
-      this.opts.onError?.(err, { id: 0, op: Op.WRITE, ino: 0, n: [0, 0, 0] });
+      this.opts.onError?.(err, { id: 0, op: Op.WRITE, ino: 0, n: [0, 0, 0], uid: 0, gid: 0 });
     }
   }
 

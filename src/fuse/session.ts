@@ -50,12 +50,19 @@ export function emptyCounts(): IoCounts {
 
 export interface FuseRequest {
   id: number;
-  op: Op;
+  /** Op for the block files, FsOp (cowfs-mount.ts) for a cowfs mount. */
+  op: number;
   ino: number;
   /** Op-specific numbers; see each op in block-files.ts. */
   n: [number, number, number];
   data?: Buffer;
   name?: string;
+  /** cowfs: the name as bytes, and rename's new name. */
+  bytes?: Buffer;
+  bytes2?: Buffer;
+  /** Who asked. */
+  uid: number;
+  gid: number;
 }
 
 export interface SessionOptions {
@@ -69,6 +76,8 @@ export interface SessionOptions {
   options: string;
   /** Serve a connection a previous daemon handed over (keeper) instead of mounting. */
   takeover?: Handover;
+  /** A cowfs mount, served by this many FUSE threads (the block files use 16). */
+  filesystemThreads?: number;
 }
 
 /** What the next daemon needs to serve a live connection: its fd and the kernel's INIT request. */
@@ -94,9 +103,14 @@ export class FuseSession {
       opts.chunkSize,
       opts.tableSlots,
       opts.options,
-      (id, op, ino, n0, n1, n2, data, name) => (op === Op.LOW ? onLow() : handler({ id, op: op as Op, ino, n: [n0, n1, n2], data, name })),
+      (id, op, ino, n0, n1, n2, data, name, name2, uid, gid) => {
+        if (op === Op.LOW) return onLow();
+        const text = typeof name === 'string' ? name : undefined;
+        handler({ id, op, ino, n: [n0, n1, n2], data, name: text, bytes: typeof name === 'string' ? undefined : name, bytes2: name2, uid, gid });
+      },
       () => onClosed(),
       opts.takeover ? [opts.takeover.fd, opts.takeover.init] : undefined,
+      opts.filesystemThreads ?? 0,
     );
   }
 

@@ -1,0 +1,448 @@
+/*
+ * The lowlevel operations of a cowfs mount: each FUSE call is handed to
+ * JavaScript (src/fuse/cowfs-mount.ts), which decides it over the volume's
+ * metadata tree and answers with numbers (attributes) and bytes (data,
+ * names, directory entries). This file only translates: it decides nothing.
+ *
+ * Caveats:
+ * - Permissions are the kernel's (the mount runs with default_permissions);
+ *   locks too: no getlk/setlk/flock here, so the kernel keeps flock and
+ *   POSIX locks for the mount itself, which serves one node.
+ * - No writeback cache: a snapshot must hold every write acknowledged
+ *   before it, so writes reach JavaScript before they are answered.
+ * - Attributes and entries are cached by the kernel for ATTR_SECONDS: every
+ *   change comes through this mount, which replies with the new attributes.
+ */
+#include "session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+enum {
+  FS_LOOKUP = 20,
+  FS_GETATTR = 21,
+  FS_SETATTR = 22,
+  FS_READLINK = 23,
+  FS_MKNOD = 24,
+  FS_MKDIR = 25,
+  FS_UNLINK = 26,
+  FS_RMDIR = 27,
+  FS_SYMLINK = 28,
+  FS_RENAME = 29,
+  FS_LINK = 30,
+  FS_OPEN = 31,
+  FS_READ = 32,
+  FS_WRITE = 33,
+  FS_RELEASE = 34,
+  FS_FSYNC = 35,
+  FS_READDIR = 36,
+  FS_STATFS = 37,
+  FS_SETXATTR = 38,
+  FS_GETXATTR = 39,
+  FS_LISTXATTR = 40,
+  FS_REMOVEXATTR = 41,
+  FS_CREATE = 42,
+  FS_FALLOCATE = 43,
+  FS_LSEEK = 44,
+};
+
+static const double ATTR_SECONDS = 1.0;
+
+static session *of(fuse_req_t req) {
+  return fuse_req_userdata(req);
+}
+
+/* A request from this caller, with names as bytes. */
+static request make(fuse_req_t req, int op, fuse_ino_t ino) {
+  const struct fuse_ctx *ctx = fuse_req_ctx(req);
+  request r;
+  memset(&r, 0, sizeof(r));
+  r.op = op;
+  r.ino = ino;
+  r.raw_names = 1;
+  r.uid = ctx->uid;
+  r.gid = ctx->gid;
+  return r;
+}
+
+/* r[0..13]: ino, size, mode, nlink, uid, gid, rdev, 512-byte blocks, atime, mtime, ctime as (s, ns). */
+static void fill_stat(struct stat *st, const int64_t *r) {
+  memset(st, 0, sizeof(*st));
+  st->st_ino = (ino_t)r[0];
+  st->st_size = r[1];
+  st->st_mode = (mode_t)r[2];
+  st->st_nlink = (nlink_t)r[3];
+  st->st_uid = (uid_t)r[4];
+  st->st_gid = (gid_t)r[5];
+  st->st_rdev = (dev_t)r[6];
+  st->st_blocks = r[7];
+  st->st_blksize = 4096;
+  st->st_atim.tv_sec = r[8];
+  st->st_atim.tv_nsec = r[9];
+  st->st_mtim.tv_sec = r[10];
+  st->st_mtim.tv_nsec = r[11];
+  st->st_ctim.tv_sec = r[12];
+  st->st_ctim.tv_nsec = r[13];
+}
+
+static void fill_entry(struct fuse_entry_param *e, const int64_t *r) {
+  memset(e, 0, sizeof(*e));
+  e->ino = (fuse_ino_t)r[0];
+  e->attr_timeout = ATTR_SECONDS;
+  e->entry_timeout = ATTR_SECONDS;
+  fill_stat(&e->attr, r);
+}
+
+/* Asks, then answers an entry (lookup, mknod, mkdir, symlink, link). */
+static void reply_entry(fuse_req_t req, request *r) {
+  int err = session_ask_js(of(req), r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct fuse_entry_param e;
+  fill_entry(&e, r->r);
+  fuse_reply_entry(req, &e);
+}
+
+static void reply_attr(fuse_req_t req, request *r) {
+  int err = session_ask_js(of(req), r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct stat st;
+  fill_stat(&st, r->r);
+  fuse_reply_attr(req, &st, ATTR_SECONDS);
+}
+
+static void reply_plain(fuse_req_t req, request *r) {
+  fuse_reply_err(req, session_ask_js(of(req), r));
+}
+
+/* Bytes JavaScript sent, or an error; xattr calls with size 0 ask only for the length. */
+static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
+  int err = session_ask_js(of(req), r);
+  if (err) fuse_reply_err(req, err);
+  else if (xattr && size == 0) fuse_reply_xattr(req, r->outlen);
+  else if (xattr && r->outlen > size) fuse_reply_err(req, ERANGE);
+  else fuse_reply_buf(req, r->out, r->outlen);
+  free(r->out);
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  request r = make(req, FS_LOOKUP, parent);
+  r.name = name;
+  reply_entry(req, &r);
+}
+
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  (void)ino;
+  (void)nlookup;
+  /* Inode numbers are never reused and nothing is held per lookup. */
+  fuse_reply_none(req);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_GETATTR, ino);
+  reply_attr(req, &r);
+}
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  (void)fi;
+  int64_t v[9] = {to_set, attr->st_mode, attr->st_uid, attr->st_gid, attr->st_size, attr->st_atim.tv_sec, attr->st_atim.tv_nsec, attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec};
+  request r = make(req, FS_SETATTR, ino);
+  r.data = (const char *)v;
+  r.len = sizeof(v);
+  reply_attr(req, &r);
+}
+
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
+  request r = make(req, FS_READLINK, ino);
+  int err = session_ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  char *target = malloc(r.outlen + 1);
+  if (!target) fuse_reply_err(req, ENOMEM);
+  else {
+    memcpy(target, r.out, r.outlen);
+    target[r.outlen] = 0;
+    fuse_reply_readlink(req, target);
+  }
+  free(target);
+  free(r.out);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  request r = make(req, FS_MKNOD, parent);
+  r.name = name;
+  r.n[0] = mode;
+  r.n[1] = (int64_t)rdev;
+  reply_entry(req, &r);
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  request r = make(req, FS_MKDIR, parent);
+  r.name = name;
+  r.n[0] = mode;
+  reply_entry(req, &r);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  request r = make(req, FS_UNLINK, parent);
+  r.name = name;
+  reply_plain(req, &r);
+}
+
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  request r = make(req, FS_RMDIR, parent);
+  r.name = name;
+  reply_plain(req, &r);
+}
+
+static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  request r = make(req, FS_SYMLINK, parent);
+  r.name = name;
+  r.data = link;
+  r.len = strlen(link);
+  reply_entry(req, &r);
+}
+
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
+  request r = make(req, FS_RENAME, parent);
+  r.name = name;
+  r.name2 = newname;
+  r.n[0] = (int64_t)newparent;
+  r.n[1] = flags;
+  reply_plain(req, &r);
+}
+
+static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  request r = make(req, FS_LINK, ino);
+  r.name = newname;
+  r.n[0] = (int64_t)newparent;
+  reply_entry(req, &r);
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  request r = make(req, FS_OPEN, ino);
+  r.n[0] = fi->flags;
+  int err = session_ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  fi->keep_cache = 0;
+  if (fuse_reply_open(req, fi) != 0) {
+    /* The opener is gone: the release that balances this open will never come. */
+    request rel = make(req, FS_RELEASE, ino);
+    session_ask_js(of(req), &rel);
+  }
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  request r = make(req, FS_CREATE, parent);
+  r.name = name;
+  r.n[0] = mode;
+  r.n[1] = fi->flags;
+  int err = session_ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct fuse_entry_param e;
+  fill_entry(&e, r.r);
+  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
+  fi->keep_cache = 0;
+  if (fuse_reply_create(req, &e, fi) != 0) {
+    request rel = make(req, FS_RELEASE, e.ino);
+    session_ask_js(of(req), &rel);
+  }
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_READ, ino);
+  r.n[0] = off;
+  r.n[1] = (int64_t)size;
+  reply_bytes(req, &r, 0, 0);
+}
+
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_WRITE, ino);
+  r.n[0] = off;
+  r.n[1] = (int64_t)size;
+  r.data = data;
+  r.len = size;
+  int err = session_ask_js(of(req), &r);
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_write(req, (size_t)r.r[0]);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_RELEASE, ino);
+  reply_plain(req, &r);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_FSYNC, ino);
+  r.n[0] = datasync;
+  reply_plain(req, &r);
+}
+
+/* JavaScript sends entries as u64 ino | u32 mode | u64 next cookie | u16 name length | name. */
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_READDIR, ino);
+  r.n[0] = off;
+  r.n[1] = (int64_t)size;
+  int err = session_ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  char *buf = calloc(1, size ? size : 1);
+  size_t used = 0, pos = 0;
+  while (buf && pos + 22 <= r.outlen) {
+    uint64_t child, next;
+    uint32_t mode;
+    uint16_t len;
+    memcpy(&child, r.out + pos, 8);
+    memcpy(&mode, r.out + pos + 8, 4);
+    memcpy(&next, r.out + pos + 12, 8);
+    memcpy(&len, r.out + pos + 20, 2);
+    if (pos + 22 + len > r.outlen || len > 255) break;
+    char name[256];
+    memcpy(name, r.out + pos + 22, len);
+    name[len] = 0;
+    pos += 22 + len;
+    struct stat st;
+    memset(&st, 0, sizeof(st));
+    st.st_ino = (ino_t)child;
+    st.st_mode = mode;
+    size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)next);
+    if (need > size - used) break;
+    used += need;
+  }
+  if (buf) fuse_reply_buf(req, buf, used);
+  else fuse_reply_err(req, ENOMEM);
+  free(buf);
+  free(r.out);
+}
+
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
+  request r = make(req, FS_STATFS, ino);
+  int err = session_ask_js(of(req), &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct statvfs st;
+  memset(&st, 0, sizeof(st));
+  st.f_bsize = st.f_frsize = (unsigned long)r.r[5];
+  st.f_blocks = (fsblkcnt_t)r.r[0];
+  st.f_bfree = (fsblkcnt_t)r.r[1];
+  st.f_bavail = (fsblkcnt_t)r.r[2];
+  st.f_files = (fsfilcnt_t)r.r[3];
+  st.f_ffree = st.f_favail = (fsfilcnt_t)r.r[4];
+  st.f_namemax = 255;
+  fuse_reply_statfs(req, &st);
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  request r = make(req, FS_SETXATTR, ino);
+  r.name = name;
+  r.data = value;
+  r.len = size;
+  r.n[0] = flags;
+  reply_plain(req, &r);
+}
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  request r = make(req, FS_GETXATTR, ino);
+  r.name = name;
+  reply_bytes(req, &r, 1, size);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  request r = make(req, FS_LISTXATTR, ino);
+  reply_bytes(req, &r, 1, size);
+}
+
+static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  request r = make(req, FS_REMOVEXATTR, ino);
+  r.name = name;
+  reply_plain(req, &r);
+}
+
+static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_FALLOCATE, ino);
+  r.n[0] = mode;
+  r.n[1] = offset;
+  r.n[2] = length;
+  reply_plain(req, &r);
+}
+
+static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_LSEEK, ino);
+  r.n[0] = off;
+  r.n[1] = whence;
+  int err = session_ask_js(of(req), &r);
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_lseek(req, (off_t)r.r[0]);
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn) {
+  (void)userdata;
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 1 << 20;
+  /* Every write must reach the pool before it is answered (snapshots take no freeze). */
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  /* Renames and the rest go to JavaScript one by one; lookups of the same directory may run together. */
+  conn->want |= FUSE_CAP_PARALLEL_DIROPS & conn->capable;
+}
+
+const struct fuse_lowlevel_ops cowfs_ops = {
+    .init = fs_init,
+    .lookup = fs_lookup,
+    .forget = fs_forget,
+    .getattr = fs_getattr,
+    .setattr = fs_setattr,
+    .readlink = fs_readlink,
+    .mknod = fs_mknod,
+    .mkdir = fs_mkdir,
+    .unlink = fs_unlink,
+    .rmdir = fs_rmdir,
+    .symlink = fs_symlink,
+    .rename = fs_rename,
+    .link = fs_link,
+    .open = fs_open,
+    .read = fs_read,
+    .write = fs_write,
+    .release = fs_release,
+    .fsync = fs_fsync,
+    .readdir = fs_readdir,
+    .fsyncdir = fs_fsync,
+    .statfs = fs_statfs,
+    .setxattr = fs_setxattr,
+    .getxattr = fs_getxattr,
+    .listxattr = fs_listxattr,
+    .removexattr = fs_removexattr,
+    .create = fs_create,
+    .fallocate = fs_fallocate,
+    .lseek = fs_lseek,
+};
+const size_t cowfs_ops_size = sizeof(cowfs_ops);

@@ -1,0 +1,74 @@
+/*
+ * What the FUSE session's files share (fuse_session.c runs the session and
+ * serves block files; fs_ops.c serves a cowfs filesystem): the request that
+ * carries one FUSE call to JavaScript and back, and the session itself.
+ *
+ * Lock notes: a request is owned by the FUSE thread that made it until
+ * JavaScript answers (fuseReply sets done under `mu`); the session's fields
+ * are set before its thread starts and read-only after, except the atomics.
+ */
+#ifndef COWVOL_SESSION_H
+#define COWVOL_SESSION_H
+
+#define FUSE_USE_VERSION 312
+#include "chunk_table.h"
+#include "handover.h"
+#include "journal.h"
+#include "volume_stats.h"
+
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Numbers a reply may carry (a cowfs attribute reply uses 15). */
+#define REPLY_NUMBERS 16
+
+typedef struct request {
+  int op;
+  uint64_t ino;
+  int64_t n[3];
+  const char *data;
+  size_t len;
+  const char *name;
+  /* cowfs only: a second name (rename's new name), names handed over as bytes, and who asked. */
+  const char *name2;
+  int raw_names;
+  uint32_t uid, gid;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  int err;
+  char *out;
+  size_t outlen;
+  int64_t r[REPLY_NUMBERS];
+} request;
+
+typedef struct session {
+  struct fuse_session *se;
+  pthread_t thread;
+  napi_threadsafe_function tsfn;
+  napi_threadsafe_function closed_tsfn;
+  chunk_table *table;
+  atomic_int closing;
+  atomic_ullong slow_requests;
+  int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
+  handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
+  journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c) */
+  int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
+  int filesystem;       /* a cowfs mount (fs_ops.c) rather than the block files */
+  int threads;          /* FUSE worker threads of this session */
+  /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
+  _Atomic(volume_stats *) stats;
+  char mountpoint[4096];
+} session;
+
+/* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */
+int session_ask_js(session *s, request *r);
+
+/* The lowlevel operations of a cowfs mount (fs_ops.c). */
+extern const struct fuse_lowlevel_ops cowfs_ops;
+extern const size_t cowfs_ops_size;
+
+#endif

@@ -1,0 +1,229 @@
+/**
+ * One filesystem volume served as its own FUSE mount (native/src/fs_ops.c):
+ * each request the kernel sends becomes one cowfs operation (src/cowfs),
+ * answered with attributes, bytes or an errno from the one error table.
+ *
+ * Caveats, for now:
+ * - Every request, file data included, runs on the event loop: the addon's
+ *   fast path is not wired to file regions yet.
+ * - A mount holds `threads` FUSE threads (default 2), so 100 mounts hold
+ *   200; a shared pool of readers over every mount's fd is the next step.
+ * - A daemon restart does not take a cowfs mount over yet (the block
+ *   files' handover); it is mounted again afresh.
+ */
+import type { Pool, VolumeRef } from '../blockstore/pool.js';
+import { type AttrChanges, Filesystem } from '../cowfs/filesystem.js';
+import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg } from '../cowfs/inode.js';
+import { CowvolError, errno, fromSystemError } from '../errors.js';
+import { type FuseRequest, FuseSession } from './session.js';
+
+export const FsOp = {
+  LOOKUP: 20,
+  GETATTR: 21,
+  SETATTR: 22,
+  READLINK: 23,
+  MKNOD: 24,
+  MKDIR: 25,
+  UNLINK: 26,
+  RMDIR: 27,
+  SYMLINK: 28,
+  RENAME: 29,
+  LINK: 30,
+  OPEN: 31,
+  READ: 32,
+  WRITE: 33,
+  RELEASE: 34,
+  FSYNC: 35,
+  READDIR: 36,
+  STATFS: 37,
+  SETXATTR: 38,
+  GETXATTR: 39,
+  LISTXATTR: 40,
+  REMOVEXATTR: 41,
+  CREATE: 42,
+  FALLOCATE: 43,
+  LSEEK: 44,
+} as const;
+
+/** FUSE_SET_ATTR_* bits (fuse_lowlevel.h). */
+const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** What a directory reports as its size, as ext4's one-block directories do. */
+const DIR_SIZE = 4096;
+
+export interface CowfsMountOptions {
+  readOnly?: boolean;
+  /** FUSE threads for this mount. */
+  threads?: number;
+  /** An error that is not a refusal (a bug or an I/O failure), for the log. */
+  onError?: (err: unknown, op: number) => void;
+}
+
+export class CowfsMount {
+  readonly fs: Filesystem;
+  private readonly session: FuseSession;
+  private readonly chunkSize: number;
+
+  constructor(
+    pool: Pool,
+    volume: VolumeRef,
+    readonly mountpoint: string,
+    private readonly opts: CowfsMountOptions = {},
+  ) {
+    const info = pool.stat(volume);
+    this.fs = new Filesystem(pool, info.id);
+    this.chunkSize = pool.chunkSize;
+    const ro = opts.readOnly === true || info.readOnly;
+    this.session = new FuseSession(
+      {
+        mountpoint,
+        dataFd: -1,
+        chunkSize: pool.chunkSize,
+        tableSlots: 64,
+        options: `fsname=cowfs:${info.name},subtype=cowfs,allow_other,default_permissions${ro ? ',ro' : ''}`,
+        filesystemThreads: Math.max(1, opts.threads ?? 2),
+      },
+      (req) => this.serve(req),
+    );
+  }
+
+  /** Unmounts once the requests under way are answered. */
+  close(): Promise<void> {
+    return this.session.close();
+  }
+
+  private serve(req: FuseRequest): void {
+    if (req.op === FsOp.FSYNC) {
+      this.fs.flush().then(
+        () => this.session.reply(req.id, 0),
+        (err: unknown) => this.replyError(req, err),
+      );
+      return;
+    }
+    try {
+      const [data, nums] = this.dispatch(req);
+      this.session.reply(req.id, 0, data, nums);
+    } catch (err) {
+      this.replyError(req, err);
+    }
+  }
+
+  private replyError(req: FuseRequest, err: unknown): void {
+    if (!(err instanceof CowvolError)) this.opts.onError?.(err, req.op);
+    this.session.reply(req.id, errno[fromSystemError(err).code]);
+  }
+
+  private dispatch(req: FuseRequest): [Buffer | undefined, number[] | undefined] {
+    const fs = this.fs;
+    const name = req.bytes ?? Buffer.alloc(0);
+    const caller = { uid: req.uid, gid: req.gid };
+    const [n0, n1, n2] = req.n;
+    switch (req.op) {
+      case FsOp.LOOKUP:
+        return [undefined, this.attr(fs.lookup(req.ino, name))];
+      case FsOp.GETATTR:
+        return [undefined, this.attr(fs.getattr(req.ino))];
+      case FsOp.SETATTR:
+        return [undefined, this.attr(fs.setattr(req.ino, changesOf(req.data ?? Buffer.alloc(72))))];
+      case FsOp.READLINK:
+        return [fs.readlink(req.ino), undefined];
+      case FsOp.MKNOD:
+        return [undefined, this.attr(fs.mknod(req.ino, name, n0, n1, caller))];
+      case FsOp.MKDIR:
+        return [undefined, this.attr(fs.mkdir(req.ino, name, n0, caller))];
+      case FsOp.SYMLINK:
+        return [undefined, this.attr(fs.symlink(req.ino, name, req.data ?? Buffer.alloc(0), caller))];
+      case FsOp.LINK:
+        return [undefined, this.attr(fs.link(req.ino, n0, name))];
+      case FsOp.UNLINK:
+        fs.unlink(req.ino, name);
+        return [undefined, undefined];
+      case FsOp.RMDIR:
+        fs.rmdir(req.ino, name);
+        return [undefined, undefined];
+      case FsOp.RENAME:
+        fs.rename(req.ino, name, n0, req.bytes2 ?? Buffer.alloc(0), n1);
+        return [undefined, undefined];
+      case FsOp.CREATE: {
+        const inode = fs.mknod(req.ino, name, S_IFREG | (n0 & 0o7777), 0, caller);
+        fs.opened(inode.ino);
+        return [undefined, this.attr(inode)];
+      }
+      case FsOp.OPEN:
+        fs.opened(req.ino);
+        return [undefined, undefined];
+      case FsOp.RELEASE:
+        fs.released(req.ino);
+        return [undefined, undefined];
+      case FsOp.READ:
+        return [fs.read(req.ino, n0, n1), undefined];
+      case FsOp.WRITE:
+        return [undefined, [fs.write(req.ino, n0, req.data ?? Buffer.alloc(0))]];
+      case FsOp.READDIR:
+        return [this.entries(req.ino, n0, n1), undefined];
+      case FsOp.STATFS: {
+        const s = fs.statfs();
+        return [undefined, [s.blocks, s.freeBlocks, s.freeBlocks, s.files, s.freeFiles, s.blockSize]];
+      }
+      case FsOp.SETXATTR:
+        fs.setxattr(req.ino, name, req.data ?? Buffer.alloc(0), n0);
+        return [undefined, undefined];
+      case FsOp.GETXATTR:
+        return [fs.getxattr(req.ino, name), undefined];
+      case FsOp.LISTXATTR:
+        return [Buffer.concat(fs.listxattr(req.ino).flatMap((x) => [x, Buffer.alloc(1)])), undefined];
+      case FsOp.REMOVEXATTR:
+        fs.removexattr(req.ino, name);
+        return [undefined, undefined];
+      case FsOp.FALLOCATE:
+        fs.fallocate(req.ino, n0, n1, n2);
+        return [undefined, undefined];
+      case FsOp.LSEEK:
+        return [undefined, [fs.seek(req.ino, n0, n1 === SEEK_DATA ? true : n1 === SEEK_HOLE ? false : invalidWhence(n1))]];
+      default:
+        throw new CowvolError('EOPNOTSUPP', `FUSE operation ${req.op}`);
+    }
+  }
+
+  /** The reply numbers fs_ops.c's fill_stat reads. */
+  private attr(i: Inode): number[] {
+    const size = isDir(i) ? DIR_SIZE : i.size;
+    const blocks = isReg(i) ? (i.chunks * this.chunkSize) / 512 : isDir(i) ? DIR_SIZE / 512 : 0;
+    return [i.ino, size, i.mode, i.nlink, i.uid, i.gid, i.rdev, blocks, i.atime.sec, i.atime.nsec, i.mtime.sec, i.mtime.nsec, i.ctime.sec, i.ctime.nsec];
+  }
+
+  /** Directory entries after cookie `after`, as many as `size` bytes of dirents could hold. */
+  private entries(ino: number, after: number, size: number): Buffer {
+    const parts: Buffer[] = [];
+    // A dirent is at least 32 bytes (24 of header, the name padded to 8).
+    for (const e of this.fs.readdir(ino, after, Math.max(1, Math.floor(size / 32)))) {
+      const head = Buffer.alloc(22);
+      head.writeBigUInt64LE(BigInt(e.ino), 0);
+      head.writeUInt32LE((e.type << 12) & S_IFMT, 8);
+      head.writeBigUInt64LE(BigInt(e.next), 12);
+      head.writeUInt16LE(e.name.length, 20);
+      parts.push(head, e.name);
+    }
+    return Buffer.concat(parts);
+  }
+}
+
+function invalidWhence(whence: number): never {
+  throw new CowvolError('EINVAL', `lseek whence ${whence}`);
+}
+
+/** setattr's packed request (fs_ops.c): to_set, mode, uid, gid, size, atime s/ns, mtime s/ns. */
+function changesOf(b: Buffer): AttrChanges {
+  const v = (i: number): number => Number(b.readBigInt64LE(8 * i));
+  const set = v(0);
+  const time = (s: number, ns: number): Time => ({ sec: v(s), nsec: v(ns) });
+  const out: AttrChanges = {};
+  if (set & SET.MODE) out.mode = v(1);
+  if (set & SET.UID) out.uid = v(2);
+  if (set & SET.GID) out.gid = v(3);
+  if (set & SET.SIZE) out.size = v(4);
+  if (set & SET.ATIME) out.atime = set & SET.ATIME_NOW ? 'now' : time(5, 6);
+  if (set & SET.MTIME) out.mtime = set & SET.MTIME_NOW ? 'now' : time(7, 8);
+  return out;
+}
