@@ -92,7 +92,7 @@ t.test('volumes, snapshots and clones through the CLI', async (t) => {
 
   const list = json<VolumeJson[]>(cowvol(env, 'volume', 'list', '--json'));
   t.same(list.map((v) => v.name), ['copy', 'data']);
-  t.match(cowvol(env, 'volume', 'list').stdout, /^NAME\s+SIZE\s+ALLOCATED\s+SNAPSHOTS\s+ORIGIN\ncopy\s+200 MiB/);
+  t.match(cowvol(env, 'volume', 'list').stdout, /^NAME\s+KIND\s+SIZE\s+ALLOCATED\s+SNAPSHOTS\s+ORIGIN\ncopy\s+block\s+200 MiB/);
   t.same(json<VolumeJson[]>(cowvol(env, 'snapshot', 'list', 'data', '--json')).map((s) => s.name), ['data@one']);
 
   const out = path.join(dir, 'out.raw');
@@ -201,7 +201,7 @@ t.test('demo walks through a pool and lists its volumes, and can run again', asy
   const first = cowvol({ COWVOL_POOL: dir }, 'demo');
   t.equal(first.status, 0, first.stderr);
   t.match(first.stdout, /demo-clone reads: "hello from the clone\\n"/);
-  t.match(first.stdout, /NAME\s+SIZE\s+ALLOCATED\s+SNAPSHOTS\s+ORIGIN\ndemo\s+1 GiB\s+[\d.]+ MiB\s+1\s+-\ndemo-clone\s+2 GiB/);
+  t.match(first.stdout, /NAME\s+KIND\s+SIZE\s+ALLOCATED\s+SNAPSHOTS\s+ORIGIN\ndemo\s+block\s+1 GiB\s+[\d.]+ MiB\s+1\s+-\ndemo-clone\s+block\s+2 GiB/);
   const second = cowvol({ COWVOL_POOL: dir }, 'demo');
   t.equal(second.status, 0);
   t.equal(cowvol({ COWVOL_POOL: dir }, 'check').status, 0);

@@ -13,13 +13,14 @@ import path from 'node:path';
 
 import { fail } from '../errors.js';
 import { type CheckReport, checkPool, checkSteps } from '../blockstore/check.js';
+import { checkFilesystem } from '../cowfs/fs-check.js';
 import { hostFreeBytes, poolFreeBytes } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
 import { formatSize } from '../size.js';
 import { exportImage, importImage } from '../volumes/image.js';
 import { type ProgressFn, yieldSlice } from '../volumes/slices.js';
 import type { Volumes } from '../volumes/volumes.js';
-import type { ArgsOf, OpName, Operations, PoolSummary, ResultOf } from './protocol.js';
+import type { ArgsOf, MountView, OpName, Operations, PoolSummary, ResultOf } from './protocol.js';
 
 export interface OpContext {
   volumes: Volumes;
@@ -35,6 +36,15 @@ export interface DaemonInfo {
   metricsAddress(): string | null;
   /** Starts stopping for good (drain, commit, unmount, keeper gone); the reply goes out first. */
   stop(): void;
+  /** The cowfs mounts it serves. */
+  mounts: MountService;
+}
+
+/** What `cowvol mount` and `cowvol unmount` ask of the daemon (src/daemon/fs-mounts.ts). */
+export interface MountService {
+  mount(source: string, dir: string, readOnly: boolean): MountView;
+  unmount(dir: string): Promise<void>;
+  list(): MountView[];
 }
 
 type Impl<K extends OpName> = (ctx: OpContext, args: ArgsOf<K>, progress: ProgressFn) => Promise<ResultOf<K>> | ResultOf<K>;
@@ -69,7 +79,22 @@ const OPERATIONS: { [K in OpName]: { args: ArgSpec; run: Impl<K> } } = {
   check: { args: {}, run: (ctx, _a, p) => checkInSlices(ctx.volumes.pool, p) },
   demo: { args: {}, run: (ctx, _a, p) => demo(ctx, p) },
   'daemon.stop': { args: {}, run: (ctx) => stopDaemon(ctx) },
+  mount: { args: { source: 'string', dir: 'string', readOnly: 'boolean?' }, run: (ctx, a) => mounts(ctx).mount(a.source, absolute(a.dir), a.readOnly === true) },
+  unmount: {
+    args: { dir: 'string' },
+    run: async (ctx, a) => {
+      await mounts(ctx).unmount(absolute(a.dir));
+      return { unmounted: a.dir };
+    },
+  },
+  'mount.list': { args: {}, run: (ctx) => mounts(ctx).list() },
 };
+
+/** Mounts live in a daemon: a CLI on its own has no process to serve them. */
+function mounts(ctx: OpContext): MountService {
+  if (ctx.daemon === undefined) fail('ENXIO', "no daemon serves this pool: start 'cowvol serve' first, it serves the mounts");
+  return ctx.daemon.mounts;
+}
 
 function stopDaemon(ctx: OpContext): { pid: number; keeperPid: number | null } {
   if (ctx.daemon === undefined) fail('ENXIO', 'no daemon serves this pool');
@@ -92,7 +117,7 @@ export async function runOperation<K extends OpName>(ctx: OpContext, op: K, args
 
 // ---- argument checking -------------------------------------------------------------
 
-type ArgType = 'string' | 'number' | 'string[]' | 'string?' | 'number?';
+type ArgType = 'string' | 'number' | 'string[]' | 'string?' | 'number?' | 'boolean?';
 type ArgSpec = Record<string, ArgType>;
 
 function checkArgs(op: string, spec: ArgSpec, args: unknown): Record<string, unknown> {
@@ -152,13 +177,23 @@ async function checkInSlices(pool: Pool, progress: ProgressFn): Promise<CheckRep
     const steps = checkSteps(pool.inspect());
     for (;;) {
       const r = steps.next();
-      if (r.done === true) return r.value;
+      if (r.done === true) return withFilesystems(pool, r.value);
       progress(r.value.done, r.value.total);
       await yieldSlice();
       if (pool.changeCount !== start) break;
     }
   }
-  return checkPool(pool, progress);
+  return withFilesystems(pool, checkPool(pool, progress));
+}
+
+/** The pool's report with each filesystem volume's own check (cowfs/fs-check.ts) added, once the pool itself is sound. */
+function withFilesystems(pool: Pool, report: CheckReport): CheckReport {
+  if (!report.ok) return report;
+  const problems = pool
+    .list()
+    .filter((v) => v.kind === 'fs')
+    .flatMap((v) => checkFilesystem(pool, v.id));
+  return { ...report, ok: problems.length === 0, problems };
 }
 
 /** The walk-through the README starts with: idempotent, so it can be rerun. */

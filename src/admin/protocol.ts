@@ -60,6 +60,16 @@ export interface Operations {
   check: [Record<string, never>, CheckReport];
   demo: [Record<string, never>, { lines: string[] }];
   'daemon.stop': [Record<string, never>, { pid: number; keeperPid: number | null }];
+  mount: [{ source: string; dir: string; readOnly?: boolean }, MountView];
+  unmount: [{ dir: string }, { unmounted: string }];
+  'mount.list': [Record<string, never>, MountView[]];
+}
+
+/** A filesystem volume (or snapshot) the daemon serves as a cowfs mount. */
+export interface MountView {
+  source: string;
+  dir: string;
+  readOnly: boolean;
 }
 
 export type OpName = keyof Operations;

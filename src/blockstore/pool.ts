@@ -178,6 +178,8 @@ export interface CreateOptions {
   kind?: string;
   /** A filesystem volume: it gets a metadata tree, and its map holds its files' data (volume-record.ts). */
   filesystem?: boolean;
+  /** What its metadata tree holds from the start (in the same commit). */
+  items?: [Buffer, Buffer][];
 }
 
 export interface VolumeInfo {
@@ -459,6 +461,7 @@ export class Pool {
       },
       this.newXlateId(),
     );
+    if (v.fs !== null) for (const [k, value] of options.items ?? []) this.btrees.put(v.fs, k, value);
     this.markChanged();
     this.commit();
     return this.info(v);

@@ -24,6 +24,8 @@ export interface Command<K extends OpName = OpName> {
   usage: string;
   /** Flags that take a value, besides --pool and --cache-size. */
   values?: string[];
+  /** Flags that take none, besides --json. */
+  switches?: string[];
   op: K;
   args(p: Parsed): ArgsOf<K>;
   format(result: ResultOf<K>, args: ArgsOf<K>): Output;
@@ -112,18 +114,21 @@ const one = (what: string) => (p: Parsed): { name: string } => {
 export const COMMANDS: Record<string, Command> = {
   'pool show': command({ usage: 'pool show', op: 'pool.show', args: none, format: (s) => ({ text: poolText(s), json: s }) }),
   'volume create': command({
-    usage: 'volume create NAME --size SIZE',
-    values: ['size'],
+    usage: 'volume create NAME --size SIZE [--kind block|fs]   (fs: a cowfs filesystem, served with cowvol mount)',
+    values: ['size', 'kind'],
     op: 'volume.create',
-    args: (p) => ({ ...one('NAME')(p), size: sizeFlag(p, true) }),
-    format: (v) => ({ text: `created volume ${v.name} (${formatSize(v.size)})`, json: volumeJson(v) }),
+    args: (p) => {
+      const kind = p.flags.get('kind');
+      return { ...one('NAME')(p), size: sizeFlag(p, true), ...(typeof kind === 'string' ? { kind } : {}) };
+    },
+    format: (v) => ({ text: `created ${v.kind === 'fs' ? 'filesystem ' : ''}volume ${v.name} (${formatSize(v.size)})`, json: volumeJson(v) }),
   }),
   'volume list': command({
     usage: 'volume list',
     op: 'volume.list',
     args: none,
     format: (vols) => ({
-      text: vols.length === 0 ? 'no volumes' : table(['NAME', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN'], vols.map((v) => [v.name, formatSize(v.size), formatSize(v.allocatedBytes), String(v.snapshotCount), v.origin || '-'])),
+      text: vols.length === 0 ? 'no volumes' : table(['NAME', 'KIND', 'SIZE', 'ALLOCATED', 'SNAPSHOTS', 'ORIGIN'], vols.map((v) => [v.name, v.kind, formatSize(v.size), formatSize(v.allocatedBytes), String(v.snapshotCount), v.origin || '-'])),
       json: vols.map((v) => volumeJson(v)),
     }),
   }),
@@ -227,6 +232,34 @@ export const COMMANDS: Record<string, Command> = {
         exitCode: report.ok ? 0 : 1,
       };
     },
+  }),
+  mount: command({
+    usage: 'mount SOURCE DIR [--read-only]   (serves a filesystem volume, or VOL@SNAP read-only, at DIR through the daemon)',
+    switches: ['read-only'],
+    op: 'mount',
+    args: (p) => {
+      const source = arg(p, 0, 'SOURCE');
+      const dir = path.resolve(arg(p, 1, 'DIR'));
+      noExtra(p, 2);
+      return { source, dir, readOnly: p.flags.has('read-only') };
+    },
+    format: (m) => ({ text: `mounted ${m.source} at ${m.dir}${m.readOnly ? ' (read-only)' : ''}`, json: m }),
+  }),
+  unmount: command({
+    usage: 'unmount DIR',
+    op: 'unmount',
+    args: (p) => {
+      const dir = path.resolve(arg(p, 0, 'DIR'));
+      noExtra(p, 1);
+      return { dir };
+    },
+    format: (r) => ({ text: `unmounted ${r.unmounted}`, json: r }),
+  }),
+  mounts: command({
+    usage: 'mounts   (the cowfs mounts the daemon serves)',
+    op: 'mount.list',
+    args: none,
+    format: (list) => ({ text: list.length === 0 ? 'no cowfs mounts' : table(['SOURCE', 'DIR', 'MODE'], list.map((m) => [m.source, m.dir, m.readOnly ? 'ro' : 'rw'])), json: list }),
   }),
   demo: command({
     usage: 'demo   (init a pool if needed, then create, import, snapshot and clone a volume)',

@@ -71,7 +71,7 @@ export async function run(argv: string[]): Promise<RunResult> {
   const rest = argv.slice(GROUPS.has(first) ? 2 : 1);
   try {
     const values = spec?.values ?? (spec ? [] : ['chunk-size', 'capacity']);
-    const args = parseArgs(rest, new Set(['pool', 'cache-size', ...values]), new Set(['json']));
+    const args = parseArgs(rest, new Set(['pool', 'cache-size', ...values]), new Set(['json', ...(spec?.switches ?? [])]));
     const pool = args.flags.get('pool');
     const poolDir = resolvePoolDir(typeof pool === 'string' ? pool : undefined);
     const out = spec ? await runCommand(spec, args, poolDir) : poolInit(args, poolDir);

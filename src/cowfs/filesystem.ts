@@ -21,8 +21,8 @@
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { fail } from '../errors.js';
 import { FileData, MAX_FILE_BYTES } from './file-data.js';
-import { type Counters, FsTree, ROOT_INO } from './fs-tree.js';
-import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, isDir, isLink, isReg, now } from './inode.js';
+import { type Counters, FsTree, ROOT_INO, encodeCounters } from './fs-tree.js';
+import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, encodeInode, isDir, isLink, isReg, now } from './inode.js';
 import { ItemType, key } from './keys.js';
 import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrValue } from './named-items.js';
 
@@ -88,13 +88,21 @@ export class Filesystem {
     this.data = new FileData(this.tree);
   }
 
-  /** Writes an empty filesystem (its root directory) into a fresh filesystem volume. */
+  /** The items of an empty filesystem (its counters and root directory), for a volume's creation. */
+  static emptyItems(owner: Caller, mode = 0o755): [Buffer, Buffer][] {
+    return [
+      [key(0, ItemType.SUPER, 0), encodeCounters({ nextIno: ROOT_INO + 1, nextChunk: 0, inodes: 1 })],
+      [key(ROOT_INO, ItemType.INODE, 0), encodeInode(newInode(ROOT_INO, S_IFDIR | (mode & 0o7777), owner, ROOT_INO))],
+    ];
+  }
+
+  /** Writes an empty filesystem into a fresh filesystem volume made without one, and commits. */
   static format(pool: Pool, ref: VolumeRef, owner: Caller, mode = 0o755): void {
     const id = pool.stat(ref).id;
-    const tree = new FsTree(pool, id);
-    if (tree.get(key(0, ItemType.SUPER, 0)) !== undefined) fail('EEXIST', `volume ${id} already holds a filesystem`);
-    tree.saveCounters({ nextIno: ROOT_INO + 1, nextChunk: 0, inodes: 1 });
-    tree.saveInode(newInode(ROOT_INO, S_IFDIR | (mode & 0o7777), owner, ROOT_INO));
+    if (pool.fsGet(id, key(0, ItemType.SUPER, 0)) !== undefined) fail('EEXIST', `volume ${id} already holds a filesystem`);
+    pool.atomically(() => {
+      for (const [k, v] of Filesystem.emptyItems(owner, mode)) pool.fsPut(id, k, v);
+    });
     pool.commit();
   }
 

@@ -70,10 +70,14 @@ export class FsTree {
   }
 
   saveCounters(c: Counters): void {
-    const v = Buffer.alloc(18);
-    v.writeUIntLE(c.nextIno, 0, 6);
-    v.writeUIntLE(c.nextChunk, 6, 6);
-    v.writeUIntLE(c.inodes, 12, 6);
-    this.put(key(0, ItemType.SUPER, 0), v);
+    this.put(key(0, ItemType.SUPER, 0), encodeCounters(c));
   }
+}
+
+export function encodeCounters(c: Counters): Buffer {
+  const v = Buffer.alloc(18);
+  v.writeUIntLE(c.nextIno, 0, 6);
+  v.writeUIntLE(c.nextChunk, 6, 6);
+  v.writeUIntLE(c.inodes, 12, 6);
+  return v;
 }

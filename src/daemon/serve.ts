@@ -35,6 +35,7 @@ import { Volumes } from '../volumes/volumes.js';
 import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, holdAgain, inherit, release, startKeeper } from './keeper.js';
 import { native } from '../native.js';
 import { forget, fromListenFds, store } from './fd-store.js';
+import { FsMounts } from './fs-mounts.js';
 import { Notifier } from './notify.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 import { COUNTED_VOLUMES, Metrics } from './metrics.js';
@@ -91,6 +92,8 @@ interface Parts {
   handle: PoolDir;
   volumes: Volumes;
   files: BlockFiles;
+  /** The cowfs mounts (`cowvol mount`). */
+  mounts: FsMounts;
   dataFd: number;
   connection: number;
   admin: net.Server;
@@ -118,7 +121,8 @@ export function serve(opts: ServeOptions): Daemon {
   const previous = readRunFile(opts.poolDir);
   const inherited = opts.fdStore ? fromStore(handle, log) : replayIfKilled(inheritConnection(opts, handle, previous?.keeperPid ?? 0), handle, log);
   const journalFd = native.journalCreate(JOURNAL_RECORDS);
-  const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd);
+  const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log);
+  const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd, mounts);
   if (inherited !== null) fs.closeSync(inherited.journalFd);
   const connection = fuseConnectionOf(opts.mount);
   writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid, keeperPid: inherited?.link?.pid });
@@ -136,6 +140,7 @@ export function serve(opts: ServeOptions): Daemon {
     keeperPid: (): number | null => parts.link?.pid ?? null,
     metricsAddress: (): string | null => parts.endpoint?.address ?? null,
     stop: (): void => void stop('cowvol stop', true),
+    mounts,
   };
   const parts: Parts = {
     opts,
@@ -143,6 +148,7 @@ export function serve(opts: ServeOptions): Daemon {
     handle,
     volumes,
     files,
+    mounts,
     dataFd,
     connection,
     admin: startAdminServer(socket, { volumes, poolDir: opts.poolDir, daemon: daemonInfo }, log),
@@ -233,7 +239,7 @@ function replayJournal(journalFd: number, handle: PoolDir, log: Logger): boolean
 /** A connection this daemon takes over, from the keeper (with its link) or from systemd's fd store. */
 type Taken = Omit<Inheritance, 'link' | 'killed'> & { link: KeeperLink | null };
 
-function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Taken | null, journalFd: number): { files: BlockFiles; dataFd: number } {
+function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inherited: Taken | null, journalFd: number, mounts: FsMounts): { files: BlockFiles; dataFd: number } {
   let dataFd = -1;
   try {
     // A mount taken over is ours and not served yet: any look at it would wait for us.
@@ -249,8 +255,10 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inher
       countVolumes: metricsAddressOf(opts) === null ? undefined : COUNTED_VOLUMES,
       hostFree: () => hostFreeBytes(opts.poolDir),
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
-      // A loop device over a volume (a CSI stage, or one made by hand) keeps it from deletion.
-      holderOf: (file) => {
+      // A loop device over a volume (a CSI stage, or one made by hand), or a cowfs mount of it, keeps it from deletion.
+      holderOf: (file, id) => {
+        const mounted = mounts.holder(id);
+        if (mounted !== null) return mounted;
         const loop = listLoops().find((l) => l.backFile === file);
         return loop ? `loop device ${loop.name}` : null;
       },
@@ -319,6 +327,7 @@ async function keepConnection(p: Parts): Promise<void> {
 async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
   await keepConnection(p);
+  p.mounts.restore();
   await startMetrics(p);
   const csiOpts = p.opts.csi;
   if (csiOpts) {
@@ -388,6 +397,8 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   await p.endpoint?.close();
   await new Promise<void>((resolve) => p.admin.close(() => resolve()));
   fs.rmSync(p.socket, { force: true });
+  // No handover for cowfs mounts yet: they go now, and the next daemon mounts them again from their record.
+  await p.mounts.closeAll();
   const stats = p.files.stats();
   if (handingOver) {
     const handover = await p.files.detach();

@@ -49,8 +49,8 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
   hostFree: () => number;
   /** Called with each request that failed for an unexpected reason. */
   onError?: (err: unknown, req: FuseRequest) => void;
-  /** Who holds a block file open outside this process (a loop device), or null; consulted before a volume is removed. */
-  holderOf?: (file: string) => string | null;
+  /** Who holds a volume (a loop device over its block file, a cowfs mount of it), or null; consulted before a volume is removed. */
+  holderOf?: (file: string, volumeId: number) => string | null;
   /** A memfd journal (native journalCreate) to record mapping changes in, for a successor after a kill. */
   journalFd?: number;
   /** Count I/O per volume (for metrics), tracking up to this many volumes per FUSE thread slot; off when absent. */
@@ -202,7 +202,7 @@ export class BlockFiles implements MappingListener {
   holder(id: number): string | null {
     if (!this.opts.holderOf || !this.pool.has(id)) return null;
     const v = this.pool.stat(id);
-    return this.opts.holderOf(blockFilePath(this.opts.mountpoint, v.name, v.readOnly));
+    return this.opts.holderOf(blockFilePath(this.opts.mountpoint, v.name, v.readOnly), id);
   }
 
   map(id: number, index: number, offset: number, writable: boolean, breakable = false): void {
@@ -347,13 +347,16 @@ export class BlockFiles implements MappingListener {
     }
     if (parent !== BLOCK_DIR && parent !== SNAP_DIR) reject('ENOTDIR');
     const v = this.pool.has(name) ? this.pool.stat(name) : undefined;
-    if (!v || v.readOnly !== (parent === SNAP_DIR)) reject('ENOENT');
+    // A filesystem volume is no block file: it is served as a cowfs mount of its own.
+    if (!v || v.readOnly !== (parent === SNAP_DIR) || v.kind !== 'block') reject('ENOENT');
     return VOLUME_INO_BASE + v.id;
   }
 
   private volumeOf(ino: number): VolumeInfo {
     if (ino < VOLUME_INO_BASE) reject('EISDIR');
-    return this.pool.stat(ino - VOLUME_INO_BASE);
+    const v = this.pool.stat(ino - VOLUME_INO_BASE);
+    if (v.kind !== 'block') reject('ENOENT');
+    return v;
   }
 
   /** [ino, size, mode, nlink, mtime, allocated bytes] */
@@ -371,7 +374,7 @@ export class BlockFiles implements MappingListener {
     } else if (ino === BLOCK_DIR || ino === SNAP_DIR) {
       entries.push([ino, S_IFDIR, '.'], [ROOT, S_IFDIR, '..']);
       for (const v of this.pool.list()) {
-        if (v.readOnly === (ino === SNAP_DIR)) entries.push([VOLUME_INO_BASE + v.id, S_IFREG, v.name]);
+        if (v.readOnly === (ino === SNAP_DIR) && v.kind === 'block') entries.push([VOLUME_INO_BASE + v.id, S_IFREG, v.name]);
       }
     } else {
       reject('ENOTDIR');

@@ -31,6 +31,7 @@ export interface ImportResult {
 
 export async function importImage(pool: Pool, file: string, volume: string, progress?: ProgressFn): Promise<ImportResult> {
   const v = pool.stat(volume);
+  refuseFilesystem(v.kind, volume);
   if (v.readOnly) fail('EROFS', `'${volume}' is a read-only snapshot: import into a volume`);
   let stat: fs.Stats;
   try {
@@ -93,6 +94,7 @@ export interface ExportResult {
 
 export async function exportImage(pool: Pool, source: string, file: string, progress?: ProgressFn): Promise<ExportResult> {
   const v = pool.stat(source);
+  refuseFilesystem(v.kind, source);
   const chunk = pool.chunkSize;
   const total = v.allocatedBytes / chunk;
   const perSlice = Math.max(1, Math.floor(SLICE_BYTES / chunk));
@@ -129,4 +131,9 @@ export async function exportImage(pool: Pool, source: string, file: string, prog
     fs.closeSync(fd);
   }
   return { bytes: v.size, dataBytes };
+}
+
+/** An image is a disk's bytes; a filesystem volume has none to give (copy its files from a mount instead). */
+function refuseFilesystem(kind: string, name: string): void {
+  if (kind !== 'block') fail('EOPNOTSUPP', `'${name}' is a filesystem volume: images are of block volumes; mount it and copy its files (e.g. tar) instead`);
 }

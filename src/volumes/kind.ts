@@ -1,12 +1,13 @@
 /**
- * A volume's kind: what its chunk map holds. Today one kind, `block`: a raw
- * disk served as a block file. The filesystem kind (cowfs, a FUSE filesystem
- * whose inodes live in the volume's own tree) joins this list; snapshots and
- * clones keep their source's kind, which the pool copies on fork.
+ * A volume's kind: what its chunk map holds. `block`: a raw disk served as a
+ * block file. `fs`: a cowfs filesystem (src/cowfs), whose inodes live in
+ * the volume's metadata tree and whose files' data in its map, served as a
+ * FUSE mount of its own. Snapshots and clones keep their source's kind,
+ * which the pool copies on fork.
  */
 import { fail } from '../errors.js';
 
-export const KINDS = ['block'] as const;
+export const KINDS = ['block', 'fs'] as const;
 export type VolumeKind = (typeof KINDS)[number];
 
 /** A kind a caller asked for: refused with a clear message if unknown. */

@@ -19,10 +19,14 @@
  */
 import { fail } from '../errors.js';
 import type { Pool, VolumeInfo } from '../blockstore/pool.js';
+import { Filesystem } from '../cowfs/filesystem.js';
 import { type VolumeKind, kindOf, parseKind } from './kind.js';
 import { isSnapshotName, parseSnapshotName, validateVolumeName } from './names.js';
 
 /** Labels the service itself keeps. The group key predates src/volumes; it stays so older pools read the same. */
+/** A new filesystem's root directory belongs to root, as mkfs.ext4 makes it. */
+const ROOT_OWNER = { uid: 0, gid: 0 };
+
 export const GROUP_LABEL = 'csi.group';
 
 export interface VolumeView extends VolumeInfo {
@@ -105,7 +109,9 @@ export class Volumes {
     validateVolumeName(name);
     const kind = parseKind(req.kind ?? 'block');
     this.refuseOrphans(name);
-    return this.view(this.pool.createVolume(name, req.size, { labels: req.labels, kind }));
+    // A filesystem volume is made with its root directory, in one commit.
+    const fs = kind === 'fs' ? { filesystem: true, items: Filesystem.emptyItems(ROOT_OWNER) } : {};
+    return this.view(this.pool.createVolume(name, req.size, { labels: req.labels, kind, ...fs }));
   }
 
   delete(name: string): void {

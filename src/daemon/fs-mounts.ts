@@ -1,0 +1,157 @@
+/**
+ * The cowfs mounts a daemon serves (`cowvol mount SOURCE DIR`), and their
+ * record, POOL/cowvol.mounts, so the next daemon serves them again (after
+ * a restart, a stop, or a reboot: like fstab, the record stays until
+ * `cowvol unmount`).
+ *
+ * Caveats: a restart does not take a cowfs mount over as it does the block
+ * files (no handover yet): the stopping daemon unmounts it (lazily, if
+ * busy) and the next one mounts it afresh at the same place, so a process
+ * holding files open in it sees errors across a restart.
+ *
+ * The daemon must never look into a path it serves itself (its only
+ * JavaScript thread would wait for itself), so a mount point under one of
+ * its own mounts is refused before anything touches it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+import type { Pool } from '../blockstore/pool.js';
+import { CowvolError, fail } from '../errors.js';
+import type { MountService } from '../admin/operations.js';
+import type { MountView } from '../admin/protocol.js';
+import { CowfsMount } from '../fuse/cowfs-mount.js';
+import { detach, isMountPoint } from '../host/mounts.js';
+import type { Logger } from '../log.js';
+
+const RECORD = 'cowvol.mounts';
+/** FUSE threads per cowfs mount: every request goes to the event loop anyway. */
+const THREADS = 2;
+
+interface Live {
+  view: MountView;
+  volumeId: number;
+  mount: CowfsMount;
+}
+
+export class FsMounts implements MountService {
+  /** By mount point. Lock: event loop only. */
+  private readonly live = new Map<string, Live>();
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly poolDir: string,
+    /** Where the block files are mounted: no cowfs mount goes under it. */
+    private readonly blockMount: string,
+    private readonly log: Logger,
+  ) {}
+
+  mount(source: string, dir: string, readOnly: boolean): MountView {
+    const v = this.pool.stat(source);
+    if (v.kind !== 'fs') fail('EINVAL', `'${source}' is a ${v.kind} volume: it is served as a block file under ${this.blockMount}; mount a filesystem volume (volume create --kind fs)`);
+    const at = path.resolve(dir);
+    if (this.live.has(at)) fail('EBUSY', `${at} is already a cowfs mount of '${this.live.get(at)?.view.source}'`);
+    this.refuseOwnPath(at);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(at);
+    } catch {
+      fail('ENOENT', `${at} does not exist: make the directory first`);
+    }
+    if (!st.isDirectory()) fail('ENOTDIR', `${at} is not a directory`);
+    const view: MountView = { source: v.name, dir: at, readOnly: readOnly || v.readOnly };
+    this.start(view, v.id);
+    this.save();
+    return view;
+  }
+
+  async unmount(dir: string): Promise<void> {
+    const at = path.resolve(dir);
+    const live = this.live.get(at);
+    if (live === undefined) fail('ENOENT', `${at} is not a cowfs mount this daemon serves`);
+    this.live.delete(at);
+    this.save();
+    await live.mount.close();
+  }
+
+  list(): MountView[] {
+    return [...this.live.values()].map((l) => ({ ...l.view })).sort((a, b) => (a.dir < b.dir ? -1 : 1));
+  }
+
+  /** Why the volume must not be deleted now (it is mounted), or null. */
+  holder(volumeId: number): string | null {
+    for (const l of this.live.values()) if (l.volumeId === volumeId) return `mounted at ${l.view.dir}`;
+    return null;
+  }
+
+  /** Serves what the record lists; what cannot be mounted any more is logged and dropped from it. */
+  restore(): void {
+    for (const view of this.load()) {
+      try {
+        // A mount an earlier daemon left is dead (ENOTCONN) and must go before anything looks at it.
+        if (isMountPoint(view.dir)) detach(view.dir);
+        if (!this.pool.has(view.source)) fail('ENOENT', `'${view.source}' no longer exists`);
+        this.start(view, this.pool.stat(view.source).id);
+      } catch (err) {
+        this.log.error({ err, source: view.source, dir: view.dir }, 'could not serve a recorded cowfs mount again');
+      }
+    }
+    this.save();
+  }
+
+  /** Unmounts every cowfs mount; the record stays for the next daemon. */
+  async closeAll(): Promise<void> {
+    const all = [...this.live.values()];
+    this.live.clear();
+    await Promise.all(all.map((l) => l.mount.close()));
+  }
+
+  private start(view: MountView, volumeId: number): void {
+    try {
+      const mount = new CowfsMount(this.pool, view.source, view.dir, {
+        readOnly: view.readOnly,
+        threads: THREADS,
+        onError: (err, op) => this.log.error({ err, op, dir: view.dir }, 'cowfs request failed'),
+      });
+      this.live.set(view.dir, { view, volumeId, mount });
+      this.log.info({ source: view.source, dir: view.dir, readOnly: view.readOnly }, 'cowfs mounted');
+    } catch (err) {
+      if (err instanceof CowvolError) throw err;
+      fail('EIO', `mounting ${view.source} at ${view.dir} failed: ${(err as Error).message}`);
+    }
+  }
+
+  private refuseOwnPath(at: string): void {
+    const under = (root: string): boolean => at === root || at.startsWith(`${root}/`);
+    const own = [this.blockMount, ...this.live.keys()].find(under);
+    if (own !== undefined) fail('EINVAL', `${at} lies in ${own}, which this daemon serves: pick a directory outside it`);
+  }
+
+  private file(): string {
+    return path.join(this.poolDir, RECORD);
+  }
+
+  private load(): MountView[] {
+    let text: string;
+    try {
+      text = fs.readFileSync(this.file(), 'utf8');
+    } catch {
+      return [];
+    }
+    try {
+      const list = JSON.parse(text) as unknown;
+      if (!Array.isArray(list)) throw new Error('not a list');
+      return list.filter((m): m is MountView => typeof m === 'object' && m !== null && typeof (m as MountView).source === 'string' && typeof (m as MountView).dir === 'string').map((m) => ({ source: m.source, dir: m.dir, readOnly: m.readOnly === true }));
+    } catch (err) {
+      this.log.error({ err, file: this.file() }, 'the mount record is damaged: serving no cowfs mounts from it');
+      return [];
+    }
+  }
+
+  /** Written whole and renamed into place, so a crash leaves the old record or the new. */
+  private save(): void {
+    const tmp = `${this.file()}.tmp`;
+    fs.writeFileSync(tmp, `${JSON.stringify(this.list(), null, 1)}\n`, { mode: 0o600 });
+    fs.renameSync(tmp, this.file());
+  }
+}
