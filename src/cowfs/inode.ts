@@ -55,9 +55,12 @@ export function isLink(i: Pick<Inode, 'mode'>): boolean {
   return (i.mode & S_IFMT) === S_IFLNK;
 }
 
+/** Wall-clock nanoseconds at the monotonic clock's zero: read once, so times never step back within a process. */
+const WALL_AT_ZERO = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+
+/** The time now in nanoseconds (the wall clock as of start-up, advanced by the monotonic clock). */
 export function now(): Time {
-  const ns = process.hrtime.bigint();
-  const wall = BigInt(Date.now()) * 1_000_000n + (ns % 1_000_000n);
+  const wall = WALL_AT_ZERO + process.hrtime.bigint();
   return { sec: Number(wall / 1_000_000_000n), nsec: Number(wall % 1_000_000_000n) };
 }
 

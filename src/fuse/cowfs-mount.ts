@@ -81,7 +81,8 @@ export class CowfsMount {
         dataFd: -1,
         chunkSize: pool.chunkSize,
         tableSlots: 64,
-        options: `fsname=cowfs:${info.name},subtype=cowfs,allow_other,default_permissions${ro ? ',ro' : ''}`,
+        // dev and suid as an ext4 mount has them (libfuse would add nodev,nosuid): device nodes open, set-id bits count.
+        options: `fsname=cowfs:${info.name},subtype=cowfs,allow_other,default_permissions,dev,suid${ro ? ',ro' : ''}`,
         filesystemThreads: Math.max(1, opts.threads ?? 2),
       },
       (req) => this.serve(req),
