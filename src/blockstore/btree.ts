@@ -62,12 +62,13 @@ function decode(buf: Buffer, page: number): Node {
   const count = buf.readUInt16LE(HEADER_SIZE);
   const node: Node = { level, keys: [], values: [], children: [] };
   let at = HEADER_SIZE + 2;
+  // Views, not copies: a page is never changed in place (a change stores a new buffer), so they stay true.
   for (let i = 0; i < count; i++) {
-    node.keys.push(Buffer.from(buf.subarray(at, at + KEY_SIZE)));
+    node.keys.push(buf.subarray(at, at + KEY_SIZE));
     at += KEY_SIZE;
     if (level === 0) {
       const length = buf.readUInt16LE(at);
-      node.values.push(Buffer.from(buf.subarray(at + 2, at + 2 + length)));
+      node.values.push(buf.subarray(at + 2, at + 2 + length));
       at += 2 + length;
     } else {
       node.children.push(buf.readUInt32LE(at));
@@ -175,6 +176,12 @@ function checkKey(key: Buffer): void {
 export class BTrees {
   private readonly cache: PageCache;
   private readonly hooksOf: () => TreeHooks;
+  /**
+   * Decoded nodes by the page buffer they came from: a changed page is a
+   * new buffer, so an entry can never be stale, and it goes when its buffer
+   * leaves the page cache. Read-only: changes start from own().
+   */
+  private readonly decoded = new WeakMap<Buffer, Node>();
 
   /** hooks come from the pool (the same ones the radix trees use), read at each call. */
   constructor(cache: PageCache, hooks: () => TreeHooks) {
@@ -186,8 +193,21 @@ export class BTrees {
     return this.hooksOf();
   }
 
+  /** The page's node, shared: not to be changed. */
   private node(page: number): Node {
-    return decode(this.cache.get(page), page);
+    const buf = this.cache.get(page);
+    let node = this.decoded.get(buf);
+    if (node === undefined) {
+      node = decode(buf, page);
+      this.decoded.set(buf, node);
+    }
+    return node;
+  }
+
+  /** A copy of the page's node whose arrays the caller may change. */
+  private own(page: number): Node {
+    const n = this.node(page);
+    return { level: n.level, keys: [...n.keys], values: [...n.values], children: [...n.children] };
   }
 
   private store(page: number, node: Node): void {
@@ -320,7 +340,7 @@ export class BTrees {
     const path: Step[] = [];
     let page = tree.root;
     for (let depth = 0; depth < MAX_HEIGHT; depth++) {
-      const node = this.node(page);
+      const node = this.own(page);
       if (node.level === 0) {
         path.push({ page, node, at: 0 });
         return path;
@@ -387,7 +407,7 @@ export class BTrees {
       this.store(parent.page, parent.node);
       // The page that was merged away loses the parent's hold; it was the leaf (writable) or an unchanged sibling.
       this.releasePage(rightPage, 0);
-      path[path.length - 1] = { page: target, node: this.node(target), at: 0 };
+      path[path.length - 1] = { page: target, node: this.own(target), at: 0 };
       parent.at = l;
       return;
     }
