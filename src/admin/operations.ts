@@ -20,7 +20,8 @@ import { formatSize } from '../size.js';
 import { exportImage, importImage } from '../volumes/image.js';
 import { type ProgressFn, yieldSlice } from '../volumes/slices.js';
 import type { Volumes } from '../volumes/volumes.js';
-import type { ArgsOf, MountView, OpName, Operations, PoolSummary, ResultOf } from './protocol.js';
+import type { MountService } from '../fuse/cowfs-mount.js';
+import type { ArgsOf, OpName, Operations, PoolSummary, ResultOf } from './protocol.js';
 
 export interface OpContext {
   volumes: Volumes;
@@ -38,13 +39,6 @@ export interface DaemonInfo {
   stop(): void;
   /** The cowfs mounts it serves. */
   mounts: MountService;
-}
-
-/** What `cowvol mount` and `cowvol unmount` ask of the daemon (src/daemon/fs-mounts.ts). */
-export interface MountService {
-  mount(source: string, dir: string, readOnly: boolean): MountView;
-  unmount(dir: string): Promise<void>;
-  list(): MountView[];
 }
 
 type Impl<K extends OpName> = (ctx: OpContext, args: ArgsOf<K>, progress: ProgressFn) => Promise<ResultOf<K>> | ResultOf<K>;

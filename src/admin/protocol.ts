@@ -13,6 +13,7 @@
  * shape with a message that says what to do, and a request of another
  * version with EPROTO.
  */
+import type { MountView } from '../fuse/cowfs-mount.js';
 import type { CheckReport } from '../blockstore/check.js';
 import type { ErrorCode } from '../errors.js';
 import type { ExportResult, ImportResult } from '../volumes/image.js';
@@ -65,12 +66,7 @@ export interface Operations {
   'mount.list': [Record<string, never>, MountView[]];
 }
 
-/** A filesystem volume (or snapshot) the daemon serves as a cowfs mount. */
-export interface MountView {
-  source: string;
-  dir: string;
-  readOnly: boolean;
-}
+export type { MountView } from '../fuse/cowfs-mount.js';
 
 export type OpName = keyof Operations;
 export type ArgsOf<K extends OpName> = Operations[K][0];

@@ -8,6 +8,9 @@
  * publishes sharing one staged device.
  */
 import { isFsType } from '../host/filesystem.js';
+
+/** The fs_type of a filesystem volume served as cowvol's own FUSE filesystem (src/cowfs). */
+export const COWFS = 'cowfs';
 import type { AccessModeName, VolumeCapability } from './proto.js';
 import { CsiError, status } from './status.js';
 
@@ -30,7 +33,8 @@ export function usageOf(cap: VolumeCapability | null | undefined, field = 'volum
   if (cap.accessType === 'block') return { block: true, fsType: '', mountFlags: [], mode };
   if (cap.accessType === 'mount' && cap.mount) {
     const fsType = cap.mount.fsType === '' ? 'ext4' : cap.mount.fsType;
-    if (!isFsType(fsType)) throw new CsiError(status.INVALID_ARGUMENT, `${field}: fs_type '${cap.mount.fsType}' is not supported; use ext4 or xfs`);
+    if (!isFsType(fsType) && fsType !== COWFS) throw new CsiError(status.INVALID_ARGUMENT, `${field}: fs_type '${cap.mount.fsType}' is not supported; use ext4, xfs or cowfs`);
+    if (fsType === COWFS && cap.mount.mountFlags.length > 0) throw new CsiError(status.INVALID_ARGUMENT, `${field}: cowfs takes no mount flags`);
     for (const flag of cap.mount.mountFlags) {
       if (flag === '' || /[\s,]/.test(flag)) throw new CsiError(status.INVALID_ARGUMENT, `${field}: mount flag '${flag}' must be one option without spaces or commas`);
     }

@@ -6,7 +6,7 @@
  */
 import { isSnapshotName } from '../volumes/names.js';
 import type { VolumeView, Volumes } from '../volumes/volumes.js';
-import { MULTI_NODE_MODES, usageOf } from './capabilities.js';
+import { COWFS, MULTI_NODE_MODES, type Usage, usageOf } from './capabilities.js';
 import { type DriverContext, InFlight, LABEL, TOPOLOGY_KEY, nodeTopology, poolCondition } from './driver.js';
 import { nameProblem, poolNameFor, snapshotIdFor } from './ids.js';
 import type { CapacityRange, ContentSource, CreateVolumeRequest, CsiSnapshot, CsiVolume, Topology, TopologyRequirement, VolumeCapability, VolumeCondition } from './proto.js';
@@ -41,6 +41,7 @@ export class ControllerService {
     const name = poolNameFor(req.name);
     const source = this.contentSource(req.volumeContentSource);
     const minSize = usages.some((u) => u.fsType === 'xfs') ? XFS_MIN_SIZE : 4096;
+    const kind = kindFor(usages);
     const params = JSON.stringify(sorted(req.parameters));
     return this.inflight.run([name], () => {
       const existing = this.volumes.find(name);
@@ -52,13 +53,15 @@ export class ControllerService {
         }
         if ((existing.labels[LABEL.source] ?? '') !== sourceKey(req.volumeContentSource)) csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists with another content source`);
         if ((existing.labels[LABEL.parameters] ?? '{}') !== params) csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists with other parameters`);
+        if (existing.kind !== kind) csiFail(status.ALREADY_EXISTS, `volume '${req.name}' exists as a ${existing.kind} volume`);
         return this.csiVolume(existing);
       }
       const size = pickSize(req.capacityRange, Math.max(minSize, source?.size ?? 0), source?.size ?? DEFAULT_VOLUME_SIZE);
       const labels: Record<string, string> = { [LABEL.name]: req.name, [LABEL.parameters]: params };
       const key = sourceKey(req.volumeContentSource);
       if (key !== '') labels[LABEL.source] = key;
-      const v = source ? this.volumes.clone(source.name, name, { size, labels }) : this.volumes.create(name, { size, labels });
+      if (source && this.volumes.find(source.name)?.kind !== kind) csiFail(status.INVALID_ARGUMENT, `the content source is a ${this.volumes.find(source.name)?.kind} volume, the request asks for ${kind === 'fs' ? 'cowfs' : 'a block device or ext4/xfs'}`);
+      const v = source ? this.volumes.clone(source.name, name, { size, labels }) : this.volumes.create(name, { size, labels, kind });
       this.ctx.log.info({ volume: name, size, source: source?.name }, 'volume created');
       return this.csiVolume(v);
     });
@@ -276,4 +279,11 @@ export function paginate<T>(all: T[], maxEntries: number, token: string): [T[], 
   }
   const end = maxEntries > 0 ? Math.min(all.length, start + maxEntries) : all.length;
   return [all.slice(start, end), end < all.length ? String(end) : ''];
+}
+
+/** cowfs capabilities make a filesystem volume; the rest a block volume (ext4 and xfs go on its loop device). */
+function kindFor(usages: Usage[]): 'fs' | 'block' {
+  const cowfs = usages.filter((u) => u.fsType === COWFS).length;
+  if (cowfs > 0 && cowfs < usages.length) csiFail(status.INVALID_ARGUMENT, 'a cowfs volume cannot also be a block device or carry another filesystem');
+  return cowfs > 0 ? 'fs' : 'block';
 }

@@ -2,6 +2,7 @@
  * What the CSI services share: the open pool and its block files, who this
  * node is, the path policy, and the per-volume serialization of calls.
  */
+import type { MountService } from '../fuse/cowfs-mount.js';
 import { fail } from '../errors.js';
 import type { VolumeView, Volumes } from '../volumes/volumes.js';
 import { blockFilePath } from '../fuse/block-files.js';
@@ -61,6 +62,8 @@ export interface DriverContext {
   log: Logger;
   /** Told of every call when it is answered: the method, the gRPC code's name ("OK" on success), and its seconds. */
   observe?(method: string, code: string, seconds: number): void;
+  /** The daemon's cowfs mounts: a cowfs volume is staged as one. */
+  mounts?: MountService;
 }
 
 export function blockFile(ctx: DriverContext, name: string): string {

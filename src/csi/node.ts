@@ -14,7 +14,8 @@ import path from 'node:path';
 import { isValidName } from '../volumes/names.js';
 import type { VolumeView } from '../volumes/volumes.js';
 import { parseSize } from '../size.js';
-import { isReaderOnly, publishRefusal, usageOf, type Usage } from './capabilities.js';
+import { COWFS, isReaderOnly, publishRefusal, usageOf, type Usage } from './capabilities.js';
+import { CowfsNode } from './cowfs-node.js';
 import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology, poolCondition } from './driver.js';
 import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from '../host/filesystem.js';
 import { attachLoop, detachLoop, refreshLoop } from '../host/loop.js';
@@ -27,19 +28,23 @@ const EPHEMERAL_KEY = 'csi.storage.k8s.io/ephemeral';
 const DEFAULT_EPHEMERAL_SIZE = 1 << 30;
 
 export class NodeService {
+  private readonly cowfs: CowfsNode;
+
   constructor(
     private readonly ctx: DriverContext,
     private readonly inflight: InFlight,
-  ) {}
+  ) {
+    this.cowfs = new CowfsNode(ctx);
+  }
 
   // ---- stage ------------------------------------------------------------------
 
   async stage(req: NodeStageVolumeRequest): Promise<void> {
     const name = this.requireId(req.volumeId);
-    const staging = this.ctx.kubelet.check(req.stagingTargetPath, 'staging_target_path');
+    const staging = await this.ctx.kubelet.check(req.stagingTargetPath, 'staging_target_path');
     const usage = usageOf(req.volumeCapability);
     await this.inflight.run([name], async () => {
-      this.volume(name);
+      if (this.isCowfs(this.volume(name), usage)) return this.cowfs.stage(name, staging, usage);
       const state = volumeState(readNode(), blockFile(this.ctx, name));
       const here = stagedAt(state, staging, usage.block);
       if (here) {
@@ -71,8 +76,9 @@ export class NodeService {
 
   async unstage(volumeId: string, stagingTargetPath: string): Promise<void> {
     const name = this.requireId(volumeId);
-    const staging = this.ctx.kubelet.check(stagingTargetPath, 'staging_target_path');
+    const staging = await this.ctx.kubelet.check(stagingTargetPath, 'staging_target_path');
     await this.inflight.run([name], async () => {
+      if (this.ctx.volumes.find(name)?.kind === 'fs') return this.cowfs.unstage(name, staging);
       const state = volumeState(readNode(), blockFile(this.ctx, name));
       const here = stagedAt(state, staging, false) ?? stagedAt(state, staging, true);
       if (here) {
@@ -91,16 +97,16 @@ export class NodeService {
 
   async publish(req: NodePublishVolumeRequest): Promise<void> {
     const name = this.requireId(req.volumeId);
-    const target = this.ctx.kubelet.check(req.targetPath, 'target_path');
+    const target = await this.ctx.kubelet.check(req.targetPath, 'target_path');
     const usage = usageOf(req.volumeCapability);
     if (req.volumeContext[EPHEMERAL_KEY] === 'true') {
       await this.inflight.run([name], () => this.publishEphemeral(name, target, usage, req));
       return;
     }
-    const staging = this.ctx.kubelet.check(req.stagingTargetPath, 'staging_target_path');
+    const staging = await this.ctx.kubelet.check(req.stagingTargetPath, 'staging_target_path');
     if (staging === target) csiFail(status.INVALID_ARGUMENT, 'target_path and staging_target_path are the same');
     await this.inflight.run([name], async () => {
-      this.volume(name);
+      if (this.isCowfs(this.volume(name), usage)) return this.cowfs.publish(name, staging, target, usage, req.readonly);
       const node = readNode();
       const state = volumeState(node, blockFile(this.ctx, name));
       const staged = stagedAt(state, staging, usage.block);
@@ -127,8 +133,9 @@ export class NodeService {
 
   async unpublish(volumeId: string, targetPath: string): Promise<void> {
     const name = this.requireId(volumeId);
-    const target = this.ctx.kubelet.check(targetPath, 'target_path');
+    const target = await this.ctx.kubelet.check(targetPath, 'target_path');
     await this.inflight.run([name], async () => {
+      if (this.ctx.volumes.find(name)?.kind === 'fs' && (await this.cowfs.unpublish(name, target))) return;
       const node = readNode();
       const state = volumeState(node, blockFile(this.ctx, name));
       const here = state.mounts.find((m) => m.entry.mountPoint === target);
@@ -158,9 +165,10 @@ export class NodeService {
     // The spec's order: a volume that does not exist is NOT_FOUND whatever the path says.
     if (volumePath === '') csiFail(status.INVALID_ARGUMENT, 'volume_path is required');
     const v = this.volume(name);
-    const where = this.ctx.kubelet.check(volumePath, 'volume_path');
+    const where = await this.ctx.kubelet.check(volumePath, 'volume_path');
     // Asynchronous, like every look into a volume's filesystem: its I/O may need this thread (the FUSE slow path).
     if ((await fsp.lstat(where).catch(() => null)) === null) csiFail(status.NOT_FOUND, `volume_path ${where} does not exist`);
+    if (v.kind === 'fs') return this.cowfs.stats(v, where);
     const state = volumeState(readNode(), blockFile(this.ctx, name));
     const here = state.mounts.find((m) => m.entry.mountPoint === where);
     const condition = this.condition(v, state, here !== undefined, where);
@@ -189,19 +197,22 @@ export class NodeService {
     const name = this.requireId(volumeId);
     if (volumePath === '') csiFail(status.INVALID_ARGUMENT, 'volume_path is required');
     this.volume(name);
-    const where = this.ctx.kubelet.check(volumePath, 'volume_path');
+    const where = await this.ctx.kubelet.check(volumePath, 'volume_path');
     return this.inflight.run([name], async () => {
       let v = this.volume(name);
       if (range !== null && range.limitBytes > 0 && range.limitBytes < v.size) {
         csiFail(status.OUT_OF_RANGE, `volume '${name}' is ${v.size} bytes, above limit_bytes ${range.limitBytes}; volumes do not shrink`);
       }
       const state = volumeState(readNode(), blockFile(this.ctx, name));
-      if (state.loops.length === 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged on this node`);
+      const cowfs = v.kind === 'fs';
+      if (cowfs ? !this.cowfs.staged(name) : state.loops.length === 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged on this node`);
       const size = range !== null && range.requiredBytes > v.size ? pickSize(range, v.size, v.size) : v.size;
       if (size > v.size) {
         v = this.ctx.volumes.grow(name, size);
         this.ctx.log.info({ volume: name, size }, 'volume grown');
       }
+      // cowfs: statfs answers the new size from the pool at once; nothing to grow on the node.
+      if (cowfs) return v.size;
       for (const loop of state.loops) await refreshLoop(loop.name);
       const here = state.mounts.find((m) => m.entry.mountPoint === where);
       if (!here) csiFail(status.NOT_FOUND, `volume '${name}' is not mounted at ${where}`);
@@ -228,6 +239,15 @@ export class NodeService {
   }
 
   // ---- internals ----------------------------------------------------------------
+
+  /** Whether the request is for cowfs; a capability that does not fit the volume's kind is refused. */
+  private isCowfs(v: VolumeView, usage: Usage): boolean {
+    const cowfs = v.kind === 'fs';
+    if (cowfs !== (usage.fsType === COWFS)) {
+      csiFail(status.INVALID_ARGUMENT, cowfs ? `volume '${v.name}' is a cowfs volume: stage and publish it with fs_type cowfs` : `volume '${v.name}' is a block volume: fs_type cowfs needs a cowfs volume`);
+    }
+    return cowfs;
+  }
 
   private requireId(volumeId: string): string {
     if (volumeId === '') csiFail(status.INVALID_ARGUMENT, 'volume_id is required');

@@ -4,6 +4,7 @@
  * ".", "//"), and with no symlink on the way that leads out of it.
  */
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 
 import { fail } from '../errors.js';
@@ -19,8 +20,12 @@ export class PathPolicy {
     this.realRoot = fs.realpathSync(this.root);
   }
 
-  /** Returns the path if acceptable; throws INVALID_ARGUMENT saying why not. */
-  check(p: string, field: string): string {
+  /**
+   * Resolves to the path if acceptable; rejects with INVALID_ARGUMENT saying
+   * why not. Asynchronous: the path may be one of the daemon's own mounts
+   * (a cowfs stage), which only this process's event loop can answer.
+   */
+  async check(p: string, field: string): Promise<string> {
     if (p === '') throw new CsiError(status.INVALID_ARGUMENT, `${field} is required`);
     if (p.includes('\0')) throw new CsiError(status.INVALID_ARGUMENT, `${field} contains a NUL byte`);
     if (!path.isAbsolute(p)) throw new CsiError(status.INVALID_ARGUMENT, `${field} '${p}' is not absolute`);
@@ -29,10 +34,10 @@ export class PathPolicy {
     if (!trimmed.startsWith(`${this.root}/`)) throw new CsiError(status.INVALID_ARGUMENT, `${field} '${p}' is outside the kubelet directory ${this.root}`);
     // Resolve the deepest part that exists; a symlink may not lead out of the root.
     let existing = trimmed;
-    while (!present(existing) && existing !== this.root) existing = path.dirname(existing);
+    for (let depth = 0; depth < 4096 && !(await present(existing)) && existing !== this.root; depth++) existing = path.dirname(existing);
     let real: string;
     try {
-      real = fs.realpathSync(existing);
+      real = await fsp.realpath(existing);
     } catch {
       // A dangling symlink: refuse rather than guess where it points.
       throw new CsiError(status.INVALID_ARGUMENT, `${field} '${p}' passes through a broken symlink`);
@@ -45,9 +50,9 @@ export class PathPolicy {
 }
 
 /** Exists as a name, even as a dangling symlink (which existsSync would call absent). */
-function present(p: string): boolean {
+async function present(p: string): Promise<boolean> {
   try {
-    fs.lstatSync(p);
+    await fsp.lstat(p);
     return true;
   } catch {
     return false;

@@ -18,9 +18,10 @@ import path from 'node:path';
 
 import type { Pool } from '../blockstore/pool.js';
 import { CowvolError, fail } from '../errors.js';
-import type { MountService } from '../admin/operations.js';
-import type { MountView } from '../admin/protocol.js';
-import { CowfsMount } from '../fuse/cowfs-mount.js';
+import { CowfsMount, type MountService, type MountView } from '../fuse/cowfs-mount.js';
+import { bindMount } from '../host/filesystem.js';
+import { readMountTable } from '../host/mount-table.js';
+import { abortFuseConnection, fuseConnectionOf } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
 
@@ -46,19 +47,17 @@ export class FsMounts implements MountService {
     private readonly log: Logger,
   ) {}
 
-  mount(source: string, dir: string, readOnly: boolean): MountView {
+  async mount(source: string, dir: string, readOnly: boolean): Promise<MountView> {
     const v = this.pool.stat(source);
     if (v.kind !== 'fs') fail('EINVAL', `'${source}' is a ${v.kind} volume: it is served as a block file under ${this.blockMount}; mount a filesystem volume (volume create --kind fs)`);
     const at = path.resolve(dir);
     if (this.live.has(at)) fail('EBUSY', `${at} is already a cowfs mount of '${this.live.get(at)?.view.source}'`);
     this.refuseOwnPath(at);
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(at);
-    } catch {
-      fail('ENOENT', `${at} does not exist: make the directory first`);
-    }
+    // Asynchronous: the directory may be a bind of one of our own mounts, which only this thread answers.
+    const st = await fs.promises.stat(at).catch(() => null);
+    if (st === null) fail('ENOENT', `${at} does not exist: make the directory first`);
     if (!st.isDirectory()) fail('ENOTDIR', `${at} is not a directory`);
+    if (this.live.has(at)) fail('EBUSY', `${at} is already a cowfs mount of '${this.live.get(at)?.view.source}'`);
     const view: MountView = { source: v.name, dir: at, readOnly: readOnly || v.readOnly };
     this.start(view, v.id);
     this.save();
@@ -71,7 +70,7 @@ export class FsMounts implements MountService {
     if (live === undefined) fail('ENOENT', `${at} is not a cowfs mount this daemon serves`);
     this.live.delete(at);
     this.save();
-    await live.mount.close();
+    await this.close(live);
   }
 
   list(): MountView[] {
@@ -84,14 +83,23 @@ export class FsMounts implements MountService {
     return null;
   }
 
-  /** Serves what the record lists; what cannot be mounted any more is logged and dropped from it. */
-  restore(): void {
+  /**
+   * Serves what the record lists; what cannot be mounted any more is logged
+   * and dropped from it. Binds of a mount (CSI publishes) died with the
+   * earlier daemon's connection too: they are made again, with their
+   * read-only flags, from the new mount.
+   */
+  async restore(): Promise<void> {
     for (const view of this.load()) {
       try {
-        // A mount an earlier daemon left is dead (ENOTCONN) and must go before anything looks at it.
+        // What an earlier daemon left is dead (ENOTCONN) and must go before anything looks at it.
+        const binds = readMountTable().filter((m) => m.fsType === 'fuse.cowfs' && m.source === `cowfs:${view.source}` && m.mountPoint !== view.dir);
+        for (const b of [...binds].reverse()) detach(b.mountPoint);
         if (isMountPoint(view.dir)) detach(view.dir);
         if (!this.pool.has(view.source)) fail('ENOENT', `'${view.source}' no longer exists`);
         this.start(view, this.pool.stat(view.source).id);
+        for (const b of binds) await bindMount(view.dir, b.mountPoint, b.readOnly);
+        if (binds.length > 0) this.log.warn({ source: view.source, binds: binds.map((b) => b.mountPoint) }, 'binds of a cowfs mount made again');
       } catch (err) {
         this.log.error({ err, source: view.source, dir: view.dir }, 'could not serve a recorded cowfs mount again');
       }
@@ -103,7 +111,22 @@ export class FsMounts implements MountService {
   async closeAll(): Promise<void> {
     const all = [...this.live.values()];
     this.live.clear();
-    await Promise.all(all.map((l) => l.mount.close()));
+    await Promise.all(all.map((l) => this.close(l)));
+  }
+
+  /**
+   * Unmounts; binds of the mount (CSI publishes) would keep its connection
+   * open for as long as they live, so then the connection is aborted too:
+   * the binds fail (ENOTCONN) until a daemon serves the mount again and
+   * restore() binds them afresh. (unmount refuses to get here with binds:
+   * CSI unpublishes first.)
+   */
+  private async close(l: Live): Promise<void> {
+    const binds = readMountTable().filter((m) => m.fsType === 'fuse.cowfs' && m.source === `cowfs:${l.view.source}` && m.mountPoint !== l.view.dir);
+    const connection = binds.length > 0 ? fuseConnectionOf(l.view.dir) : -1;
+    const closed = l.mount.close();
+    if (connection >= 0 && abortFuseConnection(connection)) this.log.warn({ dir: l.view.dir, binds: binds.map((b) => b.mountPoint) }, 'cut a cowfs connection its binds held');
+    await closed;
   }
 
   private start(view: MountView, volumeId: number): void {

@@ -327,7 +327,7 @@ async function keepConnection(p: Parts): Promise<void> {
 async function startServices(p: Parts, previousMount: string | null): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
   await keepConnection(p);
-  p.mounts.restore();
+  await p.mounts.restore();
   await startMetrics(p);
   const csiOpts = p.opts.csi;
   if (csiOpts) {
@@ -342,6 +342,7 @@ async function startServices(p: Parts, previousMount: string | null): Promise<vo
       hostFree: () => hostFreeBytes(p.opts.poolDir),
       log: p.log,
       observe: p.metrics === null ? undefined : p.metrics.observeCsi.bind(p.metrics),
+      mounts: p.mounts,
     };
     p.csi = await startCsiServer(ctx, csiOpts.endpoint, () => p.ready);
     // After a takeover the kernel kept every loop device and mount working: nothing to repair.

@@ -52,6 +52,20 @@ const SEEK_HOLE = 4;
 /** What a directory reports as its size, as ext4's one-block directories do. */
 const DIR_SIZE = 4096;
 
+/** A filesystem volume (or snapshot) the daemon serves as a cowfs mount. */
+export interface MountView {
+  source: string;
+  dir: string;
+  readOnly: boolean;
+}
+
+/** The daemon's cowfs mounts (src/daemon/fs-mounts.ts), as the admin operations and CSI ask for them. */
+export interface MountService {
+  mount(source: string, dir: string, readOnly: boolean): Promise<MountView>;
+  unmount(dir: string): Promise<void>;
+  list(): MountView[];
+}
+
 export interface CowfsMountOptions {
   readOnly?: boolean;
   /** FUSE threads for this mount. */
