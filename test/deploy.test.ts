@@ -5,6 +5,7 @@
  * sidecars and kubelet use, the flags `cowvol serve` takes, the service
  * account the RBAC binds.
  */
+import { usageOf } from '../src/csi/capabilities.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -98,6 +99,12 @@ t.test('the manifests agree with the driver and with each other', async (t) => {
     t.equal(c.allowVolumeExpansion, true, `${c.metadata.name}: expandable`);
   }
   t.ok(classes.some((c) => c.metadata.name.includes('block')), 'a class for block claims');
+  // Every fstype a class names is one CreateVolume accepts.
+  for (const c of classes) {
+    const fsType = (c as Manifest & { parameters?: Record<string, string> }).parameters?.['csi.storage.k8s.io/fstype'];
+    if (fsType !== undefined) t.doesNotThrow(() => usageOf({ accessType: 'mount', mount: { fsType, mountFlags: [], volumeMountGroup: '' }, accessMode: { mode: 'SINGLE_NODE_WRITER' } }), `${c.metadata.name}: fstype ${fsType} is accepted`);
+  }
+  t.ok(classes.some((c) => (c as Manifest & { parameters?: Record<string, string> }).parameters?.['csi.storage.k8s.io/fstype'] === 'cowfs'), 'a class for cowfs claims');
   for (const kind of ['VolumeSnapshotClass', 'VolumeGroupSnapshotClass']) {
     const c = find(kind)[0] as (Manifest & { driver: string }) | undefined;
     t.equal(c?.driver, DEFAULT_DRIVER_NAME, `${kind} names the driver`);
