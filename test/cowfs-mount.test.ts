@@ -170,6 +170,11 @@ t.test('bad requests get one clear line and change nothing', async (t) => {
   const d = await Daemon.start(pool, mount);
   t.equal(cli(pool, 'volume', 'create', 'blk', '--size', '16M').status, 0);
   t.equal(cli(pool, 'volume', 'create', 'fsv', '--size', '16M', '--kind', 'fs').status, 0);
+  const first = path.join(dir, 'first');
+  fs.mkdirSync(first);
+  fs.mkdirSync(path.join(dir, 'second'));
+  t.teardown(() => tidy(first));
+  t.equal(cli(pool, 'mount', 'fsv', first).status, 0);
   const cases: [string[], RegExp][] = [
     [['volume', 'create', 'k', '--size', '16M', '--kind', 'zfs'], /invalid volume kind 'zfs'/],
     [['mount', 'blk', dir], /'blk' is a block volume/],
@@ -177,6 +182,7 @@ t.test('bad requests get one clear line and change nothing', async (t) => {
     [['mount', 'fsv', path.join(dir, 'missing')], /does not exist/],
     [['mount', 'fsv', path.join(mount, 'block')], /which this daemon serves/],
     [['unmount', dir], /not a cowfs mount/],
+    [['mount', 'fsv', path.join(dir, 'second')], /already mounted at .*bind-mount/],
     [['export', 'fsv', path.join(dir, 'img')], /is a filesystem volume: images are of block volumes/],
   ];
   for (const [args, message] of cases) {
@@ -185,7 +191,8 @@ t.test('bad requests get one clear line and change nothing', async (t) => {
     t.match(r.stderr, message);
     t.equal(r.stderr.trim().split('\n').length, 1, 'in one line');
   }
-  t.same(JSON.parse(cli(pool, 'mounts', '--json').stdout), [], 'nothing got mounted');
+  t.same(JSON.parse(cli(pool, 'mounts', '--json').stdout), [{ source: 'fsv', dir: first, readOnly: false }], 'nothing more got mounted');
+  t.equal(cli(pool, 'unmount', first).status, 0);
   t.notOk(fs.existsSync(path.join(dir, 'img')), 'nothing got exported');
   await d.stop();
 });
