@@ -53,14 +53,15 @@ export class FsMounts implements MountService {
     const at = path.resolve(dir);
     if (this.live.has(at)) fail('EBUSY', `${at} is already a cowfs mount of '${this.live.get(at)?.view.source}'`);
     this.refuseOwnPath(at);
-    // One mount per volume: its open files (which keep unlinked files alive) are counted per mount. Share it with a bind.
-    const other = [...this.live.values()].find((l) => l.volumeId === v.id);
-    if (other !== undefined) fail('EBUSY', `'${v.name}' is already mounted at ${other.view.dir}: bind-mount that directory to share it`);
     // Asynchronous: the directory may be a bind of one of our own mounts, which only this thread answers.
     const st = await fs.promises.stat(at).catch(() => null);
     if (st === null) fail('ENOENT', `${at} does not exist: make the directory first`);
     if (!st.isDirectory()) fail('ENOTDIR', `${at} is not a directory`);
+    // Again: another mount may have been made while the stat was away.
     if (this.live.has(at)) fail('EBUSY', `${at} is already a cowfs mount of '${this.live.get(at)?.view.source}'`);
+    // One mount per volume: its open files (which keep unlinked files alive) are counted per mount. Share it with a bind.
+    const other = [...this.live.values()].find((l) => l.volumeId === v.id);
+    if (other !== undefined) fail('EBUSY', `'${v.name}' is already mounted at ${other.view.dir}: bind-mount that directory to share it`);
     const view: MountView = { source: v.name, dir: at, readOnly: readOnly || v.readOnly };
     this.start(view, v.id);
     this.save();
