@@ -196,3 +196,42 @@ t.test('bad requests get one clear line and change nothing', async (t) => {
   t.notOk(fs.existsSync(path.join(dir, 'img')), 'nothing got exported');
   await d.stop();
 });
+
+t.test('copy_file_range inside a volume shares whole chunks (a reflink) and a write separates them', async (t) => {
+  const { dir, pool, mount } = scratchPool(t, 'cowfs-reflink');
+  const d = await Daemon.start(pool, mount);
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => tidy(live));
+  t.equal(cli(pool, 'volume', 'create', 'r', '--size', '256M', '--kind', 'fs').status, 0);
+  t.equal(cli(pool, 'mount', 'r', live).status, 0);
+  const used = (): number => (JSON.parse(cli(pool, 'pool', 'show', '--json').stdout) as { usedBytes: number }).usedBytes;
+  const src = path.join(live, 'src');
+  const dst = path.join(live, 'dst');
+  fs.writeFileSync(src, Buffer.alloc(8 << 20, 0x5a));
+  fs.appendFileSync(src, 'an unaligned tail');
+  const before = used();
+  const copied = py(`
+import os
+a = os.open(${JSON.stringify(src)}, os.O_RDONLY)
+b = os.open(${JSON.stringify(dst)}, os.O_WRONLY | os.O_CREAT, 0o644)
+n = 0
+while True:
+    k = os.copy_file_range(a, b, 1 << 30)
+    if k == 0:
+        break
+    n += k
+print(n)
+`);
+  t.equal(copied.status, 0, copied.stderr);
+  t.equal(Number(copied.stdout), (8 << 20) + 17, 'every byte copied');
+  t.ok(fs.readFileSync(dst).equals(fs.readFileSync(src)), 'the copy reads as the source');
+  t.ok(used() - before <= 64 << 10, `the pool used ${used() - before} more bytes for an 8 MiB copy: only the tail's chunk`);
+  fs.writeFileSync(dst, 'changed', { flag: 'r+' });
+  t.equal(fs.readFileSync(src).subarray(0, 7).toString(), 'ZZZZZZZ', 'a write to the copy leaves the source alone');
+  t.equal(fs.readFileSync(dst).subarray(0, 7).toString(), 'changed');
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, check.stdout);
+  await d.stop();
+});

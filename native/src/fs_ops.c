@@ -48,6 +48,7 @@ enum {
   FS_CREATE = 42,
   FS_FALLOCATE = 43,
   FS_LSEEK = 44,
+  FS_COPY_FILE_RANGE = 45,
 };
 
 static const double ATTR_SECONDS = 1.0;
@@ -405,6 +406,19 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
   else fuse_reply_lseek(req, (off_t)r.r[0]);
 }
 
+/* Between files of this mount, so of one volume: JavaScript shares whole chunks (a reflink) and copies the rest. */
+static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags) {
+  (void)fi_in;
+  (void)fi_out;
+  int64_t v[5] = {off_in, (int64_t)ino_out, off_out, (int64_t)len, flags};
+  request r = make(req, FS_COPY_FILE_RANGE, ino_in);
+  r.data = (const char *)v;
+  r.len = sizeof(v);
+  int err = session_ask_js(of(req), &r);
+  if (err) fuse_reply_err(req, err);
+  else fuse_reply_write(req, (size_t)r.r[0]);
+}
+
 static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   (void)userdata;
   conn->max_write = 1 << 20;
@@ -444,5 +458,6 @@ const struct fuse_lowlevel_ops cowfs_ops = {
     .create = fs_create,
     .fallocate = fs_fallocate,
     .lseek = fs_lseek,
+    .copy_file_range = fs_copy_file_range,
 };
 const size_t cowfs_ops_size = sizeof(cowfs_ops);

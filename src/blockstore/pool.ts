@@ -683,6 +683,46 @@ export class Pool {
     this.maybeCommit();
   }
 
+  /**
+   * Maps chunk indices [to, to + count) of a filesystem volume to the chunks
+   * [from, from + count) map, sharing them (a reflink: no data moves; a
+   * write to either side then breaks the share). Unmapped sources unmap
+   * their destination. The ranges must not overlap. Refused whole (ENOSPC)
+   * when the volume would map more than its size.
+   */
+  shareChunks(ref: VolumeRef, from: number, to: number, count: number): void {
+    this.mutable();
+    const v = this.volume(ref);
+    if (v.fs === null) fail('EINVAL', `'${v.name}' is not a filesystem volume`);
+    if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
+    const valid = (n: number): boolean => Number.isSafeInteger(n) && n >= 0;
+    if (!valid(from) || !valid(to) || !valid(count) || Math.max(from, to) + count > FS_SPACE_CHUNKS) fail('EINVAL', `invalid chunk ranges ${from}, ${to} +${count}`);
+    if (from < to + count && to < from + count) fail('EINVAL', `chunk ranges ${from} and ${to} of ${count} overlap`);
+    let grows = 0;
+    for (let i = 0; i < count; i++) if (this.trees.get(v.tree, from + i) !== 0 && this.trees.get(v.tree, to + i) === 0) grows++;
+    if ((v.mapped + grows) * this.chunkSize > v.size) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
+    for (let i = 0; i < count; i++) this.shareOne(v, from + i, to + i);
+    this.maybeCommit();
+  }
+
+  private shareOne(v: Volume, from: number, to: number): void {
+    const chunk = this.trees.get(v.tree, from);
+    const old = this.trees.get(v.tree, to);
+    if (chunk === old) return;
+    if (chunk === 0) return this.unmap(v, to);
+    // Neither side may be written in place any more: the frontend and the cache forget both.
+    for (const index of [from, to]) {
+      this.listener?.dropChunk(v.id, index);
+      this.xlate.delete(this.xlateKey(v, index));
+    }
+    this.data.inc(chunk);
+    this.trees.set(v.tree, PageKind.MAP, to, chunk);
+    if (old !== 0) this.releaseChunk(old);
+    else v.mapped++;
+    this.catalog.touch(v);
+    this.markChanged();
+  }
+
   /** Unmaps whole chunks in the range and zeroes partial ones; the range reads as zeros. */
   discard(ref: VolumeRef, offset: number, length: number): void {
     this.mutable();

@@ -69,6 +69,69 @@ export class FileData {
     }
   }
 
+  /**
+   * Copies `length` bytes from src at `from` to dst at `to` (the two may be
+   * one inode; the ranges do not overlap). Where both offsets sit at the
+   * same place in a chunk, whole chunks are shared, not copied: a reflink,
+   * which a write to either file then breaks. The edges are copied.
+   */
+  copy(src: Inode, from: number, dst: Inode, to: number, length: number): void {
+    const cs = this.cs;
+    let head = length;
+    if ((from - to) % cs === 0) head = Math.min(length, (cs - (to % cs)) % cs);
+    const whole = Math.floor((length - head) / cs);
+    this.copyBytes(src, from, dst, to, head);
+    if (whole > 0) this.shareWhole(src, (from + head) / cs, dst, (to + head) / cs, whole);
+    const done = head + whole * cs;
+    this.copyBytes(src, from + done, dst, to + done, length - done);
+  }
+
+  /** Shares `count` whole chunks of src from its chunk `srcFirst` to dst's chunk `first`, in runs the regions keep contiguous. */
+  private shareWhole(src: Inode, srcFirst: number, dst: Inode, first: number, count: number): void {
+    let run: { from: number; to: number; n: number } | null = null;
+    const flush = (): void => {
+      if (run === null) return;
+      const before = this.mappedIn(run.to, run.to + run.n);
+      this.tree.pool.shareChunks(this.tree.volume, run.from, run.to, run.n);
+      dst.chunks += this.mappedIn(run.to, run.to + run.n) - before;
+      run = null;
+    };
+    for (let i = 0; i < count; i++) {
+      const s = regionOf(srcFirst + i);
+      const sBase = this.base(src.ino, s.k);
+      const d = regionOf(first + i);
+      const dBase = this.base(dst.ino, d.k) ?? (sBase === null ? null : this.allocate(dst.ino, d.k));
+      if (dBase === null) continue; // a hole onto a hole
+      const from = sBase === null ? -1 : sBase + s.within;
+      const to = dBase + d.within;
+      if (from < 0) {
+        flush();
+        // The source holds nothing here: the destination must read zeros.
+        if (this.mappedIn(to, to + 1) === 1) {
+          this.tree.pool.discard(this.tree.volume, to * this.cs, this.cs);
+          dst.chunks--;
+        }
+        continue;
+      }
+      if (run !== null && run.from + run.n === from && run.to + run.n === to) run.n++;
+      else {
+        flush();
+        run = { from, to, n: 1 };
+      }
+    }
+    flush();
+  }
+
+  private copyBytes(src: Inode, from: number, dst: Inode, to: number, length: number): void {
+    const piece = 1 << 20;
+    for (let done = 0; done < length; done += piece) {
+      const n = Math.min(piece, length - done);
+      const data = this.read(src, from + done, n);
+      // Past src's end reads nothing: the rest is zeros, as a copy of a hole.
+      this.write(dst, to + done, data.length === n ? data : Buffer.concat([data, Buffer.alloc(n - data.length)]));
+    }
+  }
+
   /** Frees the regions that lie wholly at or past `size` bytes (the rest of the tail was discarded by the caller). */
   dropRegionsFrom(inode: Inode, size: number): void {
     const firstChunk = Math.ceil(size / this.cs);

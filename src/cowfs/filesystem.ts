@@ -357,6 +357,34 @@ export class Filesystem {
     });
   }
 
+  /**
+   * copy_file_range between files of this volume: chunk-aligned parts are
+   * shared, not copied (a reflink), the rest copied. Copies up to the
+   * source's end and returns how many bytes; overlapping ranges of one file
+   * are EINVAL, as on Linux.
+   */
+  copyFileRange(inIno: number, inOff: number, outIno: number, outOff: number, length: number): number {
+    return this.pool.atomically(() => {
+      const src = this.tree.inode(inIno);
+      const dst = inIno === outIno ? src : this.tree.inode(outIno);
+      for (const i of [src, dst]) if (!isReg(i)) fail(isDir(i) ? 'EISDIR' : 'EINVAL', `inode ${i.ino} is not a regular file`);
+      checkRange(inOff, length);
+      checkRange(outOff, length);
+      const n = Math.max(0, Math.min(length, src.size - inOff));
+      if (n === 0) return 0;
+      if (outOff + n > MAX_FILE_BYTES) fail('EFBIG', `a file ends at ${MAX_FILE_BYTES} bytes`);
+      if (inIno === outIno && inOff < outOff + n && outOff < inOff + n) fail('EINVAL', 'the ranges overlap in one file');
+      if (outOff > dst.size) this.data.discard(dst, dst.size, outOff);
+      this.data.copy(src, inOff, dst, outOff, n);
+      const t = now();
+      dst.size = Math.max(dst.size, outOff + n);
+      dst.mtime = t;
+      dst.ctime = t;
+      this.tree.saveInode(dst);
+      return n;
+    });
+  }
+
   /** fsync/fdatasync of a file, fsync of a directory: everything this volume did so far is durable. */
   flush(): Promise<void> {
     return this.pool.flushAsync(this.tree.volume);

@@ -43,6 +43,7 @@ export const FsOp = {
   CREATE: 42,
   FALLOCATE: 43,
   LSEEK: 44,
+  COPY_FILE_RANGE: 45,
 } as const;
 
 /** FUSE_SET_ATTR_* bits (fuse_lowlevel.h). */
@@ -194,6 +195,12 @@ export class CowfsMount {
       case FsOp.FALLOCATE:
         fs.fallocate(req.ino, n0, n1, n2);
         return [undefined, undefined];
+      case FsOp.COPY_FILE_RANGE: {
+        // Packed by fs_ops.c: off_in, ino_out, off_out, len, flags (none are defined; the kernel refuses others).
+        const b = req.data ?? Buffer.alloc(40);
+        const v = (i: number): number => Number(b.readBigInt64LE(8 * i));
+        return [undefined, [fs.copyFileRange(req.ino, v(0), v(1), v(2), v(3))]];
+      }
       case FsOp.LSEEK:
         return [undefined, [fs.seek(req.ino, n0, n1 === SEEK_DATA ? true : n1 === SEEK_HOLE ? false : invalidWhence(n1))]];
       default:

@@ -30,6 +30,7 @@ export type FsOp =
   | { op: 'write'; path: string[]; offset: number; length: number; byte: number }
   | { op: 'truncate'; path: string[]; size: number }
   | { op: 'punch'; path: string[]; offset: number; length: number }
+  | { op: 'copy'; path: string[]; offset: number; path2: string[]; offset2: number; length: number }
   | { op: 'setxattr'; path: string[]; name: string; value: string }
   | { op: 'removexattr'; path: string[]; name: string };
 
@@ -129,6 +130,18 @@ export class FsModel {
         n.data.fill(0, Math.min(o.offset, n.data.length), Math.min(o.offset + o.length, n.data.length));
         return null;
       }
+      case 'copy': {
+        const src = this.at(o.path) as MNode;
+        const dst = this.at(o.path2) as MNode;
+        const n = Math.max(0, Math.min(o.length, src.data.length - o.offset));
+        if (n === 0) return null;
+        if (src === dst && o.offset < o.offset2 + n && o.offset2 < o.offset + n) return 'EINVAL';
+        const bytes = Buffer.from(src.data.subarray(o.offset, o.offset + n));
+        const end = o.offset2 + n;
+        if (end > dst.data.length) dst.data = Buffer.concat([dst.data, Buffer.alloc(end - dst.data.length)]);
+        bytes.copy(dst.data, o.offset2);
+        return null;
+      }
       case 'setxattr':
         (this.at(o.path) as MNode).xattrs.set(o.name, o.value);
         return null;
@@ -208,6 +221,12 @@ export function nextFsOp(rng: Prng, m: FsModel, chunkSize: number): FsOp {
   if (r < 78) return { op: 'write', path, offset: rng.int(span), length: 1 + rng.int(rng.chance(0.3) ? chunkSize * 20 : 3000), byte: 1 + rng.int(250) };
   if (r < 86) return { op: 'truncate', path, size: rng.int(span) };
   if (r < 92) return { op: 'punch', path, offset: rng.int(span), length: 1 + rng.int(chunkSize * 8) };
+  if (r < 95) {
+    // Mostly chunk-aligned, so whole chunks are shared (and later writes break the share).
+    const aligned = rng.chance(0.7);
+    const at = (n: number): number => (aligned ? rng.int(Math.floor(n / chunkSize)) * chunkSize : rng.int(n));
+    return { op: 'copy', path, offset: at(span / 2), path2: rng.pick(files), offset2: at(span), length: aligned ? chunkSize * (1 + rng.int(40)) : 1 + rng.int(chunkSize * 10) };
+  }
   if (r < 97) return { op: 'setxattr', path: rng.pick(nonRoot.length > 0 ? nonRoot : [path]), name: `user.${rng.pick(NAMES.slice(0, 4))}`, value: 'v'.repeat(rng.int(400)) };
   return { op: 'removexattr', path, name: `user.${rng.pick(NAMES.slice(0, 4))}` };
 }
@@ -254,6 +273,9 @@ export function applyToFs(fs: Filesystem, o: FsOp): string | null {
         break;
       case 'punch':
         fs.fallocate(ino(fs, o.path), 1 | 2, o.offset, o.length);
+        break;
+      case 'copy':
+        fs.copyFileRange(ino(fs, o.path), o.offset, ino(fs, o.path2), o.offset2, o.length);
         break;
       case 'setxattr':
         fs.setxattr(ino(fs, o.path), b(o.name), b(o.value), 0);
