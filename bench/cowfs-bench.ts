@@ -1,8 +1,9 @@
 /**
  * The cowfs bench (`npm run bench:cowfs`, issue 11): a filesystem volume
- * served as cowfs, against the host's own directory and against ext4 on a
- * loop device (direct I/O) over a cowvol block volume, in one run on the
- * same disk.
+ * served as cowfs, against the host's own directory, ext4 on a loop device
+ * (direct I/O) over a cowvol block volume, and a minimal C FUSE passthrough
+ * filesystem over a host directory (bench/reference/passthrough-fs.c, built
+ * here: the FUSE ceiling), in one run on the same disk.
  *
  * Jobs:
  * - metadata: one Python process creates FILES files of 4 KiB in 200
@@ -17,9 +18,9 @@
  *   node dist/bench/cowfs-bench.js [--quick] [--dir DIR] [--files N] [--runtime SECONDS]
  *
  * Prints each result with ratios and writes bench/results/cowfs-bench.json.
- * Not here yet: the C FUSE passthrough filesystem reference, and pgbench.
+ * Not here yet: pgbench.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,6 +28,7 @@ import path from 'node:path';
 import { PoolDir } from '../src/blockstore/pool-dir.js';
 import { makeFs, mountFs, unmount } from '../src/host/filesystem.js';
 import { attachLoop, detachLoop } from '../src/host/loop.js';
+import { isMountPoint } from '../src/host/mounts.js';
 import { startDaemon } from './daemon.js';
 import { flag, quick, repo } from './args.js';
 
@@ -36,7 +38,8 @@ const files = Number(flag('--files') ?? (quick ? 2000 : 20000));
 const snapFiles = quick ? 10000 : 100000;
 const runtime = Number(flag('--runtime') ?? (quick ? 3 : 10));
 
-type Target = 'host' | 'cowfs' | 'ext4/cowvol';
+type Target = 'host' | 'cowfs' | 'ext4/cowvol' | 'C passthrough';
+const TARGETS: Target[] = ['host', 'C passthrough', 'cowfs', 'ext4/cowvol'];
 
 function run(cmd: string, argv: string[]): string {
   const r = spawnSync(cmd, argv, { encoding: 'utf8', maxBuffer: 64 << 20, cwd: os.tmpdir() });
@@ -122,7 +125,9 @@ function populate(dir: string, n: number): void {
 async function main(): Promise<void> {
   const pool = path.join(base, 'pool');
   const mount = path.join(base, 'mnt');
-  const dirs: Record<Target, string> = { host: path.join(base, 'host'), cowfs: path.join(base, 'cowfs'), 'ext4/cowvol': path.join(base, 'ext4') };
+  const dirs: Record<Target, string> = { host: path.join(base, 'host'), cowfs: path.join(base, 'cowfs'), 'ext4/cowvol': path.join(base, 'ext4'), 'C passthrough': path.join(base, 'passthrough') };
+  const under = path.join(base, 'passthrough-backing');
+  fs.mkdirSync(under);
   for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true });
   const small = path.join(base, 'small');
   const many = path.join(base, 'many');
@@ -131,6 +136,7 @@ async function main(): Promise<void> {
   cowvol(pool, 'pool', 'init');
   let daemon = await startDaemon(bin, pool, mount, ['--metrics-address', 'none']);
   let loop = '';
+  const reference = startReference(dirs['C passthrough'], under);
   const meta: Partial<Record<Target, number[]>> = {};
   const data = new Map<string, Partial<Record<Target, number>>>();
   try {
@@ -140,7 +146,8 @@ async function main(): Promise<void> {
     loop = await attachLoop(path.join(mount, 'block', 'blk'), false);
     await makeFs(loop, 'ext4');
     await mountFs(loop, dirs['ext4/cowvol'], 'ext4', [], false);
-    for (const target of ['host', 'cowfs', 'ext4/cowvol'] as Target[]) {
+    await waitForMount(dirs['C passthrough']);
+    for (const target of TARGETS) {
       meta[target] = metadata(dirs[target]);
       process.stderr.write(`metadata ${target}: ${meta[target]?.map((s) => s.toFixed(2)).join(' / ')} s\n`);
       for (const [name, extra] of FIO_JOBS) {
@@ -161,6 +168,8 @@ async function main(): Promise<void> {
     cowvol(pool, 'unmount', many);
     cowvol(pool, 'unmount', dirs.cowfs);
   } finally {
+    await unmount(dirs['C passthrough'], false).catch(() => undefined);
+    reference.kill('SIGTERM');
     await unmount(dirs['ext4/cowvol'], false).catch(() => undefined);
     if (loop !== '') await detachLoop(loop).catch(() => undefined);
     daemon.kill('SIGTERM');
@@ -174,6 +183,19 @@ async function main(): Promise<void> {
   if (flag('--dir') === undefined) fs.rmSync(base, { recursive: true, force: true });
 }
 
+/** The C passthrough filesystem over `under`, built from bench/reference/ with the machine's libfuse3. */
+function startReference(at: string, under: string): ChildProcess {
+  const exe = path.join(base, 'passthrough-fs');
+  run('gcc', ['-O2', '-o', exe, path.join(repo, 'bench', 'reference', 'passthrough-fs.c'), ...run('pkg-config', ['--cflags', '--libs', 'fuse3']).trim().split(/\s+/)]);
+  return spawn(exe, [at, under], { stdio: 'ignore' });
+}
+
+/** A bench may poll: it measures, it asserts nothing. */
+async function waitForMount(at: string): Promise<void> {
+  for (let i = 0; i < 500 && !isMountPoint(at); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!isMountPoint(at)) throw new Error(`${at} was never mounted`);
+}
+
 function report(meta: Partial<Record<Target, number[]>>, data: Map<string, Partial<Record<Target, number>>>, snaps: { small: number; many: number }): void {
   const lines: string[] = [];
   const phases = ['create+sync', 'stat', 'unlink'];
@@ -182,12 +204,13 @@ function report(meta: Partial<Record<Target, number[]>>, data: Map<string, Parti
     const c = meta.cowfs?.[i] ?? NaN;
     const h = meta.host?.[i] ?? NaN;
     const e = meta['ext4/cowvol']?.[i] ?? NaN;
-    lines.push(`  ${p.padEnd(12)} cowfs ${c.toFixed(2)}  host ${h.toFixed(2)} (${(h / c).toFixed(2)}x)  ext4/cowvol ${e.toFixed(2)} (${(e / c).toFixed(2)}x)`);
+    const r = meta['C passthrough']?.[i] ?? NaN;
+    lines.push(`  ${p.padEnd(12)} cowfs ${c.toFixed(2)}  C passthrough ${r.toFixed(2)} (${(r / c).toFixed(2)}x, goal 1.0)  host ${h.toFixed(2)} (${(h / c).toFixed(2)}x)  ext4/cowvol ${e.toFixed(2)} (${(e / c).toFixed(2)}x)`);
   });
   lines.push('data (IOPS; ratio = cowfs / other)');
   for (const [name, row] of data) {
     const c = row.cowfs ?? NaN;
-    lines.push(`  ${name.padEnd(22)} cowfs ${Math.round(c)}  host ${Math.round(row.host ?? NaN)} (${(c / (row.host ?? NaN)).toFixed(2)}x)  ext4/cowvol ${Math.round(row['ext4/cowvol'] ?? NaN)} (${(c / (row['ext4/cowvol'] ?? NaN)).toFixed(2)}x, goal 0.9)`);
+    lines.push(`  ${name.padEnd(22)} cowfs ${Math.round(c)}  C passthrough ${Math.round(row['C passthrough'] ?? NaN)} (${(c / (row['C passthrough'] ?? NaN)).toFixed(2)}x)  host ${Math.round(row.host ?? NaN)} (${(c / (row.host ?? NaN)).toFixed(2)}x)  ext4/cowvol ${Math.round(row['ext4/cowvol'] ?? NaN)} (${(c / (row['ext4/cowvol'] ?? NaN)).toFixed(2)}x, goal 0.9)`);
   }
   lines.push(`snapshot of a cowfs volume: 10 files ${snaps.small.toFixed(2)} ms, ${snapFiles} files ${snaps.many.toFixed(2)} ms (medians of 11; goal: the same, under 10 ms)`);
   process.stdout.write(`${lines.join('\n')}\n`);
