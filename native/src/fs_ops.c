@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 
 enum {
   FS_LOOKUP = 20,
@@ -344,21 +343,7 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
   request r = make(req, FS_STATFS, ino);
-  int err = session_ask_js(of(req), &r);
-  if (err) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  struct statvfs st;
-  memset(&st, 0, sizeof(st));
-  st.f_bsize = st.f_frsize = (unsigned long)r.r[5];
-  st.f_blocks = (fsblkcnt_t)r.r[0];
-  st.f_bfree = (fsblkcnt_t)r.r[1];
-  st.f_bavail = (fsblkcnt_t)r.r[2];
-  st.f_files = (fsfilcnt_t)r.r[3];
-  st.f_ffree = st.f_favail = (fsfilcnt_t)r.r[4];
-  st.f_namemax = 255;
-  fuse_reply_statfs(req, &st);
+  session_reply_statfs(req, &r);
 }
 
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {

@@ -350,23 +350,27 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
   else fuse_reply_lseek(req, (off_t)r.r[0]);
 }
 
-static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
-  request r = {.op = OP_STATFS, .ino = ino};
-  int err = session_ask_js(of(req), &r);
+void session_reply_statfs(fuse_req_t req, request *r) {
+  int err = session_ask_js(of(req), r);
   if (err) {
     fuse_reply_err(req, err);
     return;
   }
   struct statvfs st;
   memset(&st, 0, sizeof(st));
-  st.f_bsize = st.f_frsize = (unsigned long)r.r[5];
-  st.f_blocks = (fsblkcnt_t)r.r[0];
-  st.f_bfree = (fsblkcnt_t)r.r[1];
-  st.f_bavail = (fsblkcnt_t)r.r[2];
-  st.f_files = (fsfilcnt_t)r.r[3];
-  st.f_ffree = (fsfilcnt_t)r.r[4];
+  st.f_bsize = st.f_frsize = (unsigned long)r->r[5];
+  st.f_blocks = (fsblkcnt_t)r->r[0];
+  st.f_bfree = (fsblkcnt_t)r->r[1];
+  st.f_bavail = (fsblkcnt_t)r->r[2];
+  st.f_files = (fsfilcnt_t)r->r[3];
+  st.f_ffree = st.f_favail = (fsfilcnt_t)r->r[4];
   st.f_namemax = 255;
   fuse_reply_statfs(req, &st);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  request r = {.op = OP_STATFS, .ino = ino};
+  session_reply_statfs(req, &r);
 }
 
 static const struct fuse_lowlevel_ops ops = {

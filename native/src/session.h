@@ -67,6 +67,9 @@ typedef struct session {
 /* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */
 int session_ask_js(session *s, request *r);
 
+/* Asks, then answers statfs from r[0..5]: blocks, free, available, files, free files, block size. */
+void session_reply_statfs(fuse_req_t req, request *r);
+
 /* The lowlevel operations of a cowfs mount (fs_ops.c). */
 extern const struct fuse_lowlevel_ops cowfs_ops;
 extern const size_t cowfs_ops_size;

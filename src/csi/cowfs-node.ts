@@ -17,7 +17,7 @@ import { bindMount, unmount } from '../host/filesystem.js';
 import { type MountEntry, readMountTable } from '../host/mount-table.js';
 import type { MountService } from '../fuse/cowfs-mount.js';
 import { type Usage, isReaderOnly, publishRefusal } from './capabilities.js';
-import { type DriverContext, poolCondition } from './driver.js';
+import { type DriverContext, filesystemUsage, poolCondition } from './driver.js';
 import type { VolumeCondition } from './proto.js';
 import { CsiError, csiFail, status } from './status.js';
 
@@ -86,15 +86,7 @@ export class CowfsNode {
   async stats(v: VolumeView, where: string): Promise<{ usage: object[]; volumeCondition: VolumeCondition }> {
     const mounted = mountsOf(v.name).some((m) => m.mountPoint === where);
     const condition = poolCondition(this.ctx, v) ?? (mounted ? { abnormal: false, message: 'healthy' } : { abnormal: true, message: `volume '${v.name}' is not mounted at ${where}` });
-    if (!mounted) return { usage: [], volumeCondition: condition };
-    const st = await fsp.statfs(where);
-    return {
-      usage: [
-        { unit: 'BYTES', total: st.blocks * st.bsize, available: st.bavail * st.bsize, used: (st.blocks - st.bfree) * st.bsize },
-        { unit: 'INODES', total: st.files, available: st.ffree, used: st.files - st.ffree },
-      ],
-      volumeCondition: condition,
-    };
+    return { usage: mounted ? await filesystemUsage(where) : [], volumeCondition: condition };
   }
 
   /** Whether the volume is staged here (expansion needs that, and nothing else on the node). */

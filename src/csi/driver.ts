@@ -2,6 +2,7 @@
  * What the CSI services share: the open pool and its block files, who this
  * node is, the path policy, and the per-volume serialization of calls.
  */
+import fsp from 'node:fs/promises';
 import type { MountService } from '../fuse/cowfs-mount.js';
 import { fail } from '../errors.js';
 import type { VolumeView, Volumes } from '../volumes/volumes.js';
@@ -108,3 +109,12 @@ export function socketPathOf(endpoint: string): string {
   return m[1];
 }
 
+
+/** NodeGetVolumeStats' usage of a mounted filesystem: bytes and inodes from statfs (asynchronous: it may be our own mount). */
+export async function filesystemUsage(where: string): Promise<object[]> {
+  const st = await fsp.statfs(where);
+  return [
+    { unit: 'BYTES', total: st.blocks * st.bsize, available: st.bavail * st.bsize, used: (st.blocks - st.bfree) * st.bsize },
+    { unit: 'INODES', total: st.files, available: st.ffree, used: st.files - st.ffree },
+  ];
+}

@@ -16,7 +16,7 @@ import type { VolumeView } from '../volumes/volumes.js';
 import { parseSize } from '../size.js';
 import { COWFS, isReaderOnly, publishRefusal, usageOf, type Usage } from './capabilities.js';
 import { CowfsNode } from './cowfs-node.js';
-import { type DriverContext, InFlight, LABEL, blockFile, nodeTopology, poolCondition } from './driver.js';
+import { type DriverContext, InFlight, LABEL, blockFile, filesystemUsage, nodeTopology, poolCondition } from './driver.js';
 import { type FsType, bindMount, detectFs, growExt4Offline, growFs, isFsType, makeFs, mountFs, unmount } from '../host/filesystem.js';
 import { attachLoop, detachLoop, refreshLoop } from '../host/loop.js';
 import { type VolumeState, blockStagingFile, isMountedAt, otherMounts, readNode, stagedAt, volumeState } from './node-state.js';
@@ -175,15 +175,7 @@ export class NodeService {
     if (here && here.entry.fsType === 'devtmpfs') {
       return { usage: [{ unit: 'BYTES', total: v.size, used: v.allocatedBytes, available: Math.max(0, v.size - v.allocatedBytes) }], volumeCondition: condition };
     }
-    if (!here) return { usage: [], volumeCondition: condition };
-    const st = await fsp.statfs(where);
-    return {
-      usage: [
-        { unit: 'BYTES', total: st.blocks * st.bsize, available: st.bavail * st.bsize, used: (st.blocks - st.bfree) * st.bsize },
-        { unit: 'INODES', total: st.files, available: st.ffree, used: st.files - st.ffree },
-      ],
-      volumeCondition: condition,
-    };
+    return { usage: here ? await filesystemUsage(where) : [], volumeCondition: condition };
   }
 
   /**
