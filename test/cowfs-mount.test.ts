@@ -7,13 +7,14 @@
  * clearly where the input is wrong. `cowvol check` (which checks each
  * filesystem's structure) is clean at the end of each.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
 import t from 'tap';
 
 import { readMountTable } from '../src/host/mount-table.js';
-import { Daemon, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
+import { Daemon, bin, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
 
 function mounted(dir: string): string | null {
   return readMountTable().find((m) => m.mountPoint === dir)?.source ?? null;
@@ -235,3 +236,92 @@ print(n)
   t.equal(check.status, 0, check.stdout);
   await d.stop();
 });
+
+t.test('processes creating, renaming and deleting in one directory while snapshots are taken and read', async (t) => {
+  const { dir, pool, mount } = scratchPool(t, 'cowfs-busy');
+  const d = await Daemon.start(pool, mount);
+  const live = path.join(dir, 'live');
+  const snap = path.join(dir, 'snap');
+  fs.mkdirSync(live);
+  fs.mkdirSync(snap);
+  t.teardown(() => {
+    tidy(live);
+    tidy(snap);
+  });
+  t.equal(cli(pool, 'volume', 'create', 'busy', '--size', '256M', '--kind', 'fs').status, 0);
+  t.equal(cli(pool, 'mount', 'busy', live).status, 0);
+  const shared = path.join(live, 'shared');
+  fs.mkdirSync(shared);
+  // Each writer makes f-P-I with 1000 bytes of one value, renames it to g-P-I, and removes every third.
+  const writer = (p: number): Promise<number | null> =>
+    exited(spawn('python3', ['-c', `
+import os
+d = ${JSON.stringify(shared)}
+for i in range(150):
+    f = f"{d}/f-${p}-{i}"
+    with open(f, "wb") as out:
+        out.write(bytes([(${p} * 31 + i) % 251 + 1]) * 1000)
+    os.rename(f, f"{d}/g-${p}-{i}")
+    if i % 3 == 0:
+        os.unlink(f"{d}/g-${p}-{i}")
+`]));
+  // The reader may race a rename or unlink (ENOENT), never anything else.
+  const reader = exited(spawn('python3', ['-c', `
+import os, errno
+d = ${JSON.stringify(shared)}
+for _ in range(60):
+    for name in os.listdir(d):
+        try:
+            with open(f"{d}/{name}", "rb") as f:
+                data = f.read()
+            assert len(data) in (0, 1000), (name, len(data))
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+`]));
+  const writers = [0, 1, 2, 3].map(writer);
+  const snapshots: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await cliAsync(pool, 'snapshot', 'create', `busy@s${i}`);
+    t.equal(r, 0, `snapshot ${i} taken under load`);
+    snapshots.push(`busy@s${i}`);
+  }
+  t.same(await Promise.all(writers), [0, 0, 0, 0], 'every writer finished without an error');
+  t.equal(await reader, 0, 'the reader saw whole files or none');
+  const names = fs.readdirSync(shared).sort();
+  const want = [0, 1, 2, 3].flatMap((p) => Array.from({ length: 150 }, (_, i) => i).filter((i) => i % 3 !== 0).map((i) => `g-${p}-${i}`)).sort();
+  t.same(names, want, 'exactly the files the writers left');
+  // A snapshot taken mid-way holds whole files: every g- file has its 1000 bytes of its one value.
+  t.equal(cli(pool, 'mount', 'busy@s2', snap).status, 0);
+  let bad = 0;
+  const inSnapshot = fs.readdirSync(path.join(snap, 'shared'));
+  t.ok(inSnapshot.some((n) => n.startsWith('g-')), `the snapshot holds renamed files (${inSnapshot.length} names)`);
+  for (const name of inSnapshot) {
+    const data = fs.readFileSync(path.join(snap, 'shared', name));
+    const m = /^[fg]-(\d)-(\d+)$/.exec(name);
+    const value = m ? ((Number(m[1]) * 31 + Number(m[2])) % 251) + 1 : -1;
+    if (name.startsWith('g-') && (data.length !== 1000 || data.some((b) => b !== value))) bad++;
+  }
+  t.equal(bad, 0, 'no renamed file in the snapshot is torn');
+  t.equal(cli(pool, 'unmount', snap).status, 0);
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, check.stdout);
+  await d.stop();
+});
+
+function exited(child: ChildProcess): Promise<number | null> {
+  let err = '';
+  child.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+  return new Promise((resolve) =>
+    child.once('exit', (code) => {
+      if (code !== 0) process.stderr.write(err);
+      resolve(code);
+    }),
+  );
+}
+
+/** The CLI without blocking this process: the writers run meanwhile. */
+function cliAsync(pool: string, ...args: string[]): Promise<number | null> {
+  return exited(spawn(process.execPath, [bin, ...args, '--pool', pool], { stdio: ['ignore', 'ignore', 'pipe'] }));
+}
