@@ -252,24 +252,31 @@ t.test('processes creating, renaming and deleting in one directory while snapsho
   t.equal(cli(pool, 'mount', 'busy', live).status, 0);
   const shared = path.join(live, 'shared');
   fs.mkdirSync(shared);
-  // Each writer makes f-P-I with 1000 bytes of one value, renames it to g-P-I, and removes every third.
-  const writer = (p: number): Promise<number | null> =>
-    exited(spawn('python3', ['-c', `
-import os
+  // Each writer makes f-P-I with 1000 bytes of one value, renames it to g-P-I, and removes every third;
+  // halfway it says so on its stdout and waits for a line on its stdin, so the middle snapshot is taken mid-way.
+  const writer = (p: number): { child: ChildProcess; halfway: Promise<void>; done: Promise<number | null> } => {
+    const child = spawn('python3', ['-c', `
+import os, sys
 d = ${JSON.stringify(shared)}
-for i in range(150):
+for i in range(300):
+    if i == 150:
+        print("halfway", flush=True)
+        sys.stdin.readline()
     f = f"{d}/f-${p}-{i}"
     with open(f, "wb") as out:
         out.write(bytes([(${p} * 31 + i) % 251 + 1]) * 1000)
     os.rename(f, f"{d}/g-${p}-{i}")
     if i % 3 == 0:
         os.unlink(f"{d}/g-${p}-{i}")
-`]));
+`], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const halfway = new Promise<void>((resolve) => child.stdout?.on('data', (b: Buffer) => (b.toString().includes('halfway') ? resolve() : undefined)));
+    return { child, halfway, done: exited(child) };
+  };
   // The reader may race a rename or unlink (ENOENT), never anything else.
   const reader = exited(spawn('python3', ['-c', `
 import os, errno
 d = ${JSON.stringify(shared)}
-for _ in range(60):
+for _ in range(8):
     for name in os.listdir(d):
         try:
             with open(f"{d}/{name}", "rb") as f:
@@ -280,22 +287,22 @@ for _ in range(60):
                 raise
 `]));
   const writers = [0, 1, 2, 3].map(writer);
-  const snapshots: string[] = [];
   for (let i = 0; i < 5; i++) {
-    const r = await cliAsync(pool, 'snapshot', 'create', `busy@s${i}`);
-    t.equal(r, 0, `snapshot ${i} taken under load`);
-    snapshots.push(`busy@s${i}`);
+    if (i === 2) await Promise.all(writers.map((w) => w.halfway));
+    t.equal(await cliAsync(pool, 'snapshot', 'create', `busy@s${i}`), 0, `snapshot ${i} taken under load`);
+    if (i === 2) for (const w of writers) w.child.stdin?.end('go\n');
   }
-  t.same(await Promise.all(writers), [0, 0, 0, 0], 'every writer finished without an error');
+  t.same(await Promise.all(writers.map((w) => w.done)), [0, 0, 0, 0], 'every writer finished without an error');
   t.equal(await reader, 0, 'the reader saw whole files or none');
   const names = fs.readdirSync(shared).sort();
-  const want = [0, 1, 2, 3].flatMap((p) => Array.from({ length: 150 }, (_, i) => i).filter((i) => i % 3 !== 0).map((i) => `g-${p}-${i}`)).sort();
+  const want = [0, 1, 2, 3].flatMap((p) => Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 3 !== 0).map((i) => `g-${p}-${i}`)).sort();
   t.same(names, want, 'exactly the files the writers left');
   // A snapshot taken mid-way holds whole files: every g- file has its 1000 bytes of its one value.
   t.equal(cli(pool, 'mount', 'busy@s2', snap).status, 0);
   let bad = 0;
   const inSnapshot = fs.readdirSync(path.join(snap, 'shared'));
   t.ok(inSnapshot.some((n) => n.startsWith('g-')), `the snapshot holds renamed files (${inSnapshot.length} names)`);
+  t.notSame(inSnapshot.filter((n) => n.startsWith('g-')).sort(), want, 'and was taken while the writers ran');
   for (const name of inSnapshot) {
     const data = fs.readFileSync(path.join(snap, 'shared', name));
     const m = /^[fg]-(\d)-(\d+)$/.exec(name);
