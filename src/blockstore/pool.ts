@@ -598,10 +598,9 @@ export class Pool {
   }
 
   /**
-   * Changes to the tree join the open transaction; nothing commits between
-   * the calls of one synchronous operation, so a namespace operation made
-   * of several is atomic across a crash. `settle()` afterwards bounds the
-   * transaction.
+   * Changes to the tree join the open transaction. A namespace operation
+   * made of several runs them inside atomically(), so it is whole or absent
+   * after a crash.
    */
   fsPut(ref: VolumeRef, key: Buffer, value: Buffer): void {
     const v = this.fsWritable(ref);
@@ -634,8 +633,10 @@ export class Pool {
     } finally {
       this.atomicDepth--;
       if (this.atomicDepth === 0 && this.failure === null && !this.closed) {
-        if (this.commitOwed) this.commit();
-        else this.maybeCommit();
+        if (this.commitOwed) {
+          this.commitOwed = false;
+          this.commit();
+        } else this.maybeCommit();
       }
     }
   }
