@@ -11,13 +11,25 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import { readMountTable } from '../src/host/mount-table.js';
 import { Daemon, bin, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
 
 function mounted(dir: string): string | null {
   return readMountTable().find((m) => m.mountPoint === dir)?.source ?? null;
+}
+
+/** A daemon on a fresh pool with filesystem volume `name` of `size` mounted at DIR/live; all of it goes when the test ends. */
+async function mountedVolume(t: Test, prefix: string, name: string, size: string): Promise<{ dir: string; pool: string; live: string; d: Daemon }> {
+  const { dir, pool, mount } = scratchPool(t, prefix);
+  const d = await Daemon.start(pool, mount);
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => tidy(live));
+  t.equal(cli(pool, 'volume', 'create', name, '--size', size, '--kind', 'fs').status, 0, `volume ${name} created`);
+  t.equal(cli(pool, 'mount', name, live).status, 0, `volume ${name} mounted`);
+  return { dir, pool, live, d };
 }
 
 function py(code: string): { status: number; stdout: string; stderr: string } {
@@ -122,13 +134,7 @@ print(data.decode(), os.path.exists(p), free() - held >= (4 << 20) // 4096)
 });
 
 t.test('the volume fills up with ENOSPC, and nothing breaks', async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-full');
-  const d = await Daemon.start(pool, mount);
-  const live = path.join(dir, 'live');
-  fs.mkdirSync(live);
-  t.teardown(() => tidy(live));
-  t.equal(cli(pool, 'volume', 'create', 'small', '--size', '2M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'small', live).status, 0);
+  const { pool, live, d } = await mountedVolume(t, 'cowfs-full', 'small', '2M');
   const dd = sh('dd', ['if=/dev/zero', `of=${path.join(live, 'big')}`, 'bs=64k', 'count=64', 'conv=fsync']);
   t.not(dd.status, 0);
   t.match(dd.stderr, /No space left on device/, 'a write past the volume size gets ENOSPC');
@@ -199,13 +205,7 @@ t.test('bad requests get one clear line and change nothing', async (t) => {
 });
 
 t.test('copy_file_range inside a volume shares whole chunks (a reflink) and a write separates them', async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-reflink');
-  const d = await Daemon.start(pool, mount);
-  const live = path.join(dir, 'live');
-  fs.mkdirSync(live);
-  t.teardown(() => tidy(live));
-  t.equal(cli(pool, 'volume', 'create', 'r', '--size', '256M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'r', live).status, 0);
+  const { pool, live, d } = await mountedVolume(t, 'cowfs-reflink', 'r', '256M');
   const used = (): number => (JSON.parse(cli(pool, 'pool', 'show', '--json').stdout) as { usedBytes: number }).usedBytes;
   const src = path.join(live, 'src');
   const dst = path.join(live, 'dst');
@@ -238,18 +238,10 @@ print(n)
 });
 
 t.test('processes creating, renaming and deleting in one directory while snapshots are taken and read', async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-busy');
-  const d = await Daemon.start(pool, mount);
-  const live = path.join(dir, 'live');
+  const { dir, pool, live, d } = await mountedVolume(t, 'cowfs-busy', 'busy', '256M');
   const snap = path.join(dir, 'snap');
-  fs.mkdirSync(live);
   fs.mkdirSync(snap);
-  t.teardown(() => {
-    tidy(live);
-    tidy(snap);
-  });
-  t.equal(cli(pool, 'volume', 'create', 'busy', '--size', '256M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'busy', live).status, 0);
+  t.teardown(() => tidy(snap));
   const shared = path.join(live, 'shared');
   fs.mkdirSync(shared);
   // Each writer makes f-P-I with 1000 bytes of one value, renames it to g-P-I, and removes every third;
