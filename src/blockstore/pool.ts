@@ -849,11 +849,13 @@ export class Pool {
     return this.trees.next(this.volume(ref).tree, from, to);
   }
 
-  /** Calls fn for each mapped chunk index in [from, to) of the volume, in order. */
+  /** Calls fn for each mapped chunk index in [from, to) of the volume, in order; fn must not change the map. */
   forEachMapped(ref: VolumeRef, fn: (index: number) => void, from = 0, to = Infinity): void {
     this.current();
     const v = this.volume(ref);
-    this.trees.forEach(v.tree, from, Math.min(to, this.chunksOf(v.size)), (index) => fn(index));
+    // A filesystem volume's map is an address space: its size bounds how much it maps, not where.
+    const end = v.fs === null ? this.chunksOf(v.size) : FS_SPACE_CHUNKS;
+    this.trees.forEach(v.tree, from, Math.min(to, end), (index) => fn(index));
   }
 
   /** What check reads: counts, trees and pages, with no way to change them. */

@@ -175,12 +175,7 @@ export class FileData {
       free.push([offset % 2 ** 32, regionSize(Math.floor(offset / 2 ** 32))]);
     });
     free.push([this.tree.counters().nextChunk, FS_SPACE_CHUNKS]);
-    for (const [first, count] of free) {
-      const end = Math.min(FS_SPACE_CHUNKS, first + count);
-      for (let i = this.tree.pool.nextMapped(this.tree.volume, first, end); i >= 0; i = this.tree.pool.nextMapped(this.tree.volume, i + 1, end)) {
-        this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
-      }
-    }
+    for (const [first, count] of free) this.unmapAll(first, Math.min(FS_SPACE_CHUNKS, first + count));
   }
 
   // ---- regions -------------------------------------------------------------
@@ -221,15 +216,22 @@ export class FileData {
     return count - this.mappedIn(start, start + count);
   }
 
-  /** Mapped chunk indices in [from, to). */
+  /** The mapped chunk indices in [from, to), collected first so the caller may change the map. */
+  private mapped(from: number, to: number): number[] {
+    const out: number[] = [];
+    this.tree.pool.forEachMapped(this.tree.volume, (i) => out.push(i), from, to);
+    return out;
+  }
+
   private mappedIn(from: number, to: number): number {
-    let n = 0;
-    for (let i = this.tree.pool.nextMapped(this.tree.volume, from, to), guard = 0; i >= 0; guard++) {
-      assert(guard <= to - from, 'nextMapped did not advance');
-      n++;
-      i = this.tree.pool.nextMapped(this.tree.volume, i + 1, to);
-    }
-    return n;
+    return this.mapped(from, to).length;
+  }
+
+  /** Unmaps every chunk index in [from, to); returns how many were mapped. */
+  private unmapAll(from: number, to: number): number {
+    const indices = this.mapped(from, to);
+    for (const i of indices) this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
+    return indices.length;
   }
 
   /** A region for file region k: a free one of its class, or never-used space. It reads as zeros. */
@@ -249,9 +251,7 @@ export class FileData {
       this.tree.saveCounters({ ...counters, nextChunk: counters.nextChunk + size });
     }
     // What a crash left mapped here (writes replayed for a file whose creation was lost) must not show.
-    for (let i = this.tree.pool.nextMapped(this.tree.volume, base, base + size); i >= 0; i = this.tree.pool.nextMapped(this.tree.volume, i + 1, base + size)) {
-      this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
-    }
+    this.unmapAll(base, base + size);
     const v = Buffer.alloc(4);
     v.writeUInt32LE(base);
     this.tree.put(key(ino, ItemType.REGION, k), v);
@@ -259,11 +259,7 @@ export class FileData {
   }
 
   private free(inode: Inode, k: number, base: number): void {
-    const size = regionSize(k);
-    for (let i = this.tree.pool.nextMapped(this.tree.volume, base, base + size); i >= 0; i = this.tree.pool.nextMapped(this.tree.volume, i + 1, base + size)) {
-      this.tree.pool.discard(this.tree.volume, i * this.cs, this.cs);
-      inode.chunks--;
-    }
+    inode.chunks -= this.unmapAll(base, base + regionSize(k));
     this.tree.del(key(inode.ino, ItemType.REGION, k));
     // Discarded before it is listed free, so no commit ever lists a region that still holds data.
     this.tree.put(key(0, ItemType.FREE, classOf(k) * 2 ** 32 + base), Buffer.alloc(0));

@@ -238,9 +238,7 @@ export class Filesystem {
       this.tree.del(key(dir.ino, ItemType.DIRENT, offset));
       const t = now();
       this.touchDir(dir, -1, -1, t);
-      inode.nlink = 0;
-      inode.ctime = t;
-      this.release(inode);
+      this.dropLink(inode, t);
     });
   }
 
@@ -274,11 +272,7 @@ export class Filesystem {
         this.tree.put(key(toDir.ino, ItemType.DIRENT, to.offset), direntValue(moved.ino, moved.mode >> 12, newName));
         const dir = this.tree.inode(toDir.ino);
         this.touchDir(dir, 0, sub - (isDir(to.inode) ? 1 : 0), t);
-        if (isDir(to.inode)) {
-          to.inode.nlink = 0;
-          to.inode.ctime = t;
-          this.release(to.inode);
-        } else this.dropLink(to.inode, t);
+        this.dropLink(to.inode, t);
       } else {
         addNamed(this.tree, toDir.ino, ItemType.DIRENT, newName, direntValue(moved.ino, moved.mode >> 12, newName));
         this.touchDir(this.tree.inode(toDir.ino), 1, sub, t);
@@ -529,9 +523,9 @@ export class Filesystem {
     this.tree.saveInode(dir);
   }
 
-  /** One name of a non-directory is gone. */
+  /** One name of the inode is gone; a directory has only the one (its nlink counts subdirectories' '..'). */
   private dropLink(inode: Inode, t: Time): void {
-    inode.nlink--;
+    inode.nlink = isDir(inode) ? 0 : inode.nlink - 1;
     inode.ctime = t;
     this.release(inode);
   }

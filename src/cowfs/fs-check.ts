@@ -124,7 +124,7 @@ class FsChecker {
       const next = sorted[n + 1];
       if (next !== undefined && first + count > next[0]) this.problem(`regions at chunks ${first} and ${next[0]} overlap`);
       let inRegion = 0;
-      for (let c = this.pool.nextMapped(this.volume, first, first + count); c >= 0; c = this.pool.nextMapped(this.volume, c + 1, first + count)) inRegion++;
+      this.pool.forEachMapped(this.volume, () => inRegion++, first, first + count);
       if (owner === 0 && inRegion > 0) this.problem(`free region at chunk ${first} maps ${inRegion} chunks`);
       mapped.set(owner, (mapped.get(owner) ?? 0) + inRegion);
     }

@@ -14,19 +14,12 @@ import fsp from 'node:fs/promises';
 
 import type { VolumeView } from '../volumes/volumes.js';
 import { bindMount, unmount } from '../host/filesystem.js';
-import { type MountEntry, readMountTable } from '../host/mount-table.js';
-import type { MountService } from '../fuse/cowfs-mount.js';
+import { readMountTable } from '../host/mount-table.js';
+import { type MountService, mountsOfVolume } from '../fuse/cowfs-mount.js';
 import { type Usage, isReaderOnly, publishRefusal } from './capabilities.js';
 import { type DriverContext, filesystemUsage, poolCondition } from './driver.js';
 import type { VolumeCondition } from './proto.js';
 import { CsiError, csiFail, status } from './status.js';
-
-/** Every mount of the volume's cowfs filesystem (its stage and the binds of it), in mount order. */
-function mountsOf(name: string): MountEntry[] {
-  return readMountTable()
-    .filter((m) => m.fsType === 'fuse.cowfs' && m.source === `cowfs:${name}`)
-    .sort((a, b) => a.id - b.id);
-}
 
 export class CowfsNode {
   constructor(private readonly ctx: DriverContext) {}
@@ -38,7 +31,7 @@ export class CowfsNode {
   }
 
   async stage(name: string, staging: string, usage: Usage): Promise<void> {
-    const all = mountsOf(name);
+    const all = mountsOfVolume(this.ctx.volumes.pool, name);
     if (all.some((m) => m.mountPoint === staging)) return;
     const staged = this.mounts.list().find((m) => m.source === name);
     if (staged !== undefined) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is already staged at ${staged.dir}`);
@@ -49,7 +42,7 @@ export class CowfsNode {
 
   async unstage(name: string, staging: string): Promise<void> {
     if (!this.mounts.list().some((m) => m.dir === staging)) return;
-    const still = mountsOf(name).filter((m) => m.mountPoint !== staging);
+    const still = mountsOfVolume(this.ctx.volumes.pool, name).filter((m) => m.mountPoint !== staging);
     if (still.length > 0) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is still published at ${still.map((m) => m.mountPoint).join(', ')}`);
     await this.mounts.unmount(staging);
     this.ctx.log.info({ volume: name, staging }, 'unstaged (cowfs)');
@@ -57,7 +50,7 @@ export class CowfsNode {
 
   async publish(name: string, staging: string, target: string, usage: Usage, readOnly: boolean): Promise<void> {
     if (!this.mounts.list().some((m) => m.dir === staging && m.source === name)) csiFail(status.FAILED_PRECONDITION, `volume '${name}' is not staged at ${staging} as cowfs`);
-    const all = mountsOf(name);
+    const all = mountsOfVolume(this.ctx.volumes.pool, name);
     const existing = all.find((m) => m.mountPoint === target);
     if (existing) {
       if (existing.readOnly !== readOnly) csiFail(status.ALREADY_EXISTS, `volume '${name}' is published at ${target} ${existing.readOnly ? 'read-only' : 'read-write'} already`);
@@ -74,7 +67,7 @@ export class CowfsNode {
 
   /** True when target was a publish of this volume (now gone); false when nothing of it is there. */
   async unpublish(name: string, target: string): Promise<boolean> {
-    if (!mountsOf(name).some((m) => m.mountPoint === target)) return false;
+    if (!mountsOfVolume(this.ctx.volumes.pool, name).some((m) => m.mountPoint === target)) return false;
     await unmount(target, false);
     await fsp.rmdir(target).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw new CsiError(status.INTERNAL, `could not remove ${target}: ${err.message}`);
@@ -84,7 +77,7 @@ export class CowfsNode {
   }
 
   async stats(v: VolumeView, where: string): Promise<{ usage: object[]; volumeCondition: VolumeCondition }> {
-    const mounted = mountsOf(v.name).some((m) => m.mountPoint === where);
+    const mounted = mountsOfVolume(this.ctx.volumes.pool, v.name).some((m) => m.mountPoint === where);
     const condition = poolCondition(this.ctx, v) ?? (mounted ? { abnormal: false, message: 'healthy' } : { abnormal: true, message: `volume '${v.name}' is not mounted at ${where}` });
     return { usage: mounted ? await filesystemUsage(where) : [], volumeCondition: condition };
   }

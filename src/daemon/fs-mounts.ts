@@ -18,9 +18,8 @@ import path from 'node:path';
 
 import type { Pool } from '../blockstore/pool.js';
 import { CowvolError, fail } from '../errors.js';
-import { CowfsMount, type MountService, type MountView } from '../fuse/cowfs-mount.js';
+import { CowfsMount, type MountService, type MountView, mountsOfVolume } from '../fuse/cowfs-mount.js';
 import { bindMount } from '../host/filesystem.js';
-import { readMountTable } from '../host/mount-table.js';
 import { abortFuseConnection, fuseConnectionOf } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
@@ -97,7 +96,7 @@ export class FsMounts implements MountService {
     for (const view of this.load()) {
       try {
         // What an earlier daemon left is dead (ENOTCONN) and must go before anything looks at it.
-        const binds = readMountTable().filter((m) => m.fsType === 'fuse.cowfs' && m.source === `cowfs:${view.source}` && m.mountPoint !== view.dir);
+        const binds = mountsOfVolume(this.pool, view.source).filter((m) => m.mountPoint !== view.dir);
         for (const b of [...binds].reverse()) detach(b.mountPoint);
         if (isMountPoint(view.dir)) detach(view.dir);
         if (!this.pool.has(view.source)) fail('ENOENT', `'${view.source}' no longer exists`);
@@ -126,7 +125,7 @@ export class FsMounts implements MountService {
    * CSI unpublishes first.)
    */
   private async close(l: Live): Promise<void> {
-    const binds = readMountTable().filter((m) => m.fsType === 'fuse.cowfs' && m.source === `cowfs:${l.view.source}` && m.mountPoint !== l.view.dir);
+    const binds = mountsOfVolume(this.pool, l.view.source).filter((m) => m.mountPoint !== l.view.dir);
     const connection = binds.length > 0 ? fuseConnectionOf(l.view.dir) : -1;
     const closed = l.mount.close();
     if (connection >= 0 && abortFuseConnection(connection)) this.log.warn({ dir: l.view.dir, binds: binds.map((b) => b.mountPoint) }, 'cut a cowfs connection its binds held');

@@ -15,6 +15,7 @@ import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { type AttrChanges, Filesystem } from '../cowfs/filesystem.js';
 import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg } from '../cowfs/inode.js';
 import { CowvolError, errno, fromSystemError } from '../errors.js';
+import { type MountEntry, readMountTable } from '../host/mount-table.js';
 import { type FuseRequest, FuseSession } from './session.js';
 
 export const FsOp = {
@@ -97,7 +98,7 @@ export class CowfsMount {
         chunkSize: pool.chunkSize,
         tableSlots: 64,
         // dev and suid as an ext4 mount has them (libfuse would add nodev,nosuid): device nodes open, set-id bits count.
-        options: `fsname=cowfs:${info.name},subtype=cowfs,allow_other,default_permissions,dev,suid${ro ? ',ro' : ''}`,
+        options: `fsname=${fsName(pool, info.name)},subtype=cowfs,allow_other,default_permissions,dev,suid${ro ? ',ro' : ''}`,
         filesystemThreads: Math.max(1, opts.threads ?? 2),
       },
       (req) => this.serve(req),
@@ -229,6 +230,22 @@ export class CowfsMount {
     }
     return Buffer.concat(parts);
   }
+}
+
+/**
+ * The mount table's source for a volume's cowfs mount (and for every bind
+ * of it): the pool's id as well as the name, since names are per pool and
+ * a node may hold two pools.
+ */
+export function fsName(pool: Pool, volume: string): string {
+  return `cowfs:${pool.uuid.slice(0, 8)}:${volume}`;
+}
+
+/** Every mount of a volume's cowfs filesystem, the mount itself and its binds, in mount order (from the mount table). */
+export function mountsOfVolume(pool: Pool, volume: string): MountEntry[] {
+  return readMountTable()
+    .filter((m) => m.fsType === 'fuse.cowfs' && m.source === fsName(pool, volume))
+    .sort((a, b) => a.id - b.id);
 }
 
 function invalidWhence(whence: number): never {
