@@ -6,7 +6,7 @@
  * statfs answers the new size as soon as the pool has it.
  *
  * As for block volumes, the kernel is the record: stages and publishes are
- * read from the mount table (source `cowfs:NAME`) on each call. A look into
+ * read from the mount table (source `cowfs:POOLID:NAME`) on each call. A look into
  * a cowfs mount from this process is always asynchronous (the daemon's own
  * thread answers it).
  */
