@@ -402,8 +402,9 @@ void table_invalidate(chunk_table *t, uint64_t ino, int64_t index) {
     entry *e = find(t, ino, (uint64_t)index);
     if (e) e->key = 0;
   } else {
+    /* Inode 0 names no file: it stands for every entry. */
     for (size_t i = 0; i < t->slots; i++)
-      if (t->entries[i].key >> 32 == ino) t->entries[i].key = 0;
+      if (ino == 0 || t->entries[i].key >> 32 == ino) t->entries[i].key = 0;
   }
   unlock_all(t);
 }

@@ -66,6 +66,7 @@ void table_commit_needed(chunk_table *t, int needed);
 /* `breakable`: when not writable, a write may copy the chunk (a CoW break); 0 for a read-only volume's chunks. */
 void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable);
 void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n);
+/* A negative index: every entry of the inode; inode 0 with it: every entry. */
 void table_invalidate(chunk_table *t, uint64_t ino, int64_t index);
 /* Adds reserved chunk offsets; returns how many were taken in. */
 size_t table_reserve(chunk_table *t, const int64_t *offsets, size_t n);

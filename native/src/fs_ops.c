@@ -2,14 +2,17 @@
  * The lowlevel operations of a cowfs mount: each FUSE call is handed to
  * JavaScript (src/fuse/cowfs-mount.ts), which decides it over the volume's
  * metadata tree and answers with numbers (attributes) and bytes (data,
- * names, directory entries). This file only translates: it decides nothing.
+ * names, directory entries); reads and in-place writes of file chunks
+ * JavaScript put in the chunk table are served here. This file decides
+ * nothing.
  *
  * Caveats:
  * - Permissions are the kernel's (the mount runs with default_permissions);
  *   locks too: no getlk/setlk/flock here, so the kernel keeps flock and
  *   POSIX locks for the mount itself, which serves one node.
  * - No writeback cache: a snapshot must hold every write acknowledged
- *   before it, so writes reach JavaScript before they are answered.
+ *   before it, so writes reach the pool before they are answered (in
+ *   place through the chunk table, or through JavaScript).
  * - Attributes and entries are cached by the kernel for ATTR_SECONDS: every
  *   change comes through this mount, which replies with the new attributes.
  */
@@ -268,8 +271,21 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   }
 }
 
+/*
+ * File data: chunks JavaScript put in the table (whole chunks inside the
+ * file, see src/fuse/file-chunks.ts) are read and written here; the rest,
+ * and any write that would change more than the bytes, goes to JavaScript.
+ */
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
+  session *s = of(req);
+  char *buf = session_read_buffer(size ? size : 1);
+  int err = 0;
+  if (buf && table_io(s->table, ino, buf, size, off, 0, &err)) {
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_buf(req, buf, size);
+    return;
+  }
   request r = make(req, FS_READ, ino);
   r.n[0] = off;
   r.n[1] = (int64_t)size;
@@ -278,12 +294,20 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
+  session *s = of(req);
+  int err = 0;
+  /* Noted first: JavaScript stamps mtime and ctime from the note before it answers anything after this write. */
+  if (written_note(s->written, ino) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
+    if (err) fuse_reply_err(req, err);
+    else fuse_reply_write(req, size);
+    return;
+  }
   request r = make(req, FS_WRITE, ino);
   r.n[0] = off;
   r.n[1] = (int64_t)size;
   r.data = data;
   r.len = size;
-  int err = session_ask_js(of(req), &r);
+  err = session_ask_js(s, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_write(req, (size_t)r.r[0]);
 }

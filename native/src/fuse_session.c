@@ -269,7 +269,7 @@ static void read_buffer_key_init(void) {
   pthread_key_create(&read_buffer_key, free);
 }
 
-static char *thread_read_buffer(size_t size) {
+char *session_read_buffer(size_t size) {
   if (size <= read_buffer_size) return read_buffer;
   pthread_once(&read_buffer_once, read_buffer_key_init);
   char *bigger = realloc(read_buffer, size);
@@ -284,7 +284,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   (void)fi;
   session *s = of(req);
   uint64_t since = started(s);
-  char *buf = thread_read_buffer(size ? size : 1);
+  char *buf = session_read_buffer(size ? size : 1);
   int err = 0;
   if (buf && table_io(s->table, ino, buf, size, off, 0, &err)) {
     if (err) fuse_reply_err(req, err);
@@ -495,6 +495,7 @@ static void discard(session *s, int unmount) {
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
   table_free(s->table);
+  written_free(s->written);
   free(s);
 }
 
@@ -536,7 +537,10 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   char options[1024];
   napi_get_value_string_utf8(env, argv[4], options, sizeof(options), &len);
   s->table = table_new((size_t)num(env, argv[3]), (uint64_t)num(env, argv[2]), (int)num(env, argv[1]), table_low, s);
-  if (!s->table) {
+  if (s->filesystem) s->written = written_new();
+  if (!s->table || (s->filesystem && !s->written)) {
+    table_free(s->table);
+    written_free(s->written);
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
   }
@@ -553,6 +557,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
     table_free(s->table);
+    written_free(s->written);
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -708,6 +713,26 @@ napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* fuseWritten(session) -> [ino, monotonic s, ns, ...]: the files a cowfs mount wrote natively since the last call. */
+napi_value fuse_written(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  session *s = session_call(env, info, 1, argv);
+  if (!s) return NULL;
+  written_file files[WRITTEN_MAX];
+  size_t n = s->written ? written_drain(s->written, files) : 0;
+  napi_value out;
+  napi_create_array_with_length(env, n * 3, &out);
+  for (size_t i = 0; i < n; i++) {
+    double v[3] = {(double)files[i].ino, (double)files[i].sec, (double)files[i].nsec};
+    for (size_t j = 0; j < 3; j++) {
+      napi_value x;
+      napi_create_double(env, v[j], &x);
+      napi_set_element(env, out, (uint32_t)(i * 3 + j), x);
+    }
+  }
+  return out;
+}
+
 /* fuseCommitNeeded(session, needed) */
 napi_value fuse_commit_needed(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -796,6 +821,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
   table_free(s->table);
+  written_free(s->written);
   stats_free(atomic_load(&s->stats));
   free(s);
   return NULL;

@@ -15,6 +15,7 @@
 #include "handover.h"
 #include "journal.h"
 #include "volume_stats.h"
+#include "written.h"
 
 #include <fuse_lowlevel.h>
 #include <node_api.h>
@@ -59,6 +60,7 @@ typedef struct session {
   int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
   int filesystem;       /* a cowfs mount (fs_ops.c) rather than the block files */
   int threads;          /* FUSE worker threads of this session */
+  written *written;     /* cowfs: files written natively, for JavaScript to stamp (written.c); NULL for the block files */
   /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
   _Atomic(volume_stats *) stats;
   char mountpoint[4096];
@@ -66,6 +68,9 @@ typedef struct session {
 
 /* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */
 int session_ask_js(session *s, request *r);
+
+/* This thread's read buffer, at least `size` bytes; NULL when out of memory. */
+char *session_read_buffer(size_t size);
 
 /* Asks, then answers statfs from r[0..5]: blocks, free, available, files, free files, block size. */
 void session_reply_statfs(fuse_req_t req, request *r);

@@ -88,6 +88,21 @@ const HOLE_RUN = 2 * RESERVE_CHUNKS;
  * never counted it. This is the only metadata change that starts outside the
  * pool, and the pool still made every decision it rests on.
  */
+/**
+ * A frontend that serves one filesystem volume's data outside the pool from
+ * a table of its own, keyed by its files (a cowfs mount, src/fuse/file-chunks.ts).
+ * It asks for mappings itself (`placeOf`) and must forget them when told,
+ * as the listener must (drops return once no I/O through them is in flight).
+ */
+export interface VolumeWatcher {
+  /** Every mapping of the volume: it gains a sharer or is deleted. */
+  dropVolume(): void;
+  /** The mapping at one chunk index of the volume: replaced or unmapped. */
+  dropChunk(index: number): void;
+  /** A fork of the volume is about to be made: what the watcher holds back (the times of writes it served) goes in first. */
+  settle(): void;
+}
+
 export interface MappingListener {
   /** Every mapping of the volume: it gains a sharer or is deleted. */
   dropVolume(id: number): void;
@@ -285,6 +300,8 @@ export class Pool {
   private failure: unknown = null;
   private closed = false;
   listener: MappingListener | null = null;
+  /** Filesystem volumes' own frontends, by volume id (watch). */
+  private readonly watchers = new Map<number, VolumeWatcher>();
   /**
    * Why opening took the commit before the newest, or null. After a crash
    * that is expected; without one, a page of the newest commit went bad.
@@ -473,13 +490,15 @@ export class Pool {
    */
   fork(source: string, name: string, options: ForkOptions): VolumeInfo {
     this.mutable();
+    // forkAll settles every source before its batch: a settle may commit.
+    if (!this.batching) this.watchers.get(this.volume(source).id)?.settle();
     const src = this.volume(source);
     this.validateName(name);
     this.nameFree(name);
     const size = options.size ?? src.size;
     this.validateSize(size);
     if (size < src.size) fail('EINVAL', `size ${size} is smaller than the source '${source}' (${src.size} bytes)`);
-    this.listener?.dropVolume(src.id);
+    this.dropVolume(src.id);
     // What the frontend served before the drop returned belongs in the copy: it was answered before the fork.
     this.fold();
     // The frontend lost every mapping of the source: its cached ones must miss, so the next access tells it again.
@@ -528,6 +547,7 @@ export class Pool {
       if (names.has(f.name)) fail('EEXIST', `'${f.name}' is named twice`);
       names.add(f.name);
     }
+    for (const f of forks) this.watchers.get(this.volume(f.source).id)?.settle();
     const made: VolumeInfo[] = [];
     this.batching = true;
     try {
@@ -546,7 +566,7 @@ export class Pool {
     this.mutable();
     const v = this.volume(name);
     this.refuseIfHeld(v);
-    this.listener?.dropVolume(v.id);
+    this.dropVolume(v.id);
     this.offered.delete(v.id);
     this.trees.release(v.tree);
     if (v.fs !== null) this.btrees.release(v.fs);
@@ -713,7 +733,7 @@ export class Pool {
     if (chunk === 0) return this.unmap(v, to);
     // Neither side may be written in place any more: the frontend and the cache forget both.
     for (const index of [from, to]) {
-      this.listener?.dropChunk(v.id, index);
+      this.dropChunk(v.id, index);
       this.xlate.delete(this.xlateKey(v, index));
     }
     this.data.inc(chunk);
@@ -1096,6 +1116,49 @@ export class Pool {
   }
 
   /**
+   * Where chunk `index` of a volume lives in the data file, and whether a
+   * write may go there in place now (the rule); null when it is unmapped.
+   * For a frontend with a table of its own (a VolumeWatcher).
+   */
+  placeOf(ref: VolumeRef, index: number): { offset: number; writable: boolean } | null {
+    const v = this.volume(ref);
+    const chunk = this.resolve(v, index);
+    if (chunk === 0) return null;
+    const entry = this.xlate.get(this.xlateKey(v, index));
+    const writable = !v.readOnly && entry !== undefined && entry % XLATE_TAGS === this.writableTag(v);
+    return { offset: this.chunkOffset(chunk), writable };
+  }
+
+  /**
+   * Gives a filesystem volume's drops to `watcher` (as well as to the
+   * listener) until the returned function is called. One per volume.
+   */
+  watch(ref: VolumeRef, watcher: VolumeWatcher): () => void {
+    const v = this.volume(ref);
+    if (v.fs === null) fail('EINVAL', `'${v.name}' is not a filesystem volume`);
+    if (this.watchers.has(v.id)) fail('EBUSY', `'${v.name}' is watched already`);
+    this.watchers.set(v.id, watcher);
+    return () => {
+      if (this.watchers.get(v.id) === watcher) this.watchers.delete(v.id);
+    };
+  }
+
+  private dropVolume(id: number): void {
+    this.listener?.dropVolume(id);
+    this.watchers.get(id)?.dropVolume();
+  }
+
+  private dropChunk(id: number, index: number): void {
+    this.listener?.dropChunk(id, index);
+    this.watchers.get(id)?.dropChunk(index);
+  }
+
+  /** The listener serves block volumes only: a filesystem's chunks are its files', which a watcher places itself. */
+  private tellMap(v: Volume, index: number, offset: number, writable: boolean, breakable?: boolean): void {
+    if (v.fs === null) this.listener?.map?.(v.id, index, offset, writable, breakable);
+  }
+
+  /**
    * The chunk at `index` (0: unmapped), through the translation cache. A
    * miss asks the tree and the in-place rule once and tells the listener, so
    * the native table can serve the chunk from then on.
@@ -1108,7 +1171,7 @@ export class Pool {
     if (chunk === 0) return 0;
     const writable = !v.readOnly && this.ownedInPlace(v, index, chunk);
     this.xlate.set(key, chunk * XLATE_TAGS + (writable ? this.writableTag(v) : 0));
-    this.listener?.map?.(v.id, index, this.chunkOffset(chunk), writable, !v.readOnly);
+    this.tellMap(v, index, this.chunkOffset(chunk), writable, !v.readOnly);
     return chunk;
   }
 
@@ -1120,7 +1183,7 @@ export class Pool {
       // Here on the slow path, the native table had lost the entry: give it back.
       const chunk = Math.floor(entry / XLATE_TAGS);
       this.dataWrite(piece, this.chunkOffset(chunk) + within);
-      this.listener?.map?.(v.id, index, this.chunkOffset(chunk), true);
+      this.tellMap(v, index, this.chunkOffset(chunk), true);
       return;
     }
     // A cached entry still names the mapped chunk; only its writability is stale.
@@ -1128,14 +1191,14 @@ export class Pool {
     if (current === 0 && this.listener?.holes) {
       // The frontend may hold this index as a hole, and this request may have raced one it served:
       // take the hole back (waiting for I/O through it), then fold what it took meanwhile.
-      this.listener.dropChunk(v.id, index);
+      this.dropChunk(v.id, index);
       this.fold();
       current = this.trees.get(v.tree, index);
     }
     if (current !== 0 && this.ownedInPlace(v, index, current)) {
       this.xlate.set(key, current * XLATE_TAGS + tag);
       this.dataWrite(piece, this.chunkOffset(current) + within);
-      this.listener?.map?.(v.id, index, this.chunkOffset(current), true);
+      this.tellMap(v, index, this.chunkOffset(current), true);
       return;
     }
     // A new chunk: first write to this index, or a CoW break.
@@ -1167,7 +1230,7 @@ export class Pool {
     this.data.confirm(fresh);
     this.zero.taken(fresh);
     this.markChanged();
-    if (current !== 0) this.listener?.dropChunk(v.id, index);
+    if (current !== 0) this.dropChunk(v.id, index);
     const old = this.trees.set(v.tree, PageKind.MAP, index, fresh);
     assert(old === current, `map of ${v.name} changed under a write at chunk ${index}`);
     if (old !== 0) this.releaseChunk(old);
@@ -1176,7 +1239,7 @@ export class Pool {
     this.journal(v, index, fresh, old);
     this.xlate.set(key, fresh * XLATE_TAGS + tag);
     // Alone in a fresh chunk, behind freshly shadowed pages: writable in place by the rule.
-    this.listener?.map?.(v.id, index, this.chunkOffset(fresh), true);
+    this.tellMap(v, index, this.chunkOffset(fresh), true);
     if (current === 0) this.offerHoles(v, index + 1, HOLE_RUN);
   }
 
@@ -1199,7 +1262,7 @@ export class Pool {
   }
 
   private unmap(v: Volume, index: number): void {
-    this.listener?.dropChunk(v.id, index);
+    this.dropChunk(v.id, index);
     this.xlate.delete(this.xlateKey(v, index));
     const old = this.trees.set(v.tree, PageKind.MAP, index, 0);
     if (old === 0) return;
@@ -1507,7 +1570,7 @@ export class Pool {
    */
   private offerHoles(v: Volume, from: number, run: number): void {
     const listener = this.listener;
-    if (!listener?.holes || v.readOnly) return;
+    if (!listener?.holes || v.readOnly || v.fs !== null) return;
     this.topUp();
     if (this.reserve.size === 0) return;
     if (this.offeredTo !== listener) {

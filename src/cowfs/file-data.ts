@@ -143,6 +143,24 @@ export class FileData {
     for (const [k, base] of doomed) this.free(inode, k, base);
   }
 
+  /**
+   * The file chunks that [offset, offset+length) touches and that lie wholly
+   * below the file's size and in a region, with each one's index in the
+   * volume's map: what the addon may serve for this file without us.
+   */
+  wholeChunks(inode: Inode, offset: number, length: number): { chunk: number; index: number }[] {
+    const out: { chunk: number; index: number }[] = [];
+    const first = Math.floor(offset / this.cs);
+    const end = Math.min(Math.floor(inode.size / this.cs), Math.ceil((offset + length) / this.cs));
+    let region: { k: number; base: number | null } | null = null;
+    for (let c = first; c < end; c++) {
+      const { k, within } = regionOf(c);
+      if (region === null || region.k !== k) region = { k, base: this.base(inode.ino, k) };
+      if (region.base !== null) out.push({ chunk: c, index: region.base + within });
+    }
+    return out;
+  }
+
   /** SEEK_DATA / SEEK_HOLE over the file's mapped chunks; ENXIO past the end, as ext4. */
   seek(inode: Inode, offset: number, data: boolean): number {
     if (offset >= inode.size) fail('ENXIO', `offset ${offset} is at or past the end (${inode.size})`);

@@ -22,7 +22,7 @@ import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { fail } from '../errors.js';
 import { FileData, MAX_FILE_BYTES } from './file-data.js';
 import { type Counters, FsTree, ROOT_INO, encodeCounters } from './fs-tree.js';
-import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, encodeInode, isDir, isLink, isReg, now } from './inode.js';
+import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, after, decodeInode, encodeInode, isDir, isLink, isReg, now } from './inode.js';
 import { ItemType, key } from './keys.js';
 import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrValue } from './named-items.js';
 
@@ -149,6 +149,37 @@ export class Filesystem {
     if (isDir(inode)) fail('EISDIR', `inode ${ino} is a directory`);
     checkRange(offset, length);
     return this.data.read(inode, offset, length);
+  }
+
+  /**
+   * The whole chunks of a regular file that [offset, offset+length) touches
+   * below its size, each with its index in the volume's map, and whether the
+   * file has set-id bits (a write to it must reach us to clear them).
+   */
+  chunksIn(ino: number, offset: number, length: number): { chunks: { chunk: number; index: number }[]; setId: boolean } {
+    const inode = this.tree.inode(ino);
+    if (!isReg(inode)) return { chunks: [], setId: false };
+    return { chunks: this.data.wholeChunks(inode, offset, length), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
+  }
+
+  /**
+   * Writes served without us (the addon's, src/fuse/file-chunks.ts): each
+   * file's mtime and ctime become the time of its latest one, unless a later
+   * change stamped them already. Files freed since are skipped.
+   */
+  stampWritten(files: { ino: number; at: Time }[]): void {
+    if (files.length === 0 || this.pool.stat(this.tree.volume).readOnly) return;
+    this.pool.atomically(() => {
+      for (const f of files) {
+        const v = this.tree.get(key(f.ino, ItemType.INODE, 0));
+        if (v === undefined) continue;
+        const inode = decodeInode(f.ino, v);
+        if (!after(f.at, inode.mtime)) continue;
+        inode.mtime = f.at;
+        if (after(f.at, inode.ctime)) inode.ctime = f.at;
+        this.tree.saveInode(inode);
+      }
+    });
   }
 
   seek(ino: number, offset: number, data: boolean): number {

@@ -64,6 +64,17 @@ export function now(): Time {
   return { sec: Number(wall / 1_000_000_000n), nsec: Number(wall % 1_000_000_000n) };
 }
 
+/** A CLOCK_MONOTONIC reading (the addon's, for writes it served) on the same scale as now(). */
+export function fromMonotonic(sec: number, nsec: number): Time {
+  const wall = WALL_AT_ZERO + BigInt(sec) * 1_000_000_000n + BigInt(nsec);
+  return { sec: Number(wall / 1_000_000_000n), nsec: Number(wall % 1_000_000_000n) };
+}
+
+/** a is later than b. */
+export function after(a: Time, b: Time): boolean {
+  return a.sec > b.sec || (a.sec === b.sec && a.nsec > b.nsec);
+}
+
 function putTime(b: Buffer, at: number, t: Time): void {
   b.writeBigInt64LE(BigInt(t.sec), at);
   b.writeUInt32LE(t.nsec, at + 8);

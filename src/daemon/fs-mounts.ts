@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import type { Pool } from '../blockstore/pool.js';
+import { dataFilePath } from '../blockstore/pool-dir.js';
 import { CowvolError, fail } from '../errors.js';
 import { CowfsMount, type MountService, type MountView, mountsOfVolume } from '../fuse/cowfs-mount.js';
 import { bindMount } from '../host/filesystem.js';
@@ -25,7 +26,7 @@ import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
 
 const RECORD = 'cowvol.mounts';
-/** FUSE threads per cowfs mount: every request goes to the event loop anyway. */
+/** FUSE threads per cowfs mount: they serve file data in place; everything else waits for the event loop. */
 const THREADS = 2;
 
 interface Live {
@@ -37,6 +38,8 @@ interface Live {
 export class FsMounts implements MountService {
   /** By mount point. Lock: event loop only. */
   private readonly live = new Map<string, Live>();
+  /** The pool's data file, for the mounts' native data path; opened with the first mount, closed with the last. */
+  private dataFd = -1;
 
   constructor(
     private readonly pool: Pool,
@@ -44,6 +47,8 @@ export class FsMounts implements MountService {
     /** Where the block files are mounted: no cowfs mount goes under it. */
     private readonly blockMount: string,
     private readonly log: Logger,
+    /** Chunk table entries per mount (CowfsMountOptions.tableSlots). */
+    private readonly tableSlots?: number,
   ) {}
 
   async mount(source: string, dir: string, readOnly: boolean): Promise<MountView> {
@@ -74,6 +79,7 @@ export class FsMounts implements MountService {
     this.live.delete(at);
     this.save();
     await this.close(live);
+    this.closeDataFile();
   }
 
   list(): MountView[] {
@@ -115,6 +121,19 @@ export class FsMounts implements MountService {
     const all = [...this.live.values()];
     this.live.clear();
     await Promise.all(all.map((l) => this.close(l)));
+    this.closeDataFile();
+  }
+
+  private dataFile(): number {
+    if (this.dataFd < 0) this.dataFd = fs.openSync(dataFilePath(this.poolDir), 'r+');
+    return this.dataFd;
+  }
+
+  private closeDataFile(): void {
+    if (this.dataFd >= 0 && this.live.size === 0) {
+      fs.closeSync(this.dataFd);
+      this.dataFd = -1;
+    }
   }
 
   /**
@@ -137,6 +156,8 @@ export class FsMounts implements MountService {
       const mount = new CowfsMount(this.pool, view.source, view.dir, {
         readOnly: view.readOnly,
         threads: THREADS,
+        dataFd: this.dataFile(),
+        tableSlots: this.tableSlots,
         onError: (err, op) => this.log.error({ err, op, dir: view.dir }, 'cowfs request failed'),
       });
       this.live.set(view.dir, { view, volumeId, mount });

@@ -3,9 +3,11 @@
  * each request the kernel sends becomes one cowfs operation (src/cowfs),
  * answered with attributes, bytes or an errno from the one error table.
  *
+ * Reads and in-place writes of whole chunks inside a file are served by
+ * the addon once JavaScript has served the chunk once (file-chunks.ts says
+ * when that is safe); everything else runs on the event loop.
+ *
  * Caveats, for now:
- * - Every request, file data included, runs on the event loop: the addon's
- *   fast path is not wired to file regions yet.
  * - A mount holds `threads` FUSE threads (default 2), so 100 mounts hold
  *   200; a shared pool of readers over every mount's fd is the next step.
  * - A daemon restart does not take a cowfs mount over yet (the block
@@ -16,6 +18,7 @@ import { type AttrChanges, Filesystem } from '../cowfs/filesystem.js';
 import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg } from '../cowfs/inode.js';
 import { CowvolError, errno, fromSystemError } from '../errors.js';
 import { type MountEntry, readMountTable } from '../host/mount-table.js';
+import { FileChunks } from './file-chunks.js';
 import { type FuseRequest, FuseSession } from './session.js';
 
 export const FsOp = {
@@ -51,6 +54,10 @@ export const FsOp = {
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
+/** Table entries of a mount (16 bytes each, 256 KiB): 1 GiB of file data at 64 KiB chunks served without JavaScript. */
+export const DEFAULT_TABLE_SLOTS = 1 << 14;
+/** How often the times of natively served writes are stamped when nothing else asks. */
+const STAMP_MS = 1000;
 /** What a directory reports as its size, as ext4's one-block directories do. */
 const DIR_SIZE = 4096;
 
@@ -72,6 +79,10 @@ export interface CowfsMountOptions {
   readOnly?: boolean;
   /** FUSE threads for this mount. */
   threads?: number;
+  /** An fd of the pool's data file: the addon serves file data through it. Without one, every request goes to JavaScript. */
+  dataFd?: number;
+  /** Chunks of file data the addon may serve at once (16 bytes each). */
+  tableSlots?: number;
   /** An error that is not a refusal (a bug or an I/O failure), for the log. */
   onError?: (err: unknown, op: number) => void;
 }
@@ -80,6 +91,9 @@ export class CowfsMount {
   readonly fs: Filesystem;
   private readonly session: FuseSession;
   private readonly chunkSize: number;
+  private readonly chunks: FileChunks | null;
+  private readonly unwatch: () => void;
+  private readonly stamper: NodeJS.Timeout;
 
   constructor(
     pool: Pool,
@@ -94,23 +108,50 @@ export class CowfsMount {
     this.session = new FuseSession(
       {
         mountpoint,
-        dataFd: -1,
+        dataFd: opts.dataFd ?? -1,
         chunkSize: pool.chunkSize,
-        tableSlots: 64,
+        tableSlots: opts.tableSlots ?? DEFAULT_TABLE_SLOTS,
         // dev and suid as an ext4 mount has them (libfuse would add nodev,nosuid): device nodes open, set-id bits count.
         options: `fsname=${fsName(pool, info.name)},subtype=cowfs,allow_other,default_permissions,dev,suid${ro ? ',ro' : ''}`,
         filesystemThreads: Math.max(1, opts.threads ?? 2),
       },
       (req) => this.serve(req),
     );
+    const fast = (opts.dataFd ?? -1) >= 0;
+    this.chunks = fast ? new FileChunks(pool, info.id, this.fs, this.session, opts.tableSlots ?? DEFAULT_TABLE_SLOTS, !ro) : null;
+    this.unwatch = this.chunks === null ? () => {} : pool.watch(info.id, this.chunks);
+    // Bounds how long a file written only natively shows its old mtime to a commit.
+    this.stamper = setInterval(() => this.stamp(), STAMP_MS).unref();
   }
 
   /** Unmounts once the requests under way are answered. */
-  close(): Promise<void> {
-    return this.session.close();
+  async close(): Promise<void> {
+    clearInterval(this.stamper);
+    try {
+      await this.session.close(() => this.stamp());
+    } finally {
+      this.unwatch();
+    }
+  }
+
+  /** Reads and writes the addon served itself, and requests that came to JavaScript, since the mount. */
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number } {
+    const { fastReads, fastWrites, slowRequests } = this.session.stats();
+    return { fastReads, fastWrites, slowRequests };
+  }
+
+  private stamp(): void {
+    try {
+      this.chunks?.stamp();
+    } catch (err) {
+      // A failed pool refuses everything from now on; the requests report it.
+      this.opts.onError?.(err, 0);
+    }
   }
 
   private serve(req: FuseRequest): void {
+    // Before anything is answered: the times of the writes the addon served.
+    this.stamp();
     if (req.op === FsOp.FSYNC) {
       this.fs.flush().then(
         () => this.session.reply(req.id, 0),
@@ -142,6 +183,7 @@ export class CowfsMount {
       case FsOp.GETATTR:
         return [undefined, this.attr(fs.getattr(req.ino))];
       case FsOp.SETATTR:
+        this.chunks?.forget(req.ino);
         return [undefined, this.attr(fs.setattr(req.ino, changesOf(req.data ?? Buffer.alloc(72))))];
       case FsOp.READLINK:
         return [fs.readlink(req.ino), undefined];
@@ -173,10 +215,16 @@ export class CowfsMount {
       case FsOp.RELEASE:
         fs.released(req.ino);
         return [undefined, undefined];
-      case FsOp.READ:
-        return [fs.read(req.ino, n0, n1), undefined];
-      case FsOp.WRITE:
-        return [undefined, [fs.write(req.ino, n0, req.data ?? Buffer.alloc(0))]];
+      case FsOp.READ: {
+        const data = fs.read(req.ino, n0, n1);
+        this.chunks?.offer(req.ino, n0, n1);
+        return [data, undefined];
+      }
+      case FsOp.WRITE: {
+        const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0));
+        this.chunks?.offer(req.ino, n0, written);
+        return [undefined, [written]];
+      }
       case FsOp.READDIR:
         return [this.entries(req.ino, n0, n1), undefined];
       case FsOp.STATFS: {

@@ -122,9 +122,17 @@ export class FuseSession {
     native.fuseMap(this.handle, ino, index, offset, writable, breakable);
   }
 
-  /** Drops one entry, or all of an inode's (index < 0); returns after in-flight fast I/O. */
+  /** Drops one entry, or all of an inode's (index < 0), or every entry (ino 0); returns after in-flight fast I/O. */
   invalidate(ino: number, index = -1): void {
     native.fuseInvalidate(this.handle, ino, index);
+  }
+
+  /** The files a cowfs mount wrote natively since the last call, with the monotonic time of each one's latest write. */
+  written(): { ino: number; sec: number; nsec: number }[] {
+    const flat = native.fuseWritten(this.handle);
+    const out: { ino: number; sec: number; nsec: number }[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) out.push({ ino: flat[i] as number, sec: flat[i + 1] as number, nsec: flat[i + 2] as number });
+    return out;
   }
 
   /** These indices of the inode are unmapped: first writes there may take reserved chunks. */

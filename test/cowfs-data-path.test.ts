@@ -1,0 +1,181 @@
+/**
+ * The native data path of a cowfs mount (src/fuse/file-chunks.ts,
+ * native/src/fs_ops.c): once JavaScript has served a whole chunk of a file,
+ * the addon reads and writes it in place itself. Each case checks that it
+ * does (the mount's counters) and that what it serves stays right: the
+ * times a stat shows, a snapshot taken after native writes, a reflink, a
+ * truncate followed by a write past the new end, and a table too small for
+ * the file.
+ *
+ * In one process: the test serves the mount on its event loop, so every
+ * access to the mount is asynchronous (fs.promises, child processes).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+import t, { type Test } from 'tap';
+
+import { PoolDir, dataFilePath, initPoolDir } from '../src/blockstore/pool-dir.js';
+import { Filesystem } from '../src/cowfs/filesystem.js';
+import { CowfsMount } from '../src/fuse/cowfs-mount.js';
+import { Volumes } from '../src/volumes/volumes.js';
+import { tmpDir } from './helpers/pools.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const CHUNK = 64 * KiB;
+const run = promisify(execFile);
+
+interface Setup {
+  handle: PoolDir;
+  volumes: Volumes;
+  mount: CowfsMount;
+  dir: string;
+  close(): Promise<void>;
+}
+
+async function setup(t: Test, tableSlots?: number): Promise<Setup> {
+  const root = tmpDir('data-path');
+  initPoolDir(path.join(root, 'pool'));
+  const handle = PoolDir.open(path.join(root, 'pool'));
+  const volumes = new Volumes(handle.pool);
+  volumes.create('v', { size: 256 * MiB, kind: 'fs' });
+  const dir = path.join(root, 'mnt');
+  fs.mkdirSync(dir);
+  const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
+  const mount = new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots });
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await mount.close();
+    fs.closeSync(dataFd);
+    handle.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  };
+  t.teardown(close);
+  return { handle, volumes, mount, dir, close };
+}
+
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7 + (i >> 12)) & 0xff;
+  return b;
+}
+
+/** pwrite through a descriptor of its own (an open drops the kernel's cached pages, so requests reach the mount). */
+async function pwrite(file: string, at: number, data: Buffer): Promise<void> {
+  const fh = await fs.promises.open(file, 'r+');
+  try {
+    await fh.write(data, 0, data.length, at);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function pread(file: string, at: number, n: number): Promise<Buffer> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    const b = Buffer.alloc(n);
+    const { bytesRead } = await fh.read(b, 0, n, at);
+    return b.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+t.test('whole chunks are read and written natively, and a stat shows the new mtime', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'f');
+  const a = pattern(MiB, 1);
+  await fs.promises.writeFile(file, a);
+  const before = s.mount.stats();
+  t.same(await fs.promises.readFile(file), a, 'the file reads back');
+  const afterRead = s.mount.stats();
+  t.ok(afterRead.fastReads > before.fastReads, 'reads of chunks JavaScript wrote were served natively');
+
+  const m0 = (await fs.promises.stat(file, { bigint: true })).mtimeNs;
+  const b = pattern(4 * KiB, 2);
+  await pwrite(file, CHUNK + 100, b);
+  t.ok(s.mount.stats().fastWrites > afterRead.fastWrites, 'an overwrite inside the file was served natively');
+  const st = await fs.promises.stat(file, { bigint: true });
+  t.ok(st.mtimeNs > m0, 'the mtime moved with a native write');
+  t.ok(st.ctimeNs >= st.mtimeNs, 'so did the ctime');
+  t.equal(st.size, BigInt(MiB), 'the size did not change');
+  const expect = Buffer.from(a);
+  b.copy(expect, CHUNK + 100);
+  t.same(await fs.promises.readFile(file), expect, 'the mount reads the native write');
+  const ino = Number(st.ino);
+  t.same(s.mount.fs.read(ino, 0, MiB), expect, 'the pool holds it too');
+});
+
+t.test('a snapshot after native writes holds them, with their mtime; later writes do not reach it', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'f');
+  await fs.promises.writeFile(file, pattern(4 * CHUNK, 3));
+  await pread(file, 0, 4 * CHUNK);
+  const b = pattern(CHUNK, 4);
+  const fast = s.mount.stats().fastWrites;
+  await pwrite(file, CHUNK, b);
+  t.ok(s.mount.stats().fastWrites > fast, 'the write before the snapshot was native');
+  s.volumes.createSnapshot('v@s');
+  const st = await fs.promises.stat(file, { bigint: true });
+
+  await pwrite(file, CHUNK, pattern(CHUNK, 5));
+  t.same(await pread(file, CHUNK, CHUNK), pattern(CHUNK, 5), 'the volume has the write after the snapshot');
+  const snap = new Filesystem(s.handle.pool, s.handle.pool.stat('v@s').id);
+  const ino = Number(st.ino);
+  t.same(snap.read(ino, CHUNK, CHUNK), b, 'the snapshot has the native write made before it, and not the one after');
+  const inode = snap.getattr(ino);
+  t.equal(BigInt(inode.mtime.sec) * 1_000_000_000n + BigInt(inode.mtime.nsec), st.mtimeNs, 'the snapshot has the mtime the stat showed');
+});
+
+t.test('after a reflink, a write to the source reaches neither the copy nor the shared chunk', async (t) => {
+  const s = await setup(t);
+  const a = path.join(s.dir, 'a');
+  const b = path.join(s.dir, 'b');
+  await fs.promises.writeFile(a, pattern(4 * CHUNK, 6));
+  await pread(a, 0, 4 * CHUNK);
+  await run('python3', ['-c', `
+import os
+a = os.open(${JSON.stringify(a)}, os.O_RDONLY)
+b = os.open(${JSON.stringify(b)}, os.O_WRONLY | os.O_CREAT, 0o644)
+assert os.copy_file_range(a, b, ${4 * CHUNK}) == ${4 * CHUNK}
+`]);
+  await pwrite(a, 0, pattern(CHUNK, 7));
+  t.same(await pread(a, 0, CHUNK), pattern(CHUNK, 7), 'the source has the write');
+  t.same(await pread(b, 0, 4 * CHUNK), pattern(4 * CHUNK, 6), 'the copy keeps what was copied');
+});
+
+t.test('a write past a truncated end goes to JavaScript, which moves the size', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'f');
+  await fs.promises.writeFile(file, pattern(4 * CHUNK, 8));
+  await pread(file, 0, 4 * CHUNK);
+  await fs.promises.truncate(file, CHUNK + 100);
+  await pwrite(file, CHUNK + 200, Buffer.from('tail'));
+  const st = await fs.promises.stat(file);
+  t.equal(st.size, CHUNK + 204, 'the size covers the write');
+  const back = await fs.promises.readFile(file);
+  t.same(back.subarray(0, CHUNK + 100), pattern(4 * CHUNK, 8).subarray(0, CHUNK + 100), 'the kept bytes');
+  t.same(back.subarray(CHUNK + 100, CHUNK + 200), Buffer.alloc(100), 'zeros between the old end and the write');
+  t.equal(back.subarray(CHUNK + 200).toString(), 'tail');
+});
+
+t.test('a table smaller than the file serves it right, evicting as it goes', async (t) => {
+  const s = await setup(t, 16);
+  const file = path.join(s.dir, 'f');
+  const data = pattern(64 * CHUNK, 9);
+  await fs.promises.writeFile(file, data);
+  for (let round = 0; round < 2; round++) t.same(await fs.promises.readFile(file), data, `read ${round}`);
+  for (let c = 0; c < 64; c += 3) await pwrite(file, c * CHUNK, pattern(512, c));
+  const expect = Buffer.from(data);
+  for (let c = 0; c < 64; c += 3) pattern(512, c).copy(expect, c * CHUNK);
+  t.same(await fs.promises.readFile(file), expect, 'every write landed in its own chunk');
+  await pread(file, 60 * CHUNK, 2 * CHUNK);
+  const fast = s.mount.stats().fastReads;
+  t.same(await pread(file, 60 * CHUNK, 2 * CHUNK), expect.subarray(60 * CHUNK, 62 * CHUNK), 'a range read again');
+  t.ok(s.mount.stats().fastReads > fast, 'was read natively the second time');
+});
