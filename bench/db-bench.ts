@@ -10,12 +10,15 @@
  * jobs; pgbench (Debian's PostgreSQL, installed here with apt if missing)
  * before any snapshot, right after one snapshot of the live volume, and
  * after 20; first writes into a fresh thin volume against overwrites of the
- * same chunks, on the block file itself. Prints each result with its ratio
- * and the goal it is held to (issue 9), and writes bench/results/db-bench.json.
+ * same chunks, on the block file itself; and pgbench with the data
+ * directory on a cowfs volume (`cowvol mount`) against the host. Prints each
+ * result with its ratio and the goal it is held to (issues 9 and 11), and
+ * writes bench/results/db-bench.json.
  *
- *   node dist/bench/db-bench.js [--quick] [--dir DIR] [--runtime SECONDS] [--scale N] [--bin OTHER/bin/cowvol.js]
+ *   node dist/bench/db-bench.js [--quick] [--dir DIR] [--runtime SECONDS] [--scale N] [--bin OTHER/bin/cowvol.js] [--cowfs-only]
  *
  * --bin runs the cowvol side with another build (an older checkout).
+ * --cowfs-only runs pgbench on the host and on cowfs, nothing else.
  *
  * Caveat: PostgreSQL refuses to run as root, so its data directories belong
  * to the postgres user; the bench removes everything it made when it ends.
@@ -35,6 +38,7 @@ const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-db-'
 const runtime = Number(flag('--runtime') ?? (quick ? 5 : 20));
 const scale = Number(flag('--scale') ?? (quick ? 5 : 20));
 const fioSize = quick ? '128M' : '512M';
+const cowfsOnly = args.includes('--cowfs-only');
 
 interface Row {
   what: string;
@@ -132,6 +136,18 @@ function cowvol(pool: string, ...argv: string[]): void {
   run(process.execPath, [bin, ...argv, '--pool', pool]);
 }
 
+/** pgbench's TPS with the cluster on the cowfs volume `dbfs`, mounted at `dir` for it and unmounted after. */
+function pgbenchOnCowfs(pgBin: string, pool: string, dir: string): number {
+  cowvol(pool, 'mount', 'dbfs', dir);
+  fs.chmodSync(dir, 0o755);
+  const pg = new Postgres(pgBin, dir, 54323);
+  pg.init();
+  const tps = pg.tps();
+  pg.stop();
+  cowvol(pool, 'unmount', dir);
+  return tps;
+}
+
 /** First 4 KiB writes, one per fresh 64 KiB chunk, against overwrites of the same places. */
 function firstWrites(file: string): [number, number] {
   const pattern = ['--rw=write:60k', '--bs=4k', '--size=1G', '--direct=1', '--ioengine=libaio', '--iodepth=16'];
@@ -148,13 +164,16 @@ async function main(): Promise<void> {
   const pool = path.join(base, 'pool');
   const mnt = path.join(base, 'mnt');
   const volDir = path.join(base, 'vol');
+  const fsDir = path.join(base, 'cowfs');
   fs.mkdirSync(hostDir, { recursive: true });
   fs.mkdirSync(volDir, { recursive: true });
+  fs.mkdirSync(fsDir, { recursive: true });
   // The postgres user must reach its data directories (mkdtemp makes 0700).
   fs.chmodSync(base, 0o755);
   cowvol(pool, 'pool', 'init');
   cowvol(pool, 'volume', 'create', 'db', '--size', '4G');
   cowvol(pool, 'volume', 'create', 'thin', '--size', '64G');
+  cowvol(pool, 'volume', 'create', 'dbfs', '--size', '4G', '--kind', 'fs');
   const daemon = await startDaemon(bin, pool, mnt);
   let loop = '';
   const rows: Row[] = [];
@@ -163,26 +182,33 @@ async function main(): Promise<void> {
     await makeFs(loop, 'ext4');
     await mountFs(loop, volDir, 'ext4', [], false);
     fs.chmodSync(volDir, 0o755);
-    const hostFio = fsyncJobs(hostDir);
-    const volFio = fsyncJobs(volDir);
-    for (const [what, host] of hostFio) rows.push({ what, host, cowvol: volFio.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
+    if (!cowfsOnly) {
+      const hostFio = fsyncJobs(hostDir);
+      const volFio = fsyncJobs(volDir);
+      for (const [what, host] of hostFio) rows.push({ what, host, cowvol: volFio.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
+    }
     const hostPg = new Postgres(pgBin, hostDir, 54321);
     hostPg.init();
     const hostTps = hostPg.tps();
     hostPg.stop();
-    const volPg = new Postgres(pgBin, volDir, 54322);
-    volPg.init();
-    const volTps = volPg.tps();
-    rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
-    cowvol(pool, 'snapshot', 'create', 'db@s1');
-    rows.push({ what: 'pgbench after 1 snapshot of the live volume (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
-    for (let i = 2; i <= 20; i++) cowvol(pool, 'snapshot', 'create', `db@s${i}`);
-    rows.push({ what: 'pgbench after 20 snapshots (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
-    volPg.stop();
-    const [first, over] = firstWrites(path.join(mnt, 'block', 'thin'));
-    rows.push({ what: 'first writes into a thin volume (vs overwrites of them)', host: over, cowvol: first, unit: 'IOPS', goal: 0.7 });
+    rows.push({ what: `pgbench on cowfs, scale ${scale}`, host: hostTps, cowvol: pgbenchOnCowfs(pgBin, pool, fsDir), unit: 'TPS', goal: 1.0 });
+    if (!cowfsOnly) {
+      const volPg = new Postgres(pgBin, volDir, 54322);
+      volPg.init();
+      const volTps = volPg.tps();
+      rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
+      cowvol(pool, 'snapshot', 'create', 'db@s1');
+      rows.push({ what: 'pgbench after 1 snapshot of the live volume (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
+      for (let i = 2; i <= 20; i++) cowvol(pool, 'snapshot', 'create', `db@s${i}`);
+      rows.push({ what: 'pgbench after 20 snapshots (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
+      volPg.stop();
+      const [first, over] = firstWrites(path.join(mnt, 'block', 'thin'));
+      rows.push({ what: 'first writes into a thin volume (vs overwrites of them)', host: over, cowvol: first, unit: 'IOPS', goal: 0.7 });
+    }
   } finally {
     if (fs.existsSync(path.join(volDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(volDir, 'pg'), '-m', 'immediate', 'stop']);
+    for (const dir of [fsDir]) if (fs.existsSync(path.join(dir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(dir, 'pg'), '-m', 'immediate', 'stop']);
+    spawnSync(process.execPath, [bin, 'unmount', fsDir, '--pool', pool]);
     if (fs.existsSync(path.join(hostDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(hostDir, 'pg'), '-m', 'immediate', 'stop']);
     await unmount(volDir, false).catch(() => undefined);
     if (loop !== '') await detachLoop(loop).catch(() => undefined);

@@ -324,3 +324,23 @@ function exited(child: ChildProcess): Promise<number | null> {
 function cliAsync(pool: string, ...args: string[]): Promise<number | null> {
   return exited(spawn(process.execPath, [bin, ...args, '--pool', pool], { stdio: ['ignore', 'ignore', 'pipe'] }));
 }
+
+t.test('the FUSE threads are shared: ten mounts run on the threads one mount runs on', async (t) => {
+  const { dir, pool, live, d } = await mountedVolume(t, 'cowfs-threads', 'v0', '64M');
+  const pid = d.child.pid ?? 0;
+  const threads = (): number => Number(/^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+  // A file written and read in the first mount: every kind of thread the daemon starts has started.
+  t.equal(py(`open(${JSON.stringify(path.join(live, 'f'))}, "wb").write(b"x" * 65536)\nprint(len(open(${JSON.stringify(path.join(live, 'f'))}, "rb").read()))`).stdout.trim(), '65536');
+  const one = threads();
+  for (let i = 1; i < 10; i++) {
+    const at = path.join(dir, `m${i}`);
+    fs.mkdirSync(at);
+    t.teardown(() => tidy(at));
+    t.equal(cli(pool, 'volume', 'create', `v${i}`, '--size', '64M', '--kind', 'fs').status, 0);
+    t.equal(cli(pool, 'mount', `v${i}`, at).status, 0, `mount ${i}`);
+    t.equal(py(`open(${JSON.stringify(path.join(at, 'f'))}, "wb").write(b"y")`).status, 0, `mount ${i} serves`);
+  }
+  // Each mount had its own 3 threads before: 27 more here.
+  t.ok(threads() <= one + 2, `threads with ten mounts (${threads()}) stay those of one (${one})`);
+  await d.stop();
+});

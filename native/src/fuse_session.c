@@ -16,6 +16,7 @@
  */
 #include "fuse_session.h"
 #include "fileops.h"
+#include "fs_workers.h"
 #include "session.h"
 
 #include <errno.h>
@@ -516,7 +517,8 @@ static int takeover_arg(napi_env env, napi_value v, int *fd, const char **init, 
 /*
  * fuseMount(mountpoint, dataFd, chunkSize, tableSlots, options, handler, onClosed, takeover?, threads?) -> session
  * takeover = [fd, init]: serve a connection a previous daemon handed over instead of mounting.
- * threads > 0: a cowfs filesystem (fs_ops.c) served by that many FUSE threads; absent or 0, the block files on 16.
+ * threads > 0: a cowfs filesystem (fs_ops.c) served by the FUSE threads all cowfs mounts share
+ * (fs_workers.c; the first mount starts that many); absent or 0, the block files on 16 of their own.
  */
 napi_value fuse_mount(napi_env env, napi_callback_info info) {
   size_t argc = 9;
@@ -572,11 +574,19 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
    * the slow path, and inherited by the FUSE threads created below. Needs
    * CAP_SYS_RESOURCE; without it the caller is told and logs it. */
   s->io_flusher_errno = prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) == 0 ? 0 : errno;
-  int rc = pthread_create(&s->thread, NULL, run, s);
+  int rc;
+  if (s->filesystem) {
+    pthread_mutex_init(&s->done_mu, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
+    rc = fs_workers_add(s, s->threads);
+  } else {
+    rc = pthread_create(&s->thread, NULL, run, s);
+  }
   if (rc != 0) {
+    const char *what = s->filesystem ? "cowfs workers" : "pthread_create";
     handover_free(&s->ho);
     discard(s, !s->taken_over);
-    return cowvol_throw_errno(env, rc, "pthread_create");
+    return cowvol_throw_errno(env, rc, what);
   }
   napi_value external;
   napi_create_external(env, s, NULL, NULL, &external);
@@ -769,8 +779,10 @@ napi_value fuse_unmount(napi_env env, napi_callback_info info) {
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   fuse_session_exit(s->se);
-  /* libfuse unmounts only what it mounted; a connection taken over is ours to unmount. */
-  if (s->taken_over) umount2(s->mountpoint, MNT_DETACH);
+  /* libfuse unmounts only what it mounted; a connection taken over is ours to unmount. So is
+   * a cowfs mount's: libfuse's unmount closes the fd, which would leave the shared workers'
+   * epoll set without a word (fs_workers.c); fuse_session_destroy closes it later. */
+  if (s->taken_over || s->filesystem) umount2(s->mountpoint, MNT_DETACH);
   else fuse_session_unmount(s->se);
   /* Readers go on serving what loop devices still send until the kernel ends the connection (ENODEV). */
   return NULL;
@@ -814,7 +826,13 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
-  pthread_join(s->thread, NULL);
+  if (s->filesystem) {
+    fs_workers_wait_done(s);
+    pthread_mutex_destroy(&s->done_mu);
+    pthread_cond_destroy(&s->done_cv);
+  } else {
+    pthread_join(s->thread, NULL);
+  }
   fuse_session_destroy(s->se);
   handover_free(&s->ho);
   journal_close(s->journal);

@@ -59,11 +59,17 @@ typedef struct session {
   journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c) */
   int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
   int filesystem;       /* a cowfs mount (fs_ops.c) rather than the block files */
-  int threads;          /* FUSE worker threads of this session */
+  int threads;          /* block files: this session's FUSE threads; cowfs: the shared workers' number, if this mount starts them (fs_workers.c) */
   written *written;     /* cowfs: files written natively, for JavaScript to stamp (written.c); NULL for the block files */
   /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
   _Atomic(volume_stats *) stats;
   char mountpoint[4096];
+  /* cowfs: the shared workers' hold on the session (fs_workers.c has the lock notes). */
+  atomic_int refs;
+  atomic_int ended;
+  pthread_mutex_t done_mu;
+  pthread_cond_t done_cv;
+  int done;
 } session;
 
 /* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */

@@ -25,10 +25,10 @@ import { Progress } from './progress.js';
 const POOL_INIT_USAGE = 'pool init [--chunk-size SIZE] [--capacity SIZE]';
 const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 /** The flags `cowvol serve` takes (deploy/ is checked against this list). */
-export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace', 'metrics-address'] as const;
+export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace', 'metrics-address', 'fs-threads'] as const;
 
 const SERVE_USAGE =
-  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--metrics-address IP:PORT|none] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30; /metrics and /healthz on 127.0.0.1:9464 unless told)';
+  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--metrics-address IP:PORT|none] [--fs-threads N] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30; /metrics and /healthz on 127.0.0.1:9464 unless told; every cowfs mount shares --fs-threads FUSE threads, default 4)';
 const STOP_USAGE = 'stop   (stops the daemon for good: drain, commit, unmount; and the keeper that holds its mount)';
 /** How long `cowvol stop` waits for the daemon and its keeper to exit. */
 const STOP_WAIT_MS = 120_000;
@@ -189,6 +189,7 @@ async function runServe(argv: string[]): Promise<void> {
   const { DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
   const { DEFAULT_GRACE_SECONDS } = await import('../daemon/keeper.js');
   const { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } = await import('../daemon/metrics-endpoint.js');
+  const { DEFAULT_FS_THREADS } = await import('../daemon/fs-mounts.js');
   let daemon;
   try {
     const args = parseArgs(argv, new Set(SERVE_FLAGS), new Set(['fd-store']));
@@ -215,6 +216,8 @@ async function runServe(argv: string[]): Promise<void> {
     const fdStore = args.flags.has('fd-store');
     if (fdStore && !process.env.NOTIFY_SOCKET) fail('EINVAL', '--fd-store keeps the FUSE connection in systemd\'s fd store: run it from the unit (no $NOTIFY_SOCKET here)');
     const metricsAddress = parseMetricsAddress(flag('metrics-address') ?? DEFAULT_METRICS_ADDRESS);
+    const fsThreads = Number(flag('fs-threads') ?? DEFAULT_FS_THREADS);
+    if (!Number.isSafeInteger(fsThreads) || fsThreads < 1 || fsThreads > 64) fail('EINVAL', `invalid --fs-threads '${flag('fs-threads')}': a whole number from 1 to 64`);
     const nodeId = flag('node-id') ?? os.hostname();
     if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
@@ -225,6 +228,7 @@ async function runServe(argv: string[]): Promise<void> {
       handoverGrace: grace,
       fdStore,
       metricsAddress,
+      fsThreads,
       csi:
         endpoint === undefined
           ? undefined

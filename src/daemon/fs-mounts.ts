@@ -26,8 +26,19 @@ import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
 
 const RECORD = 'cowvol.mounts';
-/** FUSE threads per cowfs mount: they serve file data in place; everything else waits for the event loop. */
-const THREADS = 2;
+/**
+ * FUSE threads all cowfs mounts share (native/src/fs_workers.c): they serve
+ * file data in place and wait for the event loop for the rest, so a few
+ * serve many mounts; set once per daemon.
+ */
+export const DEFAULT_FS_THREADS = 4;
+
+export interface FsMountsOptions {
+  /** FUSE threads every mount shares (DEFAULT_FS_THREADS). */
+  threads?: number;
+  /** Chunk table entries per mount (CowfsMountOptions.tableSlots). */
+  tableSlots?: number;
+}
 
 interface Live {
   view: MountView;
@@ -47,8 +58,7 @@ export class FsMounts implements MountService {
     /** Where the block files are mounted: no cowfs mount goes under it. */
     private readonly blockMount: string,
     private readonly log: Logger,
-    /** Chunk table entries per mount (CowfsMountOptions.tableSlots). */
-    private readonly tableSlots?: number,
+    private readonly opts: FsMountsOptions = {},
   ) {}
 
   async mount(source: string, dir: string, readOnly: boolean): Promise<MountView> {
@@ -155,9 +165,9 @@ export class FsMounts implements MountService {
     try {
       const mount = new CowfsMount(this.pool, view.source, view.dir, {
         readOnly: view.readOnly,
-        threads: THREADS,
+        threads: this.opts.threads ?? DEFAULT_FS_THREADS,
         dataFd: this.dataFile(),
-        tableSlots: this.tableSlots,
+        tableSlots: this.opts.tableSlots,
         onError: (err, op) => this.log.error({ err, op, dir: view.dir }, 'cowfs request failed'),
       });
       this.live.set(view.dir, { view, volumeId, mount });

@@ -65,6 +65,8 @@ export interface ServeOptions {
   fdStore?: boolean;
   /** Where /metrics and /healthz answer; null: nowhere, and nothing is counted per volume. Default 127.0.0.1:9464. */
   metricsAddress?: MetricsAddress | null;
+  /** FUSE threads every cowfs mount shares (default DEFAULT_FS_THREADS). */
+  fsThreads?: number;
 }
 
 export interface CsiOptions {
@@ -121,7 +123,7 @@ export function serve(opts: ServeOptions): Daemon {
   const previous = readRunFile(opts.poolDir);
   const inherited = opts.fdStore ? fromStore(handle, log) : replayIfKilled(inheritConnection(opts, handle, previous?.keeperPid ?? 0), handle, log);
   const journalFd = native.journalCreate(JOURNAL_RECORDS);
-  const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log);
+  const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log, { threads: opts.fsThreads });
   const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd, mounts);
   if (inherited !== null) fs.closeSync(inherited.journalFd);
   const connection = fuseConnectionOf(opts.mount);

@@ -7,9 +7,10 @@
  * the addon once JavaScript has served the chunk once (file-chunks.ts says
  * when that is safe); everything else runs on the event loop.
  *
+ * Every cowfs mount of the process is served by one set of FUSE threads
+ * (native/src/fs_workers.c), however many mounts there are.
+ *
  * Caveats, for now:
- * - A mount holds `threads` FUSE threads (default 2), so 100 mounts hold
- *   200; a shared pool of readers over every mount's fd is the next step.
  * - A daemon restart does not take a cowfs mount over yet (the block
  *   files' handover); it is mounted again afresh.
  */
@@ -77,7 +78,7 @@ export interface MountService {
 
 export interface CowfsMountOptions {
   readOnly?: boolean;
-  /** FUSE threads for this mount. */
+  /** FUSE threads all cowfs mounts of the process share: the first mount starts them, later ones use them. */
   threads?: number;
   /** An fd of the pool's data file: the addon serves file data through it. Without one, every request goes to JavaScript. */
   dataFd?: number;

@@ -1,0 +1,126 @@
+/*
+ * The FUSE threads every cowfs mount shares, so threads are bounded by
+ * configuration (the first mount's `workers`), not by how many filesystems
+ * a node mounts. Each mount's /dev/fuse fd sits in one epoll set, armed
+ * one-shot: a worker that the set wakes reads one request of that mount,
+ * arms the fd again (so another worker may read the mount's next request),
+ * then serves what it read. The fd is non-blocking, so a request the kernel
+ * took back between the wake and the read costs a re-arm, not a worker.
+ *
+ * A session ends when its read says the connection is gone (after an
+ * unmount) or that the session exited; its fd leaves the set, and the last
+ * worker to let go of it calls its closed callback.
+ *
+ * Lock notes: `refs` counts the registration (1 until the end) and every
+ * worker serving the session; `ended` is set once. `done_mu` guards `done`,
+ * which tells fuseDestroy that no worker will touch the session again.
+ * Caveat: a worker waiting for JavaScript holds its thread, so with every
+ * worker waiting, the other mounts wait too (JavaScript answers all of them
+ * on one thread anyway).
+ */
+#include "fs_workers.h"
+#include "session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+
+/* Larger than any request libfuse reads (its bufsize: 256 pages of data and a header page). */
+#define WORKER_BUFFER ((size_t)(2u << 20))
+
+static pthread_mutex_t start_mu = PTHREAD_MUTEX_INITIALIZER;
+static int epoll_fd = -1;
+static atomic_int running;
+
+static void arm(session *s, int op) {
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = s};
+  /* Fails only for a session that ended meanwhile (its fd left the set). */
+  epoll_ctl(epoll_fd, op, fuse_session_fd(s->se), &ev);
+}
+
+static void finish(session *s) {
+  handover_loop_done(&s->ho);
+  atomic_store(&s->closing, 1);
+  napi_call_threadsafe_function(s->closed_tsfn, NULL, napi_tsfn_blocking);
+  pthread_mutex_lock(&s->done_mu);
+  s->done = 1;
+  pthread_cond_broadcast(&s->done_cv);
+  pthread_mutex_unlock(&s->done_mu);
+}
+
+static void put(session *s) {
+  if (atomic_fetch_sub(&s->refs, 1) == 1) finish(s);
+}
+
+static void end(session *s) {
+  if (atomic_exchange(&s->ended, 1)) return;
+  epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fuse_session_fd(s->se), NULL);
+  put(s); /* the registration's */
+}
+
+static void *worker(void *arg) {
+  (void)arg;
+  struct fuse_buf buf = {.mem = malloc(WORKER_BUFFER), .size = WORKER_BUFFER};
+  if (!buf.mem) return NULL;
+  for (;;) {
+    struct epoll_event ev;
+    if (epoll_wait(epoll_fd, &ev, 1, -1) != 1) continue;
+    session *s = ev.data.ptr;
+    atomic_fetch_add(&s->refs, 1);
+    buf.flags = 0;
+    int res = fuse_session_receive_buf(s->se, &buf);
+    if (res > 0 && !fuse_session_exited(s->se)) {
+      arm(s, EPOLL_CTL_MOD);
+      fuse_session_process_buf(s->se, &buf);
+    } else if ((res == -EAGAIN || res == -EINTR) && !fuse_session_exited(s->se)) {
+      arm(s, EPOLL_CTL_MOD);
+    } else {
+      end(s);
+    }
+    put(s);
+  }
+  return NULL;
+}
+
+static int start(int workers) {
+  if (atomic_load(&running) > 0) return 0;
+  epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd < 0) return errno;
+  if (workers < 1) workers = 1;
+  if (workers > FS_WORKERS_MAX) workers = FS_WORKERS_MAX;
+  for (int i = 0; i < workers; i++) {
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, worker, NULL);
+    if (rc != 0) return i > 0 ? 0 : rc;
+    pthread_detach(t);
+    atomic_fetch_add(&running, 1);
+  }
+  return 0;
+}
+
+int fs_workers_add(session *s, int workers) {
+  pthread_mutex_lock(&start_mu);
+  int err = start(workers);
+  pthread_mutex_unlock(&start_mu);
+  if (err) return err;
+  int fd = fuse_session_fd(s->se);
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return errno;
+  atomic_store(&s->refs, 1);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = s};
+  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return errno;
+  return 0;
+}
+
+void fs_workers_wait_done(session *s) {
+  pthread_mutex_lock(&s->done_mu);
+  while (!s->done) pthread_cond_wait(&s->done_cv, &s->done_mu);
+  pthread_mutex_unlock(&s->done_mu);
+}
+
+int fs_workers_count(void) {
+  return atomic_load(&running);
+}

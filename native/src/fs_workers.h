@@ -1,0 +1,20 @@
+/*
+ * The FUSE threads every cowfs mount of the process shares (fs_workers.c):
+ * a fixed number, set by the first mount, whatever the number of mounts.
+ */
+#ifndef COWVOL_FS_WORKERS_H
+#define COWVOL_FS_WORKERS_H
+
+struct session;
+
+/* Most workers the pool runs. */
+#define FS_WORKERS_MAX 64
+
+/* Serves the session's connection on the shared workers (started on first use, `workers` of them). 0 or an errno. */
+int fs_workers_add(struct session *s, int workers);
+/* Waits until no worker touches the session any more (its closed callback was called). */
+void fs_workers_wait_done(struct session *s);
+/* Workers running now (0 before the first cowfs mount). */
+int fs_workers_count(void);
+
+#endif
