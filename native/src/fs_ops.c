@@ -263,6 +263,8 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   }
   struct fuse_entry_param e;
   fill_entry(&e, r.r);
+  /* A new file has no xattrs (no ticket can have moved for an inode nobody could name yet). */
+  no_caps_add(of(req)->no_caps, e.ino, no_caps_ticket(of(req)->no_caps));
   fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
   fi->keep_cache = 0;
   if (fuse_reply_create(req, &e, fi) != 0) {
@@ -370,19 +372,39 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
   session_reply_statfs(req, &r);
 }
 
+static int is_caps(const char *name) {
+  return strcmp(name, NO_CAPS_XATTR) == 0;
+}
+
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  session *s = of(req);
   request r = make(req, FS_SETXATTR, ino);
   r.name = name;
   r.data = value;
   r.len = size;
   r.n[0] = flags;
-  reply_plain(req, &r);
+  if (is_caps(name)) no_caps_drop(s->no_caps, ino);
+  int err = session_ask_js(s, &r);
+  if (is_caps(name)) no_caps_drop(s->no_caps, ino);
+  fuse_reply_err(req, err);
 }
 
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  session *s = of(req);
+  if (is_caps(name) && no_caps_has(s->no_caps, ino)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   request r = make(req, FS_GETXATTR, ino);
   r.name = name;
-  reply_bytes(req, &r, 1, size);
+  uint64_t ticket = no_caps_ticket(s->no_caps);
+  int err = session_ask_js(s, &r);
+  if (err == ENODATA && is_caps(name)) no_caps_add(s->no_caps, ino, ticket);
+  if (err) fuse_reply_err(req, err);
+  else if (size == 0) fuse_reply_xattr(req, r.outlen);
+  else if (r.outlen > size) fuse_reply_err(req, ERANGE);
+  else fuse_reply_buf(req, r.out, r.outlen);
+  free(r.out);
 }
 
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {

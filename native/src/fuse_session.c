@@ -497,6 +497,7 @@ static void discard(session *s, int unmount) {
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
   table_free(s->table);
   written_free(s->written);
+  no_caps_free(s->no_caps);
   free(s);
 }
 
@@ -539,10 +540,14 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   char options[1024];
   napi_get_value_string_utf8(env, argv[4], options, sizeof(options), &len);
   s->table = table_new((size_t)num(env, argv[3]), (uint64_t)num(env, argv[2]), (int)num(env, argv[1]), table_low, s);
-  if (s->filesystem) s->written = written_new();
-  if (!s->table || (s->filesystem && !s->written)) {
+  if (s->filesystem) {
+    s->written = written_new();
+    s->no_caps = no_caps_new();
+  }
+  if (!s->table || (s->filesystem && (!s->written || !s->no_caps))) {
     table_free(s->table);
     written_free(s->written);
+  no_caps_free(s->no_caps);
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
   }
@@ -560,6 +565,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
     table_free(s->table);
     written_free(s->written);
+  no_caps_free(s->no_caps);
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -840,6 +846,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
   table_free(s->table);
   written_free(s->written);
+  no_caps_free(s->no_caps);
   stats_free(atomic_load(&s->stats));
   free(s);
   return NULL;

@@ -16,6 +16,7 @@
 #include "journal.h"
 #include "volume_stats.h"
 #include "written.h"
+#include "no_caps.h"
 
 #include <fuse_lowlevel.h>
 #include <node_api.h>
@@ -61,6 +62,7 @@ typedef struct session {
   int filesystem;       /* a cowfs mount (fs_ops.c) rather than the block files */
   int threads;          /* block files: this session's FUSE threads; cowfs: the shared workers' number, if this mount starts them (fs_workers.c) */
   written *written;     /* cowfs: files written natively, for JavaScript to stamp (written.c); NULL for the block files */
+  no_caps *no_caps;     /* cowfs: files without a capability xattr (no_caps.c); NULL for the block files */
   /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
   _Atomic(volume_stats *) stats;
   char mountpoint[4096];

@@ -55,8 +55,8 @@ export const FsOp = {
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
-/** Table entries of a mount (16 bytes each, 256 KiB): 1 GiB of file data at 64 KiB chunks served without JavaScript. */
-export const DEFAULT_TABLE_SLOTS = 1 << 14;
+/** Table entries of a mount (16 bytes each, 128 KiB): 512 MiB of file data at 64 KiB chunks served without JavaScript. */
+export const DEFAULT_TABLE_SLOTS = 1 << 13;
 /** How often the times of natively served writes are stamped when nothing else asks. */
 const STAMP_MS = 1000;
 /** What a directory reports as its size, as ext4's one-block directories do. */
