@@ -36,7 +36,7 @@ interface Setup {
   close(): Promise<void>;
 }
 
-async function setup(t: Test, tableSlots?: number): Promise<Setup> {
+async function setup(t: Test, tableSlots?: number, stampMs?: number): Promise<Setup> {
   const root = tmpDir('data-path');
   // Another user reaches the mount through it (the capability case).
   fs.chmodSync(root, 0o755);
@@ -47,7 +47,7 @@ async function setup(t: Test, tableSlots?: number): Promise<Setup> {
   const dir = path.join(root, 'mnt');
   fs.mkdirSync(dir);
   const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
-  const mount = new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots });
+  const mount = new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots, stampMs });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
@@ -215,4 +215,30 @@ except OSError as e:
     print(e.errno == 61 and "dropped" or e)
 `, file]);
   t.same(out.stdout.trim().split('\n'), ['20', 'dropped'], 'the capability was set, and a write by another user dropped it');
+});
+
+t.test('fdatasync after native overwrites is a data sync; fsync commits their times', async (t) => {
+  // No stamping on a timer here: it would turn the data sync into a commit.
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'f');
+  await fs.promises.writeFile(file, pattern(2 * CHUNK, 12));
+  await pread(file, 0, 2 * CHUNK);
+  const sync = async (call: string): Promise<void> => {
+    await run('python3', ['-c', `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"z" * 4096, 8192)
+os.${call}(fd)
+os.close(fd)
+`, file]);
+  };
+  await sync('fsync');
+  const before = s.handle.pool.flushStats();
+  const fast = s.mount.stats().fastWrites;
+  await sync('fdatasync');
+  const after = s.handle.pool.flushStats();
+  t.ok(s.mount.stats().fastWrites > fast, 'the overwrite was native');
+  t.same([after.dataSyncs - before.dataSyncs, after.commits - before.commits], [1, 0], 'fdatasync made a data sync and no commit');
+  await sync('fsync');
+  t.equal(s.handle.pool.flushStats().commits - after.commits, 1, 'fsync committed (the new mtime)');
 });

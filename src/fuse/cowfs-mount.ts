@@ -84,6 +84,8 @@ export interface CowfsMountOptions {
   dataFd?: number;
   /** Chunks of file data the addon may serve at once (16 bytes each). */
   tableSlots?: number;
+  /** How often the times of natively served writes are stamped when nothing else asks (ms). */
+  stampMs?: number;
   /** An error that is not a refusal (a bug or an I/O failure), for the log. */
   onError?: (err: unknown, op: number) => void;
 }
@@ -122,7 +124,7 @@ export class CowfsMount {
     this.chunks = fast ? new FileChunks(pool, info.id, this.fs, this.session, opts.tableSlots ?? DEFAULT_TABLE_SLOTS, !ro) : null;
     this.unwatch = this.chunks === null ? () => {} : pool.watch(info.id, this.chunks);
     // Bounds how long a file written only natively shows its old mtime to a commit.
-    this.stamper = setInterval(() => this.stamp(), STAMP_MS).unref();
+    this.stamper = setInterval(() => this.stamp(), opts.stampMs ?? STAMP_MS).unref();
   }
 
   /** Unmounts once the requests under way are answered. */
@@ -151,15 +153,21 @@ export class CowfsMount {
   }
 
   private serve(req: FuseRequest): void {
-    // Before anything is answered: the times of the writes the addon served.
-    this.stamp();
     if (req.op === FsOp.FSYNC) {
+      // fdatasync need not keep times: stamped after it, a file the addon only overwrote needs a data sync, not a commit.
+      const dataOnly = req.n[0] !== 0;
+      if (!dataOnly) this.stamp();
       this.fs.flush().then(
-        () => this.session.reply(req.id, 0),
+        () => {
+          if (dataOnly) this.stamp();
+          this.session.reply(req.id, 0);
+        },
         (err: unknown) => this.replyError(req, err),
       );
       return;
     }
+    // Before anything else is answered: the times of the writes the addon served.
+    this.stamp();
     try {
       const [data, nums] = this.dispatch(req);
       this.session.reply(req.id, 0, data, nums);
