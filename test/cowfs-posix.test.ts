@@ -17,12 +17,7 @@ import { Daemon, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
 const CASES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'posix', 'cases.py');
 
 /** Differences from ext4 that are written down as limits, with cowfs's answer. */
-const KNOWN: Record<string, { why: string; cowfs: unknown }> = {
-  acls: {
-    why: 'ACL xattrs are stored but not enforced (no FUSE_CAP_POSIX_ACL yet): the mode is not synced and a named user gets no access',
-    cowfs: ['ok', '0o600', 'EACCES', 'EACCES'],
-  },
-};
+const KNOWN: Record<string, { why: string; cowfs: unknown }> = {};
 
 function run(dir: string): Map<string, unknown> {
   const r = sh('python3', [CASES, dir]);

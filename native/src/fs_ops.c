@@ -188,6 +188,7 @@ static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
   r.name = name;
   r.n[0] = mode;
   r.n[1] = (int64_t)rdev;
+  r.n[2] = fuse_req_ctx(req)->umask;
   reply_entry(req, &r);
 }
 
@@ -195,6 +196,7 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
   request r = make(req, FS_MKDIR, parent);
   r.name = name;
   r.n[0] = mode;
+  r.n[2] = fuse_req_ctx(req)->umask;
   reply_entry(req, &r);
 }
 
@@ -256,6 +258,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   r.name = name;
   r.n[0] = mode;
   r.n[1] = fi->flags;
+  r.n[2] = fuse_req_ctx(req)->umask;
   int err = session_ask_js(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
@@ -458,6 +461,9 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   /* Renames and the rest go to JavaScript one by one; lookups of the same directory may run together. */
   conn->want |= FUSE_CAP_PARALLEL_DIROPS & conn->capable;
+  /* The kernel enforces POSIX ACLs and leaves us the mode and inheritance (src/cowfs/acl.ts), and so the umask
+   * too: with a default ACL in the directory it must not apply (each create, mknod and mkdir carries it). */
+  conn->want |= (FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK) & conn->capable;
 }
 
 const struct fuse_lowlevel_ops cowfs_ops = {

@@ -20,6 +20,7 @@
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { fail } from '../errors.js';
+import { ACL_ACCESS, ACL_DEFAULT, chmodAcl, decodeAcl, encodeAcl, inheritAcl, modeOfAcl } from './acl.js';
 import { FileData, MAX_FILE_BYTES } from './file-data.js';
 import { type Counters, FsTree, ROOT_INO, encodeCounters } from './fs-tree.js';
 import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, after, decodeInode, encodeInode, isDir, isLink, isReg, now } from './inode.js';
@@ -29,6 +30,8 @@ import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrV
 export interface Caller {
   uid: number;
   gid: number;
+  /** The caller's umask, for a new inode whose directory has no default ACL (the kernel leaves it to us). */
+  umask?: number;
 }
 
 export interface DirEntry {
@@ -322,7 +325,10 @@ export class Filesystem {
       const inode = this.tree.inode(ino);
       const t = now();
       if (changes.size !== undefined) this.resize(inode, changes.size, t);
-      if (changes.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | (changes.mode & 0o7777);
+      if (changes.mode !== undefined) {
+        inode.mode = (inode.mode & S_IFMT) | (changes.mode & 0o7777);
+        this.chmodAcl(inode);
+      }
       const owner = (changes.uid !== undefined && changes.uid !== inode.uid) || (changes.gid !== undefined && changes.gid !== inode.gid);
       if (changes.uid !== undefined) inode.uid = changes.uid;
       if (changes.gid !== undefined) inode.gid = changes.gid;
@@ -426,7 +432,16 @@ export class Filesystem {
       const found = findNamed(this.tree, ino, ItemType.XATTR, name);
       if (found !== null && flags & XATTR_CREATE) fail('EEXIST', `attribute ${name.toString()} exists`);
       if (found === null && flags & XATTR_REPLACE) fail('ENODATA', `no attribute ${name.toString()}`);
-      if (found !== null) this.tree.put(key(ino, ItemType.XATTR, found.offset), xattrValue(name, value));
+      const acl = name.toString() === ACL_ACCESS ? modeOfAcl(decodeAcl(value), inode.mode) : null;
+      if (name.toString() === ACL_DEFAULT) {
+        if (!isDir(inode)) fail('EACCES', 'only a directory has a default ACL');
+        decodeAcl(value);
+      }
+      // An access ACL the mode says all of is kept as the mode alone, as ext4 keeps it.
+      if (acl !== null) inode.mode = acl.mode;
+      if (acl?.minimal === true) {
+        if (found !== null) this.tree.del(key(ino, ItemType.XATTR, found.offset));
+      } else if (found !== null) this.tree.put(key(ino, ItemType.XATTR, found.offset), xattrValue(name, value));
       else addNamed(this.tree, ino, ItemType.XATTR, name, xattrValue(name, value));
       inode.ctime = now();
       this.tree.saveInode(inode);
@@ -517,10 +532,39 @@ export class Filesystem {
     const inode = newInode(ino, mode, { uid: caller.uid, gid: inheritGroup ? dir.gid : caller.gid }, dir.ino, rdev);
     if (inheritGroup && isDir(inode)) inode.mode |= S_ISGID;
     inode.size = size;
+    if (!isLink(inode)) this.inheritAcls(dir, inode, caller.umask ?? 0);
     this.tree.saveInode(inode);
     addNamed(this.tree, dir.ino, ItemType.DIRENT, name, direntValue(ino, mode >> 12, name));
     this.touchDir(dir, 1, isDir(inode) ? 1 : 0, inode.ctime);
     return inode;
+  }
+
+  /** A new inode's ACLs and mode: from its directory's default ACL if it has one, else the mode less the umask. */
+  private inheritAcls(dir: Inode, inode: Inode, umask: number): void {
+    const dflt = this.xattr(dir.ino, ACL_DEFAULT);
+    if (dflt === null) {
+      inode.mode &= ~(umask & 0o777);
+      return;
+    }
+    const { mode, access } = inheritAcl(decodeAcl(dflt), inode.mode);
+    inode.mode = mode;
+    if (access !== null) addNamed(this.tree, inode.ino, ItemType.XATTR, Buffer.from(ACL_ACCESS), xattrValue(Buffer.from(ACL_ACCESS), encodeAcl(access)));
+    if (isDir(inode)) addNamed(this.tree, inode.ino, ItemType.XATTR, Buffer.from(ACL_DEFAULT), xattrValue(Buffer.from(ACL_DEFAULT), dflt));
+  }
+
+  /** A chmod moves the access ACL's owner, group (or mask) and other entries with it. */
+  private chmodAcl(inode: Inode): void {
+    const name = Buffer.from(ACL_ACCESS);
+    const found = findNamed(this.tree, inode.ino, ItemType.XATTR, name);
+    if (found === null) return;
+    const current = decodeAcl(Buffer.from(found.value.subarray(1 + name.length)));
+    this.tree.put(key(inode.ino, ItemType.XATTR, found.offset), xattrValue(name, encodeAcl(chmodAcl(current, inode.mode))));
+  }
+
+  /** An xattr's value, or null. */
+  private xattr(ino: number, name: string): Buffer | null {
+    const found = findNamed(this.tree, ino, ItemType.XATTR, Buffer.from(name));
+    return found === null ? null : Buffer.from(found.value.subarray(1 + Buffer.byteLength(name)));
   }
 
   private dirInode(ino: number): Inode {

@@ -184,7 +184,8 @@ export class CowfsMount {
   private dispatch(req: FuseRequest): [Buffer | undefined, number[] | undefined] {
     const fs = this.fs;
     const name = req.bytes ?? Buffer.alloc(0);
-    const caller = { uid: req.uid, gid: req.gid };
+    // n2 of a create, mknod or mkdir: the caller's umask (fs_ops.c).
+    const caller = { uid: req.uid, gid: req.gid, umask: req.op === FsOp.MKNOD || req.op === FsOp.MKDIR || req.op === FsOp.CREATE ? req.n[2] : 0 };
     const [n0, n1, n2] = req.n;
     switch (req.op) {
       case FsOp.LOOKUP:

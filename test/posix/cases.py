@@ -275,6 +275,45 @@ def acls():
     return out
 
 
+def acl_entries(path, name="system.posix_acl_access"):
+    """An ACL xattr as (tag, perm, id) triples, or its errno name."""
+    try:
+        b = os.getxattr(path, name)
+    except OSError as e:
+        return err(e)
+    return [[int.from_bytes(b[i:i + 2], "little"), int.from_bytes(b[i + 2:i + 4], "little"), int.from_bytes(b[i + 4:i + 8], "little")] for i in range(4, len(b), 8)]
+
+
+@case
+def acl_mode_and_inheritance():
+    any_id = 0xFFFFFFFF
+    write("f", b"x", 0o644)
+    os.setxattr("f", "system.posix_acl_access", acl((1, 7, any_id), (2, 6, 1000), (4, 4, any_id), (0x10, 6, any_id), (0x20, 0, any_id)))
+    out = [oct(os.stat("f").st_mode & 0o777)]
+    # A chmod moves the owner, mask and other entries; the named user stays.
+    os.chmod("f", 0o750)
+    out += [oct(os.stat("f").st_mode & 0o777), acl_entries("f")]
+    # An ACL the mode says all of is kept as the mode.
+    os.setxattr("f", "system.posix_acl_access", acl((1, 6, any_id), (4, 4, any_id), (0x20, 4, any_id)))
+    out += [oct(os.stat("f").st_mode & 0o777), acl_entries("f")]
+    # No default ACL: the umask applies. A default ACL: it does not, the ACL narrows the mode.
+    old = os.umask(0o027)
+    try:
+        write("masked", b"", 0o666)
+        os.mkdir("d", 0o755)
+        os.setxattr("d", "system.posix_acl_default", acl((1, 7, any_id), (2, 5, 1000), (4, 5, any_id), (0x10, 5, any_id), (0x20, 5, any_id)))
+        write("d/inherits", b"", 0o666)
+        os.mkdir("d/sub", 0o777)
+        os.symlink("inherits", "d/link")
+    finally:
+        os.umask(old)
+    out += [oct(os.stat("masked").st_mode & 0o777), oct(os.stat("d/inherits").st_mode & 0o777), acl_entries("d/inherits")]
+    out += [oct(os.stat("d/sub").st_mode & 0o777), acl_entries("d/sub"), acl_entries("d/sub", "system.posix_acl_default")]
+    out += [acl_entries("f", "system.posix_acl_default"), attempt(os.setxattr, "f", "system.posix_acl_default", acl((1, 7, any_id), (4, 5, any_id), (0x20, 5, any_id)))]
+    out.append(as_user(1000, lambda: read("d/inherits").decode()))
+    return out
+
+
 @case
 def ownership_and_setid():
     write("f", b"#!/bin/sh\n", 0o755)
