@@ -154,14 +154,11 @@ export class CowfsMount {
 
   private serve(req: FuseRequest): void {
     if (req.op === FsOp.FSYNC) {
-      // fdatasync need not keep times: stamped after it, a file the addon only overwrote needs a data sync, not a commit.
-      const dataOnly = req.n[0] !== 0;
-      if (!dataOnly) this.stamp();
+      // fdatasync need not keep times: left noted (for the next other request or the timer), they
+      // leave the tree as it was, so a file the addon only overwrote needs a data sync, not a commit.
+      if (req.n[0] === 0) this.stamp();
       this.fs.flush().then(
-        () => {
-          if (dataOnly) this.stamp();
-          this.session.reply(req.id, 0);
-        },
+        () => this.session.reply(req.id, 0),
         (err: unknown) => this.replyError(req, err),
       );
       return;
