@@ -344,3 +344,13 @@ t.test('the FUSE threads are shared: ten mounts run on the threads one mount run
   t.ok(threads() <= one + 2, `threads with ten mounts (${threads()}) stay those of one (${one})`);
   await d.stop();
 });
+
+t.test('serve refuses a bad --fs-threads with one line', async (t) => {
+  const { pool, mount } = scratchPool(t, 'cowfs-threads-flag');
+  for (const bad of ['0', '65', 'four']) {
+    const r = sh(process.execPath, [bin, 'serve', '--pool', pool, '--mount', mount, '--fs-threads', bad]);
+    t.equal(r.status, 1, `--fs-threads ${bad}: exit 1`);
+    t.match(r.stderr, new RegExp(`^cowvol: invalid --fs-threads '${bad}': a whole number from 1 to 64\\n$`), 'says what to fix');
+  }
+  t.equal(cli(pool, 'volume', 'list').status, 0, 'the pool was left alone');
+});
