@@ -57,6 +57,8 @@ export interface NativeFuse {
   fuseCommitNeeded(handle: FuseHandle, needed: boolean): void;
   /** A cowfs mount's natively written files since the last call: [ino, monotonic s, ns] each. */
   fuseWritten(handle: FuseHandle): number[];
+  /** A cowfs mount's clock: the wall time (s, ns) at CLOCK_MONOTONIC's zero. */
+  fuseClock(handle: FuseHandle, sec: number, nsec: number): void;
   /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno */
   fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number];
   fuseUnmount(handle: FuseHandle): void;

@@ -10,9 +10,10 @@
  * In one process: the test serves the mount on its event loop, so every
  * access to the mount is asynchronous (fs.promises, child processes).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 
 import t, { type Test } from 'tap';
@@ -242,4 +243,39 @@ os.close(fd)
   t.same([after.dataSyncs - before.dataSyncs, after.commits - before.commits], [3, 0], 'three fdatasyncs in a row made data syncs and no commit');
   await sync('fsync');
   t.equal(s.handle.pool.flushStats().commits - after.commits, 3, 'each fsync committed (the new mtime)');
+});
+
+t.test('a stat after a native write is answered natively, with the write\'s time', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'f');
+  await fs.promises.writeFile(file, pattern(2 * CHUNK, 13));
+  await pread(file, 0, 2 * CHUNK);
+  // The child waits on its stdin between phases, so the counters are read with nothing in flight.
+  const child = spawn('python3', ['-c', `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"a" * 4096, 0)
+times = [os.fstat(fd).st_mtime_ns]
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(5):
+    os.pwrite(fd, b"b" * 4096, 4096 * (i + 1))
+    times.append(os.fstat(fd).st_mtime_ns)
+print(" ".join(str(x) for x in times), flush=True)
+sys.stdin.readline()
+os.close(fd)
+`, file]);
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  t.equal((await lines.next()).value, 'ready');
+  const before = s.mount.stats();
+  child.stdin.write('\n');
+  const times = String((await lines.next()).value).split(' ').map(BigInt);
+  const after = s.mount.stats();
+  child.stdin.end('\n');
+  await new Promise((resolve) => child.once('exit', resolve));
+  t.equal(after.fastWrites - before.fastWrites, 5, 'five native writes');
+  t.equal(after.slowRequests, before.slowRequests, 'and five stats after them, none of which reached JavaScript');
+  t.ok(times.every((x, i) => i === 0 || x > (times[i - 1] as bigint)), 'each stat showed a later mtime');
+  const st = await fs.promises.stat(file, { bigint: true });
+  t.equal(st.mtimeNs, times[times.length - 1], 'the mtime JavaScript stamps is the one the stats showed');
 });

@@ -72,6 +72,28 @@ static request make(fuse_req_t req, int op, fuse_ino_t ino) {
   return r;
 }
 
+/* Whether JavaScript may change some inode's attributes serving this: the attribute cache is cleared around it. */
+static int changes_attrs(int op) {
+  switch (op) {
+    case FS_SETATTR: case FS_MKNOD: case FS_MKDIR: case FS_UNLINK: case FS_RMDIR: case FS_SYMLINK: case FS_RENAME:
+    case FS_LINK: case FS_WRITE: case FS_SETXATTR: case FS_REMOVEXATTR: case FS_CREATE: case FS_FALLOCATE:
+    case FS_COPY_FILE_RANGE:
+      return 1;
+    default: /* reads, lookups, opens, releases (an orphan freed is never asked for again), fsync (it stamps what the cache has) */
+      return 0;
+  }
+}
+
+/* Every request to JavaScript goes through here. 0 or an errno. */
+static int ask(fuse_req_t req, request *r) {
+  session *s = of(req);
+  int change = changes_attrs(r->op);
+  if (change) attr_cache_clear(s->attrs);
+  int err = session_ask_js(s, r);
+  if (change) attr_cache_clear(s->attrs);
+  return err;
+}
+
 /* r[0..13]: ino, size, mode, nlink, uid, gid, rdev, 512-byte blocks, atime, mtime, ctime as (s, ns). */
 static void fill_stat(struct stat *st, const int64_t *r) {
   memset(st, 0, sizeof(*st));
@@ -102,7 +124,7 @@ static void fill_entry(struct fuse_entry_param *e, const int64_t *r) {
 
 /* Asks, then answers an entry (lookup, mknod, mkdir, symlink, link). */
 static void reply_entry(fuse_req_t req, request *r) {
-  int err = session_ask_js(of(req), r);
+  int err = ask(req, r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -113,7 +135,7 @@ static void reply_entry(fuse_req_t req, request *r) {
 }
 
 static void reply_attr(fuse_req_t req, request *r) {
-  int err = session_ask_js(of(req), r);
+  int err = ask(req, r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -124,12 +146,12 @@ static void reply_attr(fuse_req_t req, request *r) {
 }
 
 static void reply_plain(fuse_req_t req, request *r) {
-  fuse_reply_err(req, session_ask_js(of(req), r));
+  fuse_reply_err(req, ask(req, r));
 }
 
 /* Bytes JavaScript sent, or an error; xattr calls with size 0 ask only for the length. */
 static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
-  int err = session_ask_js(of(req), r);
+  int err = ask(req, r);
   if (err) fuse_reply_err(req, err);
   else if (xattr && size == 0) fuse_reply_xattr(req, r->outlen);
   else if (xattr && r->outlen > size) fuse_reply_err(req, ERANGE);
@@ -152,8 +174,24 @@ static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void)fi;
+  session *s = of(req);
+  struct stat st;
+  int64_t held[ATTR_NUMBERS];
+  if (attr_cache_get(s->attrs, ino, held)) {
+    fill_stat(&st, held);
+    fuse_reply_attr(req, &st, ATTR_SECONDS);
+    return;
+  }
   request r = make(req, FS_GETATTR, ino);
-  reply_attr(req, &r);
+  attr_ticket ticket = attr_cache_ticket(s->attrs, ino);
+  int err = ask(req, &r);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  attr_cache_put(s->attrs, r.r, ticket);
+  fill_stat(&st, r.r);
+  fuse_reply_attr(req, &st, ATTR_SECONDS);
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
@@ -167,7 +205,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
   request r = make(req, FS_READLINK, ino);
-  int err = session_ask_js(of(req), &r);
+  int err = ask(req, &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -239,7 +277,7 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   request r = make(req, FS_OPEN, ino);
   r.n[0] = fi->flags;
-  int err = session_ask_js(of(req), &r);
+  int err = ask(req, &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -249,7 +287,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if (fuse_reply_open(req, fi) != 0) {
     /* The opener is gone: the release that balances this open will never come. */
     request rel = make(req, FS_RELEASE, ino);
-    session_ask_js(of(req), &rel);
+    ask(req, &rel);
   }
 }
 
@@ -259,7 +297,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   r.n[0] = mode;
   r.n[1] = fi->flags;
   r.n[2] = fuse_req_ctx(req)->umask;
-  int err = session_ask_js(of(req), &r);
+  int err = ask(req, &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -272,7 +310,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   fi->keep_cache = 0;
   if (fuse_reply_create(req, &e, fi) != 0) {
     request rel = make(req, FS_RELEASE, e.ino);
-    session_ask_js(of(req), &rel);
+    ask(req, &rel);
   }
 }
 
@@ -302,7 +340,10 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   session *s = of(req);
   int err = 0;
   /* Noted first: JavaScript stamps mtime and ctime from the note before it answers anything after this write. */
-  if (written_note(s->written, ino) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
+  struct timespec at;
+  if (written_note(s->written, ino, &at) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
+    int64_t nsec = s->wall_nsec + at.tv_nsec;
+    attr_cache_touch(s->attrs, ino, s->wall_sec + at.tv_sec + nsec / 1000000000, nsec % 1000000000);
     if (err) fuse_reply_err(req, err);
     else fuse_reply_write(req, size);
     return;
@@ -312,7 +353,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   r.n[1] = (int64_t)size;
   r.data = data;
   r.len = size;
-  err = session_ask_js(s, &r);
+  err = ask(req, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_write(req, (size_t)r.r[0]);
 }
@@ -336,7 +377,7 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
   request r = make(req, FS_READDIR, ino);
   r.n[0] = off;
   r.n[1] = (int64_t)size;
-  int err = session_ask_js(of(req), &r);
+  int err = ask(req, &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -387,7 +428,7 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
   r.len = size;
   r.n[0] = flags;
   if (is_caps(name)) no_caps_drop(s->no_caps, ino);
-  int err = session_ask_js(s, &r);
+  int err = ask(req, &r);
   if (is_caps(name)) no_caps_drop(s->no_caps, ino);
   fuse_reply_err(req, err);
 }
@@ -401,7 +442,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
   request r = make(req, FS_GETXATTR, ino);
   r.name = name;
   uint64_t ticket = no_caps_ticket(s->no_caps);
-  int err = session_ask_js(s, &r);
+  int err = ask(req, &r);
   if (err == ENODATA && is_caps(name)) no_caps_add(s->no_caps, ino, ticket);
   if (err) fuse_reply_err(req, err);
   else if (size == 0) fuse_reply_xattr(req, r.outlen);
@@ -435,7 +476,7 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
   request r = make(req, FS_LSEEK, ino);
   r.n[0] = off;
   r.n[1] = whence;
-  int err = session_ask_js(of(req), &r);
+  int err = ask(req, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_lseek(req, (off_t)r.r[0]);
 }
@@ -448,7 +489,7 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
   request r = make(req, FS_COPY_FILE_RANGE, ino_in);
   r.data = (const char *)v;
   r.len = sizeof(v);
-  int err = session_ask_js(of(req), &r);
+  int err = ask(req, &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_write(req, (size_t)r.r[0]);
 }

@@ -498,6 +498,7 @@ static void discard(session *s, int unmount) {
   table_free(s->table);
   written_free(s->written);
   no_caps_free(s->no_caps);
+  attr_cache_free(s->attrs);
   free(s);
 }
 
@@ -543,11 +544,13 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   if (s->filesystem) {
     s->written = written_new();
     s->no_caps = no_caps_new();
+    s->attrs = attr_cache_new();
   }
-  if (!s->table || (s->filesystem && (!s->written || !s->no_caps))) {
+  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs))) {
     table_free(s->table);
     written_free(s->written);
-  no_caps_free(s->no_caps);
+    no_caps_free(s->no_caps);
+    attr_cache_free(s->attrs);
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
   }
@@ -565,7 +568,8 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
     table_free(s->table);
     written_free(s->written);
-  no_caps_free(s->no_caps);
+    no_caps_free(s->no_caps);
+    attr_cache_free(s->attrs);
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -749,6 +753,16 @@ napi_value fuse_written(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* fuseClock(session, sec, nsec): the wall clock at CLOCK_MONOTONIC's zero, so native writes stamp times on JavaScript's scale. */
+napi_value fuse_clock(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  session *s = session_call(env, info, 3, argv);
+  if (!s) return NULL;
+  s->wall_sec = num(env, argv[1]);
+  s->wall_nsec = num(env, argv[2]);
+  return NULL;
+}
+
 /* fuseCommitNeeded(session, needed) */
 napi_value fuse_commit_needed(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -847,6 +861,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   table_free(s->table);
   written_free(s->written);
   no_caps_free(s->no_caps);
+  attr_cache_free(s->attrs);
   stats_free(atomic_load(&s->stats));
   free(s);
   return NULL;

@@ -17,6 +17,7 @@ napi_value fuse_reserve(napi_env env, napi_callback_info info);
 napi_value fuse_taken(napi_env env, napi_callback_info info);
 napi_value fuse_commit_needed(napi_env env, napi_callback_info info);
 napi_value fuse_written(napi_env env, napi_callback_info info);
+napi_value fuse_clock(napi_env env, napi_callback_info info);
 napi_value fuse_stats(napi_env env, napi_callback_info info);
 napi_value fuse_unmount(napi_env env, napi_callback_info info);
 napi_value fuse_destroy(napi_env env, napi_callback_info info);

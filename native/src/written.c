@@ -32,9 +32,10 @@ void written_free(written *w) {
   free(w);
 }
 
-int written_note(written *w, uint64_t ino) {
+int written_note(written *w, uint64_t ino, struct timespec *at) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  *at = ts;
   pthread_mutex_lock(&w->mu);
   size_t i = 0;
   while (i < w->count && w->files[i].ino != ino) i++;

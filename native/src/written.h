@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef struct written written;
 
@@ -22,8 +23,8 @@ typedef struct {
 
 written *written_new(void);
 void written_free(written *w);
-/* Notes a write to `ino` now; 0 when WRITTEN_MAX other files wait (nothing noted). */
-int written_note(written *w, uint64_t ino);
+/* Notes a write to `ino` now (CLOCK_MONOTONIC, into *at); 0 when WRITTEN_MAX other files wait (nothing noted). */
+int written_note(written *w, uint64_t ino, struct timespec *at);
 /* Moves the notes into out (room for WRITTEN_MAX); returns how many. */
 size_t written_drain(written *w, written_file *out);
 

@@ -64,6 +64,11 @@ export function now(): Time {
   return { sec: Number(wall / 1_000_000_000n), nsec: Number(wall % 1_000_000_000n) };
 }
 
+/** The wall clock at the monotonic clock's zero: what the addon adds to its own readings to stamp times as now() does. */
+export function wallAtZero(): Time {
+  return { sec: Number(WALL_AT_ZERO / 1_000_000_000n), nsec: Number(WALL_AT_ZERO % 1_000_000_000n) };
+}
+
 /** A CLOCK_MONOTONIC reading (the addon's, for writes it served) on the same scale as now(). */
 export function fromMonotonic(sec: number, nsec: number): Time {
   const wall = WALL_AT_ZERO + BigInt(sec) * 1_000_000_000n + BigInt(nsec);

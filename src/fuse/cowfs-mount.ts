@@ -16,7 +16,7 @@
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { type AttrChanges, Filesystem } from '../cowfs/filesystem.js';
-import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg } from '../cowfs/inode.js';
+import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
 import { CowvolError, errno, fromSystemError } from '../errors.js';
 import { type MountEntry, readMountTable } from '../host/mount-table.js';
 import { FileChunks } from './file-chunks.js';
@@ -120,6 +120,8 @@ export class CowfsMount {
       },
       (req) => this.serve(req),
     );
+    const zero = wallAtZero();
+    this.session.clock(zero.sec, zero.nsec);
     const fast = (opts.dataFd ?? -1) >= 0;
     this.chunks = fast ? new FileChunks(pool, info.id, this.fs, this.session, opts.tableSlots ?? DEFAULT_TABLE_SLOTS, !ro) : null;
     this.unwatch = this.chunks === null ? () => {} : pool.watch(info.id, this.chunks);

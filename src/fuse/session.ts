@@ -127,6 +127,11 @@ export class FuseSession {
     native.fuseInvalidate(this.handle, ino, index);
   }
 
+  /** Where a cowfs mount's native writes put their times: the wall time at CLOCK_MONOTONIC's zero. */
+  clock(sec: number, nsec: number): void {
+    native.fuseClock(this.handle, sec, nsec);
+  }
+
   /** The files a cowfs mount wrote natively since the last call, with the monotonic time of each one's latest write. */
   written(): { ino: number; sec: number; nsec: number }[] {
     const flat = native.fuseWritten(this.handle);

@@ -1,0 +1,34 @@
+/*
+ * A cowfs mount's attributes as JavaScript last answered them, so that a
+ * getattr the kernel sends after each write (a write drops its cached size
+ * and times) is answered without a trip to JavaScript (attr_cache.c).
+ */
+#ifndef COWVOL_ATTR_CACHE_H
+#define COWVOL_ATTR_CACHE_H
+
+#include <stdint.h>
+
+/* The reply numbers fs_ops.c's fill_stat reads: ino, size, mode, nlink, uid, gid, rdev, blocks, then atime, mtime, ctime as (s, ns). */
+#define ATTR_NUMBERS 14
+
+typedef struct attr_cache attr_cache;
+
+/* What a put must find unchanged: no clear, and no native write to the inode's slot. */
+typedef struct {
+  uint64_t generation;
+  uint64_t touches;
+} attr_ticket;
+
+attr_cache *attr_cache_new(void);
+void attr_cache_free(attr_cache *c);
+/* A ticket to take before asking JavaScript for an inode's attributes; a put with a ticket some change has voided keeps nothing. */
+attr_ticket attr_cache_ticket(attr_cache *c, uint64_t ino);
+void attr_cache_put(attr_cache *c, const int64_t *r, attr_ticket ticket);
+/* 1 and the numbers in out when the inode's attributes are held. */
+int attr_cache_get(attr_cache *c, uint64_t ino, int64_t *out);
+/* A native write at wall time (sec, nsec): mtime and ctime of a held entry move to it, and answers in flight for it are voided. */
+void attr_cache_touch(attr_cache *c, uint64_t ino, int64_t sec, int64_t nsec);
+/* JavaScript is about to change, or has changed, something: nothing held stays (O(1)). */
+void attr_cache_clear(attr_cache *c);
+
+#endif
