@@ -218,8 +218,8 @@ except OSError as e:
   t.same(out.stdout.trim().split('\n'), ['20', 'dropped'], 'the capability was set, and a write by another user dropped it');
 });
 
-t.test('fdatasyncs after native overwrites are data syncs; fsyncs commit their times', async (t) => {
-  // No stamping on a timer here: it would turn the data sync into a commit.
+t.test('fdatasyncs after native overwrites are made by the addon; a change sends the next to a commit; fsyncs commit', async (t) => {
+  // No stamping on a timer here: it would turn the data syncs into commits.
   const s = await setup(t, undefined, 3_600_000);
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(2 * CHUNK, 12));
@@ -228,21 +228,44 @@ t.test('fdatasyncs after native overwrites are data syncs; fsyncs commit their t
     await run('python3', ['-c', `
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDWR)
-for i in range(3):
-    os.pwrite(fd, b"z" * 4096, 8192 * (i + 1))
+for at in [8192, 16384, 24576]:
+    os.pwrite(fd, b"z" * 4096, at)
     os.${call}(fd)
 os.close(fd)
 `, file]);
   };
+  const counts = (): number[] => {
+    const f = s.handle.pool.flushStats();
+    return [s.mount.stats().fastFlushes, f.commits, f.dataSyncs];
+  };
   await sync('fsync');
-  const before = s.handle.pool.flushStats();
+  const [fast0, commits0, data0] = counts();
   const fast = s.mount.stats().fastWrites;
   await sync('fdatasync');
-  const after = s.handle.pool.flushStats();
-  t.ok(s.mount.stats().fastWrites > fast, 'the overwrite was native');
-  t.same([after.dataSyncs - before.dataSyncs, after.commits - before.commits], [3, 0], 'three fdatasyncs in a row made data syncs and no commit');
+  t.ok(s.mount.stats().fastWrites > fast, 'the overwrites were native');
+  t.same(counts(), [(fast0 ?? 0) + 3, commits0, data0], 'three fdatasyncs in a row: three made by the addon, no commit');
+  // fsyncs stamp what the fdatasyncs left noted; then a truncate changes the size, in JavaScript,
+  // with no time to stamp: the fdatasync after it must commit it all the same.
   await sync('fsync');
-  t.equal(s.handle.pool.flushStats().commits - after.commits, 3, 'each fsync committed (the new mtime)');
+  const [fastBefore, commitsBefore] = counts();
+  const writesBefore = s.mount.stats().fastWrites;
+  await run('python3', ['-c', `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.ftruncate(fd, ${12 * CHUNK + 4096})
+os.pread(fd, 4096, 16384)  # the truncate dropped the file's table entries: this read brings them back
+for at in [16384, 24576, 32768]:
+    os.pwrite(fd, b"y" * 4096, at)
+    os.fdatasync(fd)
+os.close(fd)
+`, file]);
+  const [fast1, commits1] = counts();
+  t.equal(commits1, (commitsBefore ?? 0) + 1, 'after a size change, an fdatasync committed');
+  t.equal(fast1, (fastBefore ?? 0) + 2, 'and the ones after it were the addon\'s again');
+  t.equal(s.mount.stats().fastWrites - writesBefore, 3, 'the overwrites after the truncate were native');
+  await sync('fsync');
+  t.equal((counts()[1] ?? 0) - (commits1 ?? 0), 3, 'each fsync committed (the new mtime)');
+  t.equal((await fs.promises.stat(file)).size, 12 * CHUNK + 4096, 'the size the truncate made');
 });
 
 t.test('a stat after a native write is answered natively, with the write\'s time', async (t) => {

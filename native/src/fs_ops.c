@@ -88,9 +88,16 @@ static int changes_attrs(int op) {
 static int ask(fuse_req_t req, request *r) {
   session *s = of(req);
   int change = changes_attrs(r->op);
-  if (change) attr_cache_clear(s->attrs);
+  /* A change also means the volume has something to commit: fdatasync goes to JavaScript until it says otherwise. */
+  if (change) {
+    attr_cache_clear(s->attrs);
+    table_commit_needed(s->table, 1);
+  }
   int err = session_ask_js(s, r);
-  if (change) attr_cache_clear(s->attrs);
+  if (change) {
+    attr_cache_clear(s->attrs);
+    table_commit_needed(s->table, 1);
+  }
   return err;
 }
 
@@ -364,11 +371,22 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   reply_plain(req, &r);
 }
 
-static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   (void)fi;
   request r = make(req, FS_FSYNC, ino);
   r.n[0] = datasync;
   reply_plain(req, &r);
+}
+
+/* fdatasync of a file while JavaScript says the volume has nothing to commit: one fdatasync of the data file, here. */
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  session *s = of(req);
+  int err = 0;
+  if (datasync && !atomic_load(&s->closing) && table_flush(s->table, &err)) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fs_fsyncdir(req, ino, datasync, fi);
 }
 
 /* JavaScript sends entries as u64 ino | u32 mode | u64 next cookie | u16 name length | name. */
@@ -527,7 +545,7 @@ const struct fuse_lowlevel_ops cowfs_ops = {
     .release = fs_release,
     .fsync = fs_fsync,
     .readdir = fs_readdir,
-    .fsyncdir = fs_fsync,
+    .fsyncdir = fs_fsyncdir,
     .statfs = fs_statfs,
     .setxattr = fs_setxattr,
     .getxattr = fs_getxattr,

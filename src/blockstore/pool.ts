@@ -101,6 +101,8 @@ export interface VolumeWatcher {
   dropChunk(index: number): void;
   /** A fork of the volume is about to be made: what the watcher holds back (the times of writes it served) goes in first. */
   settle(): void;
+  /** The pool failed: whatever the watcher serves without it must stop claiming durability. */
+  failed(): void;
 }
 
 export interface MappingListener {
@@ -799,6 +801,12 @@ export class Pool {
   fail(err: unknown): void {
     this.failure ??= err;
     this.sayCommitNeeded(true);
+    for (const w of this.watchers.values()) w.failed();
+  }
+
+  /** Whether the volume changed since the last durable commit: a flush of it would commit. */
+  volumeUncommitted(ref: VolumeRef): boolean {
+    return this.catalog.uncommitted(this.volume(ref));
   }
 
   /** Flushes asked for through flushAsync, and the commits and data-only syncs made for them. */

@@ -99,7 +99,7 @@ export class CowfsMount {
   private readonly stamper: NodeJS.Timeout;
 
   constructor(
-    pool: Pool,
+    private readonly pool: Pool,
     volume: VolumeRef,
     readonly mountpoint: string,
     private readonly opts: CowfsMountOptions = {},
@@ -139,10 +139,10 @@ export class CowfsMount {
     }
   }
 
-  /** Reads and writes the addon served itself, and requests that came to JavaScript, since the mount. */
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number } {
-    const { fastReads, fastWrites, slowRequests } = this.session.stats();
-    return { fastReads, fastWrites, slowRequests };
+  /** Reads, writes and fdatasyncs the addon served itself, and requests that came to JavaScript, since the mount. */
+  stats(): { fastReads: number; fastWrites: number; fastFlushes: number; slowRequests: number } {
+    const { fastReads, fastWrites, fastFlushes, slowRequests } = this.session.stats();
+    return { fastReads, fastWrites, fastFlushes, slowRequests };
   }
 
   private stamp(): void {
@@ -159,8 +159,14 @@ export class CowfsMount {
       // fdatasync need not keep times: left noted (for the next other request or the timer), they
       // leave the tree as it was, so a file the addon only overwrote needs a data sync, not a commit.
       if (req.n[0] === 0) this.stamp();
+      const lost = this.chunks?.lostWrites() ?? 0;
+      // The addon's own fdatasync failed: some written data did not reach the disk.
+      if (lost !== 0) this.pool.fail(new Error(`an fdatasync of the data file failed (errno ${lost}): written data may be lost`));
       this.fs.flush().then(
-        () => this.session.reply(req.id, 0),
+        () => {
+          this.chunks?.settled();
+          this.session.reply(req.id, 0);
+        },
         (err: unknown) => this.replyError(req, err),
       );
       return;

@@ -18,6 +18,10 @@
  * - A native write stamps no time itself: the addon notes the file, and
  *   `stamp` sets its mtime and ctime before JavaScript answers anything
  *   else on this mount, before an fsync and a fork, and once a second.
+ * - fdatasync is made by the addon (one fdatasync of the data file) only
+ *   while `settled` said the volume has nothing to commit; the addon takes
+ *   that back itself around every request that changes something, and
+ *   `stamp` does when it stamps. After the pool failed, never again.
  *
  * Memory: the table holds `slots` entries of 16 bytes; `byIndex` holds at
  * most as many, and evicting from it evicts from the table.
@@ -33,6 +37,7 @@ const EVERY_FILE = 0;
 export class FileChunks implements VolumeWatcher {
   /** Volume map index -> [inode, file chunk], oldest first. Lock: event loop only. */
   private readonly byIndex = new Map<number, [number, number]>();
+  private broken = false;
 
   constructor(
     private readonly pool: Pool,
@@ -63,7 +68,20 @@ export class FileChunks implements VolumeWatcher {
   /** Sets the times of the files the addon wrote since the last look. */
   stamp(): void {
     const written = this.session.written();
-    if (written.length > 0) this.fs.stampWritten(written.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
+    if (written.length === 0) return;
+    this.session.commitNeeded(true);
+    this.fs.stampWritten(written.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
+  }
+
+  /** A flush of the volume is done: if nothing of it waits for a commit now, the addon may make fdatasyncs itself. */
+  settled(): void {
+    if (this.broken || this.pool.broken !== null || this.pool.volumeUncommitted(this.volume)) return;
+    this.session.commitNeeded(false);
+  }
+
+  /** An fdatasync the addon made failed: the pool must fail (which writes reached the disk is unknown). */
+  lostWrites(): number {
+    return this.session.flushErrno();
   }
 
   dropVolume(): void {
@@ -80,6 +98,11 @@ export class FileChunks implements VolumeWatcher {
 
   settle(): void {
     this.stamp();
+  }
+
+  failed(): void {
+    this.broken = true;
+    this.session.commitNeeded(true);
   }
 
   private remember(index: number, ino: number, chunk: number): void {
