@@ -4,8 +4,10 @@
  * the addon reads and writes it in place itself. Each case checks that it
  * does (the mount's counters) and that what it serves stays right: the
  * times a stat shows, a snapshot taken after native writes, a reflink, a
- * truncate followed by a write past the new end, and a table too small for
- * the file.
+ * truncate followed by a write past the new end, a table too small for
+ * the file, the kernel's capability question before each write, getattrs
+ * after writes, and fdatasyncs made natively only while nothing waits for
+ * a commit.
  *
  * In one process: the test serves the mount on its event loop, so every
  * access to the mount is asynchronous (fs.promises, child processes).
