@@ -141,12 +141,14 @@ static void reply_entry(fuse_req_t req, request *r) {
   fuse_reply_entry(req, &e);
 }
 
-static void reply_attr(fuse_req_t req, request *r) {
+/* Asks, then answers attributes; with a ticket (a getattr's), keeps them in the attribute cache. */
+static void reply_attr(fuse_req_t req, request *r, const attr_ticket *ticket) {
   int err = ask(req, r);
   if (err) {
     fuse_reply_err(req, err);
     return;
   }
+  if (ticket) attr_cache_put(of(req)->attrs, r->r, *ticket);
   struct stat st;
   fill_stat(&st, r->r);
   fuse_reply_attr(req, &st, ATTR_SECONDS);
@@ -156,14 +158,18 @@ static void reply_plain(fuse_req_t req, request *r) {
   fuse_reply_err(req, ask(req, r));
 }
 
-/* Bytes JavaScript sent, or an error; xattr calls with size 0 ask only for the length. */
-static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
-  int err = ask(req, r);
+/* Answers what JavaScript said: an errno, or the bytes it sent (xattr calls with size 0 ask only for the length). */
+static void answer_bytes(fuse_req_t req, request *r, int err, int xattr, size_t size) {
   if (err) fuse_reply_err(req, err);
   else if (xattr && size == 0) fuse_reply_xattr(req, r->outlen);
   else if (xattr && r->outlen > size) fuse_reply_err(req, ERANGE);
   else fuse_reply_buf(req, r->out, r->outlen);
   free(r->out);
+}
+
+/* Asks, then answers bytes. */
+static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
+  answer_bytes(req, r, ask(req, r), xattr, size);
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -191,14 +197,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   }
   request r = make(req, FS_GETATTR, ino);
   attr_ticket ticket = attr_cache_ticket(s->attrs, ino);
-  int err = ask(req, &r);
-  if (err) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  attr_cache_put(s->attrs, r.r, ticket);
-  fill_stat(&st, r.r);
-  fuse_reply_attr(req, &st, ATTR_SECONDS);
+  reply_attr(req, &r, &ticket);
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
@@ -207,7 +206,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   request r = make(req, FS_SETATTR, ino);
   r.data = (const char *)v;
   r.len = sizeof(v);
-  reply_attr(req, &r);
+  reply_attr(req, &r, NULL);
 }
 
 static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -462,11 +461,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
   uint64_t ticket = no_caps_ticket(s->no_caps);
   int err = ask(req, &r);
   if (err == ENODATA && is_caps(name)) no_caps_add(s->no_caps, ino, ticket);
-  if (err) fuse_reply_err(req, err);
-  else if (size == 0) fuse_reply_xattr(req, r.outlen);
-  else if (r.outlen > size) fuse_reply_err(req, ERANGE);
-  else fuse_reply_buf(req, r.out, r.outlen);
-  free(r.out);
+  answer_bytes(req, &r, err, 1, size);
 }
 
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {

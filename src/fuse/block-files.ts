@@ -277,9 +277,8 @@ export class BlockFiles implements MappingListener {
    * addon makes them itself while the pool says no commit is needed.
    */
   private fsync(req: FuseRequest): void {
-    const lost = this.session.flushErrno();
-    // The addon's own fdatasync failed: some written data did not reach the disk.
-    if (lost !== 0) this.pool.fail(new Error(`an fdatasync of the data file failed (errno ${lost}): written data may be lost`));
+    const lost = this.session.lostWrites();
+    if (lost !== null) this.pool.fail(lost);
     const v = this.volumeOf(req.ino);
     this.pool.flushAsync(v.id).then(
       () => this.session.reply(req.id, 0),

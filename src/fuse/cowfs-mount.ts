@@ -155,22 +155,7 @@ export class CowfsMount {
   }
 
   private serve(req: FuseRequest): void {
-    if (req.op === FsOp.FSYNC) {
-      // fdatasync need not keep times: left noted (for the next other request or the timer), they
-      // leave the tree as it was, so a file the addon only overwrote needs a data sync, not a commit.
-      if (req.n[0] === 0) this.stamp();
-      const lost = this.chunks?.lostWrites() ?? 0;
-      // The addon's own fdatasync failed: some written data did not reach the disk.
-      if (lost !== 0) this.pool.fail(new Error(`an fdatasync of the data file failed (errno ${lost}): written data may be lost`));
-      this.fs.flush().then(
-        () => {
-          this.chunks?.settled();
-          this.session.reply(req.id, 0);
-        },
-        (err: unknown) => this.replyError(req, err),
-      );
-      return;
-    }
+    if (req.op === FsOp.FSYNC) return this.fsync(req);
     // Before anything else is answered: the times of the writes the addon served.
     this.stamp();
     try {
@@ -179,6 +164,22 @@ export class CowfsMount {
     } catch (err) {
       this.replyError(req, err);
     }
+  }
+
+  /** fsync, fdatasync, or a directory's fsync: answered once the volume's flush is durable. */
+  private fsync(req: FuseRequest): void {
+    // fdatasync need not keep times: left noted (for the next other request or the timer), they
+    // leave the tree as it was, so a file the addon only overwrote needs a data sync, not a commit.
+    if (req.n[0] === 0) this.stamp();
+    const lost = this.session.lostWrites();
+    if (lost !== null) this.pool.fail(lost);
+    this.fs.flush().then(
+      () => {
+        this.chunks?.settled();
+        this.session.reply(req.id, 0);
+      },
+      (err: unknown) => this.replyError(req, err),
+    );
   }
 
   private replyError(req: FuseRequest, err: unknown): void {

@@ -79,10 +79,6 @@ export class FileChunks implements VolumeWatcher {
     this.session.commitNeeded(false);
   }
 
-  /** An fdatasync the addon made failed: the pool must fail (which writes reached the disk is unknown). */
-  lostWrites(): number {
-    return this.session.flushErrno();
-  }
 
   dropVolume(): void {
     this.session.invalidate(EVERY_FILE, -1);

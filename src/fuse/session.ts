@@ -221,6 +221,12 @@ export class FuseSession {
     return native.fuseStats(this.handle)[6];
   }
 
+  /** Why the pool must fail, if an fdatasync the addon made failed: some written data did not reach the disk. */
+  lostWrites(): Error | null {
+    const lost = this.flushErrno();
+    return lost === 0 ? null : new Error(`an fdatasync of the data file failed (errno ${lost}): written data may be lost`);
+  }
+
   /** 0 when the serving threads are PR_SET_IO_FLUSHER, else the errno prctl gave. */
   ioFlusherErrno(): number {
     return native.fuseStats(this.handle)[3];
