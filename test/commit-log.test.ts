@@ -4,9 +4,10 @@
  * from a whole one, the formats it reads and refuses, and flushes that wait
  * for the disk off the event loop while reads go on.
  */
+import fs from 'node:fs';
 import zlib from 'node:zlib';
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import { checkPool } from '../src/blockstore/check.js';
 import type { Disk } from '../src/blockstore/disk.js';
@@ -181,8 +182,10 @@ t.test('a pool written by a newer format is refused, not opened at an older comm
   t.throws(() => Pool.open(new MemoryDisk(image), new MemoryDisk()), { code: 'ENOTPOOL', message: /newer cowvol/ });
 });
 
-function filePool(): Pool {
+/** A pool on files in a fresh directory, removed when the test ends. */
+function filePool(t: Test): Pool {
   const dir = tmpDir('commit');
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const meta: Disk = new FileDisk(`${dir}/meta`, { create: true });
   const data: Disk = new FileDisk(`${dir}/data`, { create: true });
   Pool.init(meta, data, { chunkSize: 4096 });
@@ -190,7 +193,7 @@ function filePool(): Pool {
 }
 
 t.test('fsync-style flushes commit off the event loop: reads go on, flushes arriving meanwhile share the next commit', async (t) => {
-  const pool = filePool();
+  const pool = filePool(t);
   for (let i = 0; i < 4; i++) pool.createVolume(`v${i}`, 1 << 20);
   pool.write('v0', 0, fill(4096, 1));
   const first = pool.flushAsync();
@@ -207,7 +210,7 @@ t.test('fsync-style flushes commit off the event loop: reads go on, flushes arri
 });
 
 t.test('a metadata change while a commit is in flight finishes that commit first', async (t) => {
-  const pool = filePool();
+  const pool = filePool(t);
   pool.createVolume('v', 1 << 20);
   pool.write('v', 0, fill(4096, 1));
   const generation = pool.generation;
@@ -223,7 +226,7 @@ t.test('a metadata change while a commit is in flight finishes that commit first
 });
 
 t.test('a flush of a volume whose map has not changed is a data sync, even while another volume waits to commit', async (t) => {
-  const pool = filePool();
+  const pool = filePool(t);
   pool.createVolume('a', 1 << 20);
   pool.createVolume('b', 1 << 20);
   pool.write('a', 0, fill(4096, 1));
