@@ -84,20 +84,19 @@ static int changes_attrs(int op) {
   }
 }
 
-/* Every request to JavaScript goes through here. 0 or an errno. */
+/* Something may change in JavaScript: held attributes go, and fdatasync goes to JavaScript until it says the volume has nothing to commit. */
+static void changing(session *s) {
+  attr_cache_clear(s->attrs);
+  table_commit_needed(s->table, 1);
+}
+
+/* Every request to JavaScript goes through here, a change marked before and after it. 0 or an errno. */
 static int ask(fuse_req_t req, request *r) {
   session *s = of(req);
   int change = changes_attrs(r->op);
-  /* A change also means the volume has something to commit: fdatasync goes to JavaScript until it says otherwise. */
-  if (change) {
-    attr_cache_clear(s->attrs);
-    table_commit_needed(s->table, 1);
-  }
+  if (change) changing(s);
   int err = session_ask_js(s, r);
-  if (change) {
-    attr_cache_clear(s->attrs);
-    table_commit_needed(s->table, 1);
-  }
+  if (change) changing(s);
   return err;
 }
 

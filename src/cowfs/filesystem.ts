@@ -25,7 +25,7 @@ import { FileData, MAX_FILE_BYTES } from './file-data.js';
 import { type Counters, FsTree, ROOT_INO, encodeCounters } from './fs-tree.js';
 import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, after, decodeInode, encodeInode, isDir, isLink, isReg, now } from './inode.js';
 import { ItemType, key } from './keys.js';
-import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrValue } from './named-items.js';
+import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrData, xattrValue } from './named-items.js';
 
 export interface Caller {
   uid: number;
@@ -432,8 +432,9 @@ export class Filesystem {
       const found = findNamed(this.tree, ino, ItemType.XATTR, name);
       if (found !== null && flags & XATTR_CREATE) fail('EEXIST', `attribute ${name.toString()} exists`);
       if (found === null && flags & XATTR_REPLACE) fail('ENODATA', `no attribute ${name.toString()}`);
-      const acl = name.toString() === ACL_ACCESS ? modeOfAcl(decodeAcl(value), inode.mode) : null;
-      if (name.toString() === ACL_DEFAULT) {
+      const text = name.toString();
+      const acl = text === ACL_ACCESS ? modeOfAcl(decodeAcl(value), inode.mode) : null;
+      if (text === ACL_DEFAULT) {
         if (!isDir(inode)) fail('EACCES', 'only a directory has a default ACL');
         decodeAcl(value);
       }
@@ -442,7 +443,7 @@ export class Filesystem {
       if (acl?.minimal === true) {
         if (found !== null) this.tree.del(key(ino, ItemType.XATTR, found.offset));
       } else if (found !== null) this.tree.put(key(ino, ItemType.XATTR, found.offset), xattrValue(name, value));
-      else addNamed(this.tree, ino, ItemType.XATTR, name, xattrValue(name, value));
+      else this.addXattr(ino, name, value);
       inode.ctime = now();
       this.tree.saveInode(inode);
     });
@@ -453,7 +454,7 @@ export class Filesystem {
     checkXattrName(name);
     const found = findNamed(this.tree, ino, ItemType.XATTR, name);
     if (found === null) fail('ENODATA', `no attribute ${name.toString()}`);
-    return Buffer.from(found.value.subarray(1 + name.length));
+    return xattrData(found.value);
   }
 
   listxattr(ino: number): Buffer[] {
@@ -548,8 +549,8 @@ export class Filesystem {
     }
     const { mode, access } = inheritAcl(decodeAcl(dflt), inode.mode);
     inode.mode = mode;
-    if (access !== null) addNamed(this.tree, inode.ino, ItemType.XATTR, Buffer.from(ACL_ACCESS), xattrValue(Buffer.from(ACL_ACCESS), encodeAcl(access)));
-    if (isDir(inode)) addNamed(this.tree, inode.ino, ItemType.XATTR, Buffer.from(ACL_DEFAULT), xattrValue(Buffer.from(ACL_DEFAULT), dflt));
+    if (access !== null) this.addXattr(inode.ino, Buffer.from(ACL_ACCESS), encodeAcl(access));
+    if (isDir(inode)) this.addXattr(inode.ino, Buffer.from(ACL_DEFAULT), dflt);
   }
 
   /** A chmod moves the access ACL's owner, group (or mask) and other entries with it. */
@@ -557,14 +558,19 @@ export class Filesystem {
     const name = Buffer.from(ACL_ACCESS);
     const found = findNamed(this.tree, inode.ino, ItemType.XATTR, name);
     if (found === null) return;
-    const current = decodeAcl(Buffer.from(found.value.subarray(1 + name.length)));
+    const current = decodeAcl(xattrData(found.value));
     this.tree.put(key(inode.ino, ItemType.XATTR, found.offset), xattrValue(name, encodeAcl(chmodAcl(current, inode.mode))));
   }
 
   /** An xattr's value, or null. */
   private xattr(ino: number, name: string): Buffer | null {
     const found = findNamed(this.tree, ino, ItemType.XATTR, Buffer.from(name));
-    return found === null ? null : Buffer.from(found.value.subarray(1 + Buffer.byteLength(name)));
+    return found === null ? null : xattrData(found.value);
+  }
+
+  /** A new xattr (the caller knows there is none by that name). */
+  private addXattr(ino: number, name: Buffer, data: Buffer): void {
+    addNamed(this.tree, ino, ItemType.XATTR, name, xattrValue(name, data));
   }
 
   private dirInode(ino: number): Inode {

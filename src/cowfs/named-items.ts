@@ -69,3 +69,8 @@ export function direntType(value: Buffer): number {
 export function xattrValue(name: Buffer, data: Buffer): Buffer {
   return Buffer.concat([Buffer.from([name.length]), name, data]);
 }
+
+/** An XATTR item's data (a copy, so it outlives the page it came from). */
+export function xattrData(value: Buffer): Buffer {
+  return Buffer.from(value.subarray(1 + (value[0] ?? 0)));
+}
