@@ -146,6 +146,10 @@ out['data_after_punch'] = err(lambda: os.lseek(fd, 0, os.SEEK_DATA))
 os.pwrite(fd, b'\x02' * 8192, 8 << 20)
 out['zero_rc'] = err(lambda: falloc(0x10, (8 << 20) + 1024, 2048))
 out['after_zero'] = os.pread(fd, 4096, 8 << 20).hex()
+out['zero_hole_rc'] = err(lambda: falloc(0x10, 12 << 20, 2 * 65536))
+out['zero_hole_data'] = os.lseek(fd, (9 << 20), os.SEEK_DATA)
+out['zero_hole_end'] = os.lseek(fd, 12 << 20, os.SEEK_HOLE)
+out['zero_hole_reads'] = os.pread(fd, 2 * 65536, 12 << 20) == bytes(2 * 65536)
 os.close(fd)
 snap = ${JSON.stringify(d.file('v@s'))}
 out['snap_write'] = err(lambda: os.open(snap, os.O_RDWR))
@@ -168,10 +172,14 @@ print(json.dumps(out))
   t.equal(out.data_after_punch, 'ENXIO', 'and holds no data any more');
   t.equal(out.zero_rc, 0, 'ZERO_RANGE works');
   t.equal(out.after_zero, `${'02'.repeat(1024)}${'00'.repeat(2048)}${'02'.repeat(1024)}`, 'exactly the zeroed range reads zeros');
+  t.equal(out.zero_hole_rc, 0, 'ZERO_RANGE over unmapped chunks works');
+  t.equal(out.zero_hole_data, 12 << 20, 'and maps them: SEEK_DATA finds them (ZERO_RANGE keeps space, unlike a punch)');
+  t.equal(out.zero_hole_end, (12 << 20) + 2 * 65536, 'both of them');
+  t.equal(out.zero_hole_reads, true, 'they read zeros');
   t.equal(out.snap_write, 'EROFS', 'snapshots open read-only');
   t.equal(out.snap_data, '01010101', 'the snapshot kept the data');
   await stopClean(t, d);
-  t.equal(JSON.parse(cli(s.pool, 'volume', 'show', 'v', '--json').stdout).allocatedBytes, 65536, 'the punch freed its chunk (one remains, zero-ranged in part)');
+  t.equal(JSON.parse(cli(s.pool, 'volume', 'show', 'v', '--json').stdout).allocatedBytes, 3 * 65536, 'the punch freed its chunk; the zero-ranged ones stay allocated');
 });
 
 t.test('pool full: the writer gets ENOSPC and the pool stays consistent', async (t) => {
@@ -453,4 +461,35 @@ t.test('first writes into holes are served by the addon from reserved chunks, fo
   const d3 = await Daemon.start(s.pool, s.mount);
   t.equal(strideHolds(fs.readFileSync(d3.file('v')), count + 200), 0, 'after a clean stop, every block is there');
   await stopClean(t, d3);
+});
+
+t.test('through a loop device, write-zeroes keeps the range mapped and discard unmaps it', async (t) => {
+  const s = setup(t, 'zeroes');
+  const d = await Daemon.start(s.pool, s.mount);
+  const loop = sh('losetup', ['--direct-io=on', '-f', '--show', d.file('v')]).stdout.trim();
+  t.teardown(() => sh('losetup', ['-d', loop]));
+  const mapped = `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+at, total = 0, 0
+for _ in range(100000):
+    try:
+        start = os.lseek(fd, at, os.SEEK_DATA)
+    except OSError:
+        break
+    at = os.lseek(fd, start, os.SEEK_HOLE)
+    total += at - start
+print(total)
+`;
+  const bytes = (): number => Number(sh('python3', ['-c', mapped, d.file('v')]).stdout.trim());
+  t.equal(sh('dd', ['if=/dev/urandom', `of=${loop}`, 'bs=1M', 'count=4', 'oflag=direct', 'status=none']).status, 0, 'write 4 MiB');
+  // blkdiscard -z is BLKZEROOUT: the loop device sends it as FALLOC_FL_ZERO_RANGE (REQ_NOUNMAP).
+  t.equal(sh('blkdiscard', ['-z', '-o', String(2 << 20), '-l', String(8 << 20), loop]).status, 0, 'blkdiscard -z over written and unwritten space');
+  t.equal(bytes(), 10 << 20, 'the zeroed range stays mapped, the 6 MiB never written included');
+  const head = sh('python3', ['-c', `import sys; f = open(sys.argv[1], 'rb'); f.seek(2 << 20); sys.stdout.write(str(f.read(8 << 20) == bytes(8 << 20)))`, loop]).stdout;
+  t.equal(head, 'True', 'and reads zeros');
+  t.equal(sh('blkdiscard', ['-o', '0', '-l', String(6 << 20), loop]).status, 0, 'blkdiscard');
+  t.equal(bytes(), 4 << 20, 'a discard unmaps');
+  t.equal(sh('losetup', ['-d', loop]).status, 0);
+  await stopClean(t, d);
 });

@@ -363,3 +363,65 @@ t.test('forkAll: a group of forks is one transaction, whole or absent even acros
   t.ok(outcomes.none > 0, `some crashes left no member (${outcomes.none}), the others all three (${outcomes.all})`);
   t.end();
 });
+
+/** A memory data disk that counts the bytes written to it. */
+class CountingDisk extends MemoryDisk {
+  written = 0;
+
+  override write(buf: Buffer, position: number): void {
+    this.written += buf.length;
+    super.write(buf, position);
+  }
+}
+
+t.test('zeroRange keeps the range mapped: whole chunks cost no data writes, later writes go in place', async (t) => {
+  const chunk = 64 * KiB;
+  const meta = new MemoryDisk();
+  const data = new CountingDisk();
+  Pool.init(meta, data, { chunkSize: chunk });
+  let pool = Pool.open(meta, data);
+  pool.createVolume('v', 4 * MiB);
+  pool.write('v', 0, fill(chunk, 1));
+  pool.flush();
+  pool.fork('v', 'v@s', { readOnly: true, parentId: pool.stat('v').id });
+  pool.write('v', chunk, fill(chunk, 2));
+  pool.flush();
+  const before = data.written;
+  pool.zeroRange('v', 2 * chunk, 8 * chunk);
+  pool.zeroRange('v', 0, chunk);
+  t.equal(data.written, before, 'zeroing unmapped chunks and a chunk shared with a snapshot writes no data');
+  pool.zeroRange('v', chunk + 4 * KiB, 4 * KiB);
+  t.equal(data.written, before + 4 * KiB, 'part of an owned chunk is zeroed in place');
+  t.equal(pool.stat('v').allocatedBytes, 10 * chunk, 'every zeroed chunk is mapped');
+  pool.flush();
+  pool.write('v', 5 * chunk, fill(4 * KiB, 3));
+  t.equal(pool.volumeUncommitted('v'), false, 'a write into a zeroed chunk changes no map, so its flush needs no commit');
+  const want = Buffer.concat([Buffer.alloc(chunk), fill(4 * KiB, 2), Buffer.alloc(4 * KiB), fill(chunk, 2).subarray(8 * KiB), Buffer.alloc(3 * chunk), fill(4 * KiB, 3), Buffer.alloc(5 * chunk - 4 * KiB)]);
+  t.ok(pool.read('v', 0, 10 * chunk).equals(want), 'the volume reads the zeroed ranges as zeros and the rest as written');
+  t.ok(pool.read('v@s', 0, chunk).equals(fill(chunk, 1)), 'the snapshot keeps what it shared');
+  t.equal(code(() => pool.zeroRange('v@s', 0, chunk)), 'EROFS', 'a snapshot cannot be zeroed');
+  t.equal(code(() => pool.zeroRange('v', 4 * MiB - chunk, 2 * chunk)), 'EFBIG', 'nor past the end');
+  pool.flush();
+  clean(t, pool, 'after zeroing');
+  pool.close();
+  pool = Pool.open(meta, data);
+  t.ok(pool.read('v', 0, 10 * chunk).equals(want), 'and so after reopening');
+  t.equal(pool.stat('v').allocatedBytes, 10 * chunk, 'still mapped after reopening');
+  pool.close();
+});
+
+t.test('zeroRange on a nearly full pool is refused whole and changes nothing', async (t) => {
+  const chunk = 64 * KiB;
+  const { pool } = memoryPool({ chunkSize: chunk, capacity: 8 * chunk });
+  pool.createVolume('v', 64 * chunk);
+  pool.write('v', 0, fill(6 * chunk, 1));
+  pool.flush();
+  const changes = pool.changeCount;
+  t.equal(code(() => pool.zeroRange('v', 4 * chunk, 8 * chunk)), 'ENOSPC', 'six fresh chunks do not fit in two');
+  t.equal(pool.changeCount, changes, 'nothing changed');
+  t.ok(pool.read('v', 4 * chunk, 2 * chunk).equals(fill(6 * chunk, 1).subarray(4 * chunk)), 'the owned chunks in the range keep their data');
+  t.equal(pool.stat('v').allocatedBytes, 6 * chunk, 'no chunk was mapped');
+  pool.zeroRange('v', 4 * chunk, 4 * chunk);
+  t.equal(pool.stat('v').allocatedBytes, 8 * chunk, 'two fresh chunks fit');
+  clean(t, pool, 'after the refusal');
+});

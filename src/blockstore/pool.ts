@@ -291,6 +291,7 @@ export class Pool {
   private offeredTo: MappingListener | null = null;
   /** One chunk of memory for CoW breaks. */
   private readonly scratch: Buffer;
+  private zeroBuffer: Buffer | null = null;
   private txnChanged = false;
   /** See changeCount. */
   private changes = 0;
@@ -763,6 +764,33 @@ export class Pool {
     this.maybeCommit();
   }
 
+  /**
+   * Zeroes the range and keeps it mapped (FALLOC_FL_ZERO_RANGE: the loop
+   * device sends it for a write-zeroes that asks not to unmap, as
+   * mkfs.ext4 does when it zeroes its journal). A whole chunk that cannot be
+   * written in place gets a fresh chunk that already reads as zeros, so no
+   * data is written; later writes into it go in place, with no map change
+   * for a flush to commit. Refused whole (ENOSPC) when the pool has too few
+   * free chunks for it.
+   */
+  zeroRange(ref: VolumeRef, offset: number, length: number): void {
+    this.mutable();
+    const v = this.volume(ref);
+    if (v.readOnly) fail('EROFS', `'${v.name}' is a read-only snapshot`);
+    this.checkRange(v, offset, length);
+    if (v.fs !== null) this.checkRoom(v, offset, length);
+    let fresh = 0;
+    this.forPieces(offset, length, (index) => {
+      const chunk = this.trees.get(v.tree, index);
+      if (chunk === 0 || !this.ownedInPlace(v, index, chunk)) fresh++;
+    });
+    if (fresh > this.data.available() + this.data.pendingFree) fail('ENOSPC', `the pool has too few free chunks to zero ${length} bytes of '${v.name}'`);
+    this.forPieces(offset, length, (index, within, _at, n) => {
+      this.writeChunk(v, index, within, n === this.chunkSize ? null : Buffer.alloc(n));
+    });
+    this.maybeCommit();
+  }
+
   /** Every write so far durable: a commit, or a data sync when no metadata changed. */
   flush(): void {
     this.mutable();
@@ -1183,14 +1211,15 @@ export class Pool {
     return chunk;
   }
 
-  private writeChunk(v: Volume, index: number, within: number, piece: Buffer): void {
+  /** Writes `piece` at `within` of chunk `index`; a null piece zeroes the whole chunk (zeroRange). */
+  private writeChunk(v: Volume, index: number, within: number, piece: Buffer | null): void {
     const key = this.xlateKey(v, index);
     const tag = this.writableTag(v);
     const entry = this.xlate.get(key);
     if (entry !== undefined && entry % XLATE_TAGS === tag) {
       // Here on the slow path, the native table had lost the entry: give it back.
       const chunk = Math.floor(entry / XLATE_TAGS);
-      this.dataWrite(piece, this.chunkOffset(chunk) + within);
+      this.dataWrite(piece ?? this.zeros(), this.chunkOffset(chunk) + within);
       this.tellMap(v, index, this.chunkOffset(chunk), true);
       return;
     }
@@ -1205,19 +1234,22 @@ export class Pool {
     }
     if (current !== 0 && this.ownedInPlace(v, index, current)) {
       this.xlate.set(key, current * XLATE_TAGS + tag);
-      this.dataWrite(piece, this.chunkOffset(current) + within);
+      this.dataWrite(piece ?? this.zeros(), this.chunkOffset(current) + within);
       this.tellMap(v, index, this.chunkOffset(current), true);
       return;
     }
     // A new chunk: first write to this index, or a CoW break.
     const fresh = this.allocChunk();
-    if (current !== 0) this.cowBreaks++;
+    if (current !== 0 && piece !== null) this.cowBreaks++;
     const zeroed = this.zero.reads(fresh);
-    // Lost data in the fresh chunk must read as what the index held before: zeros.
-    if (current !== 0 || !this.zero.has(fresh)) this.dataFirst = true;
+    // Lost data in the fresh chunk must read as what the index held before (zeros), or for a
+    // zeroed chunk as what it was given: the copy or the punch must be durable before the map.
+    if ((current !== 0 && piece !== null) || !this.zero.has(fresh)) this.dataFirst = true;
     try {
       const at = this.chunkOffset(fresh);
-      if (piece.length === this.chunkSize) {
+      if (piece === null) {
+        if (!zeroed) this.dataDisk.punch(at, this.chunkSize);
+      } else if (piece.length === this.chunkSize) {
         this.dataWrite(piece, at);
       } else if (current !== 0) {
         // CoW break: old chunk + new bytes, written as one chunk. (On ext4
@@ -1248,7 +1280,8 @@ export class Pool {
     this.xlate.set(key, fresh * XLATE_TAGS + tag);
     // Alone in a fresh chunk, behind freshly shadowed pages: writable in place by the rule.
     this.tellMap(v, index, this.chunkOffset(fresh), true);
-    if (current === 0) this.offerHoles(v, index + 1, HOLE_RUN);
+    // A first write may start a sequential writer; zeroing a range says nothing of what comes next.
+    if (current === 0 && piece !== null) this.offerHoles(v, index + 1, HOLE_RUN);
   }
 
   /**
@@ -1333,6 +1366,12 @@ export class Pool {
     } catch (err) {
       if ((err as { code?: string }).code !== 'EOPNOTSUPP') throw err;
     }
+  }
+
+  /** A chunk of zeros for zeroRange's in-place writes, made on first use and never written to. */
+  private zeros(): Buffer {
+    this.zeroBuffer ??= Buffer.alloc(this.chunkSize);
+    return this.zeroBuffer;
   }
 
   private dataWrite(piece: Buffer, position: number): void {

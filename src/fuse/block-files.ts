@@ -8,7 +8,9 @@
  * with EFBIG and change nothing); fsync commits metadata if the file's
  * volume changed, else is a data sync (made by the addon itself while the
  * pool has nothing to commit);
- * fallocate PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE discard; SEEK_DATA and
+ * fallocate PUNCH_HOLE|KEEP_SIZE discards (unmaps), ZERO_RANGE zeroes and
+ * keeps the range mapped (it is what "write zeroes, do not unmap" becomes
+ * through a loop device); SEEK_DATA and
  * SEEK_HOLE follow the chunk map; truncate to another size is refused
  * (EPERM: sizes change only through grow); statfs reports the pool. Files
  * are opened direct_io, so the kernel keeps no second page cache of them.
@@ -410,7 +412,10 @@ export class BlockFiles implements MappingListener {
     const zero = (mode & FALLOC_FL_ZERO_RANGE) !== 0;
     if (!punch && !zero) reject('EOPNOTSUPP');
     const end = Math.min(offset + length, v.size);
-    if (end > offset) this.pool.discard(v.id, offset, end - offset);
+    if (end <= offset) return;
+    // The loop device sends PUNCH_HOLE for a discard and ZERO_RANGE for a write-zeroes told not to unmap.
+    if (punch) this.pool.discard(v.id, offset, end - offset);
+    else this.pool.zeroRange(v.id, offset, end - offset);
   }
 
   private seek(ino: number, offset: number, whence: number): number {

@@ -16,7 +16,8 @@ export interface ModelVolume {
 export type Op =
   | { kind: 'create'; name: string; size: number }
   | { kind: 'write'; name: string; offset: number; data: Buffer }
-  | { kind: 'discard'; name: string; offset: number; length: number }
+  /** keep: zero the range and keep it mapped (pool.zeroRange, FALLOC_FL_ZERO_RANGE) rather than unmap it. */
+  | { kind: 'discard'; name: string; offset: number; length: number; keep: boolean }
   | { kind: 'grow'; name: string; size: number }
   | { kind: 'snapshot'; name: string; snap: string }
   | { kind: 'clone'; source: string; name: string; size: number }
@@ -117,7 +118,8 @@ export function nextOp(rng: Prng, model: Model, shape: WorkloadShape): Op {
   }
   if (roll < 58) {
     const { offset, length } = randomRange(rng, v.data.length, shape.chunkSize, shape.align);
-    return { kind: 'discard', name: v.name, offset, length };
+    // The roll picks unmapping or zeroing in place, so seeds that drew no discard draw the same ops as before.
+    return { kind: 'discard', name: v.name, offset, length, keep: roll >= 54 };
   }
   if (roll < 62) return { kind: 'grow', name: v.name, size: v.data.length + 4096 * (1 + rng.int(shape.chunkSize / 1024)) };
   if (roll < 70 && model.volumes.size < 16) return { kind: 'snapshot', name: v.name, snap: model.freshName('s') };
@@ -145,7 +147,8 @@ export function applyToPool(pool: Pool, op: Op): void {
       pool.write(op.name, op.offset, op.data);
       return;
     case 'discard':
-      pool.discard(op.name, op.offset, op.length);
+      if (op.keep) pool.zeroRange(op.name, op.offset, op.length);
+      else pool.discard(op.name, op.offset, op.length);
       return;
     case 'grow':
       pool.grow(op.name, op.size);
@@ -187,7 +190,7 @@ export function describe(op: Op): string {
     case 'write':
       return `write ${op.name} ${op.offset}+${op.data.length}`;
     case 'discard':
-      return `discard ${op.name} ${op.offset}+${op.length}`;
+      return `${op.keep ? 'zero' : 'discard'} ${op.name} ${op.offset}+${op.length}`;
     default:
       return JSON.stringify(op);
   }
