@@ -3,6 +3,9 @@
  * volume gets, against the node's own disk, in one run on the same disk.
  *
  *   host:   a directory on the filesystem that holds the pool
+ *   loop:   ext4 on a loop device (direct I/O) over a sparse file in that
+ *           directory: the same stack without cowvol, so the ratio to it
+ *           is what cowvol itself costs and the rest is the loop device's
  *   cowvol: ext4 on a loop device (direct I/O) over a block file that
  *           `cowvol serve` serves, made the way CSI NodeStage makes it
  *
@@ -43,6 +46,8 @@ const cowfsOnly = args.includes('--cowfs-only');
 interface Row {
   what: string;
   host: number;
+  /** The same job on ext4 over a loop device over a plain file, where that counterpart applies. */
+  loop?: number;
   cowvol: number;
   unit: string;
   goal: number;
@@ -164,9 +169,12 @@ async function main(): Promise<void> {
   const pool = path.join(base, 'pool');
   const mnt = path.join(base, 'mnt');
   const volDir = path.join(base, 'vol');
+  const loopDir = path.join(base, 'loop');
+  const plainFile = path.join(hostDir, 'plain.img');
   const fsDir = path.join(base, 'cowfs');
   fs.mkdirSync(hostDir, { recursive: true });
   fs.mkdirSync(volDir, { recursive: true });
+  fs.mkdirSync(loopDir, { recursive: true });
   fs.mkdirSync(fsDir, { recursive: true });
   // The postgres user must reach its data directories (mkdtemp makes 0700).
   fs.chmodSync(base, 0o755);
@@ -176,16 +184,24 @@ async function main(): Promise<void> {
   cowvol(pool, 'volume', 'create', 'dbfs', '--size', '4G', '--kind', 'fs');
   const daemon = await startDaemon(bin, pool, mnt);
   let loop = '';
+  let plainLoop = '';
   const rows: Row[] = [];
   try {
     loop = await attachLoop(path.join(mnt, 'block', 'db'), false);
     await makeFs(loop, 'ext4');
     await mountFs(loop, volDir, 'ext4', [], false);
     fs.chmodSync(volDir, 0o755);
+    fs.closeSync(fs.openSync(plainFile, 'w'));
+    fs.truncateSync(plainFile, 4 * 2 ** 30);
+    plainLoop = await attachLoop(plainFile, false);
+    await makeFs(plainLoop, 'ext4');
+    await mountFs(plainLoop, loopDir, 'ext4', [], false);
+    fs.chmodSync(loopDir, 0o755);
     if (!cowfsOnly) {
       const hostFio = fsyncJobs(hostDir);
+      const loopFio = fsyncJobs(loopDir);
       const volFio = fsyncJobs(volDir);
-      for (const [what, host] of hostFio) rows.push({ what, host, cowvol: volFio.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
+      for (const [what, host] of hostFio) rows.push({ what, host, loop: loopFio.get(what) ?? 0, cowvol: volFio.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
     }
     const hostPg = new Postgres(pgBin, hostDir, 54321);
     hostPg.init();
@@ -193,10 +209,14 @@ async function main(): Promise<void> {
     hostPg.stop();
     rows.push({ what: `pgbench on cowfs, scale ${scale}`, host: hostTps, cowvol: pgbenchOnCowfs(pgBin, pool, fsDir), unit: 'TPS', goal: 1.0 });
     if (!cowfsOnly) {
+      const loopPg = new Postgres(pgBin, loopDir, 54324);
+      loopPg.init();
+      const loopTps = loopPg.tps();
+      loopPg.stop();
       const volPg = new Postgres(pgBin, volDir, 54322);
       volPg.init();
       const volTps = volPg.tps();
-      rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
+      rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, loop: loopTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
       cowvol(pool, 'snapshot', 'create', 'db@s1');
       rows.push({ what: 'pgbench after 1 snapshot of the live volume (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
       for (let i = 2; i <= 20; i++) cowvol(pool, 'snapshot', 'create', `db@s${i}`);
@@ -207,11 +227,13 @@ async function main(): Promise<void> {
     }
   } finally {
     if (fs.existsSync(path.join(volDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(volDir, 'pg'), '-m', 'immediate', 'stop']);
-    for (const dir of [fsDir]) if (fs.existsSync(path.join(dir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(dir, 'pg'), '-m', 'immediate', 'stop']);
+    for (const dir of [fsDir, loopDir]) if (fs.existsSync(path.join(dir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(dir, 'pg'), '-m', 'immediate', 'stop']);
     spawnSync(process.execPath, [bin, 'unmount', fsDir, '--pool', pool]);
     if (fs.existsSync(path.join(hostDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(hostDir, 'pg'), '-m', 'immediate', 'stop']);
     await unmount(volDir, false).catch(() => undefined);
     if (loop !== '') await detachLoop(loop).catch(() => undefined);
+    await unmount(loopDir, false).catch(() => undefined);
+    if (plainLoop !== '') await detachLoop(plainLoop).catch(() => undefined);
     daemon.kill('SIGTERM');
     await new Promise((r) => daemon.once('exit', r));
   }
@@ -220,11 +242,13 @@ async function main(): Promise<void> {
 }
 
 function report(rows: Row[]): void {
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(58) : c.padStart(10))).join(' ');
-  console.log(line(['job', 'host', 'cowvol', 'ratio', 'goal', 'met']));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(58) : c.padStart(9))).join(' ');
+  // ratio: cowvol against host, the goal's measure; vs loop: against the same stack over a plain file.
+  console.log(line(['job', 'host', 'loop', 'cowvol', 'ratio', 'vs loop', 'goal', 'met']));
   for (const r of rows) {
     const ratio = r.cowvol / r.host;
-    console.log(line([`${r.what} (${r.unit})`, r.host.toFixed(0), r.cowvol.toFixed(0), `${ratio.toFixed(2)}x`, `>=${r.goal}x`, ratio >= r.goal ? 'yes' : 'no']));
+    const loop = r.loop === undefined ? ['-', '-'] : [r.loop.toFixed(0), `${(r.cowvol / r.loop).toFixed(2)}x`];
+    console.log(line([`${r.what} (${r.unit})`, r.host.toFixed(0), loop[0] ?? '-', r.cowvol.toFixed(0), `${ratio.toFixed(2)}x`, loop[1] ?? '-', `>=${r.goal}x`, ratio >= r.goal ? 'yes' : 'no']));
   }
   const out = path.join(repo, 'bench', 'results');
   fs.mkdirSync(out, { recursive: true });
