@@ -20,7 +20,7 @@
  * Prints each result with ratios and writes bench/results/cowfs-bench.json.
  * Not here yet: pgbench.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,8 +28,8 @@ import path from 'node:path';
 import { PoolDir } from '../src/blockstore/pool-dir.js';
 import { makeFs, mountFs, unmount } from '../src/host/filesystem.js';
 import { attachLoop, detachLoop } from '../src/host/loop.js';
-import { isMountPoint } from '../src/host/mounts.js';
 import { startDaemon } from './daemon.js';
+import { startReference } from './reference.js';
 import { flag, quick, repo } from './args.js';
 
 const bin = path.join(repo, 'bin', 'cowvol.js');
@@ -136,7 +136,7 @@ async function main(): Promise<void> {
   cowvol(pool, 'pool', 'init');
   let daemon = await startDaemon(bin, pool, mount, ['--metrics-address', 'none']);
   let loop = '';
-  const reference = startReference(dirs['C passthrough'], under);
+  let reference: ChildProcess | undefined;
   const meta: Partial<Record<Target, number[]>> = {};
   const data = new Map<string, Partial<Record<Target, number>>>();
   try {
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
     loop = await attachLoop(path.join(mount, 'block', 'blk'), false);
     await makeFs(loop, 'ext4');
     await mountFs(loop, dirs['ext4/cowvol'], 'ext4', [], false);
-    await waitForMount(dirs['C passthrough']);
+    reference = await startReference('passthrough-fs', base, dirs['C passthrough'], under);
     for (const target of TARGETS) {
       meta[target] = metadata(dirs[target]);
       process.stderr.write(`metadata ${target}: ${meta[target]?.map((s) => s.toFixed(2)).join(' / ')} s\n`);
@@ -169,7 +169,7 @@ async function main(): Promise<void> {
     cowvol(pool, 'unmount', dirs.cowfs);
   } finally {
     await unmount(dirs['C passthrough'], false).catch(() => undefined);
-    reference.kill('SIGTERM');
+    reference?.kill('SIGTERM');
     await unmount(dirs['ext4/cowvol'], false).catch(() => undefined);
     if (loop !== '') await detachLoop(loop).catch(() => undefined);
     daemon.kill('SIGTERM');
@@ -181,19 +181,6 @@ async function main(): Promise<void> {
   daemon.kill('SIGTERM');
   await new Promise((r) => daemon.once('exit', r));
   if (flag('--dir') === undefined) fs.rmSync(base, { recursive: true, force: true });
-}
-
-/** The C passthrough filesystem over `under`, built from bench/reference/ with the machine's libfuse3. */
-function startReference(at: string, under: string): ChildProcess {
-  const exe = path.join(base, 'passthrough-fs');
-  run('gcc', ['-O2', '-o', exe, path.join(repo, 'bench', 'reference', 'passthrough-fs.c'), ...run('pkg-config', ['--cflags', '--libs', 'fuse3']).trim().split(/\s+/)]);
-  return spawn(exe, [at, under], { stdio: 'ignore' });
-}
-
-/** A bench may poll: it measures, it asserts nothing. */
-async function waitForMount(at: string): Promise<void> {
-  for (let i = 0; i < 500 && !isMountPoint(at); i++) await new Promise((r) => setTimeout(r, 10));
-  if (!isMountPoint(at)) throw new Error(`${at} was never mounted`);
 }
 
 function report(meta: Partial<Record<Target, number[]>>, data: Map<string, Partial<Record<Target, number>>>, snaps: { small: number; many: number }): void {

@@ -6,6 +6,9 @@
  *   loop:   ext4 on a loop device (direct I/O) over a sparse file in that
  *           directory: the same stack without cowvol, so the ratio to it
  *           is what cowvol itself costs and the rest is the loop device's
+ *   C FUSE: the same again, the loop device over the one file of the C FUSE
+ *           reference (bench/reference/passthrough.c) over a sparse file:
+ *           the floor any FUSE daemon under the loop device pays
  *   cowvol: ext4 on a loop device (direct I/O) over a block file that
  *           `cowvol serve` serves, made the way CSI NodeStage makes it
  *
@@ -26,7 +29,7 @@
  * Caveat: PostgreSQL refuses to run as root, so its data directories belong
  * to the postgres user; the bench removes everything it made when it ends.
  */
-import { spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +37,7 @@ import path from 'node:path';
 import { makeFs, mountFs, unmount } from '../src/host/filesystem.js';
 import { attachLoop, detachLoop } from '../src/host/loop.js';
 import { startDaemon } from './daemon.js';
+import { startReference } from './reference.js';
 import { args, flag, quick, repo } from './args.js';
 
 const bin = path.resolve(flag('--bin') ?? path.join(repo, 'bin', 'cowvol.js'));
@@ -48,6 +52,8 @@ interface Row {
   host: number;
   /** The same job on ext4 over a loop device over a plain file, where that counterpart applies. */
   loop?: number;
+  /** The same again with the loop device over the C FUSE reference's file instead: the FUSE floor. */
+  fuse?: number;
   cowvol: number;
   unit: string;
   goal: number;
@@ -141,14 +147,19 @@ function cowvol(pool: string, ...argv: string[]): void {
   run(process.execPath, [bin, ...argv, '--pool', pool]);
 }
 
+function pgbenchOn(pgBin: string, dir: string, port: number): number {
+  const pg = new Postgres(pgBin, dir, port);
+  pg.init();
+  const tps = pg.tps();
+  pg.stop();
+  return tps;
+}
+
 /** pgbench's TPS with the cluster on the cowfs volume `dbfs`, mounted at `dir` for it and unmounted after. */
 function pgbenchOnCowfs(pgBin: string, pool: string, dir: string): number {
   cowvol(pool, 'mount', 'dbfs', dir);
   fs.chmodSync(dir, 0o755);
-  const pg = new Postgres(pgBin, dir, 54323);
-  pg.init();
-  const tps = pg.tps();
-  pg.stop();
+  const tps = pgbenchOn(pgBin, dir, 54323);
   cowvol(pool, 'unmount', dir);
   return tps;
 }
@@ -163,19 +174,59 @@ function firstWrites(file: string): [number, number] {
   return [out(), out()];
 }
 
+/** ext4 on a loop device (direct I/O) over `file`, mounted at `dir`: what CSI NodeStage makes of a block file. */
+async function stage(file: string, dir: string): Promise<string> {
+  fs.mkdirSync(dir, { recursive: true });
+  const loop = await attachLoop(file, false);
+  await makeFs(loop, 'ext4');
+  await mountFs(loop, dir, 'ext4', [], false);
+  fs.chmodSync(dir, 0o755);
+  return loop;
+}
+
+/** A sparse 4 GiB file, as thin as a fresh cowvol volume. */
+function sparseFile(file: string): string {
+  fs.closeSync(fs.openSync(file, 'w'));
+  fs.truncateSync(file, 4 * 2 ** 30);
+  return file;
+}
+
+/** The block-path rows: fio fsync jobs and pgbench on every stack, then snapshots and first writes on cowvol. */
+function blockRows(pgBin: string, pool: string, mnt: string, dirs: Dirs, hostTps: number): Row[] {
+  const rows: Row[] = [];
+  const fio = { host: fsyncJobs(dirs.host), loop: fsyncJobs(dirs.loop), fuse: fsyncJobs(dirs.fuse), cowvol: fsyncJobs(dirs.vol) };
+  for (const [what, host] of fio.host) rows.push({ what, host, loop: fio.loop.get(what) ?? 0, fuse: fio.fuse.get(what) ?? 0, cowvol: fio.cowvol.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
+  const loopTps = pgbenchOn(pgBin, dirs.loop, 54324);
+  const fuseTps = pgbenchOn(pgBin, dirs.fuse, 54325);
+  const volPg = new Postgres(pgBin, dirs.vol, 54322);
+  volPg.init();
+  const volTps = volPg.tps();
+  rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, loop: loopTps, fuse: fuseTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
+  cowvol(pool, 'snapshot', 'create', 'db@s1');
+  rows.push({ what: 'pgbench after 1 snapshot of the live volume (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
+  for (let i = 2; i <= 20; i++) cowvol(pool, 'snapshot', 'create', `db@s${i}`);
+  rows.push({ what: 'pgbench after 20 snapshots (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
+  volPg.stop();
+  const [first, over] = firstWrites(path.join(mnt, 'block', 'thin'));
+  rows.push({ what: 'first writes into a thin volume (vs overwrites of them)', host: over, cowvol: first, unit: 'IOPS', goal: 0.7 });
+  return rows;
+}
+
+interface Dirs {
+  host: string;
+  vol: string;
+  loop: string;
+  fuse: string;
+  cowfs: string;
+}
+
 async function main(): Promise<void> {
   const pgBin = postgresBin();
-  const hostDir = path.join(base, 'host');
   const pool = path.join(base, 'pool');
   const mnt = path.join(base, 'mnt');
-  const volDir = path.join(base, 'vol');
-  const loopDir = path.join(base, 'loop');
-  const plainFile = path.join(hostDir, 'plain.img');
-  const fsDir = path.join(base, 'cowfs');
-  fs.mkdirSync(hostDir, { recursive: true });
-  fs.mkdirSync(volDir, { recursive: true });
-  fs.mkdirSync(loopDir, { recursive: true });
-  fs.mkdirSync(fsDir, { recursive: true });
+  const dirs: Dirs = { host: path.join(base, 'host'), vol: path.join(base, 'vol'), loop: path.join(base, 'loop'), fuse: path.join(base, 'fuse'), cowfs: path.join(base, 'cowfs') };
+  const refMnt = path.join(base, 'refmnt');
+  for (const dir of [dirs.host, dirs.cowfs, refMnt]) fs.mkdirSync(dir, { recursive: true });
   // The postgres user must reach its data directories (mkdtemp makes 0700).
   fs.chmodSync(base, 0o755);
   cowvol(pool, 'pool', 'init');
@@ -183,57 +234,28 @@ async function main(): Promise<void> {
   cowvol(pool, 'volume', 'create', 'thin', '--size', '64G');
   cowvol(pool, 'volume', 'create', 'dbfs', '--size', '4G', '--kind', 'fs');
   const daemon = await startDaemon(bin, pool, mnt);
-  let loop = '';
-  let plainLoop = '';
+  const loops: string[] = [];
+  let reference: ChildProcess | undefined;
   const rows: Row[] = [];
   try {
-    loop = await attachLoop(path.join(mnt, 'block', 'db'), false);
-    await makeFs(loop, 'ext4');
-    await mountFs(loop, volDir, 'ext4', [], false);
-    fs.chmodSync(volDir, 0o755);
-    fs.closeSync(fs.openSync(plainFile, 'w'));
-    fs.truncateSync(plainFile, 4 * 2 ** 30);
-    plainLoop = await attachLoop(plainFile, false);
-    await makeFs(plainLoop, 'ext4');
-    await mountFs(plainLoop, loopDir, 'ext4', [], false);
-    fs.chmodSync(loopDir, 0o755);
+    const hostTps = pgbenchOn(pgBin, dirs.host, 54321);
+    rows.push({ what: `pgbench on cowfs, scale ${scale}`, host: hostTps, cowvol: pgbenchOnCowfs(pgBin, pool, dirs.cowfs), unit: 'TPS', goal: 1.0 });
     if (!cowfsOnly) {
-      const hostFio = fsyncJobs(hostDir);
-      const loopFio = fsyncJobs(loopDir);
-      const volFio = fsyncJobs(volDir);
-      for (const [what, host] of hostFio) rows.push({ what, host, loop: loopFio.get(what) ?? 0, cowvol: volFio.get(what) ?? 0, unit: 'IOPS', goal: 0.9 });
-    }
-    const hostPg = new Postgres(pgBin, hostDir, 54321);
-    hostPg.init();
-    const hostTps = hostPg.tps();
-    hostPg.stop();
-    rows.push({ what: `pgbench on cowfs, scale ${scale}`, host: hostTps, cowvol: pgbenchOnCowfs(pgBin, pool, fsDir), unit: 'TPS', goal: 1.0 });
-    if (!cowfsOnly) {
-      const loopPg = new Postgres(pgBin, loopDir, 54324);
-      loopPg.init();
-      const loopTps = loopPg.tps();
-      loopPg.stop();
-      const volPg = new Postgres(pgBin, volDir, 54322);
-      volPg.init();
-      const volTps = volPg.tps();
-      rows.push({ what: `pgbench -c 4 -j 2 -T ${runtime}, scale ${scale}`, host: hostTps, loop: loopTps, cowvol: volTps, unit: 'TPS', goal: 1.0 });
-      cowvol(pool, 'snapshot', 'create', 'db@s1');
-      rows.push({ what: 'pgbench after 1 snapshot of the live volume (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
-      for (let i = 2; i <= 20; i++) cowvol(pool, 'snapshot', 'create', `db@s${i}`);
-      rows.push({ what: 'pgbench after 20 snapshots (vs before)', host: volTps, cowvol: volPg.tps(), unit: 'TPS', goal: 0.95 });
-      volPg.stop();
-      const [first, over] = firstWrites(path.join(mnt, 'block', 'thin'));
-      rows.push({ what: 'first writes into a thin volume (vs overwrites of them)', host: over, cowvol: first, unit: 'IOPS', goal: 0.7 });
+      reference = await startReference('passthrough', base, refMnt, sparseFile(path.join(dirs.host, 'fuse.img')));
+      loops.push(await stage(path.join(mnt, 'block', 'db'), dirs.vol));
+      loops.push(await stage(sparseFile(path.join(dirs.host, 'plain.img')), dirs.loop));
+      loops.push(await stage(path.join(refMnt, 'data'), dirs.fuse));
+      rows.push(...blockRows(pgBin, pool, mnt, dirs, hostTps));
     }
   } finally {
-    if (fs.existsSync(path.join(volDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(volDir, 'pg'), '-m', 'immediate', 'stop']);
-    for (const dir of [fsDir, loopDir]) if (fs.existsSync(path.join(dir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(dir, 'pg'), '-m', 'immediate', 'stop']);
-    spawnSync(process.execPath, [bin, 'unmount', fsDir, '--pool', pool]);
-    if (fs.existsSync(path.join(hostDir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(hostDir, 'pg'), '-m', 'immediate', 'stop']);
-    await unmount(volDir, false).catch(() => undefined);
-    if (loop !== '') await detachLoop(loop).catch(() => undefined);
-    await unmount(loopDir, false).catch(() => undefined);
-    if (plainLoop !== '') await detachLoop(plainLoop).catch(() => undefined);
+    for (const dir of Object.values(dirs)) stopPostgres(pgBin, dir);
+    spawnSync(process.execPath, [bin, 'unmount', dirs.cowfs, '--pool', pool]);
+    for (const [i, dir] of [dirs.vol, dirs.loop, dirs.fuse].entries()) {
+      await unmount(dir, false).catch(() => undefined);
+      if (loops[i] !== undefined) await detachLoop(loops[i] as string).catch(() => undefined);
+    }
+    await unmount(refMnt, false).catch(() => undefined);
+    reference?.kill('SIGTERM');
     daemon.kill('SIGTERM');
     await new Promise((r) => daemon.once('exit', r));
   }
@@ -241,14 +263,21 @@ async function main(): Promise<void> {
   if (!args.includes('--keep')) fs.rmSync(base, { recursive: true, force: true });
 }
 
+/** Stops a cluster a failed run left running in `dir`, if there is one. */
+function stopPostgres(pgBin: string, dir: string): void {
+  if (fs.existsSync(path.join(dir, 'pg', 'postmaster.pid'))) spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), '-D', path.join(dir, 'pg'), '-m', 'immediate', 'stop']);
+}
+
 function report(rows: Row[]): void {
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(58) : c.padStart(9))).join(' ');
-  // ratio: cowvol against host, the goal's measure; vs loop: against the same stack over a plain file.
-  console.log(line(['job', 'host', 'loop', 'cowvol', 'ratio', 'vs loop', 'goal', 'met']));
+  // ratio: cowvol against host, the goal's measure; vs loop and vs FUSE: against the same stack over a plain file, and over the C FUSE reference.
+  console.log(line(['job', 'host', 'loop', 'C FUSE', 'cowvol', 'ratio', 'vs loop', 'vs FUSE', 'goal', 'met']));
+  const against = (n: number | undefined, cowvolValue: number): [string, string] => (n === undefined ? ['-', '-'] : [n.toFixed(0), `${(cowvolValue / n).toFixed(2)}x`]);
   for (const r of rows) {
     const ratio = r.cowvol / r.host;
-    const loop = r.loop === undefined ? ['-', '-'] : [r.loop.toFixed(0), `${(r.cowvol / r.loop).toFixed(2)}x`];
-    console.log(line([`${r.what} (${r.unit})`, r.host.toFixed(0), loop[0] ?? '-', r.cowvol.toFixed(0), `${ratio.toFixed(2)}x`, loop[1] ?? '-', `>=${r.goal}x`, ratio >= r.goal ? 'yes' : 'no']));
+    const [loop, vsLoop] = against(r.loop, r.cowvol);
+    const [fuse, vsFuse] = against(r.fuse, r.cowvol);
+    console.log(line([`${r.what} (${r.unit})`, r.host.toFixed(0), loop, fuse, r.cowvol.toFixed(0), `${ratio.toFixed(2)}x`, vsLoop, vsFuse, `>=${r.goal}x`, ratio >= r.goal ? 'yes' : 'no']));
   }
   const out = path.join(repo, 'bench', 'results');
   fs.mkdirSync(out, { recursive: true });

@@ -21,6 +21,7 @@ import path from 'node:path';
 
 import { isMountPoint } from '../src/host/mounts.js';
 import { flag, quick, repo } from './args.js';
+import { startReference } from './reference.js';
 
 const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-fio-'));
 const runtime = Number(flag('--runtime') ?? (quick ? 2 : 8));
@@ -116,15 +117,12 @@ async function main(): Promise<void> {
     prefill(plain);
 
     // C reference
-    const refBin = path.join(base, 'passthrough');
-    run('gcc', ['-O2', '-o', refBin, path.join(repo, 'bench', 'reference', 'passthrough.c'), ...run('pkg-config', ['--cflags', '--libs', 'fuse3']).trim().split(/\s+/)]);
     const refImg = path.join(base, 'ref.img');
     run('fallocate', ['-l', String(size), refImg]);
     const refMnt = path.join(base, 'refmnt');
     fs.mkdirSync(refMnt);
-    children.push(spawn(refBin, [refMnt, refImg], { stdio: 'ignore' }));
     mounts.push(refMnt);
-    await waitFor(() => isMountPoint(refMnt), 'the reference mount');
+    children.push(await startReference('passthrough', base, refMnt, refImg));
     const ref = path.join(refMnt, 'data');
     prefill(ref);
 
