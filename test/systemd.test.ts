@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 
 import { native } from '../src/native.js';
+import { HANDED_MOUNTS_MAX } from '../src/daemon/handed-mounts.js';
 import { spawn } from 'node:child_process';
 
 import { isMountPoint } from '../src/host/mounts.js';
@@ -34,7 +35,7 @@ t.test('the unit verifies and keeps what the daemon needs', async (t) => {
   const settings = new Map(unit.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   t.equal(settings.get('Type'), 'notify', 'Type=notify');
   t.match(settings.get('ExecStart') ?? '', /serve --fd-store/, 'the fd store holds the connection between daemons');
-  t.ok(Number(settings.get('FileDescriptorStoreMax')) >= 3, 'room for the connection, the journal and the record');
+  t.ok(Number(settings.get('FileDescriptorStoreMax')) >= 4 + HANDED_MOUNTS_MAX, 'room for the connection, the journal, the record and every cowfs mount a stop hands over');
   t.equal(settings.get('Restart'), 'on-failure', 'restarted after a crash');
   t.ok(Number(settings.get('WatchdogSec')) > 0, 'a watchdog');
   for (const ns of ['PrivateMounts', 'PrivateTmp', 'ProtectSystem', 'ProtectHome', 'PrivateDevices', 'ProtectKernelModules', 'ProtectKernelLogs']) {

@@ -7,9 +7,14 @@
 #include <node_api.h>
 #include <sys/types.h>
 
-/* Bounds: a message and the fds it carries (the keeper holds one FUSE connection per daemon today). */
+/*
+ * Bounds: a message and the fds it carries. A clean stop hands the keeper
+ * the block files' connection and journal, a record of the cowfs mounts
+ * and up to 128 cowfs connections (HANDED_MOUNTS_MAX in fs-mounts.ts); the
+ * kernel carries at most 253 fds in one message (SCM_MAX_FD).
+ */
 #define FDP_MAX_MESSAGE 8192
-#define FDP_MAX_FDS 8
+#define FDP_MAX_FDS 136
 
 int fdp_listen(const char *path);
 int fdp_connect(const char *path);

@@ -11,6 +11,13 @@
  * unmount) or that the session exited; its fd leaves the set, and the last
  * worker to let go of it calls its closed callback.
  *
+ * A worker only reads when the set wakes it, and the set only wakes for a
+ * request, so two reads that must happen with no request queued are
+ * started by arming the fd for writing too (/dev/fuse always polls
+ * writable): the first read of a session taken over from a previous
+ * daemon, which replays the kernel's INIT (handover.c), and the read after
+ * a detach, which says the session is over so it can end.
+ *
  * Lock notes: `refs` counts the registration (1 until the end) and every
  * worker serving the session; `ended` is set once. `done_mu` guards `done`,
  * which tells fuseDestroy that no worker will touch the session again.
@@ -101,6 +108,12 @@ static int start(int workers) {
   return 0;
 }
 
+void fs_workers_wake(session *s) {
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLONESHOT, .data.ptr = s};
+  /* Fails only for a session that ended already: then nothing is left to wake. */
+  epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fuse_session_fd(s->se), &ev);
+}
+
 int fs_workers_add(session *s, int workers) {
   pthread_mutex_lock(&start_mu);
   int err = start(workers);
@@ -110,7 +123,9 @@ int fs_workers_add(session *s, int workers) {
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return errno;
   atomic_store(&s->refs, 1);
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = s};
+  /* Taken over: a worker replays INIT at once, before any request needs it. */
+  uint32_t events = EPOLLIN | EPOLLONESHOT | (s->taken_over ? EPOLLOUT : 0);
+  struct epoll_event ev = {.events = events, .data.ptr = s};
   if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return errno;
   return 0;
 }

@@ -12,6 +12,8 @@ struct session;
 
 /* Serves the session's connection on the shared workers (started on first use, `workers` of them). 0 or an errno. */
 int fs_workers_add(struct session *s, int workers);
+/* Wakes a worker for the session even with no request queued: after a detach, so its read ends the session. */
+void fs_workers_wake(struct session *s);
 /* Waits until no worker touches the session any more (its closed callback was called). */
 void fs_workers_wait_done(struct session *s);
 /* Workers running now (0 before the first cowfs mount). */

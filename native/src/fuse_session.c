@@ -820,6 +820,8 @@ napi_value fuse_detach(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   fuse_session_exit(s->se);
   handover_detach(&s->ho);
+  /* The shared workers read only when woken: with no request queued, none would see the detach. */
+  if (s->filesystem) fs_workers_wake(s);
   return NULL;
 }
 

@@ -8,7 +8,9 @@
  * One socket, root only (fd_passing.c), one message per packet, the first
  * byte saying what it is:
  *   daemon -> keeper  H mount\0init  + [fuse fd, journal fd]  I serve this connection
- *                     D mount\0init  + [fuse fd, journal fd]  I stopped cleanly: hold it for a successor
+ *                     D mount\0init  + [fuse fd, journal fd, more...]  I stopped cleanly: hold it for a successor
+ * (more: the cowfs mounts' record and connections; the keeper holds them
+ * unread and gives every fd back in the order it got them.)
  *                     T                           give me the connection (a new daemon)
  *                     S                           stopping for good: let go, do not unmount
  *   keeper -> daemon  K pid | F or U mount\0init + [fds] | N (nothing held) | B (someone serves)

@@ -485,6 +485,21 @@ export class Filesystem {
     this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
   }
 
+  /** Open counts by inode, for a daemon that hands the mount to the next one (the kernel's open files stay open). */
+  openFiles(): [number, number][] {
+    return [...this.opens];
+  }
+
+  /**
+   * Takes over the open counts a previous daemon served this mount with:
+   * their RELEASEs come to us, and an orphan among them must live until
+   * then. Only for a mount taken over, before it serves anything.
+   */
+  adoptOpens(list: readonly (readonly [number, number])[]): void {
+    if (this.opens.size > 0) fail('EBUSY', 'open files are counted already: adopt only before serving');
+    for (const [ino, count] of list) if (Number.isSafeInteger(ino) && ino > 0 && Number.isSafeInteger(count) && count > 0) this.opens.set(ino, count);
+  }
+
   /** The last close of an unlinked file frees it. */
   released(ino: number): void {
     return this.pool.atomically(() => {

@@ -4,10 +4,13 @@
  * a restart, a stop, or a reboot: like fstab, the record stays until
  * `cowvol unmount`).
  *
- * Caveats: a restart does not take a cowfs mount over as it does the block
- * files (no handover yet): the stopping daemon unmounts it (lazily, if
- * busy) and the next one mounts it afresh at the same place, so a process
- * holding files open in it sees errors across a restart.
+ * A restart hands the mounts over as it does the block files: a stopping
+ * daemon detaches them (`detachAll`) and the next one takes their live
+ * connections over (`restore` with what was handed), so processes holding
+ * files open in them, and binds of them, carry on. A mount that was not
+ * handed over (a kill -9, `cowvol stop`, more than HANDED_MOUNTS_MAX) is
+ * mounted afresh at the same place and its binds made again: processes
+ * with files open in it see errors across that restart.
  *
  * The daemon must never look into a path it serves itself (its only
  * JavaScript thread would wait for itself), so a mount point under one of
@@ -19,11 +22,12 @@ import path from 'node:path';
 import type { Pool } from '../blockstore/pool.js';
 import { dataFilePath } from '../blockstore/pool-dir.js';
 import { CowvolError, fail } from '../errors.js';
-import { CowfsMount, type MountService, type MountView, mountsOfVolume } from '../fuse/cowfs-mount.js';
+import { CowfsMount, type Detached, type MountService, type MountView, mountsOfVolume } from '../fuse/cowfs-mount.js';
 import { bindMount } from '../host/filesystem.js';
 import { abortFuseConnection, fuseConnectionOf } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
+import { HANDED_MOUNTS_MAX, type HandedMount } from './handed-mounts.js';
 
 const RECORD = 'cowvol.mounts';
 /**
@@ -103,13 +107,19 @@ export class FsMounts implements MountService {
   }
 
   /**
-   * Serves what the record lists; what cannot be mounted any more is logged
-   * and dropped from it. Binds of a mount (CSI publishes) died with the
-   * earlier daemon's connection too: they are made again, with their
-   * read-only flags, from the new mount.
+   * Serves what the record lists. A mount the previous daemon handed over
+   * is taken over as it is, binds and open files included. Any other was
+   * cut with its daemon: it is mounted afresh, and its binds (CSI
+   * publishes), which died with the old connection, are made again with
+   * their read-only flags. What cannot be mounted any more is logged and
+   * dropped from the record.
    */
-  async restore(): Promise<void> {
+  async restore(handed: readonly HandedMount[] = []): Promise<void> {
+    const byDir = new Map(handed.map((h) => [h.view.dir, h]));
     for (const view of this.load()) {
+      const taken = byDir.get(view.dir);
+      byDir.delete(view.dir);
+      if (taken !== undefined && this.takeOver(view, taken)) continue;
       try {
         // What an earlier daemon left is dead (ENOTCONN) and must go before anything looks at it.
         const binds = mountsOfVolume(this.pool, view.source).filter((m) => m.mountPoint !== view.dir);
@@ -123,7 +133,29 @@ export class FsMounts implements MountService {
         this.log.error({ err, source: view.source, dir: view.dir }, 'could not serve a recorded cowfs mount again');
       }
     }
+    // Handed over but no longer recorded: nobody will serve it, so the kernel may as well learn it now.
+    for (const left of byDir.values()) {
+      fs.closeSync(left.handover.fd);
+      this.log.warn({ source: left.view.source, dir: left.view.dir }, 'a handed-over cowfs mount is not in the record: let go');
+    }
     this.save();
+  }
+
+  /**
+   * Stops serving every mount without unmounting it, up to
+   * HANDED_MOUNTS_MAX (the rest are unmounted), and returns what the next
+   * daemon needs to take each over; the record stays. The caller owns the
+   * returned fds.
+   */
+  async detachAll(): Promise<HandedMount[]> {
+    const all = [...this.live.values()];
+    this.live.clear();
+    const handed = all.slice(0, HANDED_MOUNTS_MAX);
+    const rest = all.slice(HANDED_MOUNTS_MAX);
+    if (rest.length > 0) this.log.warn({ mounts: rest.map((l) => l.view.dir) }, `more than ${HANDED_MOUNTS_MAX} cowfs mounts: these are unmounted, not handed over`);
+    const [detached] = await Promise.all([Promise.all(handed.map((l) => l.mount.detach())), Promise.all(rest.map((l) => this.close(l)))]);
+    this.closeDataFile();
+    return detached.map((d, i) => ({ view: (handed[i] as Live).view, ...d }));
   }
 
   /** Unmounts every cowfs mount; the record stays for the next daemon. */
@@ -161,7 +193,25 @@ export class FsMounts implements MountService {
     await closed;
   }
 
-  private start(view: MountView, volumeId: number): void {
+  /**
+   * Serves a connection the previous daemon handed over for this recorded
+   * mount. False when it cannot (the volume went, or the record moved on):
+   * the connection is let go, which the kernel takes for a dead server, and
+   * the mount is made afresh like one that was not handed over.
+   */
+  private takeOver(view: MountView, taken: HandedMount): boolean {
+    try {
+      if (taken.view.source !== view.source || !this.pool.has(view.source)) fail('ENOENT', `'${view.source}' is not what was handed over`);
+      this.start(view, this.pool.stat(view.source).id, taken);
+      return true;
+    } catch (err) {
+      fs.closeSync(taken.handover.fd);
+      this.log.error({ err, source: view.source, dir: view.dir }, 'could not take a cowfs mount over: mounting it afresh');
+      return false;
+    }
+  }
+
+  private start(view: MountView, volumeId: number, takeover?: Detached): void {
     try {
       const mount = new CowfsMount(this.pool, view.source, view.dir, {
         readOnly: view.readOnly,
@@ -169,9 +219,10 @@ export class FsMounts implements MountService {
         dataFd: this.dataFile(),
         tableSlots: this.opts.tableSlots,
         onError: (err, op) => this.log.error({ err, op, dir: view.dir }, 'cowfs request failed'),
+        takeover,
       });
       this.live.set(view.dir, { view, volumeId, mount });
-      this.log.info({ source: view.source, dir: view.dir, readOnly: view.readOnly }, 'cowfs mounted');
+      this.log.info({ source: view.source, dir: view.dir, readOnly: view.readOnly, takenOver: takeover !== undefined }, takeover ? 'cowfs mount taken over' : 'cowfs mounted');
     } catch (err) {
       if (err instanceof CowvolError) throw err;
       fail('EIO', `mounting ${view.source} at ${view.dir} failed: ${(err as Error).message}`);

@@ -38,6 +38,8 @@ export interface Inheritance {
   journalFd: number;
   /** It was killed rather than handing over: replay its journal before serving. */
   killed: boolean;
+  /** The cowfs mounts it handed over (handed-mounts.ts: a record memfd, then connections); empty after a kill. */
+  extra: number[];
 }
 
 function connect(poolDir: string): number | null {
@@ -69,7 +71,7 @@ export function inherit(poolDir: string, keeperPid: number): Inheritance | null 
   if (sock === null) return null;
   const [answer, fds] = ask(sock, 'T');
   const kind = answer.toString('latin1', 0, 1);
-  if ((kind !== 'F' && kind !== 'U') || fds.length !== 2) {
+  if ((kind !== 'F' && kind !== 'U') || fds.length < 2) {
     for (const fd of fds) fs.closeSync(fd);
     fs.closeSync(sock);
     if (kind === 'B') throw new CowvolError('EBUSY', 'another cowvol serve is serving this pool');
@@ -82,6 +84,7 @@ export function inherit(poolDir: string, keeperPid: number): Inheritance | null 
     handover: { fd: fds[0] as number, init: Buffer.from(answer.subarray(end + 1)) },
     journalFd: fds[1] as number,
     killed: kind === 'U',
+    extra: fds.slice(2),
   };
 }
 
@@ -122,9 +125,9 @@ export function holdAgain(link: KeeperLink, mount: string, h: Handover, journalF
   pidOf(ask(link.sock, 'H', described(mount, h), [h.fd, journalFd])[0]);
 }
 
-/** A clean stop: the keeper holds the connection for the next daemon. */
-export function handOver(link: KeeperLink, mount: string, h: Handover, journalFd: number): void {
-  ask(link.sock, 'D', described(mount, h), [h.fd, journalFd]);
+/** A clean stop: the keeper holds the connection for the next daemon, and `extra` (the cowfs mounts, handed-mounts.ts) with it. */
+export function handOver(link: KeeperLink, mount: string, h: Handover, journalFd: number, extra: number[] = []): void {
+  ask(link.sock, 'D', described(mount, h), [h.fd, journalFd, ...extra]);
   fs.closeSync(link.sock);
 }
 

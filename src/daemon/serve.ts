@@ -8,7 +8,8 @@
  * daemon stops taking requests, lets the ones it serves finish, commits and
  * hands the live connection to the keeper; requests arriving meanwhile wait
  * in the kernel, and the next `cowvol serve` takes the connection over
- * instead of mounting. Stopping for good is `cowvol stop` (drain, commit,
+ * instead of mounting. The cowfs mounts (fs-mounts.ts) are detached and
+ * handed over the same way, beside it (handed-mounts.ts). Stopping for good is `cowvol stop` (drain, commit,
  * unmount, keeper gone), or a keeper whose grace passed with no successor.
  * With --handover-grace 0 there is no keeper and SIGTERM stops for good. A
  * mount left by a killed daemon is detached before mounting.
@@ -34,8 +35,9 @@ import { type Logger, createLogger } from '../log.js';
 import { Volumes } from '../volumes/volumes.js';
 import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hold, holdAgain, inherit, release, startKeeper } from './keeper.js';
 import { native } from '../native.js';
-import { forget, fromListenFds, store } from './fd-store.js';
+import { forget, fromListenFds, store, storeMounts } from './fd-store.js';
 import { FsMounts } from './fs-mounts.js';
+import { type HandedMount, handedFds, mountsFromFds } from './handed-mounts.js';
 import { Notifier } from './notify.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 import { COUNTED_VOLUMES, Metrics } from './metrics.js';
@@ -107,6 +109,7 @@ interface Parts {
   link: KeeperLink | null;
   /** Our map-change journal, a memfd the keeper also holds. */
   journalFd: number;
+
   /** systemd's notify socket, when it started us. */
   notifier: Notifier;
   /** Null when --metrics-address none. */
@@ -126,6 +129,7 @@ export function serve(opts: ServeOptions): Daemon {
   const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log, { threads: opts.fsThreads });
   const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd, mounts);
   if (inherited !== null) fs.closeSync(inherited.journalFd);
+  const handed = inherited === null ? [] : mountsFromFds(inherited.extra, (why) => log.error({ why }, 'the handed-over cowfs mounts are unreadable: mounting them afresh'));
   const connection = fuseConnectionOf(opts.mount);
   writeRunFile(opts.poolDir, { mount: opts.mount, pid: process.pid, keeperPid: inherited?.link?.pid });
   if (inherited !== null) log.info({ mount: opts.mount, keeper: inherited.link?.pid ?? 'fd store' }, 'took the mount over from the previous daemon');
@@ -164,7 +168,7 @@ export function serve(opts: ServeOptions): Daemon {
     metrics: metricsAddressOf(opts) === null ? null : new Metrics({ pool: handle.pool, files, hostFree: () => hostFreeBytes(opts.poolDir) }),
     endpoint: null,
   };
-  const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount));
+  const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount), handed);
   let end: (p: Promise<void>) => void = () => {};
   const ended = new Promise<void>((resolve) => (end = resolve));
   const stop = (reason: string, forGood = false): Promise<void> => {
@@ -187,9 +191,8 @@ function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: numbe
   try {
     const got = inherit(opts.poolDir, keeperPid);
     if (got !== null && got.mount !== opts.mount) {
-      handOver(got.link, got.mount, got.handover, got.journalFd);
-      fs.closeSync(got.handover.fd);
-      fs.closeSync(got.journalFd);
+      handOver(got.link, got.mount, got.handover, got.journalFd, got.extra);
+      for (const fd of [got.handover.fd, got.journalFd, ...got.extra]) fs.closeSync(fd);
       fail('EINVAL', `the previous daemon's mount is at ${got.mount}: serve with --mount ${got.mount}, or run 'cowvol stop' first`);
     }
     return got;
@@ -220,8 +223,7 @@ function fromStore(handle: PoolDir, log: Logger): Taken | null {
 function replayed(got: Taken, handle: PoolDir, log: Logger): Taken | null {
   if (replayJournal(got.journalFd, handle, log)) return got;
   if (got.link !== null) release(got.link);
-  fs.closeSync(got.handover.fd);
-  fs.closeSync(got.journalFd);
+  for (const fd of [got.handover.fd, got.journalFd, ...got.extra]) fs.closeSync(fd);
   return null;
 }
 
@@ -325,11 +327,11 @@ async function keepConnection(p: Parts): Promise<void> {
   if (p.link !== null) writeRunFile(p.opts.poolDir, { mount: p.opts.mount, pid: process.pid, keeperPid: p.link.pid });
 }
 
-/** The admin socket listening, then CSI (answering "not ready" while stages a previous daemon left are rebuilt). */
-async function startServices(p: Parts, previousMount: string | null): Promise<void> {
+/** The admin socket listening, then the cowfs mounts (`handed`: taken over), then CSI (answering "not ready" while stages a previous daemon left are rebuilt). */
+async function startServices(p: Parts, previousMount: string | null, handed: HandedMount[]): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
   await keepConnection(p);
-  await p.mounts.restore();
+  await p.mounts.restore(handed);
   await startMetrics(p);
   const csiOpts = p.opts.csi;
   if (csiOpts) {
@@ -354,7 +356,8 @@ async function startServices(p: Parts, previousMount: string | null): Promise<vo
   p.ready = true;
   const pool = p.handle.pool;
   p.log.info({ pool: p.opts.poolDir, mount: p.opts.mount, socket: p.socket, volumes: pool.stats().volumes, csi: csiOpts?.endpoint }, 'serving');
-  const list = pool.list().map((v) => blockFilePath(p.opts.mount, v.name, v.readOnly));
+  // Filesystem volumes are no block files: `cowvol mounts` lists where they are served.
+  const list = pool.list().filter((v) => v.kind !== 'fs').map((v) => blockFilePath(p.opts.mount, v.name, v.readOnly));
   p.notifier.ready(`serving ${list.length} volumes and snapshots at ${p.opts.mount}${csiOpts ? `, CSI on ${csiOpts.endpoint}` : ''}`);
   p.notifier.startWatchdog(p.opts.mount);
   process.stdout.write(`cowvol: serving ${p.opts.poolDir} at ${p.opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
@@ -400,20 +403,25 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   await p.endpoint?.close();
   await new Promise<void>((resolve) => p.admin.close(() => resolve()));
   fs.rmSync(p.socket, { force: true });
-  // No handover for cowfs mounts yet: they go now, and the next daemon mounts them again from their record.
-  await p.mounts.closeAll();
+  // The cowfs mounts go with the block files' connection; stopping for good, they are unmounted (their record stays for the next daemon).
+  const handed = handingOver ? await p.mounts.detachAll() : [];
+  if (!handingOver) await p.mounts.closeAll();
   const stats = p.files.stats();
   if (handingOver) {
     const handover = await p.files.detach();
     if (p.csi !== null) await p.csi.close();
-    // Closed before the keeper hears of it: the next daemon must find the pool unlocked.
+    // Closed before the keeper hears of it (the cowfs times stamped at their detach are in this commit): the next daemon must find the pool unlocked.
     p.handle.close();
     fs.closeSync(p.dataFd);
-    // In the fd store already: the connection, the journal (whose last mark is that commit) and the record.
-    if (link !== null) handOver(link, p.opts.mount, handover, p.journalFd);
-    fs.closeSync(handover.fd);
-    fs.closeSync(p.journalFd);
-    p.log.info({ stats, keeper: link?.pid ?? 'fd store' }, 'handed the mount over');
+    const extra = handedFds(handed);
+    try {
+      // In the fd store already: the connection, the journal (whose last mark is that commit) and the record; the cowfs mounts join them.
+      if (link !== null) handOver(link, p.opts.mount, handover, p.journalFd, extra);
+      else if (p.notifier.socket !== null) storeMounts(p.notifier.socket, extra);
+    } finally {
+      for (const fd of [handover.fd, p.journalFd, ...extra]) fs.closeSync(fd);
+    }
+    p.log.info({ stats, keeper: link?.pid ?? 'fd store', cowfs: handed.length }, 'handed the mount over');
     return;
   }
   // Loop devices over the block files keep the connection open after the

@@ -10,9 +10,11 @@
  * Every cowfs mount of the process is served by one set of FUSE threads
  * (native/src/fs_workers.c), however many mounts there are.
  *
- * Caveats, for now:
- * - A daemon restart does not take a cowfs mount over yet (the block
- *   files' handover); it is mounted again afresh.
+ * A mount can stop serving without unmounting (`detach`) and be taken over
+ * by the next daemon (`takeover`): the kernel keeps the connection, its
+ * open files and its cached names, since inode numbers are never reused
+ * and files keep no handles; only the open counts travel with it. A mount
+ * made afresh frees what a crash left (orphans, stray chunks) first.
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { type AttrChanges, Filesystem } from '../cowfs/filesystem.js';
@@ -20,7 +22,7 @@ import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg, wallAtZero } from
 import { CowvolError, errno, fromSystemError } from '../errors.js';
 import { type MountEntry, readMountTable } from '../host/mount-table.js';
 import { FileChunks } from './file-chunks.js';
-import { type FuseRequest, FuseSession } from './session.js';
+import { type FuseRequest, FuseSession, type Handover } from './session.js';
 
 export const FsOp = {
   LOOKUP: 20,
@@ -88,6 +90,14 @@ export interface CowfsMountOptions {
   stampMs?: number;
   /** An error that is not a refusal (a bug or an I/O failure), for the log. */
   onError?: (err: unknown, op: number) => void;
+  /** Serve a connection a previous daemon detached (`detach`), with the open counts it had, instead of mounting. */
+  takeover?: Detached;
+}
+
+/** What a detached mount leaves for the next daemon: the live connection and the open counts it was served with. */
+export interface Detached {
+  handover: Handover;
+  opens: [number, number][];
 }
 
 export class CowfsMount {
@@ -108,6 +118,9 @@ export class CowfsMount {
     this.fs = new Filesystem(pool, info.id);
     this.chunkSize = pool.chunkSize;
     const ro = opts.readOnly === true || info.readOnly;
+    // Taken over, the kernel's open files stay open: orphans among them live on. Mounted afresh, nothing is open.
+    if (opts.takeover !== undefined) this.fs.adoptOpens(opts.takeover.opens);
+    else if (!info.readOnly) this.fs.recover();
     this.session = new FuseSession(
       {
         mountpoint,
@@ -117,6 +130,7 @@ export class CowfsMount {
         // dev and suid as an ext4 mount has them (libfuse would add nodev,nosuid): device nodes open, set-id bits count.
         options: `fsname=${fsName(pool, info.name)},subtype=cowfs,allow_other,default_permissions,dev,suid${ro ? ',ro' : ''}`,
         filesystemThreads: Math.max(1, opts.threads ?? 2),
+        takeover: opts.takeover?.handover,
       },
       (req) => this.serve(req),
     );
@@ -134,6 +148,22 @@ export class CowfsMount {
     clearInterval(this.stamper);
     try {
       await this.session.close(() => this.stamp());
+    } finally {
+      this.unwatch();
+    }
+  }
+
+  /**
+   * Stops serving without unmounting: requests from now on wait in the
+   * kernel for the next daemon. The requests under way are answered and the
+   * times of native writes stamped first. The handover's fd is a duplicate
+   * the caller passes on or closes.
+   */
+  async detach(): Promise<Detached> {
+    clearInterval(this.stamper);
+    try {
+      const handover = await this.session.detach(() => this.stamp());
+      return { handover, opens: this.fs.openFiles() };
     } finally {
       this.unwatch();
     }
