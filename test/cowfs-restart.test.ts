@@ -1,0 +1,235 @@
+/**
+ * Restarting the daemon under processes that use a cowfs mount (issue 11,
+ * with issue 10's handover): SIGTERM hands each cowfs connection to the
+ * keeper beside the block files' one, and the next `cowvol serve` takes it
+ * over, so a process holding files open (an unlinked one among them), a
+ * process creating, renaming and deleting files meanwhile, and a bind of
+ * the mount all carry on without an error. After a kill -9 the mount is
+ * made afresh instead, and the orphan the kill left is freed.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import t, { type Test } from 'tap';
+
+import { mountsFromFds } from '../src/daemon/handed-mounts.js';
+import { isMountPoint } from '../src/host/mounts.js';
+import { native } from '../src/native.js';
+import { Daemon, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
+
+const KEEP = ['--handover-grace', '60'];
+const RESTARTS = 5;
+
+/**
+ * A process that holds `log` (appended to) and `gone` (unlinked at once)
+ * open and answers one line per command on stdin: `write` appends record N
+ * to both and fsyncs them; `check` reads both back whole and verifies every
+ * record. Any OSError is printed and ends it with status 1.
+ */
+const HOLDER = `
+import os, sys
+live = sys.argv[1]
+log = os.open(os.path.join(live, "log"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+gone = os.open(os.path.join(live, "gone"), os.O_RDWR | os.O_CREAT, 0o644)
+os.unlink(os.path.join(live, "gone"))
+n = 0
+def record(i):
+    return (b"record %06d " % i) + bytes([65 + i % 26]) * 4000 + b"\\n"
+try:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "write":
+            os.write(log, record(n))
+            os.pwrite(gone, record(n), n * len(record(0)))
+            os.fsync(log)
+            os.fdatasync(gone)
+            n += 1
+        want = b"".join(record(i) for i in range(n))
+        for fd in (log, gone):
+            got = os.pread(fd, len(want) + 1, 0)
+            if got != want:
+                print("mismatch", fd, len(got), len(want), flush=True)
+                sys.exit(1)
+        print("ok", n, flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+    sys.exit(1)
+`;
+
+/** Creates, writes, renames, reads back and deletes files in its own directory until stdin closes; prints its rounds, or the error. */
+const CHURN = `
+import os, sys, threading
+d = os.path.join(sys.argv[1], "churn")
+os.makedirs(d, exist_ok=True)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+i = 0
+try:
+    print("ready", flush=True)
+    while not stop.is_set() and i < 1000000:
+        p = os.path.join(d, "f%d" % (i % 50))
+        with open(p + ".tmp", "wb") as f:
+            f.write(b"%d" % i * 100)
+        os.rename(p + ".tmp", p)
+        with open(p, "rb") as f:
+            if f.read() != b"%d" % i * 100:
+                raise OSError("read back wrong at round %d" % i)
+        if i % 3 == 0:
+            os.unlink(p)
+        os.listdir(d)
+        i += 1
+    print("rounds", i, flush=True)
+except OSError as e:
+    print("error", e, flush=True)
+    sys.exit(1)
+`;
+
+/** A child speaking one line per request. */
+class Talker {
+  readonly child: ChildProcess;
+  private out = '';
+  private waiting: (() => void) | null = null;
+  readonly exited: Promise<number>;
+
+  constructor(t: Test, script: string, arg: string) {
+    this.child = spawn('python3', ['-c', script, arg], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // A test that failed half-way must not leave it waiting on its stdin (nor holding the mount).
+    t.teardown(() => void this.child.kill('SIGKILL'));
+    this.child.stdout?.on('data', (b: Buffer) => this.heard(b.toString()));
+    this.child.stderr?.on('data', (b: Buffer) => this.heard(b.toString()));
+    this.exited = new Promise((resolve) => this.child.once('exit', (code) => resolve(code ?? -1)));
+    void this.exited.then(() => this.waiting?.());
+  }
+
+  private heard(text: string): void {
+    this.out += text;
+    this.waiting?.();
+  }
+
+  /** The next line it says (or everything it said, once it exited). */
+  async line(): Promise<string> {
+    for (;;) {
+      const i = this.out.indexOf('\n');
+      if (i >= 0) {
+        const l = this.out.slice(0, i);
+        this.out = this.out.slice(i + 1);
+        return l;
+      }
+      if (this.child.exitCode !== null) return `exited ${this.child.exitCode}: ${this.out}`;
+      await new Promise<void>((resolve) => (this.waiting = resolve));
+      this.waiting = null;
+    }
+  }
+
+  async ask(command: string): Promise<string> {
+    this.child.stdin?.write(`${command}\n`);
+    return this.line();
+  }
+
+  async end(): Promise<{ code: number; said: string }> {
+    this.child.stdin?.end();
+    const said = await this.line();
+    return { code: await this.exited, said };
+  }
+}
+
+/** Inodes the filesystem counts as used, and the names under `dir` (itself included): equal unless an orphan is left. */
+function inodes(dir: string): { used: number; named: number } {
+  const df = sh('df', ['--output=itotal,iavail', dir]).stdout.trim().split('\n')[1]?.trim().split(/\s+/).map(Number) ?? [0, 0];
+  const named = sh('find', [dir, '-xdev']).stdout.trim().split('\n').length;
+  return { used: (df[0] ?? 0) - (df[1] ?? 0), named };
+}
+
+async function fsVolume(t: Test, prefix: string): Promise<{ dir: string; pool: string; live: string; d: Daemon }> {
+  const { dir, pool, mount } = scratchPool(t, prefix);
+  const d = await Daemon.start(pool, mount, KEEP);
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => {
+    cli(pool, 'stop');
+    tidy(live);
+    tidy(mount);
+  });
+  t.equal(cli(pool, 'volume', 'create', 'home', '--size', '256M', '--kind', 'fs').status, 0, 'filesystem volume made');
+  t.equal(cli(pool, 'mount', 'home', live).status, 0, 'mounted');
+  return { dir, pool, live, d };
+}
+
+t.test(`cowfs mounts are taken over through ${RESTARTS} SIGTERM restarts: open files, an unlinked one, a bind and a busy directory carry on`, async (t) => {
+  const { dir, pool, live, d: first } = await fsVolume(t, 'cowfs-restart');
+  const bound = path.join(dir, 'bound');
+  fs.mkdirSync(bound);
+  t.teardown(() => tidy(bound));
+  t.equal(sh('mount', ['--bind', live, bound]).status, 0, 'a bind of the mount, as a CSI publish makes');
+  const holder = new Talker(t, HOLDER, live);
+  const churn = new Talker(t, CHURN, live);
+  t.equal(await holder.line(), 'ready');
+  t.equal(await churn.line(), 'ready');
+  let d = first;
+  for (let i = 1; i <= RESTARTS; i++) {
+    t.match(await holder.ask('write'), /^ok /, `restart ${i}: a write and fsync before it`);
+    const r = await d.stop('SIGTERM');
+    t.equal(r.code, 0, `restart ${i}: the daemon exits 0`);
+    t.match(d.log, /"cowfs":1,"msg":"handed the mount over"/, `restart ${i}: the cowfs mount was handed over`);
+    t.ok(isMountPoint(live), `restart ${i}: the cowfs mount stays while no daemon runs`);
+    d = await Daemon.start(pool, d.mount, KEEP);
+    t.match(d.log, /cowfs mount taken over/, `restart ${i}: the new daemon took the cowfs mount over`);
+    t.match(await holder.ask('write'), new RegExp(`^ok ${2 * i}$`), `restart ${i}: the open files take a write and read back whole after it`);
+  }
+  const churned = await churn.end();
+  t.equal(churned.code, 0, `the busy directory saw no error: ${churned.said}`);
+  t.match(churned.said, /^rounds [1-9]/, 'and it made progress');
+  t.same(fs.readFileSync(path.join(bound, 'log')), fs.readFileSync(path.join(live, 'log')), 'the bind shows the same file');
+  t.same(JSON.parse(cli(pool, 'mounts', '--json').stdout), [{ source: 'home', dir: live, readOnly: false }], 'cowvol mounts lists the mount once');
+  const held = inodes(live);
+  t.equal(held.used, held.named + 1, 'the unlinked file is still held while open');
+  const ended = await holder.end();
+  t.equal(ended.code, 0, `the holder saw no error: ${ended.said}`);
+  const after = inodes(live);
+  t.equal(after.used, after.named, 'its last close, sent to a later daemon, freed it');
+  t.equal(sh('umount', [bound]).status, 0, 'the bind unmounts');
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stderr}`);
+  t.notOk(isMountPoint(live), 'stopping for good unmounts the cowfs mount');
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
+});
+
+t.test('after a kill -9 the cowfs mount is made afresh and the orphan the kill left is freed', async (t) => {
+  const { pool, live, d } = await fsVolume(t, 'cowfs-kill');
+  const holder = new Talker(t, HOLDER, live);
+  t.equal(await holder.line(), 'ready');
+  t.match(await holder.ask('write'), /^ok 1$/, 'a write to the open, unlinked file');
+  // The unlink reaches a commit (a directory fsync), so the orphan is on disk when the daemon dies.
+  const dirFd = fs.openSync(live, 'r');
+  fs.fsyncSync(dirFd);
+  fs.closeSync(dirFd);
+  const held = inodes(live);
+  t.equal(held.used, held.named + 1, 'the unlinked file is held while open');
+  await d.stop('SIGKILL');
+  const next = await Daemon.start(pool, d.mount, KEEP);
+  t.match(next.log, /"msg":"cowfs mounted"/, 'the next daemon mounts the filesystem afresh');
+  t.notMatch(next.log, /cowfs mount taken over/, 'and does not take over a connection a killed daemon served');
+  // A write, not a read: a read may come from the page cache, a write goes to the (dead) connection.
+  t.match(await holder.ask('write'), /^error .*Transport endpoint is not connected/, 'the process holding files in the old mount sees ENOTCONN');
+  t.not(await holder.exited, 0, 'and ends with it');
+  const after = inodes(live);
+  t.equal(after.used, after.named, 'the orphan the kill left is freed when the mount is made afresh');
+  t.match(fs.readFileSync(path.join(live, 'log'), 'latin1'), /^record 000000 /, 'the fsynced write is there');
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stderr}`);
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
+});
+
+t.test('a damaged record of handed-over mounts closes every fd it came with', async (t) => {
+  // Stand-ins for the connections: any fds show whether they were closed.
+  const pipes = [0, 1].map(() => fs.openSync('/dev/null', 'r'));
+  const whys: string[] = [];
+  const record = native.memfdWith(Buffer.from('[{"source":"home"}]'));
+  t.same(mountsFromFds([record, ...pipes], (why) => whys.push(why)), [], 'nothing is taken over');
+  t.equal(whys.length, 1, `and it says why: ${whys[0]}`);
+  for (const fd of [record, ...pipes]) t.throws(() => fs.fstatSync(fd), { code: 'EBADF' }, `fd ${fd} was closed`);
+  t.same(mountsFromFds([]), [], 'no fds: no mounts');
+});
