@@ -11,14 +11,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import { native } from '../src/native.js';
 import { HANDED_MOUNTS_MAX } from '../src/daemon/handed-mounts.js';
 import { spawn } from 'node:child_process';
 
 import { isMountPoint } from '../src/host/mounts.js';
-import { Daemon, bin, cli, scratchPool, sh } from './helpers/daemon.js';
+import { Daemon, bin, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
+import { HOLDER, Talker } from './helpers/talker.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const unit = fs.readFileSync(path.join(root, 'systemd', 'cowvol.service'), 'utf8');
@@ -81,20 +82,20 @@ t.test('READY=1 once serving, WATCHDOG=1 while the mount answers, STOPPING=1 on 
   t.equal((await d.stop('SIGTERM')).code, 0, 'exits 0');
 });
 
-t.test('the fd store: a daemon started with the stored fds after a kill -9 takes the mount over', async (t) => {
-  const { pool, mount, dir } = scratchPool(t, 'fdstore');
-  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M').status, 0, 'volume made');
-  const sockPath = path.join(dir, 'notify.sock');
-  const manager = native.unixDatagramBind(sockPath, 20_000);
+/**
+ * Plays systemd's side of the fd store on a bound datagram socket: keeps
+ * stored fds by name and drops removed ones. `serve` reads messages until
+ * `until` says so (or the socket's receive times out).
+ */
+function fakeManager(t: Test, manager: number): { stored: Map<string, number>; removed: Set<string>; serve: (until: (msg: string) => boolean) => void } {
   const stored = new Map<string, number>();
   const removed = new Set<string>();
   t.teardown(() => {
     for (const fd of stored.values()) fs.closeSync(fd);
     fs.closeSync(manager);
   });
-  /** Plays the manager until `until` says so: keeps stored fds by name, drops removed ones. */
-  const serveManager = (until: (msg: string) => boolean): void => {
-    for (let i = 0; i < 50; i++) {
+  const serve = (until: (msg: string) => boolean): void => {
+    for (let i = 0; i < 300; i++) {
       const got = native.unixReceive(manager);
       if (got === null) return;
       const [raw, fds] = got;
@@ -114,6 +115,33 @@ t.test('the fd store: a daemon started with the stored fds after a kill -9 takes
       if (until(msg)) return;
     }
   };
+  return { stored, removed, serve };
+}
+
+/** Starts `cowvol serve --fd-store` as systemd starts it: the stored fds `names` from 3 on, LISTEN_PID its own pid. Resolves once it serves (or exited). */
+async function startFromStore(pool: string, mount: string, sockPath: string, names: string[], stored: Map<string, number>): Promise<{ log: string; exited: Promise<void> }> {
+  const b = spawn('sh', ['-c', `LISTEN_PID=$$ exec "${process.execPath}" "${bin}" serve --fd-store --pool "${pool}" --mount "${mount}" --handover-grace 0`], {
+    env: { ...process.env, NOTIFY_SOCKET: sockPath, LISTEN_FDS: String(names.length), LISTEN_FDNAMES: names.join(':') },
+    stdio: ['ignore', 'ignore', 'pipe', ...names.map((n) => stored.get(n) as number)],
+  });
+  let log = '';
+  const exited = new Promise<void>((resolve) => b.once('exit', () => resolve()));
+  await new Promise<void>((resolve) => {
+    b.stderr?.on('data', (chunk: Buffer) => {
+      log += chunk.toString();
+      if (log.includes('"msg":"serving"')) resolve();
+    });
+    void exited.then(() => resolve());
+  });
+  return { log, exited };
+}
+
+t.test('the fd store: a daemon started with the stored fds after a kill -9 takes the mount over', async (t) => {
+  const { pool, mount, dir } = scratchPool(t, 'fdstore');
+  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M').status, 0, 'volume made');
+  const sockPath = path.join(dir, 'notify.sock');
+  const manager = native.unixDatagramBind(sockPath, 20_000);
+  const { stored, removed, serve: serveManager } = fakeManager(t, manager);
   process.env.NOTIFY_SOCKET = sockPath;
   let a: Daemon;
   try {
@@ -132,20 +160,7 @@ t.test('the fd store: a daemon started with the stored fds after a kill -9 takes
   await a.stop('SIGKILL');
   t.ok(isMountPoint(mount), 'after kill -9 the mount stays: the store holds the connection');
 
-  // Started as systemd starts it: the stored fds from 3 on, LISTEN_PID its own pid.
-  const b = spawn('sh', ['-c', `LISTEN_PID=$$ exec "${process.execPath}" "${bin}" serve --fd-store --pool "${pool}" --mount "${mount}" --handover-grace 0`], {
-    env: { ...process.env, NOTIFY_SOCKET: sockPath, LISTEN_FDS: '3', LISTEN_FDNAMES: names.join(':') },
-    stdio: ['ignore', 'ignore', 'pipe', ...names.map((n) => stored.get(n) as number)],
-  });
-  let log = '';
-  const exited = new Promise<void>((resolve) => b.once('exit', () => resolve()));
-  await new Promise<void>((resolve) => {
-    b.stderr?.on('data', (chunk: Buffer) => {
-      log += chunk.toString();
-      if (log.includes('"msg":"serving"')) resolve();
-    });
-    void exited.then(() => resolve());
-  });
+  const { log, exited } = await startFromStore(pool, mount, sockPath, names, stored);
   t.match(log, /took the mount over/, `the new daemon took the connection over: ${log.slice(0, 400)}`);
   t.match(log, /"applied":[1-9]/, 'and replayed the first write the killed daemon answered');
   serveManager((m) => /^READY=1$/m.test(m));
@@ -161,4 +176,51 @@ t.test('the fd store: a daemon started with the stored fds after a kill -9 takes
   serveManager(() => names.every((n) => removed.has(n)));
   t.ok(names.every((n) => removed.has(n)), 'stopping for good takes the fds out of the store');
   t.notOk(isMountPoint(mount), 'and unmounts');
+});
+
+t.test('the fd store: a SIGTERM stores the cowfs mounts too, and the next daemon takes them over and out of the store', async (t) => {
+  const { pool, mount, dir } = scratchPool(t, 'fdstore-cowfs');
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => {
+    cli(pool, 'stop');
+    tidy(live);
+  });
+  t.equal(cli(pool, 'volume', 'create', 'home', '--size', '64M', '--kind', 'fs').status, 0, 'filesystem volume made');
+  const sockPath = path.join(dir, 'notify.sock');
+  const manager = native.unixDatagramBind(sockPath, 20_000);
+  const { stored, removed, serve: serveManager } = fakeManager(t, manager);
+  process.env.NOTIFY_SOCKET = sockPath;
+  let a: Daemon;
+  try {
+    a = await Daemon.start(pool, mount, ['--fd-store']);
+  } finally {
+    delete process.env.NOTIFY_SOCKET;
+  }
+  serveManager((m) => /^READY=1$/m.test(m));
+  t.equal(cli(pool, 'mount', 'home', live).status, 0, 'mounted');
+  const holder = new Talker(t, HOLDER, live);
+  t.equal(await holder.line(), 'ready');
+  t.equal(await holder.ask('write'), 'ok 1', 'a file written and fsynced, another unlinked while open');
+  t.equal((await a.stop('SIGTERM')).code, 0, 'SIGTERM: exits 0');
+  serveManager(() => stored.has('cowvol-cowfs-0'));
+  const names = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info', 'cowvol-mounts', 'cowvol-cowfs-0'];
+  t.same([...stored.keys()].sort(), [...names].sort(), 'the cowfs mount and its record joined the block files in the store');
+  t.ok(isMountPoint(live), 'the cowfs mount stays while no daemon runs');
+
+  removed.clear();
+  const { log, exited } = await startFromStore(pool, mount, sockPath, names, stored);
+  t.match(log, /cowfs mount taken over/, `the next daemon took the cowfs mount over: ${log.slice(0, 400)}`);
+  serveManager((m) => /^READY=1$/m.test(m));
+  t.ok(removed.has('cowvol-mounts') && removed.has('cowvol-cowfs-0'), 'and took them out of the store, so a later crash cannot pass them on');
+  t.same([...stored.keys()].sort(), ['cowvol-fuse', 'cowvol-info', 'cowvol-journal'], 'the store holds its connection, journal and record only');
+  t.equal(await holder.ask('write'), 'ok 2', 'the open files carry on: a write and both read back whole');
+  const ended = await holder.end();
+  t.equal(ended.code, 0, `the holder saw no error: ${ended.said}`);
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stdout}${r.stderr}`);
+  await exited;
+  t.notOk(isMountPoint(live), 'stopping for good unmounts the cowfs mount');
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
 });
