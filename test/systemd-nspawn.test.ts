@@ -6,7 +6,8 @@
  * (systemd restarts it, Restart=on-failure) and restarted with `systemctl
  * restart`: the writer sees no error, every block reads back, the journal
  * says both daemons took the mount over from the fd store, and `cowvol stop`
- * leaves the unit inactive and nothing mounted.
+ * leaves the unit inactive and nothing mounted. A second writer, on a file
+ * in a cowfs mount, runs through the `systemctl restart` the same way.
  *
  * Caveats: debootstrap fetches Debian's packages (about 50 s here), so this
  * needs the network to Debian's mirror, as `.ci/run`'s apt does. The host is
@@ -91,6 +92,10 @@ t.test('under systemd 252 in a container: kill -9 and systemctl restart are invi
   const s = steps(path.join(results, 'steps'));
   const log = (): string => (fs.existsSync(path.join(results, 'scenario.log')) ? fs.readFileSync(path.join(results, 'scenario.log'), 'utf8').slice(-2000) : 'no scenario log');
   if (s.get('stop') !== '0') t.comment(`the scenario's log ends: ${log()}`);
+  const journalFile = path.join(results, 'journal.txt');
+  if (s.get('after_restart') !== '0' || s.get('cowfs_after_restart') !== '0') {
+    t.comment(`the service's journal ends: ${fs.existsSync(journalFile) ? fs.readFileSync(journalFile, 'utf8').slice(-4000) : 'no journal'}`);
+  }
   t.equal(s.get('start'), '0', 'systemctl start waited for READY=1 and succeeded');
   t.equal(s.get('active'), 'inactive', 'cowvol stop ended the unit for good');
   t.match(s.get('status') ?? '', /^serving 1 volumes/, 'the STATUS= line');
@@ -101,13 +106,21 @@ t.test('under systemd 252 in a container: kill -9 and systemctl restart are invi
   t.equal(s.get('restart'), '0', 'systemctl restart started a new daemon');
   t.equal(s.get('after_restart'), '0', 'and the writer went on');
   t.equal(s.get('writer'), '0', 'the writer exited cleanly');
+  t.equal(s.get('cowfs'), '0', 'a cowfs volume was made and mounted');
+  t.equal(s.get('cowfs_writing'), '0', 'its writer was writing');
+  t.equal(s.get('cowfs_after_restart'), '0', 'and went on after systemctl restart');
+  t.equal(s.get('cowfs_writer'), '0', 'and exited cleanly');
   t.equal(s.get('stop'), '0', 'cowvol stop succeeded');
   t.equal(s.get('mounts'), '0', 'and left no mount');
   const writer = JSON.parse(fs.readFileSync(path.join(results, 'writer.json'), 'utf8')) as { writes: number; errors: string[]; bad: number };
   t.same(writer.errors, [], 'no write or fsync failed across both restarts');
   t.equal(writer.bad, 0, `every block reads back what was written last (${writer.writes} writes)`);
-  const journal = fs.readFileSync(path.join(results, 'journal.txt'), 'utf8');
+  const cowfs = JSON.parse(fs.readFileSync(path.join(results, 'cowfs.json'), 'utf8')) as { writes: number; errors: string[]; bad: number };
+  t.same(cowfs.errors, [], 'no write or fsync to the cowfs file failed across the restart');
+  t.equal(cowfs.bad, 0, `every block of the cowfs file reads back what was written last (${cowfs.writes} writes)`);
+  const journal = fs.readFileSync(journalFile, 'utf8');
   t.equal(journal.match(/"msg":"took the mount over from the previous daemon"/g)?.length, 2, 'both successors took the connection from the fd store');
-  t.match(journal, /"msg":"handed the mount over"/, 'the daemon systemctl restart stopped handed it over');
+  t.match(journal, /"cowfs":1,"msg":"handed the mount over"/, 'the daemon systemctl restart stopped handed it over, the cowfs mount with it');
+  t.equal(journal.match(/"msg":"cowfs mount taken over"/g)?.length, 1, 'and its successor took the cowfs mount over from the fd store');
   t.notMatch(journal, /mounting afresh|detaching a mount left/, 'nothing was mounted afresh');
 });

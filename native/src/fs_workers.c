@@ -42,10 +42,26 @@ static pthread_mutex_t start_mu = PTHREAD_MUTEX_INITIALIZER;
 static int epoll_fd = -1;
 static atomic_int running;
 
+/*
+ * What a worker waits for on the session. Writable too while a read must
+ * come with nothing queued: the INIT a takeover replays is not read yet, or
+ * the session is detaching. Asked at every arming, so a worker re-arming
+ * after its read cannot drop the wake-up a detach just armed.
+ */
+static uint32_t wanted(session *s) {
+  int must_read = atomic_load(&s->ho.detaching) || atomic_load(&s->ho.replay) == 1;
+  return EPOLLIN | EPOLLONESHOT | (must_read ? EPOLLOUT : 0);
+}
+
 static void arm(session *s, int op) {
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = s};
+  struct epoll_event ev = {.events = wanted(s), .data.ptr = s};
   /* Fails only for a session that ended meanwhile (its fd left the set). */
   epoll_ctl(epoll_fd, op, fuse_session_fd(s->se), &ev);
+  /* A detach between asking and arming may have armed its wake-up first, and ours replaced it: arm it again. */
+  if (!(ev.events & EPOLLOUT) && (wanted(s) & EPOLLOUT)) {
+    ev.events = wanted(s);
+    epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fuse_session_fd(s->se), &ev);
+  }
 }
 
 static void finish(session *s) {
@@ -109,9 +125,8 @@ static int start(int workers) {
 }
 
 void fs_workers_wake(session *s) {
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLONESHOT, .data.ptr = s};
   /* Fails only for a session that ended already: then nothing is left to wake. */
-  epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fuse_session_fd(s->se), &ev);
+  arm(s, EPOLL_CTL_MOD);
 }
 
 int fs_workers_add(session *s, int workers) {
@@ -123,9 +138,8 @@ int fs_workers_add(session *s, int workers) {
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return errno;
   atomic_store(&s->refs, 1);
-  /* Taken over: a worker replays INIT at once, before any request needs it. */
-  uint32_t events = EPOLLIN | EPOLLONESHOT | (s->taken_over ? EPOLLOUT : 0);
-  struct epoll_event ev = {.events = events, .data.ptr = s};
+  /* Taken over: a worker replays INIT at once, before any request needs it (wanted()). */
+  struct epoll_event ev = {.events = wanted(s), .data.ptr = s};
   if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return errno;
   return 0;
 }

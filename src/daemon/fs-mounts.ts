@@ -153,9 +153,16 @@ export class FsMounts implements MountService {
     const handed = all.slice(0, HANDED_MOUNTS_MAX);
     const rest = all.slice(HANDED_MOUNTS_MAX);
     if (rest.length > 0) this.log.warn({ mounts: rest.map((l) => l.view.dir) }, `more than ${HANDED_MOUNTS_MAX} cowfs mounts: these are unmounted, not handed over`);
-    const [detached] = await Promise.all([Promise.all(handed.map((l) => l.mount.detach())), Promise.all(rest.map((l) => this.close(l)))]);
+    const [detached] = await Promise.all([Promise.allSettled(handed.map((l) => l.mount.detach())), Promise.all(rest.map((l) => this.close(l)))]);
     this.closeDataFile();
-    return detached.map((d, i) => ({ view: (handed[i] as Live).view, ...d }));
+    const out: HandedMount[] = [];
+    detached.forEach((d, i) => {
+      const view = (handed[i] as Live).view;
+      // Not handed over, its connection ends with this daemon: the next one mounts it afresh.
+      if (d.status === 'rejected') this.log.error({ err: d.reason, dir: view.dir }, 'could not detach a cowfs mount');
+      else out.push({ view, ...d.value });
+    });
+    return out;
   }
 
   /** Unmounts every cowfs mount; the record stays for the next daemon. */

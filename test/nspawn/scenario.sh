@@ -2,7 +2,8 @@
 # Runs inside the systemd-nspawn container as a unit after boot
 # (test/systemd-nspawn.test.ts): cowvol.service under a real systemd, with a
 # writer on a block file while the service is killed with -9 (Restart=) and
-# restarted with `systemctl restart`. Each step appends a line of KEY=VALUE
+# restarted with `systemctl restart`, and a second writer on a file in a cowfs
+# mount through the restart (a kill -9 mounts cowfs afresh, so not that one). Each step appends a line of KEY=VALUE
 # words to /results/steps (the status line is one value); the test reads them.
 exec > /results/scenario.log 2>&1
 set -x
@@ -16,12 +17,12 @@ running_other_than() {
   done
   return 1
 }
-# Waits (bounded) until the writer has made 2048 more writes than when called: I/O goes on.
+# Waits (bounded) until writer $1 (default: the block file's) has made 2048 more writes than when called: I/O goes on.
 progressed() {
-  local from
-  from=$(cat /results/progress 2>/dev/null || echo 0)
+  local from file=/results/${1:-writer}.progress
+  from=$(cat "$file" 2>/dev/null || echo 0)
   for _ in $(seq 600); do
-    [ "$(cat /results/progress 2>/dev/null || echo 0)" -ge $((from + 2048)) ] && return 0
+    [ "$(cat "$file" 2>/dev/null || echo 0)" -ge $((from + 2048)) ] && return 0
     sleep 0.1
   done
   return 1
@@ -39,13 +40,23 @@ first=$(show MainPID)
 systemctl kill -s KILL cowvol
 running_other_than "$first"; say "kill9=$? restarts=$(show NRestarts)"
 progressed; say "after_kill9=$?"
+mkdir -p /mnt/home
+cowvol volume create home --size 64M --kind fs --pool /var/lib/cowvol && cowvol mount home /mnt/home --pool /var/lib/cowvol
+say "cowfs=$?"
+truncate -s 16M /mnt/home/data
+node /opt/test/writer.mjs /mnt/home/data cowfs &
+cowfs_writer=$!
+progressed cowfs; say "cowfs_writing=$?"
 second=$(show MainPID)
 systemctl restart cowvol
 running_other_than "$second"; say "restart=$?"
 progressed; say "after_restart=$?"
+progressed cowfs; say "cowfs_after_restart=$?"
 touch /results/stop
 wait "$writer"
 say "writer=$?"
+wait "$cowfs_writer"
+say "cowfs_writer=$?"
 cowvol stop --pool /var/lib/cowvol
-say "stop=$? active=$(show ActiveState) mounts=$(grep -c ' /run/cowvol ' /proc/self/mountinfo)"
+say "stop=$? active=$(show ActiveState) mounts=$(grep -c ' /run/cowvol \| /mnt/home ' /proc/self/mountinfo)"
 finish

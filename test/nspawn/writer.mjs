@@ -1,11 +1,13 @@
 // Runs inside the systemd-nspawn container (test/systemd-nspawn.test.ts):
-// writes 4 KiB blocks round a block file, with an fsync every 32, until
-// /results/stop appears; then reads every block back. Any error a write or
-// fsync gets is recorded; /results/writer.json holds the outcome, and
-// /results/progress the writes so far (every 1024).
+// writes 4 KiB blocks round a file (a block file, or a file in a cowfs
+// mount), with an fsync every 32, until /results/stop appears; then reads
+// every block back. Any error a write or fsync gets is recorded;
+// /results/TAG.json holds the outcome, and /results/TAG.progress the writes
+// so far (every 1024). TAG is the second argument, `writer` if none.
 import fs from 'node:fs';
 
 const file = process.argv[2];
+const tag = process.argv[3] ?? 'writer';
 const BLOCKS = 4096;
 const fd = fs.openSync(file, 'r+');
 const pattern = (n) => {
@@ -23,7 +25,7 @@ while (!fs.existsSync('/results/stop') && Date.now() - started < 300000 && error
     last.set(n % BLOCKS, n);
     if (n % 32 === 31) fs.fsyncSync(fd);
     // Progress for the scenario, which waits on it rather than on a clock.
-    if (n % 1024 === 1023) fs.writeFileSync('/results/progress', String(n + 1));
+    if (n % 1024 === 1023) fs.writeFileSync(`/results/${tag}.progress`, String(n + 1));
   } catch (err) {
     errors.push(`write ${n}: ${err.code}`);
   }
@@ -36,4 +38,4 @@ for (const [block, m] of last) {
   fs.readSync(fd, b, 0, 4096, block * 4096);
   if (!b.equals(pattern(m))) bad++;
 }
-fs.writeFileSync('/results/writer.json', JSON.stringify({ writes: n, errors, bad }));
+fs.writeFileSync(`/results/${tag}.json`, JSON.stringify({ writes: n, errors, bad }));
