@@ -202,6 +202,8 @@ t.test('the fd store: a SIGTERM stores the cowfs mounts too, and the next daemon
   const holder = new Talker(t, HOLDER, live);
   t.equal(await holder.line(), 'ready');
   t.equal(await holder.ask('write'), 'ok 1', 'a file written and fsynced, another unlinked while open');
+  // Changes no commit holds yet when the stop comes: its last commit must still leave the journal a mark for it.
+  t.equal(await holder.ask('dirty'), 'ok 2', 'and written again, not flushed');
   t.equal((await a.stop('SIGTERM')).code, 0, 'SIGTERM: exits 0');
   serveManager(() => stored.has('cowvol-cowfs-0'));
   const names = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info', 'cowvol-mounts', 'cowvol-cowfs-0'];
@@ -214,7 +216,8 @@ t.test('the fd store: a SIGTERM stores the cowfs mounts too, and the next daemon
   serveManager((m) => /^READY=1$/m.test(m));
   t.ok(removed.has('cowvol-mounts') && removed.has('cowvol-cowfs-0'), 'and took them out of the store, so a later crash cannot pass them on');
   t.same([...stored.keys()].sort(), ['cowvol-fuse', 'cowvol-info', 'cowvol-journal'], 'the store holds its connection, journal and record only');
-  t.equal(await holder.ask('write'), 'ok 2', 'the open files carry on: a write and both read back whole');
+  t.notMatch(log, /mounting afresh/, 'the journal the stop left was replayed, not refused');
+  t.equal(await holder.ask('write'), 'ok 3', 'the open files carry on: a write and both read back whole');
   const ended = await holder.end();
   t.equal(ended.code, 0, `the holder saw no error: ${ended.said}`);
   const r = cli(pool, 'stop');

@@ -184,9 +184,17 @@ export class BlockFiles implements MappingListener {
     return handover;
   }
 
-  /** First writes the table served must reach the maps before it is freed. */
+  /**
+   * First writes the table served must reach the maps before it is freed,
+   * and whatever the pool holds uncommitted (a cowfs mount's last stamps,
+   * say) must reach a commit while the journal can still be marked: a
+   * successor that replays the journal (always, from systemd's fd store)
+   * refuses one with no mark for the commit it opens, and mounts afresh.
+   */
   private foldLast(): void {
-    if (this.pool.listener === this) this.pool.fold();
+    if (this.pool.listener !== this) return;
+    this.pool.fold();
+    if (this.pool.broken === null) this.pool.commit();
   }
 
   private letGo(): void {

@@ -11,8 +11,9 @@ import type { Test } from 'tap';
 /**
  * A process that holds `log` (appended to) and `gone` (unlinked at once)
  * open and answers one line per command on stdin: `write` appends record N
- * to both and fsyncs them; `check` reads both back whole and verifies every
- * record. Any OSError is printed and ends it with status 1.
+ * to both and fsyncs them; `dirty` does the same without the fsyncs, so the
+ * daemon holds changes no commit has; `check` reads both back whole and
+ * verifies every record. Any OSError is printed and ends it with status 1.
  */
 export const HOLDER = `
 import os, sys
@@ -26,11 +27,12 @@ def record(i):
 try:
     print("ready", flush=True)
     for line in sys.stdin:
-        if line.strip() == "write":
+        if line.strip() in ("write", "dirty"):
             os.write(log, record(n))
             os.pwrite(gone, record(n), n * len(record(0)))
-            os.fsync(log)
-            os.fdatasync(gone)
+            if line.strip() == "write":
+                os.fsync(log)
+                os.fdatasync(gone)
             n += 1
         want = b"".join(record(i) for i in range(n))
         for fd in (log, gone):
