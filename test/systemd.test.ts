@@ -136,12 +136,18 @@ async function startFromStore(pool: string, mount: string, sockPath: string, nam
   return { log, exited };
 }
 
-t.test('the fd store: a daemon started with the stored fds after a kill -9 takes the mount over', async (t) => {
-  const { pool, mount, dir } = scratchPool(t, 'fdstore');
-  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M').status, 0, 'volume made');
+interface Managed {
+  a: Daemon;
+  sockPath: string;
+  stored: Map<string, number>;
+  removed: Set<string>;
+  serveManager: (until: (msg: string) => boolean) => void;
+}
+
+/** `cowvol serve --fd-store` with a fake manager on DIR/notify.sock, once it said READY=1. */
+async function underManager(t: Test, pool: string, mount: string, dir: string): Promise<Managed> {
   const sockPath = path.join(dir, 'notify.sock');
-  const manager = native.unixDatagramBind(sockPath, 20_000);
-  const { stored, removed, serve: serveManager } = fakeManager(t, manager);
+  const { stored, removed, serve } = fakeManager(t, native.unixDatagramBind(sockPath, 20_000));
   process.env.NOTIFY_SOCKET = sockPath;
   let a: Daemon;
   try {
@@ -149,7 +155,14 @@ t.test('the fd store: a daemon started with the stored fds after a kill -9 takes
   } finally {
     delete process.env.NOTIFY_SOCKET;
   }
-  serveManager((m) => /^READY=1$/m.test(m));
+  serve((m) => /^READY=1$/m.test(m));
+  return { a, sockPath, stored, removed, serveManager: serve };
+}
+
+t.test('the fd store: a daemon started with the stored fds after a kill -9 takes the mount over', async (t) => {
+  const { pool, mount, dir } = scratchPool(t, 'fdstore');
+  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M').status, 0, 'volume made');
+  const { a, sockPath, stored, removed, serveManager } = await underManager(t, pool, mount, dir);
   const names = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info'];
   t.same([...stored.keys()].sort(), [...names].sort(), 'the connection, the journal and the record are in the store');
   const file = path.join(mount, 'block', 'v');
@@ -187,17 +200,7 @@ t.test('the fd store: a SIGTERM stores the cowfs mounts too, and the next daemon
     tidy(live);
   });
   t.equal(cli(pool, 'volume', 'create', 'home', '--size', '64M', '--kind', 'fs').status, 0, 'filesystem volume made');
-  const sockPath = path.join(dir, 'notify.sock');
-  const manager = native.unixDatagramBind(sockPath, 20_000);
-  const { stored, removed, serve: serveManager } = fakeManager(t, manager);
-  process.env.NOTIFY_SOCKET = sockPath;
-  let a: Daemon;
-  try {
-    a = await Daemon.start(pool, mount, ['--fd-store']);
-  } finally {
-    delete process.env.NOTIFY_SOCKET;
-  }
-  serveManager((m) => /^READY=1$/m.test(m));
+  const { a, sockPath, stored, removed, serveManager } = await underManager(t, pool, mount, dir);
   t.equal(cli(pool, 'mount', 'home', live).status, 0, 'mounted');
   const holder = new Talker(t, HOLDER, live);
   t.equal(await holder.line(), 'ready');
