@@ -148,3 +148,17 @@ t.test('a damaged record of handed-over mounts closes every fd it came with', as
   for (const fd of [record, ...pipes]) t.throws(() => fs.fstatSync(fd), { code: 'EBADF' }, `fd ${fd} was closed`);
   t.same(mountsFromFds([]), [], 'no fds: no mounts');
 });
+
+t.test('cowvol stop with no daemon serving leaves no cowfs mount behind, and the next daemon mounts it again', async (t) => {
+  const { pool, live, d } = await fsVolume(t, 'cowfs-stop');
+  fs.writeFileSync(path.join(live, 'kept'), 'across a stop');
+  t.equal((await d.stop('SIGTERM')).code, 0, 'SIGTERM: handed over to the keeper');
+  t.ok(isMountPoint(live), 'the keeper holds the cowfs mount');
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stderr}`);
+  t.match(r.stdout, /the keeper unmounted what it held/);
+  t.notOk(isMountPoint(live), 'the cowfs mount is gone with the keeper');
+  const next = await Daemon.start(pool, d.mount, KEEP);
+  t.match(next.log, /"msg":"cowfs mounted"/, 'the next daemon mounts it again from the record');
+  t.equal(fs.readFileSync(path.join(live, 'kept'), 'utf8'), 'across a stop', 'with what was written before');
+});

@@ -103,6 +103,8 @@ async function runStop(argv: string[]): Promise<RunResult> {
     } else {
       const { stopKeeper } = await import('../daemon/keeper.js');
       const keeper = stopKeeper(poolDir);
+      // The cowfs connections it held died with its letting go: their mount points go too.
+      if (keeper) (await import('../daemon/fs-mounts.js')).detachDeadMounts(poolDir);
       json = { pid: null, keeperPid: null };
       text = keeper ? 'no daemon was serving; the keeper unmounted what it held' : `nothing serves ${poolDir}`;
     }

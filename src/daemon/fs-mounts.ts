@@ -50,6 +50,40 @@ interface Live {
   mount: CowfsMount;
 }
 
+function recordFile(poolDir: string): string {
+  return path.join(poolDir, RECORD);
+}
+
+/** The cowfs mounts POOL/cowvol.mounts lists (none if it is missing; `onDamage` hears of a damaged one). */
+export function recordedMounts(poolDir: string, onDamage: (err: unknown) => void = () => {}): MountView[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(recordFile(poolDir), 'utf8');
+  } catch {
+    return [];
+  }
+  try {
+    const list = JSON.parse(text) as unknown;
+    if (!Array.isArray(list)) throw new Error('not a list');
+    return list.filter((m): m is MountView => typeof m === 'object' && m !== null && typeof (m as MountView).source === 'string' && typeof (m as MountView).dir === 'string').map((m) => ({ source: m.source, dir: m.dir, readOnly: m.readOnly === true }));
+  } catch (err) {
+    onDamage(err);
+    return [];
+  }
+}
+
+/**
+ * After a keeper let go of what a stopped daemon handed it (`cowvol stop`
+ * with no daemon serving), the cowfs connections it held are dead: their
+ * mount points go too, lazily, so a stop leaves nothing mounted. The record
+ * stays, for the next daemon. Returns the mount points detached.
+ */
+export function detachDeadMounts(poolDir: string): string[] {
+  const dead = recordedMounts(poolDir).filter((m) => isMountPoint(m.dir));
+  for (const m of dead) detach(m.dir);
+  return dead.map((m) => m.dir);
+}
+
 export class FsMounts implements MountService {
   /** By mount point. Lock: event loop only. */
   private readonly live = new Map<string, Live>();
@@ -243,24 +277,11 @@ export class FsMounts implements MountService {
   }
 
   private file(): string {
-    return path.join(this.poolDir, RECORD);
+    return recordFile(this.poolDir);
   }
 
   private load(): MountView[] {
-    let text: string;
-    try {
-      text = fs.readFileSync(this.file(), 'utf8');
-    } catch {
-      return [];
-    }
-    try {
-      const list = JSON.parse(text) as unknown;
-      if (!Array.isArray(list)) throw new Error('not a list');
-      return list.filter((m): m is MountView => typeof m === 'object' && m !== null && typeof (m as MountView).source === 'string' && typeof (m as MountView).dir === 'string').map((m) => ({ source: m.source, dir: m.dir, readOnly: m.readOnly === true }));
-    } catch (err) {
-      this.log.error({ err, file: this.file() }, 'the mount record is damaged: serving no cowfs mounts from it');
-      return [];
-    }
+    return recordedMounts(this.poolDir, (err) => this.log.error({ err, file: this.file() }, 'the mount record is damaged: serving no cowfs mounts from it'));
   }
 
   /** Written whole and renamed into place, so a crash leaves the old record or the new. */
