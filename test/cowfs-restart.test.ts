@@ -162,3 +162,16 @@ t.test('cowvol stop with no daemon serving leaves no cowfs mount behind, and the
   t.match(next.log, /"msg":"cowfs mounted"/, 'the next daemon mounts it again from the record');
   t.equal(fs.readFileSync(path.join(live, 'kept'), 'utf8'), 'across a stop', 'with what was written before');
 });
+
+t.test('cowvol stop does not wait on a process that keeps a file open in a cowfs mount', async (t) => {
+  const { pool, live } = await fsVolume(t, 'cowfs-stop-open');
+  const holder = new Talker(t, HOLDER, live);
+  t.equal(await holder.line(), 'ready');
+  t.equal(await holder.ask('write'), 'ok 1', 'files open and written');
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop returns: ${r.stdout}${r.stderr}`);
+  t.notOk(isMountPoint(live), 'the mount is gone');
+  t.match(await holder.ask('write'), /^error /, 'the process holding files in it gets an error from then on');
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
+});

@@ -50,6 +50,18 @@ interface Live {
   mount: CowfsMount;
 }
 
+/** How long an unmounted cowfs mount may wait for the files still open in it before its connection is cut. */
+const DRAIN_MS = 3000;
+
+/** The mount's FUSE connection, or -1 when it is not in the mount table (any more). */
+function connectionOf(dir: string): number {
+  try {
+    return fuseConnectionOf(dir);
+  } catch {
+    return -1;
+  }
+}
+
 function recordFile(poolDir: string): string {
   return path.join(poolDir, RECORD);
 }
@@ -228,10 +240,18 @@ export class FsMounts implements MountService {
    */
   private async close(l: Live): Promise<void> {
     const binds = mountsOfVolume(this.pool, l.view.source).filter((m) => m.mountPoint !== l.view.dir);
-    const connection = binds.length > 0 ? fuseConnectionOf(l.view.dir) : -1;
+    const connection = connectionOf(l.view.dir);
     const closed = l.mount.close();
-    if (connection >= 0 && abortFuseConnection(connection)) this.log.warn({ dir: l.view.dir, binds: binds.map((b) => b.mountPoint) }, 'cut a cowfs connection its binds held');
-    await closed;
+    if (binds.length > 0 && connection >= 0 && abortFuseConnection(connection)) this.log.warn({ dir: l.view.dir, binds: binds.map((b) => b.mountPoint) }, 'cut a cowfs connection its binds held');
+    // A file a process keeps open holds the connection past the unmount too: once the requests under way had their time, cut it.
+    const cut = setTimeout(() => {
+      if (connection >= 0 && abortFuseConnection(connection)) this.log.warn({ dir: l.view.dir }, 'cut a cowfs connection that open files held');
+    }, DRAIN_MS);
+    try {
+      await closed;
+    } finally {
+      clearTimeout(cut);
+    }
   }
 
   /**
