@@ -163,11 +163,15 @@ t.test('cowvol stop with no daemon serving leaves no cowfs mount behind, and the
   t.equal(fs.readFileSync(path.join(live, 'kept'), 'utf8'), 'across a stop', 'with what was written before');
 });
 
-t.test('cowvol stop does not wait on a process that keeps a file open in a cowfs mount', async (t) => {
+t.test('cowvol unmount refuses while files are open, and cowvol stop does not wait on them', async (t) => {
   const { pool, live } = await fsVolume(t, 'cowfs-stop-open');
   const holder = new Talker(t, HOLDER, live);
   t.equal(await holder.line(), 'ready');
   t.equal(await holder.ask('write'), 'ok 1', 'files open and written');
+  const busy = cli(pool, 'unmount', live);
+  t.equal(busy.status, 1, 'cowvol unmount refuses while files are open');
+  t.match(busy.stderr, /has 2 files open: close them first/, `in one line: ${busy.stderr}`);
+  t.equal(await holder.ask('write'), 'ok 2', 'and changes nothing: the files stay usable');
   const r = cli(pool, 'stop');
   t.equal(r.status, 0, `cowvol stop returns: ${r.stdout}${r.stderr}`);
   t.notOk(isMountPoint(live), 'the mount is gone');

@@ -136,6 +136,9 @@ export class FsMounts implements MountService {
     const at = path.resolve(dir);
     const live = this.live.get(at);
     if (live === undefined) fail('ENOENT', `${at} is not a cowfs mount this daemon serves`);
+    // As umount answers for a busy ext4: the processes keep their files, the caller learns why.
+    const open = live.mount.fs.openFiles().length;
+    if (open > 0) fail('EBUSY', `${at} has ${open} file${open === 1 ? '' : 's'} open: close ${open === 1 ? 'it' : 'them'} first`);
     this.live.delete(at);
     this.save();
     await this.close(live);
