@@ -9,8 +9,9 @@
  * hands the live connection to the keeper; requests arriving meanwhile wait
  * in the kernel, and the next `cowvol serve` takes the connection over
  * instead of mounting. The cowfs mounts (fs-mounts.ts) are detached and
- * handed over the same way, beside it (handed-mounts.ts). Stopping for good is `cowvol stop` (drain, commit,
- * unmount, keeper gone), or a keeper whose grace passed with no successor.
+ * handed over the same way, beside it (handed-mounts.ts). Stopping for good
+ * is `cowvol stop` (drain, commit, unmount, keeper gone), or a keeper whose
+ * grace passed with no successor.
  * With --handover-grace 0 there is no keeper and SIGTERM stops for good. A
  * mount left by a killed daemon is detached before mounting.
  */
@@ -109,7 +110,6 @@ interface Parts {
   link: KeeperLink | null;
   /** Our map-change journal, a memfd the keeper also holds. */
   journalFd: number;
-
   /** systemd's notify socket, when it started us. */
   notifier: Notifier;
   /** Null when --metrics-address none. */
@@ -410,7 +410,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   if (handingOver) {
     const handover = await p.files.detach();
     if (p.csi !== null) await p.csi.close();
-    // Closed before the keeper hears of it (the cowfs times stamped at their detach are in this commit): the next daemon must find the pool unlocked.
+    // Closed (its last commit, cowfs stamps included, was made at the detach) before the keeper hears of it: the next daemon must find the pool unlocked.
     p.handle.close();
     fs.closeSync(p.dataFd);
     const extra = handedFds(handed);
