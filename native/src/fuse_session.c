@@ -819,8 +819,9 @@ napi_value fuse_detach(napi_env env, napi_callback_info info) {
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   fuse_session_exit(s->se);
-  handover_detach(&s->ho);
-  /* The shared workers read only when woken: with no request queued, none would see the detach. */
+  /* The shared workers read only when woken (with no request queued, none would see the detach), and
+   * signals would only interrupt them at work for other mounts. */
+  handover_detach(&s->ho, !s->filesystem);
   if (s->filesystem) fs_workers_wake(s);
   return NULL;
 }

@@ -179,11 +179,11 @@ static void *waker(void *arg) {
   return NULL;
 }
 
-void handover_detach(handover *h) {
+void handover_detach(handover *h, int signal_readers) {
   atomic_store_explicit(&h->detaching, 1, memory_order_release);
   pthread_mutex_lock(&h->mu);
   pthread_cond_broadcast(&h->cv);
-  if (!h->waker_started) h->waker_started = pthread_create(&h->waker, NULL, waker, h) == 0;
+  if (signal_readers && !h->waker_started) h->waker_started = pthread_create(&h->waker, NULL, waker, h) == 0;
   pthread_mutex_unlock(&h->mu);
 }
 

@@ -41,8 +41,13 @@ int handover_setup(handover *h, int fuse_fd, const char *init, size_t init_len);
 void handover_free(handover *h);
 ssize_t handover_read(handover *h, int fd, void *buf, size_t len);
 ssize_t handover_writev(handover *h, int fd, struct iovec *iov, int count);
-/* Ends the session's loop without unmounting: each reader returns once its current request is answered. */
-void handover_detach(handover *h);
+/*
+ * Ends the session's loop without unmounting: each reader returns once its
+ * current request is answered. `signal_readers`: readers block in read(2)
+ * and must be woken by a signal (the block files' own threads); a cowfs
+ * session's shared workers are woken through epoll instead (fs_workers.c).
+ */
+void handover_detach(handover *h, int signal_readers);
 /* The session's loop returned (every reader is joined): stops waking them. */
 void handover_loop_done(handover *h);
 /* Copies the kernel's INIT request into out (HANDOVER_INIT_MAX bytes); 0 if none was read yet. */

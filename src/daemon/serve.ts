@@ -358,7 +358,7 @@ async function startServices(p: Parts, previousMount: string | null, handed: Han
   p.log.info({ pool: p.opts.poolDir, mount: p.opts.mount, socket: p.socket, volumes: pool.stats().volumes, csi: csiOpts?.endpoint }, 'serving');
   // Filesystem volumes are no block files: `cowvol mounts` lists where they are served.
   const list = pool.list().filter((v) => v.kind !== 'fs').map((v) => blockFilePath(p.opts.mount, v.name, v.readOnly));
-  p.notifier.ready(`serving ${list.length} volumes and snapshots at ${p.opts.mount}${csiOpts ? `, CSI on ${csiOpts.endpoint}` : ''}`);
+  p.notifier.ready(`serving ${pool.stats().volumes} volumes and snapshots at ${p.opts.mount}${csiOpts ? `, CSI on ${csiOpts.endpoint}` : ''}`);
   p.notifier.startWatchdog(p.opts.mount);
   process.stdout.write(`cowvol: serving ${p.opts.poolDir} at ${p.opts.mount}${list.length > 0 ? `:\n  ${list.join('\n  ')}` : ''}\n`);
 }
