@@ -24,7 +24,7 @@ import { dataFilePath } from '../blockstore/pool-dir.js';
 import { CowvolError, fail } from '../errors.js';
 import { CowfsMount, type Detached, type MountService, type MountView, mountsOfVolume } from '../fuse/cowfs-mount.js';
 import { bindMount } from '../host/filesystem.js';
-import { abortFuseConnection, fuseConnectionOf } from '../host/fusectl.js';
+import { abortFuseConnection, connectionOfEntry } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
 import { HANDED_MOUNTS_MAX, type HandedMount } from './handed-mounts.js';
@@ -53,15 +53,6 @@ interface Live {
 /** How long an unmounted cowfs mount may wait for the files still open in it before its connection is cut. */
 const DRAIN_MS = 3000;
 
-/** The mount's FUSE connection, or -1 when it is not in the mount table (any more). */
-function connectionOf(dir: string): number {
-  try {
-    return fuseConnectionOf(dir);
-  } catch {
-    return -1;
-  }
-}
-
 function recordFile(poolDir: string): string {
   return path.join(poolDir, RECORD);
 }
@@ -88,12 +79,10 @@ export function recordedMounts(poolDir: string, onDamage: (err: unknown) => void
  * After a keeper let go of what a stopped daemon handed it (`cowvol stop`
  * with no daemon serving), the cowfs connections it held are dead: their
  * mount points go too, lazily, so a stop leaves nothing mounted. The record
- * stays, for the next daemon. Returns the mount points detached.
+ * stays, for the next daemon.
  */
-export function detachDeadMounts(poolDir: string): string[] {
-  const dead = recordedMounts(poolDir).filter((m) => isMountPoint(m.dir));
-  for (const m of dead) detach(m.dir);
-  return dead.map((m) => m.dir);
+export function detachDeadMounts(poolDir: string): void {
+  for (const m of recordedMounts(poolDir)) if (isMountPoint(m.dir)) detach(m.dir);
 }
 
 export class FsMounts implements MountService {
@@ -242,8 +231,10 @@ export class FsMounts implements MountService {
    * CSI unpublishes first.)
    */
   private async close(l: Live): Promise<void> {
-    const binds = mountsOfVolume(this.pool, l.view.source).filter((m) => m.mountPoint !== l.view.dir);
-    const connection = connectionOf(l.view.dir);
+    const all = mountsOfVolume(this.pool, l.view.source);
+    const own = all.find((m) => m.mountPoint === l.view.dir);
+    const binds = all.filter((m) => m !== own);
+    const connection = own === undefined ? -1 : connectionOfEntry(own);
     const closed = l.mount.close();
     if (binds.length > 0 && connection >= 0 && abortFuseConnection(connection)) this.log.warn({ dir: l.view.dir, binds: binds.map((b) => b.mountPoint) }, 'cut a cowfs connection its binds held');
     // A file a process keeps open holds the connection past the unmount too: once the requests under way had their time, cut it.

@@ -15,19 +15,15 @@
  */
 import fs from 'node:fs';
 
-import type { MountView } from '../fuse/cowfs-mount.js';
-import type { Handover } from '../fuse/session.js';
+import type { Detached, MountView } from '../fuse/cowfs-mount.js';
 import { native } from '../native.js';
 
 /** Most cowfs connections one stop hands over (the keeper's fd bound, native/src/fd_passing.h, leaves room for the block files' two and the record); the rest are unmounted and mounted again. */
 export const HANDED_MOUNTS_MAX = 128;
 
-/** A cowfs mount on its way to the next daemon. */
-export interface HandedMount {
+/** A cowfs mount on its way to the next daemon: what its detach left, and where it is mounted. */
+export interface HandedMount extends Detached {
   view: MountView;
-  handover: Handover;
-  /** Open counts by inode, as the stopping daemon had them. */
-  opens: [number, number][];
 }
 
 interface Entry {

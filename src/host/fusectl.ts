@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
 import { fail } from '../errors.js';
-import { mountAt, readMountTable } from './mount-table.js';
+import { type MountEntry, mountAt, readMountTable } from './mount-table.js';
 
 const CONTROL = '/sys/fs/fuse/connections';
 
@@ -19,6 +19,11 @@ const CONTROL = '/sys/fs/fuse/connections';
 export function fuseConnectionOf(mount: string): number {
   const entry = mountAt(readMountTable(), mount);
   if (!entry) fail('EIO', `${mount} is not mounted`);
+  return connectionOfEntry(entry);
+}
+
+/** The connection of a FUSE mount the caller already found in the mount table. */
+export function connectionOfEntry(entry: MountEntry): number {
   return Number(entry.devNo.split(':')[1]);
 }
 
