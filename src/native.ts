@@ -55,6 +55,8 @@ export interface NativeFuse {
   /** Flat: ino, index, offset, old for each first write (old -1) or CoW break served; ino 0: a reserved chunk a failed copy spoiled. */
   fuseTaken(handle: FuseHandle): number[];
   fuseCommitNeeded(handle: FuseHandle, needed: boolean): void;
+  /** A cowfs mount's flush marks: the generation the pool's open transaction will commit as, and the last durable one. */
+  fuseGenerations(handle: FuseHandle, open: number, durable: number, all: boolean): void;
   /** A cowfs mount's natively written files since the last call: [ino, monotonic s, ns] each. */
   fuseWritten(handle: FuseHandle): number[];
   /** A cowfs mount's clock: the wall time (s, ns) at CLOCK_MONOTONIC's zero. */

@@ -6,8 +6,8 @@
  * times a stat shows, a snapshot taken after native writes, a reflink, a
  * truncate followed by a write past the new end, a table too small for
  * the file, the kernel's capability question before each write, getattrs
- * after writes, and fdatasyncs made natively only while nothing waits for
- * a commit.
+ * after writes (native ones, and ones JavaScript served), and fdatasyncs made natively only while nothing the file
+ * needs waits for a commit, whatever other files do.
  *
  * In one process: the test serves the mount on its event loop, so every
  * access to the mount is asynchronous (fs.promises, child processes).
@@ -24,6 +24,7 @@ import { PoolDir, dataFilePath, initPoolDir } from '../src/blockstore/pool-dir.j
 import { Filesystem } from '../src/cowfs/filesystem.js';
 import { CowfsMount } from '../src/fuse/cowfs-mount.js';
 import { Volumes } from '../src/volumes/volumes.js';
+import { Talker } from './helpers/talker.js';
 import { tmpDir } from './helpers/pools.js';
 
 const KiB = 1024;
@@ -221,7 +222,7 @@ except OSError as e:
 });
 
 t.test('fdatasyncs after native overwrites are made by the addon; a change sends the next to a commit; fsyncs commit', async (t) => {
-  // No stamping on a timer here: it would turn the data syncs into commits.
+  // No stamping on a timer here, so the counts below are the test's own requests' alone.
   const s = await setup(t, undefined, 3_600_000);
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(2 * CHUNK, 12));
@@ -303,4 +304,96 @@ os.close(fd)
   t.ok(times.every((x, i) => i === 0 || x > (times[i - 1] as bigint)), 'each stat showed a later mtime');
   const st = await fs.promises.stat(file, { bigint: true });
   t.equal(st.mtimeNs, times[times.length - 1], 'the mtime JavaScript stamps is the one the stats showed');
+});
+
+t.test('a stat after a write JavaScript served (a file growing) is answered natively, with the new size', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'grows');
+  // Each 'grow' extends the file by a page at its end (a write only JavaScript serves), then fstats it.
+  const grower = new Talker(t, `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+size = 0
+print("ready", flush=True)
+for line in sys.stdin:
+    os.pwrite(fd, b"g" * 4096, size)
+    size += 4096
+    print(size, os.fstat(fd).st_size, flush=True)
+`, file);
+  t.equal(await grower.line(), 'ready');
+  // The first write also answers the kernel's capability question and opens the file's table entry.
+  t.equal(await grower.ask('grow'), '4096 4096');
+  const before = s.mount.stats();
+  for (let i = 2; i <= 6; i++) t.equal(await grower.ask('grow'), `${i * 4096} ${i * 4096}`, `the stat after growing to ${i} pages showed it`);
+  const after = s.mount.stats();
+  t.equal(after.fastWrites, before.fastWrites, 'the writes went to JavaScript');
+  t.equal(after.slowRequests - before.slowRequests, 5, 'and nothing else did: the five stats were answered natively');
+  const { code } = await grower.end();
+  t.equal(code, 0);
+  t.equal((await fs.promises.stat(file)).size, 6 * 4096, 'the size the pool holds');
+});
+
+t.test('an fdatasync waits for a commit only for changes to its own file\'s size or chunks', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const wal = path.join(s.dir, 'wal');
+  const other = path.join(s.dir, 'other');
+  await fs.promises.writeFile(wal, pattern(2 * CHUNK, 21));
+  await pread(wal, 0, 2 * CHUNK);
+  // Like a database's log: overwrites in place, each followed by an fdatasync.
+  const log = new Talker(t, `
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+print("ready", flush=True)
+for line in sys.stdin:
+    os.pwrite(fd, b"w" * 4096, 8192)
+    os.fdatasync(fd)
+    print("synced", flush=True)
+`, wal);
+  t.equal(await log.line(), 'ready');
+  const counts = (): { fast: number; commits: number } => ({ fast: s.mount.stats().fastFlushes, commits: s.handle.pool.flushStats().commits });
+  // The first one commits what the setup left (the file's creation).
+  t.equal(await log.ask('w'), 'synced');
+  let before = counts();
+  t.equal(await log.ask('w'), 'synced');
+  t.same(counts(), { fast: before.fast + 1, commits: before.commits }, 'a data sync of a file nothing changed is the addon\'s');
+
+  await fs.promises.writeFile(other, pattern(3 * 4096, 22));
+  before = counts();
+  t.equal(await log.ask('w'), 'synced');
+  t.same(counts(), { fast: before.fast + 1, commits: before.commits }, 'so it stays while another file is made and grows, uncommitted');
+
+  const fh = await fs.promises.open(other, 'r+');
+  await fh.write(pattern(4096, 23), 0, 4096, 3 * 4096);
+  before = counts();
+  await fh.datasync();
+  await fh.close();
+  t.same(counts(), { fast: before.fast, commits: before.commits + 1 }, 'the grown file\'s own fdatasync commits (its new size)');
+
+  before = counts();
+  t.equal(await log.ask('w'), 'synced');
+  t.same(counts(), { fast: before.fast + 1, commits: before.commits }, 'and the log\'s stays the addon\'s');
+
+  await fs.promises.rename(other, path.join(s.dir, 'renamed'));
+  before = counts();
+  t.equal(await log.ask('w'), 'synced');
+  t.same(counts(), { fast: before.fast + 1, commits: before.commits }, 'a rename changes names, not the log: still the addon\'s');
+
+  // copy_file_range into the log from another file changes the log's chunks, in JavaScript.
+  await run('python3', ['-c', `
+import os, sys
+src = os.open(sys.argv[1], os.O_RDONLY)
+dst = os.open(sys.argv[2], os.O_WRONLY)
+os.copy_file_range(src, dst, 4096, 0, 4 * 4096)
+`, path.join(s.dir, 'renamed'), wal]);
+  before = counts();
+  t.equal(await log.ask('w'), 'synced');
+  t.same(counts(), { fast: before.fast, commits: before.commits + 1 }, 'a copy into the log sends its next data sync to a commit');
+  before = counts();
+  t.equal(await log.ask('w'), 'synced');
+  t.same(counts(), { fast: before.fast + 1, commits: before.commits }, 'and once committed, the addon makes them again');
+  t.equal((await log.end()).code, 0);
+  const expect = pattern(2 * CHUNK, 21);
+  pattern(3 * 4096, 22).copy(expect, 4 * 4096, 0, 4096);
+  expect.fill('w', 8192, 8192 + 4096);
+  t.same(await pread(wal, 0, 2 * CHUNK), expect, 'the log reads back');
 });

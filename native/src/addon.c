@@ -24,6 +24,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseReserve", NULL, fuse_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseTaken", NULL, fuse_taken, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseCommitNeeded", NULL, fuse_commit_needed, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseGenerations", NULL, fuse_generations, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseWritten", NULL, fuse_written, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseClock", NULL, fuse_clock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseStats", NULL, fuse_stats, NULL, NULL, NULL, napi_enumerable, NULL},

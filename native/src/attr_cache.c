@@ -13,6 +13,15 @@
  * counts in its slot, so an answer JavaScript gave before the write
  * (without its time) is not kept either.
  *
+ * A change JavaScript makes to one inode only (a write that extends a
+ * file, a setattr) need not forget every inode: begin and end count in the
+ * inode's slot as a native write does and drop its entry, so any answer
+ * for it that may have raced the change is voided, and the change's own
+ * answer is kept when nothing else touched the slot between the two. A
+ * kernel request that finds an older entry between JavaScript's answer
+ * and `end` runs concurrently with the change, which the kernel has not
+ * seen answered yet.
+ *
  * Lock notes: `mu` guards the entries; `generation` is atomic so a ticket
  * needs no lock.
  */
@@ -96,6 +105,35 @@ void attr_cache_touch(attr_cache *c, uint64_t ino, int64_t sec, int64_t nsec) {
       e->r[12] = sec;
       e->r[13] = nsec;
     }
+  }
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* Under mu: the slot counts one more change, and a held entry for ino goes. */
+static entry *forget_locked(attr_cache *c, uint64_t ino) {
+  entry *e = &c->slot[ino % ATTR_SLOTS];
+  e->touches++;
+  if (e->ino == ino) e->ino = 0;
+  return e;
+}
+
+attr_ticket attr_cache_begin(attr_cache *c, uint64_t ino) {
+  pthread_mutex_lock(&c->mu);
+  entry *e = forget_locked(c, ino);
+  attr_ticket t = {.generation = atomic_load(&c->generation), .touches = e->touches};
+  pthread_mutex_unlock(&c->mu);
+  return t;
+}
+
+void attr_cache_end(attr_cache *c, uint64_t ino, const int64_t *r, attr_ticket ticket) {
+  pthread_mutex_lock(&c->mu);
+  entry *e = &c->slot[ino % ATTR_SLOTS];
+  int keep = ino != 0 && r && (uint64_t)r[0] == ino && atomic_load(&c->generation) == ticket.generation && e->touches == ticket.touches;
+  forget_locked(c, ino);
+  if (keep) {
+    e->ino = ino;
+    e->generation = ticket.generation;
+    memcpy(e->r, r, sizeof(e->r));
   }
   pthread_mutex_unlock(&c->mu);
 }

@@ -28,6 +28,19 @@ void attr_cache_put(attr_cache *c, const int64_t *r, attr_ticket ticket);
 int attr_cache_get(attr_cache *c, uint64_t ino, int64_t *out);
 /* A native write at wall time (sec, nsec): mtime and ctime of a held entry move to it, and answers in flight for it are voided. */
 void attr_cache_touch(attr_cache *c, uint64_t ino, int64_t sec, int64_t nsec);
+/*
+ * JavaScript is about to change one inode's attributes and no other's (a
+ * write, a setattr, an fallocate, an xattr): its entry goes and answers in
+ * flight for it are voided, other inodes' entries stay. The ticket is for
+ * the change's own answer (attr_cache_end).
+ */
+attr_ticket attr_cache_begin(attr_cache *c, uint64_t ino);
+/*
+ * That change is answered: answers for the inode still in flight are
+ * voided again, and r (its attributes after the change, or NULL) is kept
+ * only if nothing else touched the inode or cleared the cache since begin.
+ */
+void attr_cache_end(attr_cache *c, uint64_t ino, const int64_t *r, attr_ticket ticket);
 /* JavaScript is about to change, or has changed, something: nothing held stays (O(1)). */
 void attr_cache_clear(attr_cache *c);
 

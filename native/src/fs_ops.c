@@ -72,31 +72,77 @@ static request make(fuse_req_t req, int op, fuse_ino_t ino) {
   return r;
 }
 
-/* Whether JavaScript may change some inode's attributes serving this: the attribute cache is cleared around it. */
+/* Which inodes' attributes JavaScript may change serving a request: the attribute cache forgets them around it. */
+enum { CHANGES_NONE, CHANGES_ONE, CHANGES_ANY };
+
 static int changes_attrs(int op) {
   switch (op) {
-    case FS_SETATTR: case FS_MKNOD: case FS_MKDIR: case FS_UNLINK: case FS_RMDIR: case FS_SYMLINK: case FS_RENAME:
-    case FS_LINK: case FS_WRITE: case FS_SETXATTR: case FS_REMOVEXATTR: case FS_CREATE: case FS_FALLOCATE:
-    case FS_COPY_FILE_RANGE:
-      return 1;
+    /* The request's own inode and no other: a write, truncate, chmod, punch or ACL touches only it. */
+    case FS_SETATTR: case FS_WRITE: case FS_FALLOCATE: case FS_SETXATTR: case FS_REMOVEXATTR:
+      return CHANGES_ONE;
+    /* Parents, links and targets change too. */
+    case FS_MKNOD: case FS_MKDIR: case FS_UNLINK: case FS_RMDIR: case FS_SYMLINK: case FS_RENAME:
+    case FS_LINK: case FS_CREATE: case FS_COPY_FILE_RANGE:
+      return CHANGES_ANY;
     default: /* reads, lookups, opens, releases (an orphan freed is never asked for again), fsync (it stamps what the cache has) */
+      return CHANGES_NONE;
+  }
+}
+
+/* Something may change in JavaScript: attributes held go (all of them, or the one inode's, see ask). */
+static void changing(session *s, int scope) {
+  if (scope == CHANGES_ANY) attr_cache_clear(s->attrs);
+}
+
+/*
+ * The file whose size or chunks JavaScript may change serving r, or 0:
+ * its data syncs need a commit until one holds the change. Names,
+ * directories, times, modes and xattrs do not count (fdatasync keeps none
+ * of them); a new inode is marked from the answer (see ask).
+ */
+static uint64_t file_changed(const request *r) {
+  switch (r->op) {
+    case FS_WRITE: case FS_SETATTR: case FS_FALLOCATE:
+      return r->ino;
+    case FS_COPY_FILE_RANGE: /* the destination: packed second (fs_copy_file_range) */
+      return (uint64_t)((const int64_t *)r->data)[1];
+    default:
       return 0;
   }
 }
 
-/* Something may change in JavaScript: held attributes go, and fdatasync goes to JavaScript until it says the volume has nothing to commit. */
-static void changing(session *s) {
-  attr_cache_clear(s->attrs);
-  table_commit_needed(s->table, 1);
+static int makes_inode(int op) {
+  return op == FS_CREATE || op == FS_MKNOD || op == FS_MKDIR || op == FS_SYMLINK;
 }
 
-/* Every request to JavaScript goes through here, a change marked before and after it. 0 or an errno. */
+/* The inode's attributes after a one-inode change, when its answer carries them (setattr's, and a write's after the count). */
+static const int64_t *attrs_after(const request *r, int err) {
+  if (err) return NULL;
+  if (r->op == FS_SETATTR) return r->r;
+  if (r->op == FS_WRITE) return r->r + 1;
+  return NULL;
+}
+
+/*
+ * Every request to JavaScript goes through here, its changes marked before
+ * and after it: before, so nothing held is used while JavaScript may be
+ * changing it; after, so nothing JavaScript answered before the change
+ * (for another thread) stays. 0 or an errno.
+ */
 static int ask(fuse_req_t req, request *r) {
   session *s = of(req);
-  int change = changes_attrs(r->op);
-  if (change) changing(s);
+  int scope = changes_attrs(r->op);
+  uint64_t file = file_changed(r);
+  attr_ticket ticket = {0, 0};
+  if (scope == CHANGES_ONE) ticket = attr_cache_begin(s->attrs, r->ino);
+  changing(s, scope);
+  if (file) marks_file(s->marks, file);
   int err = session_ask_js(s, r);
-  if (change) changing(s);
+  changing(s, scope);
+  if (file) marks_file(s->marks, file);
+  /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time. */
+  if (!err && makes_inode(r->op)) marks_file(s->marks, (uint64_t)r->r[0]);
+  if (scope == CHANGES_ONE) attr_cache_end(s->attrs, r->ino, attrs_after(r, err), ticket);
   return err;
 }
 
@@ -380,7 +426,7 @@ static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   session *s = of(req);
   int err = 0;
-  if (datasync && !atomic_load(&s->closing) && table_flush(s->table, &err)) {
+  if (datasync && !atomic_load(&s->closing) && marks_clean(s->marks, ino) && table_flush(s->table, &err)) {
     fuse_reply_err(req, err);
     return;
   }

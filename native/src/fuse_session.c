@@ -499,6 +499,7 @@ static void discard(session *s, int unmount) {
   written_free(s->written);
   no_caps_free(s->no_caps);
   attr_cache_free(s->attrs);
+  marks_free(s->marks);
   free(s);
 }
 
@@ -545,12 +546,14 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     s->written = written_new();
     s->no_caps = no_caps_new();
     s->attrs = attr_cache_new();
+    s->marks = marks_new();
   }
-  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs))) {
+  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs || !s->marks))) {
     table_free(s->table);
     written_free(s->written);
     no_caps_free(s->no_caps);
     attr_cache_free(s->attrs);
+    marks_free(s->marks);
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
   }
@@ -570,6 +573,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     written_free(s->written);
     no_caps_free(s->no_caps);
     attr_cache_free(s->attrs);
+    marks_free(s->marks);
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -772,6 +776,17 @@ napi_value fuse_commit_needed(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* fuseGenerations(session, open, durable, all): the pool's transaction generations, for a cowfs mount's flush marks; all: mark every file. */
+napi_value fuse_generations(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  session *s = session_call(env, info, 4, argv);
+  if (!s) return NULL;
+  if (!s->marks) return NULL;
+  marks_generations(s->marks, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]));
+  if (bool_arg(env, argv[3], false)) marks_all(s->marks);
+  return NULL;
+}
+
 /* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -865,6 +880,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   written_free(s->written);
   no_caps_free(s->no_caps);
   attr_cache_free(s->attrs);
+  marks_free(s->marks);
   stats_free(atomic_load(&s->stats));
   free(s);
   return NULL;

@@ -103,6 +103,8 @@ export interface VolumeWatcher {
   settle(): void;
   /** The pool failed: whatever the watcher serves without it must stop claiming durability. */
   failed(): void;
+  /** A commit was sealed or became durable: the generation changes made from now on commit as, and the last durable one. */
+  generations?(open: number, durable: number): void;
 }
 
 export interface MappingListener {
@@ -832,6 +834,15 @@ export class Pool {
     for (const w of this.watchers.values()) w.failed();
   }
 
+  /** The generation the open transaction will commit as, and the last durable one. */
+  generations(): { open: number; durable: number } {
+    return { open: (this.inflight?.sb.generation ?? this.generation) + 1, durable: this.generation };
+  }
+
+  private tellGenerations(open: number, durable: number): void {
+    for (const w of this.watchers.values()) w.generations?.(open, durable);
+  }
+
   /** Whether the volume changed since the last durable commit: a flush of it would commit. */
   volumeUncommitted(ref: VolumeRef): boolean {
     return this.catalog.uncommitted(this.volume(ref));
@@ -1063,6 +1074,8 @@ export class Pool {
     const covered = this.listener?.journalCover?.() ?? 0;
     const c: SealedCommit = { sb, logPages: pages, dataFirst: this.dataFirst, sbWritten: false, covered, done: Promise.resolve(), sealed: performance.now() };
     this.dataFirst = false;
+    // Changes from here on belong to the next generation.
+    this.tellGenerations(sb.generation + 1, this.generation);
     return c;
   }
 
@@ -1081,6 +1094,7 @@ export class Pool {
     this.punchFreed();
     // Always said, not only on a change: the listener may have set it itself (a drain of first writes).
     this.tellCommitNeeded();
+    this.tellGenerations(this.generation + 1, this.generation);
   }
 
   /**

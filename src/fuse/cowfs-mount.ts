@@ -204,10 +204,7 @@ export class CowfsMount {
     const lost = this.session.lostWrites();
     if (lost !== null) this.pool.fail(lost);
     this.fs.flush().then(
-      () => {
-        this.chunks?.settled();
-        this.session.reply(req.id, 0);
-      },
+      () => this.session.reply(req.id, 0),
       (err: unknown) => this.replyError(req, err),
     );
   }
@@ -269,7 +266,8 @@ export class CowfsMount {
       case FsOp.WRITE: {
         const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0));
         this.chunks?.offer(req.ino, n0, written);
-        return [undefined, [written]];
+        // The file's attributes after the write ride along, so the addon keeps them for the getattr the kernel sends next.
+        return [undefined, [written, ...this.attr(fs.getattr(req.ino))]];
       }
       case FsOp.READDIR:
         return [this.entries(req.ino, n0, n1), undefined];

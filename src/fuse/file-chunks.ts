@@ -18,10 +18,13 @@
  * - A native write stamps no time itself: the addon notes the file, and
  *   `stamp` sets its mtime and ctime before JavaScript answers anything
  *   else on this mount, before an fsync and a fork, and once a second.
- * - fdatasync is made by the addon (one fdatasync of the data file) only
- *   while `settled` said the volume has nothing to commit; the addon takes
- *   that back itself around every request that changes something, and
- *   `stamp` does when it stamps. After the pool failed, never again.
+ * - fdatasync is made by the addon (one fdatasync of the data file) for a
+ *   file whose size and chunks the last durable commit holds: the addon
+ *   marks a file around every request that may change it (every file for
+ *   a request that may change several) with the generation of the pool's
+ *   open transaction, and `generations` tells it which one is durable
+ *   (native/src/flush_marks.c). Times do not count: fdatasync need not
+ *   keep them. After the pool failed, never again.
  *
  * Memory: the table holds `slots` entries of 16 bytes; `byIndex` holds at
  * most as many, and evicting from it evicts from the table.
@@ -37,7 +40,6 @@ const EVERY_FILE = 0;
 export class FileChunks implements VolumeWatcher {
   /** Volume map index -> [inode, file chunk], oldest first. Lock: event loop only. */
   private readonly byIndex = new Map<number, [number, number]>();
-  private broken = false;
 
   constructor(
     private readonly pool: Pool,
@@ -47,7 +49,12 @@ export class FileChunks implements VolumeWatcher {
     private readonly slots: number,
     /** False for a read-only mount: entries serve reads only. */
     private readonly writable: boolean,
-  ) {}
+  ) {
+    // The flush marks decide from now on; until the open transaction is durable, every file waits for it.
+    const g = pool.generations();
+    session.generations(g.open, g.durable, true);
+    session.commitNeeded(false);
+  }
 
   /** After JavaScript served a read or write of the range: the addon serves its whole chunks from now on. */
   offer(ino: number, offset: number, length: number): void {
@@ -69,16 +76,12 @@ export class FileChunks implements VolumeWatcher {
   stamp(): void {
     const written = this.session.written();
     if (written.length === 0) return;
-    this.session.commitNeeded(true);
     this.fs.stampWritten(written.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
   }
 
-  /** A flush of the volume is done: if nothing of it waits for a commit now, the addon may make fdatasyncs itself. */
-  settled(): void {
-    if (this.broken || this.pool.broken !== null || this.pool.volumeUncommitted(this.volume)) return;
-    this.session.commitNeeded(false);
+  generations(open: number, durable: number): void {
+    this.session.generations(open, durable);
   }
-
 
   dropVolume(): void {
     this.session.invalidate(EVERY_FILE, -1);
@@ -97,7 +100,6 @@ export class FileChunks implements VolumeWatcher {
   }
 
   failed(): void {
-    this.broken = true;
     this.session.commitNeeded(true);
   }
 

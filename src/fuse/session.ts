@@ -163,6 +163,15 @@ export class FuseSession {
     native.fuseCommitNeeded(this.handle, needed);
   }
 
+  /**
+   * cowfs: the pool's generations, by which the addon knows which files'
+   * data syncs need no commit (flush_marks.c); `all`: every file waits for
+   * the open one, whatever was marked.
+   */
+  generations(open: number, durable: number, all = false): void {
+    native.fuseGenerations(this.handle, open, durable, all);
+  }
+
   stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number } {
     const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes] = native.fuseStats(this.handle);
     return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes };
