@@ -397,3 +397,20 @@ os.copy_file_range(src, dst, 4096, 0, 4 * 4096)
   expect.fill('w', 8192, 8192 + 4096);
   t.same(await pread(wal, 0, 2 * CHUNK), expect, 'the log reads back');
 });
+
+t.test('names and attributes stay cached in the kernel: every change comes through the mount', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const names = Array.from({ length: 20 }, (_, i) => path.join(s.dir, `f${i}`));
+  for (const [i, f] of names.entries()) await fs.promises.writeFile(f, pattern(100 + i, i));
+  for (const f of names) await fs.promises.stat(f);
+  // Longer than a timeout of one second (the C passthrough's, and ours before): this test is about time passing.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const before = s.mount.stats().slowRequests;
+  const sizes = await Promise.all(names.map(async (f) => (await fs.promises.stat(f)).size));
+  t.same(sizes, names.map((_, i) => 100 + i), 'every stat showed the file\'s size');
+  t.equal(s.mount.stats().slowRequests, before, 'and none of them, nor their lookups, reached the daemon');
+  await fs.promises.chmod(names[0] as string, 0o600);
+  await fs.promises.unlink(names[1] as string);
+  t.equal((await fs.promises.stat(names[0] as string)).mode & 0o777, 0o600, 'a change through the mount shows at once');
+  await t.rejects(fs.promises.stat(names[1] as string), { code: 'ENOENT' }, 'so does an unlink');
+});

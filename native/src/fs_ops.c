@@ -13,8 +13,13 @@
  * - No writeback cache: a snapshot must hold every write acknowledged
  *   before it, so writes reach the pool before they are answered (in
  *   place through the chunk table, or through JavaScript).
- * - Attributes and entries are cached by the kernel for ATTR_SECONDS: every
- *   change comes through this mount, which replies with the new attributes.
+ * - Attributes and entries are cached by the kernel for ATTR_SECONDS, a
+ *   day, as a local filesystem's are for good: every change comes through
+ *   this mount (a volume has one cowfs mount; binds share it), and the
+ *   kernel drops what its own requests change (a write drops size and
+ *   times, an unlink the name and the link count). The one change made
+ *   behind it, the times JavaScript stamps for native writes, comes after
+ *   such a drop, at the time the addon's cache already answers with.
  */
 #include "session.h"
 
@@ -53,7 +58,8 @@ enum {
   FS_COPY_FILE_RANGE = 45,
 };
 
-static const double ATTR_SECONDS = 1.0;
+/* Not 1 s as for a passthrough, whose directory others may change: repeated path walks cost no request. */
+static const double ATTR_SECONDS = 86400.0;
 
 static session *of(fuse_req_t req) {
   return fuse_req_userdata(req);
