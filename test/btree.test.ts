@@ -5,7 +5,9 @@
  * and collapses), range walks, shadow paging that never changes a page the
  * last commit can see, and sharing: a fork is one hold on the root, the two
  * trees then diverge without seeing each other's changes, and releasing
- * both leaves no page held.
+ * both leaves no page held. The tree keeps the nodes it just stored to
+ * skip decoding them again, so a caller changing its buffers after a put
+ * must not reach them.
  */
 import t from 'tap';
 
@@ -146,4 +148,24 @@ t.test('values over the bound are refused, keys must be 16 bytes', async (t) => 
   t.throws(() => b.put(tree, key(1), Buffer.alloc(MAX_VALUE + 1)), { code: 'EINVAL' });
   t.equal(tree.root, 0, 'nothing was written');
   t.throws(() => b.get(tree, Buffer.alloc(4)));
+});
+
+t.test('a put keeps its own copies: the caller may change its key and value buffers afterwards', async (t) => {
+  const h = new TreeHarness();
+  const b = new BTrees(h.cache, () => h.trees.hooks);
+  const tree: Tree = { root: 0, levels: 0 };
+  for (let n = 0; n < 50; n++) b.put(tree, key(n), Buffer.alloc(40, n));
+  h.commit();
+  const k = key(7);
+  const v = Buffer.alloc(40, 0xaa);
+  b.put(tree, k, v);
+  v.fill(0xbb);
+  k.fill(0xff);
+  t.same(b.get(tree, key(7)), Buffer.alloc(40, 0xaa), 'the value reads as it was put');
+  t.equal(b.get(tree, Buffer.alloc(KEY_SIZE, 0xff)), undefined, 'and the key did not move');
+  const keys: number[] = [];
+  b.range(tree, Buffer.alloc(KEY_SIZE), Buffer.alloc(KEY_SIZE, 0xff), (kk) => {
+    keys.push(num(kk));
+  });
+  t.same(keys, Array.from({ length: 50 }, (_, i) => i), 'every key in order');
 });

@@ -35,6 +35,8 @@ import type { Tree, TreeHooks } from './radix-tree.js';
 export const KEY_SIZE = 16;
 /** Two largest items always fit in one leaf, so a split always succeeds in two pages or three. */
 export const MAX_VALUE = 2000;
+/** Nodes kept from stores at most (see BTrees.stored): 4096 pages' worth, 16 MiB of pages. */
+const STORED_MAX = 4096;
 const ROOM = PAGE_SIZE - HEADER_SIZE - 2;
 const MAX_HEIGHT = 8;
 /** A leaf smaller than this after a delete is merged into its left neighbour, or takes its right one in. */
@@ -182,6 +184,16 @@ export class BTrees {
    * leaves the page cache. Read-only: changes start from own().
    */
   private readonly decoded = new WeakMap<Buffer, Node>();
+  /**
+   * The node each page was last stored from, with the buffer it was
+   * encoded into, so reading a page just changed does not decode what was
+   * just encoded (a decode makes a Buffer per entry: most of what a create
+   * or an unlink cost). Only the open transaction's pages are kept, at most
+   * STORED_MAX: their entries may view older page buffers and keep them
+   * alive, so a commit (`committed`) lets them all go. An entry whose
+   * buffer the cache no longer holds is stale and ignored.
+   */
+  private stored = new Map<number, { buf: Buffer; node: Node }>();
 
   /** hooks come from the pool (the same ones the radix trees use), read at each call. */
   constructor(cache: PageCache, hooks: () => TreeHooks) {
@@ -196,6 +208,8 @@ export class BTrees {
   /** The page's node, shared: not to be changed. */
   private node(page: number): Node {
     const buf = this.cache.get(page);
+    const kept = this.stored.get(page);
+    if (kept !== undefined && kept.buf === buf) return kept.node;
     let node = this.decoded.get(buf);
     if (node === undefined) {
       node = decode(buf, page);
@@ -211,7 +225,16 @@ export class BTrees {
   }
 
   private store(page: number, node: Node): void {
-    this.cache.put(page, encode(node));
+    const buf = encode(node);
+    this.cache.put(page, buf);
+    if (this.stored.size >= STORED_MAX && !this.stored.has(page)) this.stored.clear();
+    // A copy of the arrays: the caller goes on changing its node (a split, a parent's new child) before storing it again.
+    this.stored.set(page, { buf, node: { level: node.level, keys: [...node.keys], values: [...node.values], children: [...node.children] } });
+  }
+
+  /** A commit made the transaction's pages durable: the nodes kept for them go (see `stored`). */
+  committed(): void {
+    this.stored = new Map();
   }
 
   get(tree: Readonly<Tree>, key: Buffer): Buffer | undefined {
@@ -259,9 +282,12 @@ export class BTrees {
   }
 
   /** Inserts or replaces one entry. */
-  put(tree: Tree, key: Buffer, value: Buffer): void {
-    checkKey(key);
-    if (value.length > MAX_VALUE) fail('EINVAL', `tree value of ${value.length} bytes is over ${MAX_VALUE}`);
+  put(tree: Tree, keyIn: Buffer, valueIn: Buffer): void {
+    checkKey(keyIn);
+    if (valueIn.length > MAX_VALUE) fail('EINVAL', `tree value of ${valueIn.length} bytes is over ${MAX_VALUE}`);
+    // Copies: a node kept from a store holds them, and the caller's buffers are the caller's to change.
+    const key = Buffer.from(keyIn);
+    const value = Buffer.from(valueIn);
     if (tree.root === 0) {
       tree.root = this.fresh({ level: 0, keys: [key], values: [value], children: [] });
       tree.levels = 1;

@@ -1082,6 +1082,7 @@ export class Pool {
   /** The superblock naming `c` is durable: its state is now where a crash returns. */
   private committed(c: SealedCommit): void {
     this.generation = c.sb.generation;
+    this.btrees.committed();
     this.changes++;
     this.commits++;
     this.onCommit?.((performance.now() - c.sealed) / 1000);
