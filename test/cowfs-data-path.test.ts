@@ -414,3 +414,62 @@ t.test('names and attributes stay cached in the kernel: every change comes throu
   t.equal((await fs.promises.stat(names[0] as string)).mode & 0o777, 0o600, 'a change through the mount shows at once');
   await t.rejects(fs.promises.stat(names[1] as string), { code: 'ENOENT' }, 'so does an unlink');
 });
+
+t.test('a create or unlink answers with its directory\'s attributes: the kernel\'s next look at the directory stays native', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const dir = path.join(s.dir, 'd');
+  await fs.promises.mkdir(dir);
+  // Each command does one change and then stats the directory (the kernel dropped what it held of it).
+  const walker = new Talker(t, `
+import os, sys
+d = sys.argv[1]
+held = None
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, name = line.split()
+    p = os.path.join(d, name)
+    if cmd == "create":
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
+    elif cmd == "mkdir":
+        os.mkdir(p)
+    elif cmd == "hold":
+        held = os.open(p, os.O_RDWR)
+        os.write(held, b"h" * 100)
+        print(os.fstat(held).st_nlink, flush=True)
+        continue
+    elif cmd == "unlink":
+        os.unlink(p)
+    elif cmd == "rmdir":
+        os.rmdir(p)
+    elif cmd == "held":
+        print(os.fstat(held).st_nlink, os.fstat(held).st_size, flush=True)
+        continue
+    st = os.stat(d)
+    print(st.st_nlink, st.st_mtime_ns, flush=True)
+`, dir);
+  t.equal(await walker.line(), 'ready');
+  const step = async (cmd: string): Promise<{ nlink: number; mtime: bigint; slow: number }> => {
+    const before = s.mount.stats().slowRequests;
+    const [nlink, mtime] = (await walker.ask(cmd)).split(' ');
+    return { nlink: Number(nlink), mtime: BigInt(mtime ?? '0'), slow: s.mount.stats().slowRequests - before };
+  };
+  let last = await step('create a');
+  for (const name of ['b', 'c', 'e']) {
+    const now = await step(`create ${name}`);
+    t.equal(now.slow, 3, `create ${name}: its lookup, create and release reached JavaScript, the directory's stat did not`);
+    t.ok(now.mtime > last.mtime, 'and the stat showed the directory\'s new mtime');
+    last = now;
+  }
+  const made = await step('mkdir sub');
+  t.equal(made.nlink, 3, 'a mkdir shows in the directory\'s link count at once');
+  const removed = await step('rmdir sub');
+  t.equal(removed.nlink, 2, 'so does an rmdir');
+  t.equal(removed.slow, 1, 'and only the rmdir itself reached JavaScript');
+  const unlinked = await step('unlink b');
+  t.equal(unlinked.slow, 1, 'an unlink: only the unlink reached JavaScript');
+  t.ok(unlinked.mtime > removed.mtime, 'and the directory\'s mtime moved');
+  t.equal(await walker.ask('hold c'), '1', 'an open file has one link');
+  await step('unlink c');
+  t.equal(await walker.ask('held c'), '0 100', 'after its unlink, its fstat shows no link (nothing stale was kept for it)');
+  t.equal((await walker.end()).code, 0);
+});

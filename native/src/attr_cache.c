@@ -138,6 +138,12 @@ void attr_cache_end(attr_cache *c, uint64_t ino, const int64_t *r, attr_ticket t
   pthread_mutex_unlock(&c->mu);
 }
 
+void attr_cache_drop(attr_cache *c, uint64_t ino) {
+  pthread_mutex_lock(&c->mu);
+  forget_locked(c, ino);
+  pthread_mutex_unlock(&c->mu);
+}
+
 void attr_cache_clear(attr_cache *c) {
   pthread_mutex_lock(&c->mu);
   atomic_fetch_add(&c->generation, 1);

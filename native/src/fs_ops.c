@@ -85,10 +85,13 @@ static int changes_attrs(int op) {
   switch (op) {
     /* The request's own inode and no other: a write, truncate, chmod, punch or ACL touches only it. */
     case FS_SETATTR: case FS_WRITE: case FS_FALLOCATE: case FS_SETXATTR: case FS_REMOVEXATTR:
+    /* The directory, and an inode nobody could ask about before the answer (numbers are never reused). */
+    case FS_MKNOD: case FS_MKDIR: case FS_SYMLINK: case FS_CREATE:
+    /* The directory, and the inode the name was a link of, which the answer names (see ask). */
+    case FS_UNLINK: case FS_RMDIR:
       return CHANGES_ONE;
-    /* Parents, links and targets change too. */
-    case FS_MKNOD: case FS_MKDIR: case FS_UNLINK: case FS_RMDIR: case FS_SYMLINK: case FS_RENAME:
-    case FS_LINK: case FS_CREATE: case FS_COPY_FILE_RANGE:
+    /* Two directories, links and targets. */
+    case FS_RENAME: case FS_LINK: case FS_COPY_FILE_RANGE:
       return CHANGES_ANY;
     default: /* reads, lookups, opens, releases (an orphan freed is never asked for again), fsync (it stamps what the cache has) */
       return CHANGES_NONE;
@@ -121,12 +124,20 @@ static int makes_inode(int op) {
   return op == FS_CREATE || op == FS_MKNOD || op == FS_MKDIR || op == FS_SYMLINK;
 }
 
-/* The inode's attributes after a one-inode change, when its answer carries them (setattr's, and a write's after the count). */
+/*
+ * The request inode's attributes after a one-inode change, when its answer
+ * carries them: a setattr's are the answer, a write's follow its count, a
+ * new inode's answer is followed by its directory's, an unlink's names the
+ * inode that lost a link, then gives the directory's.
+ */
 static const int64_t *attrs_after(const request *r, int err) {
   if (err) return NULL;
-  if (r->op == FS_SETATTR) return r->r;
-  if (r->op == FS_WRITE) return r->r + 1;
-  return NULL;
+  switch (r->op) {
+    case FS_SETATTR: return r->r;
+    case FS_WRITE: case FS_UNLINK: case FS_RMDIR: return r->r + 1;
+    case FS_MKNOD: case FS_MKDIR: case FS_SYMLINK: case FS_CREATE: return r->r + ATTR_NUMBERS;
+    default: return NULL;
+  }
 }
 
 /*
@@ -149,6 +160,9 @@ static int ask(fuse_req_t req, request *r) {
   /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time. */
   if (!err && makes_inode(r->op)) marks_file(s->marks, (uint64_t)r->r[0]);
   if (scope == CHANGES_ONE) attr_cache_end(s->attrs, r->ino, attrs_after(r, err), ticket);
+  /* The unlinked inode's link count and ctime changed: dropped before the kernel hears of the unlink, so an
+   * answer for it that raced the unlink is either gone now or voided (a drop counts in its slot). */
+  if (!err && (r->op == FS_UNLINK || r->op == FS_RMDIR)) attr_cache_drop(s->attrs, (uint64_t)r->r[0]);
   return err;
 }
 

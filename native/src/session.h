@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 /* Numbers a reply may carry (a cowfs attribute reply uses 15). */
-#define REPLY_NUMBERS 16
+#define REPLY_NUMBERS 32
 
 typedef struct request {
   int op;

@@ -253,7 +253,8 @@ export class Filesystem {
 
   // ---- removing names ------------------------------------------------------
 
-  unlink(parent: number, name: Buffer): void {
+  /** Returns the inode the name was a link of. */
+  unlink(parent: number, name: Buffer): number {
     return this.pool.atomically(() => {
       const { dir, inode, offset } = this.entry(parent, name);
       if (isDir(inode)) fail('EISDIR', `'${name.toString()}' is a directory`);
@@ -261,10 +262,12 @@ export class Filesystem {
       const t = now();
       this.touchDir(dir, -1, 0, t);
       this.dropLink(inode, t);
+      return inode.ino;
     });
   }
 
-  rmdir(parent: number, name: Buffer): void {
+  /** Returns the directory's inode. */
+  rmdir(parent: number, name: Buffer): number {
     return this.pool.atomically(() => {
       const { dir, inode, offset } = this.entry(parent, name);
       if (!isDir(inode)) fail('ENOTDIR', `'${name.toString()}' is not a directory`);
@@ -273,6 +276,7 @@ export class Filesystem {
       const t = now();
       this.touchDir(dir, -1, -1, t);
       this.dropLink(inode, t);
+      return inode.ino;
     });
   }
 

@@ -231,26 +231,24 @@ export class CowfsMount {
       case FsOp.READLINK:
         return [fs.readlink(req.ino), undefined];
       case FsOp.MKNOD:
-        return [undefined, this.attr(fs.mknod(req.ino, name, n0, n1, caller))];
+        return [undefined, this.withParent(this.attr(fs.mknod(req.ino, name, n0, n1, caller)), req.ino)];
       case FsOp.MKDIR:
-        return [undefined, this.attr(fs.mkdir(req.ino, name, n0, caller))];
+        return [undefined, this.withParent(this.attr(fs.mkdir(req.ino, name, n0, caller)), req.ino)];
       case FsOp.SYMLINK:
-        return [undefined, this.attr(fs.symlink(req.ino, name, req.data ?? Buffer.alloc(0), caller))];
+        return [undefined, this.withParent(this.attr(fs.symlink(req.ino, name, req.data ?? Buffer.alloc(0), caller)), req.ino)];
       case FsOp.LINK:
         return [undefined, this.attr(fs.link(req.ino, n0, name))];
       case FsOp.UNLINK:
-        fs.unlink(req.ino, name);
-        return [undefined, undefined];
+        return [undefined, this.withParent([fs.unlink(req.ino, name)], req.ino)];
       case FsOp.RMDIR:
-        fs.rmdir(req.ino, name);
-        return [undefined, undefined];
+        return [undefined, this.withParent([fs.rmdir(req.ino, name)], req.ino)];
       case FsOp.RENAME:
         fs.rename(req.ino, name, n0, req.bytes2 ?? Buffer.alloc(0), n1);
         return [undefined, undefined];
       case FsOp.CREATE: {
         const inode = fs.mknod(req.ino, name, S_IFREG | (n0 & 0o7777), 0, caller);
         fs.opened(inode.ino);
-        return [undefined, this.attr(inode)];
+        return [undefined, this.withParent(this.attr(inode), req.ino)];
       }
       case FsOp.OPEN:
         fs.opened(req.ino);
@@ -299,6 +297,15 @@ export class CowfsMount {
       default:
         throw new CowvolError('EOPNOTSUPP', `FUSE operation ${req.op}`);
     }
+  }
+
+  /**
+   * The numbers of a reply followed by the parent directory's attributes,
+   * which the addon keeps for the getattr of the directory the kernel sends
+   * next (its permission check, after a create or unlink dropped them).
+   */
+  private withParent(nums: number[], parent: number): number[] {
+    return [...nums, ...this.attr(this.fs.getattr(parent))];
   }
 
   /** The reply numbers fs_ops.c's fill_stat reads. */
