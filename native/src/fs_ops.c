@@ -140,30 +140,77 @@ static const int64_t *attrs_after(const request *r, int err) {
   }
 }
 
+/* Marks what JavaScript may change serving r, before it does (see ask). */
+static void before(session *s, request *r) {
+  r->scope = changes_attrs(r->op);
+  r->file = file_changed(r);
+  if (r->scope == CHANGES_ONE) r->ticket = attr_cache_begin(s->attrs, r->ino);
+  changing(s, r->scope);
+  if (r->file) marks_file(s->marks, r->file);
+}
+
+/* Marks it again once JavaScript answered (r->err), before the kernel hears the answer. */
+static void after(session *s, request *r) {
+  int err = r->err;
+  changing(s, r->scope);
+  if (r->file) marks_file(s->marks, r->file);
+  /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time. */
+  if (!err && makes_inode(r->op)) marks_file(s->marks, (uint64_t)r->r[0]);
+  if (r->scope == CHANGES_ONE) attr_cache_end(s->attrs, r->ino, attrs_after(r, err), r->ticket);
+  /* The unlinked inode's link count and ctime changed: dropped before the kernel hears of the unlink, so an
+   * answer for it that raced the unlink is either gone now or voided (a drop counts in its slot). */
+  if (!err && (r->op == FS_UNLINK || r->op == FS_RMDIR)) attr_cache_drop(s->attrs, (uint64_t)r->r[0]);
+}
+
 /*
  * Every request to JavaScript goes through here, its changes marked before
  * and after it: before, so nothing held is used while JavaScript may be
  * changing it; after, so nothing JavaScript answered before the change
  * (for another thread) stays. 0 or an errno.
  */
-static int ask(fuse_req_t req, request *r) {
+static int ask(session *s, request *r) {
+  before(s, r);
+  r->err = session_ask_js(s, r);
+  after(s, r);
+  return r->err;
+}
+
+/* Runs once per request: on the JavaScript thread as it answers, or on the asking thread if no answer came. */
+static void complete(request *r) {
+  after(r->s, r);
+  r->reply(r->req, r);
+}
+
+static void ask_release(session *s, const request *opened);
+
+/*
+ * ask(), with the kernel answered by `reply` as soon as JavaScript answers
+ * (complete(), from fuseReply), rather than after this thread wakes up:
+ * one thread wake-up fewer between a request and its answer.
+ */
+static void ask_then(fuse_req_t req, request *r, void (*reply)(fuse_req_t req, request *r)) {
   session *s = of(req);
-  int scope = changes_attrs(r->op);
-  uint64_t file = file_changed(r);
-  attr_ticket ticket = {0, 0};
-  if (scope == CHANGES_ONE) ticket = attr_cache_begin(s->attrs, r->ino);
-  changing(s, scope);
-  if (file) marks_file(s->marks, file);
-  int err = session_ask_js(s, r);
-  changing(s, scope);
-  if (file) marks_file(s->marks, file);
-  /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time. */
-  if (!err && makes_inode(r->op)) marks_file(s->marks, (uint64_t)r->r[0]);
-  if (scope == CHANGES_ONE) attr_cache_end(s->attrs, r->ino, attrs_after(r, err), ticket);
-  /* The unlinked inode's link count and ctime changed: dropped before the kernel hears of the unlink, so an
-   * answer for it that raced the unlink is either gone now or voided (a drop counts in its slot). */
-  if (!err && (r->op == FS_UNLINK || r->op == FS_RMDIR)) attr_cache_drop(s->attrs, (uint64_t)r->r[0]);
-  return err;
+  r->s = s;
+  r->req = req;
+  r->reply = reply;
+  r->finish = complete;
+  before(s, r);
+  r->err = session_ask_js(s, r);
+  /* No answer came (a teardown, an exception): answered here, with the errno the session set. */
+  if (!r->finished) complete(r);
+  if (r->release_ino) ask_release(s, r);
+}
+
+/* The open `opened` answered was not delivered (the opener is gone): the release that balances it will never come. */
+static void ask_release(session *s, const request *opened) {
+  request rel;
+  memset(&rel, 0, sizeof(rel));
+  rel.op = FS_RELEASE;
+  rel.ino = opened->release_ino;
+  rel.raw_names = 1;
+  rel.uid = opened->uid;
+  rel.gid = opened->gid;
+  ask(s, &rel);
 }
 
 /* r[0..13]: ino, size, mode, nlink, uid, gid, rdev, 512-byte blocks, atime, mtime, ctime as (s, ns). */
@@ -194,11 +241,9 @@ static void fill_entry(struct fuse_entry_param *e, const int64_t *r) {
   fill_stat(&e->attr, r);
 }
 
-/* Asks, then answers an entry (lookup, mknod, mkdir, symlink, link). */
-static void reply_entry(fuse_req_t req, request *r) {
-  int err = ask(req, r);
-  if (err) {
-    fuse_reply_err(req, err);
+static void answer_entry(fuse_req_t req, request *r) {
+  if (r->err) {
+    fuse_reply_err(req, r->err);
     return;
   }
   struct fuse_entry_param e;
@@ -206,21 +251,35 @@ static void reply_entry(fuse_req_t req, request *r) {
   fuse_reply_entry(req, &e);
 }
 
-/* Asks, then answers attributes; with a ticket (a getattr's), keeps them in the attribute cache. */
-static void reply_attr(fuse_req_t req, request *r, const attr_ticket *ticket) {
-  int err = ask(req, r);
-  if (err) {
-    fuse_reply_err(req, err);
+/* Asks, then answers an entry (lookup, mknod, mkdir, symlink, link). */
+static void reply_entry(fuse_req_t req, request *r) {
+  ask_then(req, r, answer_entry);
+}
+
+/* With a getattr's ticket, the attributes are kept in the attribute cache. */
+static void answer_attr(fuse_req_t req, request *r) {
+  if (r->err) {
+    fuse_reply_err(req, r->err);
     return;
   }
-  if (ticket) attr_cache_put(of(req)->attrs, r->r, *ticket);
+  if (r->getattr_ticket) attr_cache_put(r->s->attrs, r->r, *r->getattr_ticket);
   struct stat st;
   fill_stat(&st, r->r);
   fuse_reply_attr(req, &st, ATTR_SECONDS);
 }
 
+/* Asks, then answers attributes; with a ticket (a getattr's), keeps them in the attribute cache. */
+static void reply_attr(fuse_req_t req, request *r, const attr_ticket *ticket) {
+  r->getattr_ticket = ticket;
+  ask_then(req, r, answer_attr);
+}
+
+static void answer_plain(fuse_req_t req, request *r) {
+  fuse_reply_err(req, r->err);
+}
+
 static void reply_plain(fuse_req_t req, request *r) {
-  fuse_reply_err(req, ask(req, r));
+  ask_then(req, r, answer_plain);
 }
 
 /* Answers what JavaScript said: an errno, or the bytes it sent (xattr calls with size 0 ask only for the length). */
@@ -232,9 +291,15 @@ static void answer_bytes(fuse_req_t req, request *r, int err, int xattr, size_t 
   free(r->out);
 }
 
+static void answer_bytes_of(fuse_req_t req, request *r) {
+  answer_bytes(req, r, r->err, r->xattr, r->size);
+}
+
 /* Asks, then answers bytes. */
 static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
-  answer_bytes(req, r, ask(req, r), xattr, size);
+  r->xattr = xattr;
+  r->size = size;
+  ask_then(req, r, answer_bytes_of);
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -276,7 +341,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
   request r = make(req, FS_READLINK, ino);
-  int err = ask(req, &r);
+  int err = ask(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -345,21 +410,36 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
   reply_entry(req, &r);
 }
 
+static void answer_open(fuse_req_t req, request *r) {
+  if (r->err) {
+    fuse_reply_err(req, r->err);
+    return;
+  }
+  r->fi->direct_io = (r->fi->flags & O_DIRECT) ? 1 : 0;
+  r->fi->keep_cache = 0;
+  /* The opener is gone: the asking thread sends the release that balances this open (it may wait for JavaScript). */
+  if (fuse_reply_open(req, r->fi) != 0) r->release_ino = r->ino;
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   request r = make(req, FS_OPEN, ino);
   r.n[0] = fi->flags;
-  int err = ask(req, &r);
-  if (err) {
-    fuse_reply_err(req, err);
+  r.fi = fi;
+  ask_then(req, &r, answer_open);
+}
+
+static void answer_create(fuse_req_t req, request *r) {
+  if (r->err) {
+    fuse_reply_err(req, r->err);
     return;
   }
-  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-  fi->keep_cache = 0;
-  if (fuse_reply_open(req, fi) != 0) {
-    /* The opener is gone: the release that balances this open will never come. */
-    request rel = make(req, FS_RELEASE, ino);
-    ask(req, &rel);
-  }
+  struct fuse_entry_param e;
+  fill_entry(&e, r->r);
+  /* A new file has no xattrs (no ticket can have moved for an inode nobody could name yet). */
+  no_caps_add(r->s->no_caps, e.ino, no_caps_ticket(r->s->no_caps));
+  r->fi->direct_io = (r->fi->flags & O_DIRECT) ? 1 : 0;
+  r->fi->keep_cache = 0;
+  if (fuse_reply_create(req, &e, r->fi) != 0) r->release_ino = e.ino;
 }
 
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
@@ -368,21 +448,8 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
   r.n[0] = mode;
   r.n[1] = fi->flags;
   r.n[2] = fuse_req_ctx(req)->umask;
-  int err = ask(req, &r);
-  if (err) {
-    fuse_reply_err(req, err);
-    return;
-  }
-  struct fuse_entry_param e;
-  fill_entry(&e, r.r);
-  /* A new file has no xattrs (no ticket can have moved for an inode nobody could name yet). */
-  no_caps_add(of(req)->no_caps, e.ino, no_caps_ticket(of(req)->no_caps));
-  fi->direct_io = (fi->flags & O_DIRECT) ? 1 : 0;
-  fi->keep_cache = 0;
-  if (fuse_reply_create(req, &e, fi) != 0) {
-    request rel = make(req, FS_RELEASE, e.ino);
-    ask(req, &rel);
-  }
+  r.fi = fi;
+  ask_then(req, &r, answer_create);
 }
 
 /*
@@ -406,6 +473,11 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   reply_bytes(req, &r, 0, 0);
 }
 
+static void answer_write(fuse_req_t req, request *r) {
+  if (r->err) fuse_reply_err(req, r->err);
+  else fuse_reply_write(req, (size_t)r->r[0]);
+}
+
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
   session *s = of(req);
@@ -424,9 +496,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   r.n[1] = (int64_t)size;
   r.data = data;
   r.len = size;
-  err = ask(req, &r);
-  if (err) fuse_reply_err(req, err);
-  else fuse_reply_write(req, (size_t)r.r[0]);
+  ask_then(req, &r, answer_write);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -459,7 +529,7 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
   request r = make(req, FS_READDIR, ino);
   r.n[0] = off;
   r.n[1] = (int64_t)size;
-  int err = ask(req, &r);
+  int err = ask(of(req), &r);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -510,7 +580,7 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
   r.len = size;
   r.n[0] = flags;
   if (is_caps(name)) no_caps_drop(s->no_caps, ino);
-  int err = ask(req, &r);
+  int err = ask(of(req), &r);
   if (is_caps(name)) no_caps_drop(s->no_caps, ino);
   fuse_reply_err(req, err);
 }
@@ -524,7 +594,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
   request r = make(req, FS_GETXATTR, ino);
   r.name = name;
   uint64_t ticket = no_caps_ticket(s->no_caps);
-  int err = ask(req, &r);
+  int err = ask(of(req), &r);
   if (err == ENODATA && is_caps(name)) no_caps_add(s->no_caps, ino, ticket);
   answer_bytes(req, &r, err, 1, size);
 }
@@ -554,7 +624,7 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, stru
   request r = make(req, FS_LSEEK, ino);
   r.n[0] = off;
   r.n[1] = whence;
-  int err = ask(req, &r);
+  int err = ask(of(req), &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_lseek(req, (off_t)r.r[0]);
 }
@@ -567,7 +637,7 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
   request r = make(req, FS_COPY_FILE_RANGE, ino_in);
   r.data = (const char *)v;
   r.len = sizeof(v);
-  int err = ask(req, &r);
+  int err = ask(of(req), &r);
   if (err) fuse_reply_err(req, err);
   else fuse_reply_write(req, (size_t)r.r[0]);
 }

@@ -639,15 +639,23 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
     }
   }
   pthread_mutex_lock(&r->mu);
-  if (r->done) {
+  if (r->done || r->answering) {
     pthread_mutex_unlock(&r->mu);
     free(out);
     return throw_msg(env, "fuseReply: request already answered");
   }
+  r->answering = 1;
   r->err = err;
   r->out = out;
   r->outlen = outlen;
   memcpy(r->r, nums, sizeof(nums));
+  pthread_mutex_unlock(&r->mu);
+  /* The asking thread waits for `done`, so the request and all it points to are alive until then. */
+  if (r->finish) {
+    r->finish(r);
+    r->finished = 1;
+  }
+  pthread_mutex_lock(&r->mu);
   r->done = 1;
   pthread_cond_signal(&r->cv);
   pthread_mutex_unlock(&r->mu);

@@ -47,6 +47,27 @@ typedef struct request {
   char *out;
   size_t outlen;
   int64_t r[REPLY_NUMBERS];
+  /*
+   * cowfs: what answers the kernel once JavaScript answered, run by
+   * fuseReply on the JavaScript thread, so the kernel hears without first
+   * waking the FUSE thread that asked (which waits until it ran, so all
+   * the request points to stays alive). NULL: the asking thread answers.
+   * `finished` says it ran; `answering` that fuseReply took the answer.
+   */
+  void (*finish)(struct request *r);
+  int finished, answering;
+  /* fs_ops.c's own, for `finish`: the request, its session, the reply to make and what it needs. */
+  fuse_req_t req;
+  struct session *s;
+  void (*reply)(fuse_req_t req, struct request *r);
+  int scope;
+  uint64_t file;
+  attr_ticket ticket;
+  const attr_ticket *getattr_ticket;
+  int xattr;
+  size_t size;
+  struct fuse_file_info *fi;
+  uint64_t release_ino; /* an open or create whose reply found the opener gone: the asking thread releases it */
 } request;
 
 typedef struct session {
