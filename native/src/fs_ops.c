@@ -6,6 +6,12 @@
  * JavaScript put in the chunk table are served here. This file decides
  * nothing.
  *
+ * Who answers: a request served here is answered by the FUSE thread that
+ * read it; one that went to JavaScript is answered on the JavaScript
+ * thread, inside fuseReply (`ask_then`), while the FUSE thread that asked
+ * still waits, so what the request points to (names, data, the file info)
+ * stays alive. The kernel hears one thread wake-up sooner.
+ *
  * Caveats:
  * - Permissions are the kernel's (the mount runs with default_permissions);
  *   locks too: no getlk/setlk/flock here, so the kernel keeps flock and
@@ -339,22 +345,25 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   reply_attr(req, &r, NULL);
 }
 
-static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
-  request r = make(req, FS_READLINK, ino);
-  int err = ask(of(req), &r);
-  if (err) {
-    fuse_reply_err(req, err);
+static void answer_readlink(fuse_req_t req, request *r) {
+  if (r->err) {
+    fuse_reply_err(req, r->err);
     return;
   }
-  char *target = malloc(r.outlen + 1);
+  char *target = malloc(r->outlen + 1);
   if (!target) fuse_reply_err(req, ENOMEM);
   else {
-    memcpy(target, r.out, r.outlen);
-    target[r.outlen] = 0;
+    memcpy(target, r->out, r->outlen);
+    target[r->outlen] = 0;
     fuse_reply_readlink(req, target);
   }
   free(target);
-  free(r.out);
+  free(r->out);
+}
+
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
+  request r = make(req, FS_READLINK, ino);
+  ask_then(req, &r, answer_readlink);
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
@@ -524,29 +533,25 @@ static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 }
 
 /* JavaScript sends entries as u64 ino | u32 mode | u64 next cookie | u16 name length | name. */
-static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  (void)fi;
-  request r = make(req, FS_READDIR, ino);
-  r.n[0] = off;
-  r.n[1] = (int64_t)size;
-  int err = ask(of(req), &r);
-  if (err) {
-    fuse_reply_err(req, err);
+static void answer_readdir(fuse_req_t req, request *r) {
+  if (r->err) {
+    fuse_reply_err(req, r->err);
     return;
   }
+  size_t size = r->size;
   char *buf = calloc(1, size ? size : 1);
   size_t used = 0, pos = 0;
-  while (buf && pos + 22 <= r.outlen) {
+  while (buf && pos + 22 <= r->outlen) {
     uint64_t child, next;
     uint32_t mode;
     uint16_t len;
-    memcpy(&child, r.out + pos, 8);
-    memcpy(&mode, r.out + pos + 8, 4);
-    memcpy(&next, r.out + pos + 12, 8);
-    memcpy(&len, r.out + pos + 20, 2);
-    if (pos + 22 + len > r.outlen || len > 255) break;
+    memcpy(&child, r->out + pos, 8);
+    memcpy(&mode, r->out + pos + 8, 4);
+    memcpy(&next, r->out + pos + 12, 8);
+    memcpy(&len, r->out + pos + 20, 2);
+    if (pos + 22 + len > r->outlen || len > 255) break;
     char name[256];
-    memcpy(name, r.out + pos + 22, len);
+    memcpy(name, r->out + pos + 22, len);
     name[len] = 0;
     pos += 22 + len;
     struct stat st;
@@ -560,7 +565,16 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
   if (buf) fuse_reply_buf(req, buf, used);
   else fuse_reply_err(req, ENOMEM);
   free(buf);
-  free(r.out);
+  free(r->out);
+}
+
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  (void)fi;
+  request r = make(req, FS_READDIR, ino);
+  r.n[0] = off;
+  r.n[1] = (int64_t)size;
+  r.size = size;
+  ask_then(req, &r, answer_readdir);
 }
 
 static void fs_statfs(fuse_req_t req, fuse_ino_t ino) {
@@ -572,17 +586,26 @@ static int is_caps(const char *name) {
   return strcmp(name, NO_CAPS_XATTR) == 0;
 }
 
+/* Dropped again after the set (before the kernel hears of it), which voids a "none" noted meanwhile. */
+static void answer_setxattr(fuse_req_t req, request *r) {
+  if (is_caps(r->name)) no_caps_drop(r->s->no_caps, r->ino);
+  fuse_reply_err(req, r->err);
+}
+
 static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
-  session *s = of(req);
   request r = make(req, FS_SETXATTR, ino);
   r.name = name;
   r.data = value;
   r.len = size;
   r.n[0] = flags;
-  if (is_caps(name)) no_caps_drop(s->no_caps, ino);
-  int err = ask(of(req), &r);
-  if (is_caps(name)) no_caps_drop(s->no_caps, ino);
-  fuse_reply_err(req, err);
+  if (is_caps(name)) no_caps_drop(of(req)->no_caps, ino);
+  ask_then(req, &r, answer_setxattr);
+}
+
+/* `caps_ticket`: taken before asking, so a set of the capability meanwhile voids the "none" noted here. */
+static void answer_getxattr(fuse_req_t req, request *r) {
+  if (r->err == ENODATA && is_caps(r->name)) no_caps_add(r->s->no_caps, r->ino, r->caps_ticket);
+  answer_bytes(req, r, r->err, 1, r->size);
 }
 
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
@@ -593,10 +616,9 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
   }
   request r = make(req, FS_GETXATTR, ino);
   r.name = name;
-  uint64_t ticket = no_caps_ticket(s->no_caps);
-  int err = ask(of(req), &r);
-  if (err == ENODATA && is_caps(name)) no_caps_add(s->no_caps, ino, ticket);
-  answer_bytes(req, &r, err, 1, size);
+  r.size = size;
+  r.caps_ticket = no_caps_ticket(s->no_caps);
+  ask_then(req, &r, answer_getxattr);
 }
 
 static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -619,14 +641,17 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   reply_plain(req, &r);
 }
 
+static void answer_lseek(fuse_req_t req, request *r) {
+  if (r->err) fuse_reply_err(req, r->err);
+  else fuse_reply_lseek(req, (off_t)r->r[0]);
+}
+
 static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
   (void)fi;
   request r = make(req, FS_LSEEK, ino);
   r.n[0] = off;
   r.n[1] = whence;
-  int err = ask(of(req), &r);
-  if (err) fuse_reply_err(req, err);
-  else fuse_reply_lseek(req, (off_t)r.r[0]);
+  ask_then(req, &r, answer_lseek);
 }
 
 /* Between files of this mount, so of one volume: JavaScript shares whole chunks (a reflink) and copies the rest. */
@@ -637,9 +662,7 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
   request r = make(req, FS_COPY_FILE_RANGE, ino_in);
   r.data = (const char *)v;
   r.len = sizeof(v);
-  int err = ask(of(req), &r);
-  if (err) fuse_reply_err(req, err);
-  else fuse_reply_write(req, (size_t)r.r[0]);
+  ask_then(req, &r, answer_write);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn) {

@@ -67,6 +67,7 @@ typedef struct request {
   int xattr;
   size_t size;
   struct fuse_file_info *fi;
+  uint64_t caps_ticket;
   uint64_t release_ino; /* an open or create whose reply found the opener gone: the asking thread releases it */
 } request;
 
