@@ -398,7 +398,7 @@ os.copy_file_range(src, dst, 4096, 0, 4 * 4096)
   t.same(await pread(wal, 0, 2 * CHUNK), expect, 'the log reads back');
 });
 
-t.test('names and attributes stay cached in the kernel: every change comes through the mount', async (t) => {
+t.test('names, missing names and attributes stay cached in the kernel: every change comes through the mount', async (t) => {
   const s = await setup(t, undefined, 3_600_000);
   const names = Array.from({ length: 20 }, (_, i) => path.join(s.dir, `f${i}`));
   for (const [i, f] of names.entries()) await fs.promises.writeFile(f, pattern(100 + i, i));
@@ -409,6 +409,17 @@ t.test('names and attributes stay cached in the kernel: every change comes throu
   const sizes = await Promise.all(names.map(async (f) => (await fs.promises.stat(f)).size));
   t.same(sizes, names.map((_, i) => 100 + i), 'every stat showed the file\'s size');
   t.equal(s.mount.stats().slowRequests, before, 'and none of them, nor their lookups, reached the daemon');
+  // A name that is not there is remembered too, until a request through the mount makes it.
+  const missing = path.join(s.dir, 'missing');
+  await t.rejects(fs.promises.stat(missing), { code: 'ENOENT' });
+  const afterMiss = s.mount.stats().slowRequests;
+  for (let i = 0; i < 5; i++) await t.rejects(fs.promises.stat(missing), { code: 'ENOENT' });
+  t.equal(s.mount.stats().slowRequests, afterMiss, 'a name looked up and not found is not asked for again');
+  await fs.promises.writeFile(missing, 'here');
+  t.equal(await fs.promises.readFile(missing, 'utf8'), 'here', 'and once made, it is there');
+  await fs.promises.rename(missing, path.join(s.dir, 'moved'));
+  await t.rejects(fs.promises.stat(missing), { code: 'ENOENT' }, 'a rename takes the old name away');
+  t.equal((await fs.promises.stat(path.join(s.dir, 'moved'))).size, 4, 'and the new one has the file');
   await fs.promises.chmod(names[0] as string, 0o600);
   await fs.promises.unlink(names[1] as string);
   t.equal((await fs.promises.stat(names[0] as string)).mode & 0o777, 0o600, 'a change through the mount shows at once');

@@ -19,8 +19,8 @@
  * - No writeback cache: a snapshot must hold every write acknowledged
  *   before it, so writes reach the pool before they are answered (in
  *   place through the chunk table, or through JavaScript).
- * - Attributes and entries are cached by the kernel for ATTR_SECONDS, a
- *   day, as a local filesystem's are for good: every change comes through
+ * - Attributes and entries, names that are not there too, are cached by
+ *   the kernel for ATTR_SECONDS, a day, as a local filesystem's are for good: every change comes through
  *   this mount (a volume has one cowfs mount; binds share it), and the
  *   kernel drops what its own requests change (a write drops size and
  *   times, an unlink the name and the link count). The one change made
@@ -248,6 +248,15 @@ static void fill_entry(struct fuse_entry_param *e, const int64_t *r) {
 }
 
 static void answer_entry(fuse_req_t req, request *r) {
+  if (r->err == ENOENT && r->op == FS_LOOKUP) {
+    /* A name that is not there is remembered as such (inode 0), for as long as a name that is: only a
+     * request through this mount can make it, and the kernel replaces the negative entry when one does. */
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    e.entry_timeout = ATTR_SECONDS;
+    fuse_reply_entry(req, &e);
+    return;
+  }
   if (r->err) {
     fuse_reply_err(req, r->err);
     return;
