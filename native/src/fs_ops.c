@@ -19,13 +19,14 @@
  * - No writeback cache: a snapshot must hold every write acknowledged
  *   before it, so writes reach the pool before they are answered (in
  *   place through the chunk table, or through JavaScript).
- * - Attributes and entries, names that are not there too, are cached by
- *   the kernel for ATTR_SECONDS, a day, as a local filesystem's are for good: every change comes through
- *   this mount (a volume has one cowfs mount; binds share it), and the
- *   kernel drops what its own requests change (a write drops size and
- *   times, an unlink the name and the link count). The one change made
- *   behind it, the times JavaScript stamps for native writes, comes after
- *   such a drop, at the time the addon's cache already answers with.
+ * - Attributes and entries (names that are not there too) are cached by
+ *   the kernel for ATTR_SECONDS, a day, as a local filesystem's are for
+ *   good: every change comes through this mount (a volume has one cowfs
+ *   mount; binds share it), and the kernel drops what its own requests
+ *   change (a write drops size and times, an unlink the name and the link
+ *   count). The one change made behind it, the times JavaScript stamps for
+ *   native writes, comes after such a drop, at the time the addon's cache
+ *   already answers with.
  */
 #include "session.h"
 
@@ -169,10 +170,12 @@ static void after(session *s, request *r) {
 }
 
 /*
- * Every request to JavaScript goes through here, its changes marked before
- * and after it: before, so nothing held is used while JavaScript may be
- * changing it; after, so nothing JavaScript answered before the change
- * (for another thread) stays. 0 or an errno.
+ * Every request to JavaScript has its changes marked before and after it:
+ * before, so nothing held is used while JavaScript may be changing it;
+ * after, so nothing JavaScript answered before the change (for another
+ * thread) stays. ask() waits and leaves the answer to its caller (only the
+ * release below uses it); ask_then() has the kernel answered as soon as
+ * JavaScript replies. 0 or an errno.
  */
 static int ask(session *s, request *r) {
   before(s, r);
