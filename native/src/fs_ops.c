@@ -186,7 +186,7 @@ static int ask(session *s, request *r) {
 
 /* Runs once per request: on the JavaScript thread as it answers, or on the asking thread if no answer came. */
 static void complete(request *r) {
-  after(r->s, r);
+  after(of(r->req), r);
   r->reply(r->req, r);
 }
 
@@ -199,14 +199,13 @@ static void ask_release(session *s, const request *opened);
  */
 static void ask_then(fuse_req_t req, request *r, void (*reply)(fuse_req_t req, request *r)) {
   session *s = of(req);
-  r->s = s;
   r->req = req;
   r->reply = reply;
   r->finish = complete;
   before(s, r);
   r->err = session_ask_js(s, r);
   /* No answer came (a teardown, an exception): answered here, with the errno the session set. */
-  if (!r->finished) complete(r);
+  if (!r->answering) complete(r);
   if (r->release_ino) ask_release(s, r);
 }
 
@@ -274,21 +273,19 @@ static void reply_entry(fuse_req_t req, request *r) {
   ask_then(req, r, answer_entry);
 }
 
-/* With a getattr's ticket, the attributes are kept in the attribute cache. */
 static void answer_attr(fuse_req_t req, request *r) {
   if (r->err) {
     fuse_reply_err(req, r->err);
     return;
   }
-  if (r->getattr_ticket) attr_cache_put(r->s->attrs, r->r, *r->getattr_ticket);
+  if (r->op == FS_GETATTR) attr_cache_put(of(req)->attrs, r->r, r->ticket);
   struct stat st;
   fill_stat(&st, r->r);
   fuse_reply_attr(req, &st, ATTR_SECONDS);
 }
 
-/* Asks, then answers attributes; with a ticket (a getattr's), keeps them in the attribute cache. */
-static void reply_attr(fuse_req_t req, request *r, const attr_ticket *ticket) {
-  r->getattr_ticket = ticket;
+/* Asks, then answers attributes; a getattr's are kept in the attribute cache (with the ticket it took). */
+static void reply_attr(fuse_req_t req, request *r) {
   ask_then(req, r, answer_attr);
 }
 
@@ -344,8 +341,9 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     return;
   }
   request r = make(req, FS_GETATTR, ino);
-  attr_ticket ticket = attr_cache_ticket(s->attrs, ino);
-  reply_attr(req, &r, &ticket);
+  /* Taken before asking: an answer some change raced is not kept (a getattr changes nothing, so `before` leaves it). */
+  r.ticket = attr_cache_ticket(s->attrs, ino);
+  reply_attr(req, &r);
 }
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
@@ -354,7 +352,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
   request r = make(req, FS_SETATTR, ino);
   r.data = (const char *)v;
   r.len = sizeof(v);
-  reply_attr(req, &r, NULL);
+  reply_attr(req, &r);
 }
 
 static void answer_readlink(fuse_req_t req, request *r) {
@@ -457,7 +455,7 @@ static void answer_create(fuse_req_t req, request *r) {
   struct fuse_entry_param e;
   fill_entry(&e, r->r);
   /* A new file has no xattrs (no ticket can have moved for an inode nobody could name yet). */
-  no_caps_add(r->s->no_caps, e.ino, no_caps_ticket(r->s->no_caps));
+  no_caps_add(of(req)->no_caps, e.ino, no_caps_ticket(of(req)->no_caps));
   r->fi->direct_io = (r->fi->flags & O_DIRECT) ? 1 : 0;
   r->fi->keep_cache = 0;
   if (fuse_reply_create(req, &e, r->fi) != 0) r->release_ino = e.ino;
@@ -600,7 +598,7 @@ static int is_caps(const char *name) {
 
 /* Dropped again after the set (before the kernel hears of it), which voids a "none" noted meanwhile. */
 static void answer_setxattr(fuse_req_t req, request *r) {
-  if (is_caps(r->name)) no_caps_drop(r->s->no_caps, r->ino);
+  if (is_caps(r->name)) no_caps_drop(of(req)->no_caps, r->ino);
   fuse_reply_err(req, r->err);
 }
 
@@ -616,7 +614,7 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 /* `caps_ticket`: taken before asking, so a set of the capability meanwhile voids the "none" noted here. */
 static void answer_getxattr(fuse_req_t req, request *r) {
-  if (r->err == ENODATA && is_caps(r->name)) no_caps_add(r->s->no_caps, r->ino, r->caps_ticket);
+  if (r->err == ENODATA && is_caps(r->name)) no_caps_add(of(req)->no_caps, r->ino, r->caps_ticket);
   answer_bytes(req, r, r->err, 1, r->size);
 }
 

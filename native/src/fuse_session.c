@@ -651,10 +651,7 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   memcpy(r->r, nums, sizeof(nums));
   pthread_mutex_unlock(&r->mu);
   /* The asking thread waits for `done`, so the request and all it points to are alive until then. */
-  if (r->finish) {
-    r->finish(r);
-    r->finished = 1;
-  }
+  if (r->finish) r->finish(r);
   pthread_mutex_lock(&r->mu);
   r->done = 1;
   pthread_cond_signal(&r->cv);

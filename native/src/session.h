@@ -52,18 +52,16 @@ typedef struct request {
    * fuseReply on the JavaScript thread, so the kernel hears without first
    * waking the FUSE thread that asked (which waits until it ran, so all
    * the request points to stays alive). NULL: the asking thread answers.
-   * `finished` says it ran; `answering` that fuseReply took the answer.
+   * `answering`: fuseReply took the answer (and ran `finish`).
    */
   void (*finish)(struct request *r);
-  int finished, answering;
-  /* fs_ops.c's own, for `finish`: the request, its session, the reply to make and what it needs. */
+  int answering;
+  /* fs_ops.c's own, for `finish`: the request, the reply to make and what it needs. */
   fuse_req_t req;
-  struct session *s;
   void (*reply)(fuse_req_t req, struct request *r);
   int scope;
   uint64_t file;
-  attr_ticket ticket;
-  const attr_ticket *getattr_ticket;
+  attr_ticket ticket; /* a one-inode change's (attr_cache_begin), or a getattr's (attr_cache_ticket) */
   int xattr;
   size_t size;
   struct fuse_file_info *fi;
