@@ -92,6 +92,8 @@ export interface NativeFuse {
 export interface NativeTools {
   /** [status (exit code, 128 + signal, -1 on timeout), stdout, stderr]; rejects only when the tool could not start. */
   spawnTool(argv: string[], timeoutMs: number): Promise<[number, string, string]>;
+  /** syncfs(2) of the filesystem holding `dir`, on libuv's thread pool (native/src/sync_mount.c). */
+  syncFilesystem(dir: string): Promise<void>;
 }
 
 /** Unix sequenced-packet sockets that carry fds; every call blocks. */

@@ -56,7 +56,7 @@ const OPERATIONS: { [K in OpName]: { args: ArgSpec; run: Impl<K> } } = {
       return { deleted: a.name };
     },
   },
-  'snapshot.create': { args: { name: 'string' }, run: (ctx, a) => ctx.volumes.createSnapshot(a.name) },
+  'snapshot.create': { args: { name: 'string' }, run: (ctx, a) => ctx.volumes.snapshotLive(a.name) },
   'snapshot.list': { args: { volume: 'string?' }, run: (ctx, a) => ctx.volumes.listSnapshots(a.volume) },
   'snapshot.delete': {
     args: { name: 'string' },
@@ -65,9 +65,9 @@ const OPERATIONS: { [K in OpName]: { args: ArgSpec; run: Impl<K> } } = {
       return { deleted: a.name };
     },
   },
-  'group.create': { args: { name: 'string', volumes: 'string[]' }, run: (ctx, a) => ctx.volumes.createGroup(a.name, a.volumes) },
+  'group.create': { args: { name: 'string', volumes: 'string[]' }, run: (ctx, a) => ctx.volumes.createGroupLive(a.name, a.volumes) },
   'group.delete': { args: { name: 'string' }, run: (ctx, a) => ({ deleted: ctx.volumes.deleteGroup(a.name) }) },
-  clone: { args: { source: 'string', name: 'string', size: 'number?' }, run: (ctx, a) => ctx.volumes.clone(a.source, a.name, { size: a.size }) },
+  clone: { args: { source: 'string', name: 'string', size: 'number?' }, run: (ctx, a) => ctx.volumes.cloneLive(a.source, a.name, { size: a.size }) },
   import: { args: { file: 'string', volume: 'string' }, run: (ctx, a, p) => importImage(ctx.volumes.pool, absolute(a.file), a.volume, p) },
   export: { args: { source: 'string', file: 'string' }, run: (ctx, a, p) => exportImage(ctx.volumes.pool, a.source, absolute(a.file), p) },
   check: { args: {}, run: (ctx, _a, p) => checkInSlices(ctx.volumes.pool, p) },

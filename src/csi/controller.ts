@@ -43,7 +43,7 @@ export class ControllerService {
     const minSize = usages.some((u) => u.fsType === 'xfs') ? XFS_MIN_SIZE : 4096;
     const kind = kindFor(usages);
     const params = JSON.stringify(sorted(req.parameters));
-    return this.inflight.run([name], () => {
+    return this.inflight.run([name], async () => {
       const existing = this.volumes.find(name);
       if (existing) {
         if (existing.readOnly || existing.labels[LABEL.name] !== req.name) csiFail(status.ALREADY_EXISTS, `'${name}' exists and was not created for CSI name '${req.name}'`);
@@ -61,7 +61,7 @@ export class ControllerService {
       const key = sourceKey(req.volumeContentSource);
       if (key !== '') labels[LABEL.source] = key;
       if (source && this.volumes.find(source.name)?.kind !== kind) csiFail(status.INVALID_ARGUMENT, `the content source is a ${this.volumes.find(source.name)?.kind} volume, the request asks for ${kind === 'fs' ? 'cowfs' : 'a block device or ext4/xfs'}`);
-      const v = source ? this.volumes.clone(source.name, name, { size, labels }) : this.volumes.create(name, { size, labels, kind });
+      const v = source ? await this.volumes.cloneLive(source.name, name, { size, labels }) : this.volumes.create(name, { size, labels, kind });
       this.ctx.log.info({ volume: name, size, source: source?.name }, 'volume created');
       return this.csiVolume(v);
     });
@@ -133,14 +133,14 @@ export class ControllerService {
     const problem = nameProblem(name);
     if (problem !== null) csiFail(status.INVALID_ARGUMENT, problem);
     checkParameters(parameters, 'parameters');
-    return this.inflight.run([sourceVolumeId], () => {
+    return this.inflight.run([sourceVolumeId], async () => {
       const same = this.volumes.listSnapshots().find((v) => v.labels[LABEL.name] === name && v.group === null);
       if (same) {
         if (same.origin !== sourceVolumeId) csiFail(status.ALREADY_EXISTS, `snapshot '${name}' exists for volume '${same.origin}', not '${sourceVolumeId}'`);
         return this.csiSnapshot(same);
       }
       const src = this.existingVolume(sourceVolumeId);
-      const snap = this.volumes.createSnapshot(snapshotIdFor(src.name, name), { [LABEL.name]: name });
+      const snap = await this.volumes.snapshotLive(snapshotIdFor(src.name, name), { [LABEL.name]: name });
       this.ctx.log.info({ snapshot: snap.name }, 'snapshot created');
       return this.csiSnapshot(snap);
     });

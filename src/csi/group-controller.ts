@@ -42,7 +42,7 @@ export class GroupControllerService {
       if (!k.startsWith('csi.storage.k8s.io/')) csiFail(status.INVALID_ARGUMENT, `parameters: unknown key '${k}'`);
     }
     const id = poolNameFor(name);
-    return this.inflight.run([`group:${id}`, ...sourceVolumeIds], () => {
+    return this.inflight.run([`group:${id}`, ...sourceVolumeIds], async () => {
       const members = this.volumes.groupMembers(id);
       if (members.length > 0) {
         const had = members.map((m) => m.origin).sort();
@@ -50,7 +50,7 @@ export class GroupControllerService {
         if (had.join('\n') !== asked.join('\n')) csiFail(status.ALREADY_EXISTS, `group snapshot '${name}' exists with other volumes (${had.join(', ')})`);
         return this.describe(id, members);
       }
-      return this.describe(id, this.volumes.createGroup(id, sourceVolumeIds, { [LABEL.groupName]: name }));
+      return this.describe(id, await this.volumes.createGroupLive(id, sourceVolumeIds, { [LABEL.groupName]: name }));
     });
   }
 

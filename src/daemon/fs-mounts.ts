@@ -12,9 +12,15 @@
  * mounted afresh at the same place and its binds made again: processes
  * with files open in it see errors across that restart.
  *
+ * Writes acknowledged to processes may sit in the kernel's page cache (the
+ * mounts run with the writeback cache): `flush` pushes them into the pool
+ * before a snapshot or clone of the volume (Volumes calls it as its
+ * HeldWrites), and unmounts flush first.
+ *
  * The daemon must never look into a path it serves itself (its only
  * JavaScript thread would wait for itself), so a mount point under one of
- * its own mounts is refused before anything touches it.
+ * its own mounts is refused before anything touches it, and flushes run
+ * off the event loop (native syncFilesystem).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,6 +33,8 @@ import { bindMount } from '../host/filesystem.js';
 import { abortFuseConnection, connectionOfEntry } from '../host/fusectl.js';
 import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
+import { native } from '../native.js';
+import type { HeldWrites } from '../volumes/volumes.js';
 import { HANDED_MOUNTS_MAX, type HandedMount } from './handed-mounts.js';
 
 const RECORD = 'cowvol.mounts';
@@ -85,7 +93,7 @@ export function detachDeadMounts(poolDir: string): void {
   for (const m of recordedMounts(poolDir)) if (isMountPoint(m.dir)) detach(m.dir);
 }
 
-export class FsMounts implements MountService {
+export class FsMounts implements MountService, HeldWrites {
   /** By mount point. Lock: event loop only. */
   private readonly live = new Map<string, Live>();
   /** The pool's data file, for the mounts' native data path; opened with the first mount, closed with the last. */
@@ -128,10 +136,33 @@ export class FsMounts implements MountService {
     // As umount answers for a busy ext4: the processes keep their files, the caller learns why.
     const open = live.mount.fs.openFiles().length;
     if (open > 0) fail('EBUSY', `${at} has ${open} file${open === 1 ? '' : 's'} open: close ${open === 1 ? 'it' : 'them'} first`);
+    // Before the mount goes: with no file open, nothing can dirty it again.
+    await this.flushMount(live);
     this.live.delete(at);
     this.save();
     await this.close(live);
     this.closeDataFile();
+  }
+
+  /** What the page cache holds for these volumes' writable mounts reaches the pool. */
+  async flush(volumes: string[]): Promise<void> {
+    const names = new Set(volumes);
+    const live = [...this.live.values()].filter((l) => names.has(l.view.source) && !l.view.readOnly);
+    await Promise.all(live.map((l) => this.flushMount(l)));
+  }
+
+  /**
+   * A write the pool refused while flushing (ENOSPC on a full volume) is
+   * the writer's error, which its fsync or close reports as on ext4: here it
+   * is logged, and the snapshot or unmount goes on with what the pool holds.
+   */
+  private async flushMount(l: Live): Promise<void> {
+    if (l.view.readOnly) return;
+    try {
+      await native.syncFilesystem(l.view.dir);
+    } catch (err) {
+      this.log.warn({ err, dir: l.view.dir }, 'the kernel could not write some cached pages of a cowfs mount back');
+    }
   }
 
   list(): MountView[] {
@@ -206,6 +237,7 @@ export class FsMounts implements MountService {
   /** Unmounts every cowfs mount; the record stays for the next daemon. */
   async closeAll(): Promise<void> {
     const all = [...this.live.values()];
+    await Promise.all(all.map((l) => this.flushMount(l)));
     this.live.clear();
     await Promise.all(all.map((l) => this.close(l)));
     this.closeDataFile();

@@ -138,7 +138,7 @@ export function serve(opts: ServeOptions): Daemon {
     // EPERM without CAP_SYS_RESOURCE: works, but memory pressure on a loop device over us can deadlock.
     log.warn({ errno: flusher }, 'could not mark the serving threads PR_SET_IO_FLUSHER (needs CAP_SYS_RESOURCE)');
   }
-  const volumes = new Volumes(handle.pool);
+  const volumes = new Volumes(handle.pool, mounts);
   const socket = adminSocketPath(opts.poolDir);
   let stopping: Promise<void> | null = null;
   const daemonInfo = {

@@ -13,6 +13,10 @@
  * - A group snapshot `GROUP` of volumes a, b is `a@GROUP`, `b@GROUP`, made
  *   in one transaction and deleted as one: a member alone is not deleted.
  * - Delete in any order: refcounts keep shared chunks for whoever holds them.
+ * - A fork of a volume being served (`snapshotLive`, `cloneLive`,
+ *   `createGroupLive`, what the admin API and CSI call) first has the
+ *   frontends flush what they hold of it: a cowfs mount keeps acknowledged
+ *   writes in the kernel's page cache, and a snapshot must contain them.
  *
  * Every change is one pool transaction that commits before it returns.
  * Bad input is refused with a code from src/errors.ts before anything changes.
@@ -48,8 +52,17 @@ export interface CloneRequest {
   labels?: Record<string, string>;
 }
 
+/** Writes frontends acknowledged but still hold outside the pool (a cowfs mount's page cache). */
+export interface HeldWrites {
+  /** Resolves once what is held for these volumes (names of writable volumes) is in the pool. */
+  flush(volumes: string[]): Promise<void>;
+}
+
 export class Volumes {
-  constructor(readonly pool: Pool) {}
+  constructor(
+    readonly pool: Pool,
+    private readonly held: HeldWrites | null = null,
+  ) {}
 
   // ---- reading -----------------------------------------------------------------
 
@@ -131,6 +144,12 @@ export class Volumes {
     return this.view(this.pool.fork(volume, full, { readOnly: true, parentId: source.id, origin: volume, labels }));
   }
 
+  /** createSnapshot once the frontends flushed the volume. */
+  async snapshotLive(full: string, labels: Record<string, string> = {}): Promise<VolumeView> {
+    await this.flushHeld([parseSnapshotName(full).volume]);
+    return this.createSnapshot(full, labels);
+  }
+
   deleteSnapshot(full: string): void {
     const snap = this.snapshot(full);
     if (snap.group !== null) fail('EPERM', `snapshot '${full}' belongs to group snapshot '${snap.group}'; delete the whole group`);
@@ -143,6 +162,18 @@ export class Volumes {
     else this.volume(source);
     this.refuseOrphans(name);
     return this.view(this.pool.fork(source, name, { readOnly: false, size: req.size, origin: source, labels: req.labels }));
+  }
+
+  /** clone once the frontends flushed the source. */
+  async cloneLive(source: string, name: string, req: CloneRequest = {}): Promise<VolumeView> {
+    if (!isSnapshotName(source)) await this.flushHeld([source]);
+    return this.clone(source, name, req);
+  }
+
+  /** createGroup once the frontends flushed every member (each flushed, then all forked in one transaction). */
+  async createGroupLive(group: string, volumes: string[], labels: Record<string, string> = {}): Promise<VolumeView[]> {
+    await this.flushHeld(volumes);
+    return this.createGroup(group, volumes, labels);
   }
 
   /** Snapshots `VOL@GROUP` of every volume named, at one instant, in one transaction. */
@@ -172,6 +203,10 @@ export class Volumes {
   }
 
   // ---- internals -----------------------------------------------------------------
+
+  private async flushHeld(volumes: string[]): Promise<void> {
+    if (this.held !== null) await this.held.flush(volumes);
+  }
 
   private refuseOrphans(name: string): void {
     const orphan = this.pool.list().find((v) => v.name.startsWith(`${name}@`));
