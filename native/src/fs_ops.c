@@ -16,9 +16,18 @@
  * - Permissions are the kernel's (the mount runs with default_permissions);
  *   locks too: no getlk/setlk/flock here, so the kernel keeps flock and
  *   POSIX locks for the mount itself, which serves one node.
- * - No writeback cache: a snapshot must hold every write acknowledged
- *   before it, so writes reach the pool before they are answered (in
- *   place through the chunk table, or through JavaScript).
+ * - The kernel's writeback cache holds buffered writes: a snapshot, a clone
+ *   and an unmount first flush the mount (syncfs, src/daemon/fs-mounts.ts),
+ *   and fsync flushes the file's pages before it reaches us. The page cache
+ *   is kept across opens (keep_cache): every change to file data comes
+ *   through this mount, so what the kernel holds is never stale. O_DIRECT
+ *   goes through the kernel's direct I/O path (not FOPEN_DIRECT_IO), which
+ *   writes dirty pages back first, so buffered and direct descriptors of a
+ *   file see each other's writes, with ext4's alignment rules.
+ * - Set-id bits and file capabilities are ours to drop on write, truncate
+ *   and chown (FUSE_HANDLE_KILLPRIV_V2, kill_priv.h): a write that must drop
+ *   something goes to JavaScript, as does a file's first write until the
+ *   file is known to have no capability xattr.
  * - Attributes and entries (names that are not there too) are cached by
  *   the kernel for ATTR_SECONDS, a day, as a local filesystem's are for
  *   good: every change comes through this mount (a volume has one cowfs
@@ -28,6 +37,7 @@
  *   native writes, comes after such a drop, at the time the addon's cache
  *   already answers with.
  */
+#include "kill_priv.h"
 #include "session.h"
 
 #include <errno.h>
@@ -118,8 +128,10 @@ static void changing(session *s, int scope) {
  */
 static uint64_t file_changed(const request *r) {
   switch (r->op) {
-    case FS_WRITE: case FS_SETATTR: case FS_FALLOCATE:
+    case FS_WRITE: case FS_FALLOCATE:
       return r->ino;
+    case FS_SETATTR: /* a truncate; times and modes are not data */
+      return (((const int64_t *)r->data)[0] & FUSE_SET_ATTR_SIZE) ? r->ino : 0;
     case FS_COPY_FILE_RANGE: /* the destination: packed second (fs_copy_file_range) */
       return (uint64_t)((const int64_t *)r->data)[1];
     default:
@@ -348,7 +360,9 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
   (void)fi;
-  int64_t v[9] = {to_set, attr->st_mode, attr->st_uid, attr->st_gid, attr->st_size, attr->st_atim.tv_sec, attr->st_atim.tv_nsec, attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec};
+  /* ctime is set by the kernel's writeback cache, which keeps a regular file's times itself. */
+  if (kill_priv_kills()) to_set |= FUSE_SET_ATTR_KILL_SUID; /* libfuse 3.14 masks the kernel's bit off */
+  int64_t v[11] = {to_set, attr->st_mode, attr->st_uid, attr->st_gid, attr->st_size, attr->st_atim.tv_sec, attr->st_atim.tv_nsec, attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec, attr->st_ctim.tv_sec, attr->st_ctim.tv_nsec};
   request r = make(req, FS_SETATTR, ino);
   r.data = (const char *)v;
   r.len = sizeof(v);
@@ -434,8 +448,7 @@ static void answer_open(fuse_req_t req, request *r) {
     fuse_reply_err(req, r->err);
     return;
   }
-  r->fi->direct_io = (r->fi->flags & O_DIRECT) ? 1 : 0;
-  r->fi->keep_cache = 0;
+  r->fi->keep_cache = 1;
   /* The opener is gone: the asking thread sends the release that balances this open (it may wait for JavaScript). */
   if (fuse_reply_open(req, r->fi) != 0) r->release_ino = r->ino;
 }
@@ -456,8 +469,7 @@ static void answer_create(fuse_req_t req, request *r) {
   fill_entry(&e, r->r);
   /* A new file has no xattrs (no ticket can have moved for an inode nobody could name yet). */
   no_caps_add(of(req)->no_caps, e.ino, no_caps_ticket(of(req)->no_caps));
-  r->fi->direct_io = (r->fi->flags & O_DIRECT) ? 1 : 0;
-  r->fi->keep_cache = 0;
+  r->fi->keep_cache = 1;
   if (fuse_reply_create(req, &e, r->fi) != 0) r->release_ino = e.ino;
 }
 
@@ -492,20 +504,48 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   reply_bytes(req, &r, 0, 0);
 }
 
+/* A write's n[2] for JavaScript (src/fuse/cowfs-mount.ts). */
+enum { WRITE_KILLS_SETID = 1, WRITE_FROM_CACHE = 2 };
+
 static void answer_write(fuse_req_t req, request *r) {
   if (r->err) fuse_reply_err(req, r->err);
   else fuse_reply_write(req, (size_t)r->r[0]);
 }
 
+/* A write from a process: JavaScript dropped the file's capability xattr with it, so later writes may stay here. */
+static void answer_file_write(fuse_req_t req, request *r) {
+  if (!r->err && !(r->n[2] & WRITE_FROM_CACHE)) no_caps_add(of(req)->no_caps, r->ino, r->caps_ticket);
+  answer_write(req, r);
+}
+
+/*
+ * A write from the page cache (writeback, fsync, a flush) had its
+ * capabilities dropped by the kernel when the process wrote; one straight
+ * from a process (O_DIRECT, or a set-id file's write-through) has them
+ * dropped here, in JavaScript, unless the file is known to have none.
+ */
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
-  (void)fi;
   session *s = of(req);
   int err = 0;
-  /* Noted first: JavaScript stamps mtime and ctime from the note before it answers anything after this write. */
+  /* ext4's rule for O_DIRECT writes: sector-aligned offset and length (FUSE checks neither; the buffer is the kernel's). */
+  if ((fi->flags & O_DIRECT) && !fi->writepage && ((off | (off_t)size) & 511)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  int flags = (kill_priv_kills() ? WRITE_KILLS_SETID : 0) | (fi->writepage ? WRITE_FROM_CACHE : 0);
+  int plain = !(flags & WRITE_KILLS_SETID) && ((flags & WRITE_FROM_CACHE) || no_caps_has(s->no_caps, ino));
+  /*
+   * A write from the page cache carries no times: the kernel keeps the file's own and sends them (a setattr)
+   * with the writeback. Any other is noted first: JavaScript stamps mtime and ctime from the note before it
+   * answers anything after this write.
+   */
   struct timespec at;
-  if (written_note(s->written, ino, &at) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
-    int64_t nsec = s->wall_nsec + at.tv_nsec;
-    attr_cache_touch(s->attrs, ino, s->wall_sec + at.tv_sec + nsec / 1000000000, nsec % 1000000000);
+  int cached = (flags & WRITE_FROM_CACHE) != 0;
+  if (plain && (cached || written_note(s->written, ino, &at)) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
+    if (!cached) {
+      int64_t nsec = s->wall_nsec + at.tv_nsec;
+      attr_cache_touch(s->attrs, ino, s->wall_sec + at.tv_sec + nsec / 1000000000, nsec % 1000000000);
+    }
     if (err) fuse_reply_err(req, err);
     else fuse_reply_write(req, size);
     return;
@@ -513,9 +553,11 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   request r = make(req, FS_WRITE, ino);
   r.n[0] = off;
   r.n[1] = (int64_t)size;
+  r.n[2] = flags;
   r.data = data;
   r.len = size;
-  ask_then(req, &r, answer_write);
+  r.caps_ticket = no_caps_ticket(s->no_caps);
+  ask_then(req, &r, answer_file_write);
 }
 
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -656,8 +698,26 @@ static void answer_lseek(fuse_req_t req, request *r) {
   else fuse_reply_lseek(req, (off_t)r->r[0]);
 }
 
+/*
+ * One SEEK_DATA/SEEK_HOLE at a time, process-wide, may flush its file
+ * first: the flush blocks this FUSE thread until the file's pages were
+ * written, and those writes need the other threads. Two at once would
+ * leave fewer free; the second answers from what reached the pool.
+ */
+static atomic_flag lseek_flushing = ATOMIC_FLAG_INIT;
+
+/*
+ * The kernel asks without writing the file's dirty pages back first, so
+ * data still in the page cache would read as a hole: the inode's pages are
+ * written back and dropped (a reverse invalidation launders dirty pages)
+ * before JavaScript answers from the file's regions.
+ */
 static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
   (void)fi;
+  if (!atomic_flag_test_and_set(&lseek_flushing)) {
+    fuse_lowlevel_notify_inval_inode(of(req)->se, ino, 0, 0);
+    atomic_flag_clear(&lseek_flushing);
+  }
   request r = make(req, FS_LSEEK, ino);
   r.n[0] = off;
   r.n[1] = whence;
@@ -679,8 +739,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   (void)userdata;
   conn->max_write = 1 << 20;
   conn->max_readahead = 1 << 20;
-  /* Every write must reach the pool before it is answered (snapshots take no freeze). */
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  /* Buffered writes stay in the kernel until writeback, fsync or a flush before a snapshot (see the caveats). */
+  conn->want |= FUSE_CAP_WRITEBACK_CACHE & conn->capable;
   /* Renames and the rest go to JavaScript one by one; lookups of the same directory may run together. */
   conn->want |= FUSE_CAP_PARALLEL_DIROPS & conn->capable;
   /* The kernel enforces POSIX ACLs and leaves us the mode and inheritance (src/cowfs/acl.ts), and so the umask

@@ -413,6 +413,8 @@ static int connect_session(session *s, int fd, const char *init, size_t init_len
     s->taken_over = 1;
   }
   if (handover_setup(&s->ho, fd, init, init_len) != 0) return errno;
+  /* cowfs drops set-id bits and capabilities itself, so buffered writes need no xattr question each. */
+  s->ho.kill_priv = s->filesystem;
   if (fuse_session_custom_io(s->se, &io, fd) != 0) return EINVAL;
   return 0;
 }

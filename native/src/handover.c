@@ -30,6 +30,7 @@
  * random reads at depth 32 fell to half.
  */
 #include "handover.h"
+#include "kill_priv.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -137,6 +138,7 @@ ssize_t handover_read(handover *h, int fd, void *buf, size_t len) {
     ssize_t n = read(fd, buf, len);
     if (n >= 0) {
       keep_init(h, buf, (size_t)n);
+      if (h->kill_priv) kill_priv_note(buf, (size_t)n);
       return n;
     }
     if (errno == EINTR && atomic_load_explicit(&h->detaching, memory_order_acquire)) return gone(h);
@@ -158,6 +160,8 @@ ssize_t handover_writev(handover *h, int fd, struct iovec *iov, int count) {
     pthread_mutex_unlock(&h->mu);
     return total;
   }
+  /* The INIT answer comes from the thread that read INIT, after keep_init: init is settled. */
+  if (h->kill_priv) kill_priv_answer(h->init, h->init_len, iov, count);
   return writev(fd, iov, count);
 }
 

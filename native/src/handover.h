@@ -34,6 +34,7 @@ typedef struct handover {
   atomic_int replay;    /* 1: the next read returns init; 2: replayed, its reply not seen yet */
   uint64_t replay_unique;
   int resend_errno;     /* what FUSE_NOTIFY_RESEND answered (0: done) */
+  int kill_priv;        /* set before the first read: answer INIT with FUSE_HANDLE_KILLPRIV_V2 (kill_priv.h) */
 } handover;
 
 /* Sets the connection up for our I/O; `init` (len > 0) makes this a takeover. -1 with errno on failure. */

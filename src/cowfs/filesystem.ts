@@ -7,11 +7,13 @@
  * the daemon's background commit) makes it durable.
  *
  * What the kernel does for us (the frontend mounts with default_permissions):
- * permission checks from mode, owner and group, the sticky bit's rule on
- * unlink and rename, and clearing setuid/setgid on write (it sends the mode
- * change as a setattr). What is ours, as ext4 does it: setgid directories
- * passing their group (and the bit, to subdirectories), ownership changes
- * clearing setuid/setgid, link counts (a directory has 2 plus its
+ * permission checks from mode, owner and group, and the sticky bit's rule
+ * on unlink and rename. What is ours, as ext4 does it: setgid directories
+ * passing their group (and the bit, to subdirectories), dropping
+ * setuid/setgid on ownership changes and, when the kernel says the caller
+ * may not keep them, on writes and truncates; dropping file capabilities
+ * (security.capability) on writes, truncates and ownership changes; link
+ * counts (a directory has 2 plus its
  * subdirectories), times in nanoseconds, unlinked files that stay readable
  * while open (ORPHAN items, reclaimed when the volume is next served after
  * a crash), and the errnos.
@@ -51,6 +53,18 @@ export interface AttrChanges {
   /** 'now' for UTIME_NOW; absent for UTIME_OMIT. */
   atime?: Time | 'now';
   mtime?: Time | 'now';
+  /** Set by the kernel's writeback cache, which keeps a regular file's times; otherwise ctime is now. */
+  ctime?: Time;
+  /** The caller may not keep set-id bits (it lacks CAP_FSETID): a truncate or chown drops them. */
+  killSetId?: boolean;
+}
+
+/** How a write reached us (src/fuse/cowfs-mount.ts). */
+export interface WriteFrom {
+  /** The writer lacks CAP_FSETID: setuid goes, and setgid with group execute. */
+  killSetId?: boolean;
+  /** Straight from a process, not the page cache (whose writer had capabilities dropped by the kernel already). */
+  dropCaps?: boolean;
 }
 
 export interface FsStats {
@@ -76,12 +90,23 @@ export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 /** statfs's inode figures: inodes cost pool metadata pages, not volume blocks, so none is fixed. */
 const FILES_REPORTED = 2 ** 32;
+/** Freed inodes remembered for the kernel's last flush of their times (Filesystem.gone). */
+const GONE_MAX = 256;
+/** File capabilities: dropped when the file is written, truncated or given away. */
+const CAPS = Buffer.from('security.capability');
 
 export class Filesystem {
   private readonly tree: FsTree;
   private readonly data: FileData;
   /** Open handles per inode; an unlinked inode lives while this is above zero. Lock: event loop only. */
   private readonly opens = new Map<number, number>();
+  /**
+   * The last inodes freed, as they were: the kernel may still flush their
+   * times after the unlink or rename that freed them (a writeback cache
+   * keeps a file's ctime, and sends it right after the name is gone). Up to
+   * GONE_MAX, oldest out first; numbers are never reused.
+   */
+  private readonly gone = new Map<number, Inode>();
 
   constructor(
     private readonly pool: Pool,
@@ -325,6 +350,8 @@ export class Filesystem {
   // ---- attributes ----------------------------------------------------------
 
   setattr(ino: number, changes: AttrChanges): Inode {
+    const dead = this.gone.get(ino);
+    if (dead !== undefined && onlyTimes(changes) && !this.tree.hasInode(ino)) return touchGone(dead, changes);
     return this.pool.atomically(() => {
       const inode = this.tree.inode(ino);
       const t = now();
@@ -337,10 +364,11 @@ export class Filesystem {
       if (changes.uid !== undefined) inode.uid = changes.uid;
       if (changes.gid !== undefined) inode.gid = changes.gid;
       // A new owner must not inherit set-id powers; setgid without group execute is mandatory locking and stays.
-      if (owner && !isDir(inode) && changes.mode === undefined) inode.mode &= ~(S_ISUID | (inode.mode & 0o010 ? S_ISGID : 0));
+      if ((owner || changes.killSetId === true) && !isDir(inode) && changes.mode === undefined) dropSetId(inode);
+      if (isReg(inode) && (changes.size !== undefined || changes.uid !== undefined || changes.gid !== undefined)) this.dropCaps(inode);
       if (changes.atime !== undefined) inode.atime = changes.atime === 'now' ? t : changes.atime;
       if (changes.mtime !== undefined) inode.mtime = changes.mtime === 'now' ? t : changes.mtime;
-      inode.ctime = t;
+      inode.ctime = changes.ctime ?? t;
       this.tree.saveInode(inode);
       return inode;
     });
@@ -348,12 +376,14 @@ export class Filesystem {
 
   // ---- data ----------------------------------------------------------------
 
-  write(ino: number, offset: number, data: Buffer): number {
+  write(ino: number, offset: number, data: Buffer, from: WriteFrom = {}): number {
     return this.pool.atomically(() => {
       const inode = this.tree.inode(ino);
       if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
       checkRange(offset, data.length);
       if (data.length === 0) return 0;
+      if (from.killSetId === true) dropSetId(inode);
+      if (from.dropCaps === true) this.dropCaps(inode);
       // Bytes between the old end and this write must read as zeros, whatever a crash left there.
       if (offset > inode.size) this.data.discard(inode, inode.size, offset);
       this.data.write(inode, offset, data);
@@ -581,6 +611,12 @@ export class Filesystem {
     this.tree.put(key(inode.ino, ItemType.XATTR, found.offset), xattrValue(name, encodeAcl(chmodAcl(current, inode.mode))));
   }
 
+  /** Written or truncated, or given away: file capabilities go, as ext4 drops them. */
+  private dropCaps(inode: Inode): void {
+    const found = findNamed(this.tree, inode.ino, ItemType.XATTR, CAPS);
+    if (found !== null) this.tree.del(key(inode.ino, ItemType.XATTR, found.offset));
+  }
+
   /** An xattr's value, or null. */
   private xattr(ino: number, name: string): Buffer | null {
     const found = findNamed(this.tree, ino, ItemType.XATTR, Buffer.from(name));
@@ -645,6 +681,8 @@ export class Filesystem {
     this.tree.del(key(0, ItemType.ORPHAN, inode.ino));
     const counters = this.tree.counters();
     this.tree.saveCounters({ ...counters, inodes: counters.inodes - 1 });
+    this.gone.set(inode.ino, { ...inode, nlink: 0 });
+    if (this.gone.size > GONE_MAX) this.gone.delete(this.gone.keys().next().value as number);
   }
 
   private resize(inode: Inode, size: number, t: Time): void {
@@ -695,6 +733,25 @@ export class Filesystem {
       this.tree.saveInode(inode);
     }
   }
+}
+
+/** A setattr of times alone, which a writeback cache sends at every close and fsync (even for a file already freed). */
+export function onlyTimes(c: AttrChanges): boolean {
+  return c.size === undefined && c.mode === undefined && c.uid === undefined && c.gid === undefined && c.killSetId !== true;
+}
+
+/** Times set on a freed inode: answered, and kept nowhere but in the answer. */
+function touchGone(dead: Inode, c: AttrChanges): Inode {
+  const t = now();
+  if (c.atime !== undefined) dead.atime = c.atime === 'now' ? t : c.atime;
+  if (c.mtime !== undefined) dead.mtime = c.mtime === 'now' ? t : c.mtime;
+  dead.ctime = c.ctime ?? t;
+  return dead;
+}
+
+/** setuid goes; setgid only with group execute (without it, it marks mandatory locking and stays). */
+function dropSetId(inode: Inode): void {
+  inode.mode &= ~(S_ISUID | (inode.mode & 0o010 ? S_ISGID : 0));
 }
 
 function newInode(ino: number, mode: number, owner: Caller, parent: number, rdev = 0): Inode {

@@ -59,6 +59,10 @@ export class FsTree {
     return decodeInode(ino, v);
   }
 
+  hasInode(ino: number): boolean {
+    return Number.isSafeInteger(ino) && ino > 0 && this.get(key(ino, ItemType.INODE, 0)) !== undefined;
+  }
+
   saveInode(i: Inode): void {
     this.put(key(i.ino, ItemType.INODE, 0), encodeInode(i));
   }

@@ -309,6 +309,7 @@ export class FsMounts implements MountService, HeldWrites {
         takeover,
       });
       this.live.set(view.dir, { view, volumeId, mount });
+      if (mount.dirtyLimitsKept !== null) this.log.warn({ dir: view.dir, why: mount.dirtyLimitsKept }, "a cowfs mount keeps the kernel's FUSE limit on dirty pages: buffered writes wait for writeback sooner");
       this.log.info({ source: view.source, dir: view.dir, readOnly: view.readOnly, takenOver: takeover !== undefined }, takeover ? 'cowfs mount taken over' : 'cowfs mounted');
     } catch (err) {
       if (err instanceof CowvolError) throw err;

@@ -17,10 +17,11 @@
  * made afresh frees what a crash left (orphans, stray chunks) first.
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
-import { type AttrChanges, Filesystem } from '../cowfs/filesystem.js';
+import { type AttrChanges, Filesystem, onlyTimes } from '../cowfs/filesystem.js';
 import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
 import { CowvolError, errno, fromSystemError } from '../errors.js';
-import { type MountEntry, readMountTable } from '../host/mount-table.js';
+import { relaxDirtyLimits } from '../host/dirty-limits.js';
+import { type MountEntry, mountAt, readMountTable } from '../host/mount-table.js';
 import { FileChunks } from './file-chunks.js';
 import { type FuseRequest, FuseSession, type Handover } from './session.js';
 
@@ -54,7 +55,10 @@ export const FsOp = {
 } as const;
 
 /** FUSE_SET_ATTR_* bits (fuse_lowlevel.h). */
-const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
+const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1024, KILL_SETID: 2048 } as const;
+/** A write's n2 (fs_ops.c): the writer lacks CAP_FSETID; the write comes from the page cache. */
+const WRITE_KILLS_SETID = 1;
+const WRITE_FROM_CACHE = 2;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 /** Table entries of a mount (16 bytes each, 128 KiB): 512 MiB of file data at 64 KiB chunks served without JavaScript. */
@@ -107,6 +111,8 @@ export class CowfsMount {
   private readonly chunks: FileChunks | null;
   private readonly unwatch: () => void;
   private readonly stamper: NodeJS.Timeout;
+  /** Why the mount kept the kernel's FUSE limits on dirty pages (host/dirty-limits.ts), or null. */
+  readonly dirtyLimitsKept: string | null;
 
   constructor(
     private readonly pool: Pool,
@@ -134,6 +140,9 @@ export class CowfsMount {
       },
       (req) => this.serve(req),
     );
+    // From the mount table, never stat(2): only this thread answers the mount's requests.
+    const entry = mountAt(readMountTable(), mountpoint);
+    this.dirtyLimitsKept = entry === undefined ? `${mountpoint} is not in the mount table` : relaxDirtyLimits(entry.devNo);
     const zero = wallAtZero();
     this.session.clock(zero.sec, zero.nsec);
     const fast = (opts.dataFd ?? -1) >= 0;
@@ -225,9 +234,12 @@ export class CowfsMount {
         return [undefined, this.attr(fs.lookup(req.ino, name))];
       case FsOp.GETATTR:
         return [undefined, this.attr(fs.getattr(req.ino))];
-      case FsOp.SETATTR:
-        this.chunks?.forget(req.ino);
-        return [undefined, this.attr(fs.setattr(req.ino, changesOf(req.data ?? Buffer.alloc(72))))];
+      case FsOp.SETATTR: {
+        const changes = changesOf(req.data ?? Buffer.alloc(88));
+        // Times alone (the writeback cache sends them at every close and fsync) leave the file's chunks as they are.
+        if (!onlyTimes(changes)) this.chunks?.forget(req.ino);
+        return [undefined, this.attr(fs.setattr(req.ino, changes))];
+      }
       case FsOp.READLINK:
         return [fs.readlink(req.ino), undefined];
       case FsOp.MKNOD:
@@ -262,7 +274,8 @@ export class CowfsMount {
         return [data, undefined];
       }
       case FsOp.WRITE: {
-        const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0));
+        const from = { killSetId: (n2 & WRITE_KILLS_SETID) !== 0, dropCaps: (n2 & WRITE_FROM_CACHE) === 0 };
+        const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0), from);
         this.chunks?.offer(req.ino, n0, written);
         // The file's attributes after the write ride along, so the addon keeps them for the getattr the kernel sends next.
         return [undefined, [written, ...this.attr(fs.getattr(req.ino))]];
@@ -351,7 +364,7 @@ function invalidWhence(whence: number): never {
   throw new CowvolError('EINVAL', `lseek whence ${whence}`);
 }
 
-/** setattr's packed request (fs_ops.c): to_set, mode, uid, gid, size, atime s/ns, mtime s/ns. */
+/** setattr's packed request (fs_ops.c): to_set, mode, uid, gid, size, atime s/ns, mtime s/ns, ctime s/ns. */
 function changesOf(b: Buffer): AttrChanges {
   const v = (i: number): number => Number(b.readBigInt64LE(8 * i));
   const set = v(0);
@@ -363,5 +376,8 @@ function changesOf(b: Buffer): AttrChanges {
   if (set & SET.SIZE) out.size = v(4);
   if (set & SET.ATIME) out.atime = set & SET.ATIME_NOW ? 'now' : time(5, 6);
   if (set & SET.MTIME) out.mtime = set & SET.MTIME_NOW ? 'now' : time(7, 8);
+  if (set & SET.CTIME) out.ctime = time(9, 10);
+  // FATTR_KILL_SUIDGID, which libfuse passes on as its KILL_SUID bit.
+  if (set & SET.KILL_SETID) out.killSetId = true;
   return out;
 }

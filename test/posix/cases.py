@@ -403,6 +403,24 @@ def direct_io_and_mmap():
 
 
 @case
+def direct_io_sees_buffered_writes():
+    # Buffered and O_DIRECT descriptors of one file see each other's writes at once, as on ext4.
+    buffered = os.open("f", os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(buffered, b"b" * 8192, 0)
+    direct = os.open("f", os.O_RDWR | os.O_DIRECT)
+    rbuf = mmap.mmap(-1, 8192)
+    out = [os.preadv(direct, [rbuf], 0), rbuf[:8192] == b"b" * 8192]
+    wbuf = mmap.mmap(-1, 4096)
+    wbuf.write(b"d" * 4096)
+    out.append(os.pwrite(direct, wbuf, 4096))
+    out.append(os.pread(buffered, 8192, 0) == b"b" * 4096 + b"d" * 4096)
+    out.append(attempt(os.pwrite, direct, b"x", 1))
+    os.close(direct)
+    os.close(buffered)
+    return out
+
+
+@case
 def locks():
     write("f", b"")
     a = os.open("f", os.O_RDWR)
