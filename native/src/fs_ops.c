@@ -24,10 +24,11 @@
  *   goes through the kernel's direct I/O path (not FOPEN_DIRECT_IO), which
  *   writes dirty pages back first, so buffered and direct descriptors of a
  *   file see each other's writes, with ext4's alignment rules.
- * - Set-id bits and file capabilities are ours to drop on write, truncate
- *   and chown (FUSE_HANDLE_KILLPRIV_V2, kill_priv.h): a write that must drop
- *   something goes to JavaScript, as does a file's first write until the
- *   file is known to have no capability xattr.
+ * - Set-id bits are ours to drop on write, truncate and chown
+ *   (FUSE_HANDLE_KILLPRIV_V2, kill_priv.h): a write that must drop them goes
+ *   to JavaScript. File capabilities the kernel still removes itself (a
+ *   removexattr) before a process's write reaches us; a file's first such
+ *   write goes to JavaScript until the file is known to have none.
  * - Attributes and entries (names that are not there too) are cached by
  *   the kernel for ATTR_SECONDS, a day, as a local filesystem's are for
  *   good: every change comes through this mount (a volume has one cowfs
@@ -512,17 +513,17 @@ static void answer_write(fuse_req_t req, request *r) {
   else fuse_reply_write(req, (size_t)r->r[0]);
 }
 
-/* A write from a process: JavaScript dropped the file's capability xattr with it, so later writes may stay here. */
+/* A write from a process: the kernel removed any capability before sending it, so later writes may stay here. */
 static void answer_file_write(fuse_req_t req, request *r) {
   if (!r->err && !(r->n[2] & WRITE_FROM_CACHE)) no_caps_add(of(req)->no_caps, r->ino, r->caps_ticket);
   answer_write(req, r);
 }
 
 /*
- * A write from the page cache (writeback, fsync, a flush) had its
- * capabilities dropped by the kernel when the process wrote; one straight
- * from a process (O_DIRECT, or a set-id file's write-through) has them
- * dropped here, in JavaScript, unless the file is known to have none.
+ * Served here unless set-id bits must go, or the write comes straight from
+ * a process (O_DIRECT, a set-id file's write-through) to a file not yet
+ * known to have no capability (the cache's writes were checked when the
+ * process wrote).
  */
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t size, off_t off, struct fuse_file_info *fi) {
   session *s = of(req);

@@ -11,9 +11,8 @@
  * on unlink and rename. What is ours, as ext4 does it: setgid directories
  * passing their group (and the bit, to subdirectories), dropping
  * setuid/setgid on ownership changes and, when the kernel says the caller
- * may not keep them, on writes and truncates; dropping file capabilities
- * (security.capability) on writes, truncates and ownership changes; link
- * counts (a directory has 2 plus its
+ * may not keep them, on writes and truncates (the kernel still removes file
+ * capabilities itself, with a removexattr); link counts (a directory has 2 plus its
  * subdirectories), times in nanoseconds, unlinked files that stay readable
  * while open (ORPHAN items, reclaimed when the volume is next served after
  * a crash), and the errnos.
@@ -55,16 +54,14 @@ export interface AttrChanges {
   mtime?: Time | 'now';
   /** Set by the kernel's writeback cache, which keeps a regular file's times; otherwise ctime is now. */
   ctime?: Time;
-  /** The caller may not keep set-id bits (it lacks CAP_FSETID): a truncate or chown drops them. */
-  killSetId?: boolean;
+  /** The gid of a caller the kernel found may not keep set-id bits (a truncate without CAP_FSETID, any chown). */
+  killSetId?: number;
 }
 
 /** How a write reached us (src/fuse/cowfs-mount.ts). */
 export interface WriteFrom {
-  /** The writer lacks CAP_FSETID: setuid goes, and setgid with group execute. */
-  killSetId?: boolean;
-  /** Straight from a process, not the page cache (whose writer had capabilities dropped by the kernel already). */
-  dropCaps?: boolean;
+  /** The gid of a writer the kernel found may not keep set-id bits (it lacks CAP_FSETID). */
+  killSetId?: number;
 }
 
 export interface FsStats {
@@ -92,8 +89,6 @@ export const XATTR_REPLACE = 2;
 const FILES_REPORTED = 2 ** 32;
 /** Freed inodes remembered for the kernel's last flush of their times (Filesystem.gone). */
 const GONE_MAX = 256;
-/** File capabilities: dropped when the file is written, truncated or given away. */
-const CAPS = Buffer.from('security.capability');
 
 export class Filesystem {
   private readonly tree: FsTree;
@@ -364,8 +359,11 @@ export class Filesystem {
       if (changes.uid !== undefined) inode.uid = changes.uid;
       if (changes.gid !== undefined) inode.gid = changes.gid;
       // A new owner must not inherit set-id powers; setgid without group execute is mandatory locking and stays.
-      if ((owner || changes.killSetId === true) && !isDir(inode) && changes.mode === undefined) dropSetId(inode);
-      if (isReg(inode) && (changes.size !== undefined || changes.uid !== undefined || changes.gid !== undefined)) this.dropCaps(inode);
+      const chown = changes.uid !== undefined || changes.gid !== undefined;
+      if (!isDir(inode) && changes.mode === undefined) {
+        if (chown && (owner || changes.killSetId !== undefined)) dropSetId(inode);
+        else if (!chown && changes.killSetId !== undefined) dropSetIdFor(inode, changes.killSetId);
+      }
       if (changes.atime !== undefined) inode.atime = changes.atime === 'now' ? t : changes.atime;
       if (changes.mtime !== undefined) inode.mtime = changes.mtime === 'now' ? t : changes.mtime;
       inode.ctime = changes.ctime ?? t;
@@ -382,8 +380,7 @@ export class Filesystem {
       if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${ino} is not a regular file`);
       checkRange(offset, data.length);
       if (data.length === 0) return 0;
-      if (from.killSetId === true) dropSetId(inode);
-      if (from.dropCaps === true) this.dropCaps(inode);
+      if (from.killSetId !== undefined) dropSetIdFor(inode, from.killSetId);
       // Bytes between the old end and this write must read as zeros, whatever a crash left there.
       if (offset > inode.size) this.data.discard(inode, inode.size, offset);
       this.data.write(inode, offset, data);
@@ -611,12 +608,6 @@ export class Filesystem {
     this.tree.put(key(inode.ino, ItemType.XATTR, found.offset), xattrValue(name, encodeAcl(chmodAcl(current, inode.mode))));
   }
 
-  /** Written or truncated, or given away: file capabilities go, as ext4 drops them. */
-  private dropCaps(inode: Inode): void {
-    const found = findNamed(this.tree, inode.ino, ItemType.XATTR, CAPS);
-    if (found !== null) this.tree.del(key(inode.ino, ItemType.XATTR, found.offset));
-  }
-
   /** An xattr's value, or null. */
   private xattr(ino: number, name: string): Buffer | null {
     const found = findNamed(this.tree, ino, ItemType.XATTR, Buffer.from(name));
@@ -737,7 +728,7 @@ export class Filesystem {
 
 /** A setattr of times alone, which a writeback cache sends at every close and fsync (even for a file already freed). */
 export function onlyTimes(c: AttrChanges): boolean {
-  return c.size === undefined && c.mode === undefined && c.uid === undefined && c.gid === undefined && c.killSetId !== true;
+  return c.size === undefined && c.mode === undefined && c.uid === undefined && c.gid === undefined && c.killSetId === undefined;
 }
 
 /** Times set on a freed inode: answered, and kept nowhere but in the answer. */
@@ -752,6 +743,17 @@ function touchGone(dead: Inode, c: AttrChanges): Inode {
 /** setuid goes; setgid only with group execute (without it, it marks mandatory locking and stays). */
 function dropSetId(inode: Inode): void {
   inode.mode &= ~(S_ISUID | (inode.mode & 0o010 ? S_ISGID : 0));
+}
+
+/**
+ * A write or truncate by someone without CAP_FSETID (the kernel says so):
+ * setuid goes; setgid goes with group execute, or when the writer is not in
+ * the file's group, judged by the writer's gid (the kernel, which knows the
+ * supplementary groups too, asks only when something must go).
+ */
+function dropSetIdFor(inode: Inode, writerGid: number): void {
+  inode.mode &= ~S_ISUID;
+  if (inode.mode & 0o010 || writerGid !== inode.gid) inode.mode &= ~S_ISGID;
 }
 
 function newInode(ino: number, mode: number, owner: Caller, parent: number, rdev = 0): Inode {

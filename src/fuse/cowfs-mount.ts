@@ -56,9 +56,8 @@ export const FsOp = {
 
 /** FUSE_SET_ATTR_* bits (fuse_lowlevel.h). */
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1024, KILL_SETID: 2048 } as const;
-/** A write's n2 (fs_ops.c): the writer lacks CAP_FSETID; the write comes from the page cache. */
+/** A write's n2 (fs_ops.c): the writer lacks CAP_FSETID. */
 const WRITE_KILLS_SETID = 1;
-const WRITE_FROM_CACHE = 2;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 /** Table entries of a mount (16 bytes each, 128 KiB): 512 MiB of file data at 64 KiB chunks served without JavaScript. */
@@ -235,7 +234,7 @@ export class CowfsMount {
       case FsOp.GETATTR:
         return [undefined, this.attr(fs.getattr(req.ino))];
       case FsOp.SETATTR: {
-        const changes = changesOf(req.data ?? Buffer.alloc(88));
+        const changes = changesOf(req.data ?? Buffer.alloc(88), req.gid);
         // Times alone (the writeback cache sends them at every close and fsync) leave the file's chunks as they are.
         if (!onlyTimes(changes)) this.chunks?.forget(req.ino);
         return [undefined, this.attr(fs.setattr(req.ino, changes))];
@@ -274,7 +273,7 @@ export class CowfsMount {
         return [data, undefined];
       }
       case FsOp.WRITE: {
-        const from = { killSetId: (n2 & WRITE_KILLS_SETID) !== 0, dropCaps: (n2 & WRITE_FROM_CACHE) === 0 };
+        const from = { killSetId: n2 & WRITE_KILLS_SETID ? req.gid : undefined };
         const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0), from);
         this.chunks?.offer(req.ino, n0, written);
         // The file's attributes after the write ride along, so the addon keeps them for the getattr the kernel sends next.
@@ -365,7 +364,7 @@ function invalidWhence(whence: number): never {
 }
 
 /** setattr's packed request (fs_ops.c): to_set, mode, uid, gid, size, atime s/ns, mtime s/ns, ctime s/ns. */
-function changesOf(b: Buffer): AttrChanges {
+function changesOf(b: Buffer, callerGid: number): AttrChanges {
   const v = (i: number): number => Number(b.readBigInt64LE(8 * i));
   const set = v(0);
   const time = (s: number, ns: number): Time => ({ sec: v(s), nsec: v(ns) });
@@ -378,6 +377,6 @@ function changesOf(b: Buffer): AttrChanges {
   if (set & SET.MTIME) out.mtime = set & SET.MTIME_NOW ? 'now' : time(7, 8);
   if (set & SET.CTIME) out.ctime = time(9, 10);
   // FATTR_KILL_SUIDGID, which libfuse passes on as its KILL_SUID bit.
-  if (set & SET.KILL_SETID) out.killSetId = true;
+  if (set & SET.KILL_SETID) out.killSetId = callerGid;
   return out;
 }

@@ -15,6 +15,7 @@ import mmap
 import os
 import socket
 import stat
+import struct
 import sys
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -330,6 +331,66 @@ def ownership_and_setid():
     write("g/file", b"")
     os.mkdir("g/sub")
     out += [os.stat("g/file").st_gid, os.stat("g/sub").st_gid, oct(os.stat("g/sub").st_mode & 0o7777)]
+    return out
+
+
+def overwrite(path, data, flags=0):
+    fd = os.open(path, os.O_WRONLY | flags)
+    try:
+        if flags & os.O_DIRECT:
+            buf = mmap.mmap(-1, 4096)
+            buf.write(data.ljust(4096, b"\0"))
+            data = buf
+        return os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def setid_file(name, mode):
+    write(name, b"0123456789" * 500, 0o644)
+    os.chmod(name, mode)
+    return name
+
+
+def caps(path):
+    try:
+        return len(os.getxattr(path, "security.capability"))
+    except OSError as e:
+        return err(e)
+
+
+@case
+def writes_drop_setid_and_caps():
+    mode = lambda p: oct(os.stat(p).st_mode & 0o7777)
+    out = []
+    # Another user's buffered write, direct write and truncate drop setuid, and setgid with group execute.
+    for how in ["buffered", "direct", "truncate"]:
+        f = setid_file("u-" + how, 0o6777)
+        if how == "truncate":
+            out.append(as_user(1001, lambda: os.truncate(f, 100)))
+        else:
+            out.append(as_user(1001, lambda: overwrite(f, b"x", os.O_DIRECT if how == "direct" else 0)))
+        out.append(mode(f))
+    g = setid_file("g", 0o2666)
+    out += [as_user(1001, lambda: overwrite(g, b"x")), mode(g)]
+    # root (CAP_FSETID) keeps them.
+    r = setid_file("r", 0o6777)
+    out += [overwrite(r, b"x"), overwrite(r, b"y", os.O_DIRECT), mode(r)]
+    # A file capability goes with any write, root's too, buffered or direct, and with a truncate.
+    cap = struct.pack("<IIIII", 0x02000000, 1 << 13, 0, 0, 0)
+    for how in ["buffered", "direct", "truncate"]:
+        c = setid_file("c-" + how, 0o755)
+        os.setxattr(c, "security.capability", cap)
+        before = caps(c)
+        if how == "truncate":
+            os.truncate(c, 10)
+        else:
+            overwrite(c, b"x", os.O_DIRECT if how == "direct" else 0)
+        out += [before, caps(c)]
+    # Both at once: another user's write to a set-id file with a capability.
+    b = setid_file("both", 0o6777)
+    os.setxattr(b, "security.capability", cap)
+    out += [as_user(1001, lambda: overwrite(b, b"x")), mode(b), caps(b)]
     return out
 
 
