@@ -59,6 +59,8 @@ export interface NativeFuse {
   fuseGenerations(handle: FuseHandle, open: number, durable: number, all: boolean): void;
   /** A cowfs mount's natively written files since the last call: [ino, monotonic s, ns] each. */
   fuseWritten(handle: FuseHandle): number[];
+  /** Flat [ino, set, atime s, ns, mtime s, ns, ctime s, ns] per file (native/src/kernel_times.h). */
+  fuseKernelTimes(handle: FuseHandle): number[];
   /** A cowfs mount's clock: the wall time (s, ns) at CLOCK_MONOTONIC's zero. */
   fuseClock(handle: FuseHandle, sec: number, nsec: number): void;
   /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno */

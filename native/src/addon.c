@@ -27,6 +27,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseCommitNeeded", NULL, fuse_commit_needed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseGenerations", NULL, fuse_generations, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseWritten", NULL, fuse_written, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseKernelTimes", NULL, fuse_kernel_times, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseClock", NULL, fuse_clock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseStats", NULL, fuse_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseUnmount", NULL, fuse_unmount, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -359,10 +359,49 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   reply_attr(req, &r);
 }
 
+/*
+ * A setattr of times alone, the writeback cache's flush of a file's own
+ * times, answered from the attribute cache: the times wait for JavaScript
+ * (kernel_times.h). 0 when it must go to JavaScript (other changes, a
+ * time set to now, the file's attributes not held, no room).
+ */
+static int times_here(fuse_req_t req, fuse_ino_t ino, const struct stat *attr, int to_set) {
+  session *s = of(req);
+  const int times = FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME;
+  if ((to_set & ~times) != 0 || (to_set & times) == 0) return 0;
+  int64_t held[ATTR_NUMBERS];
+  attr_ticket ticket = attr_cache_ticket(s->attrs, ino);
+  if (!attr_cache_get(s->attrs, ino, held)) return 0;
+  kernel_times_entry e = {.ino = ino};
+  /* held: ..., atime (8, 9), mtime (10, 11), ctime (12, 13), as fill_stat reads them */
+  const struct {
+    int bit, set, at;
+    const struct timespec *ts;
+    int64_t *out;
+  } parts[] = {
+      {FUSE_SET_ATTR_ATIME, KERNEL_ATIME, 8, &attr->st_atim, e.atime},
+      {FUSE_SET_ATTR_MTIME, KERNEL_MTIME, 10, &attr->st_mtim, e.mtime},
+      {FUSE_SET_ATTR_CTIME, KERNEL_CTIME, 12, &attr->st_ctim, e.ctime},
+  };
+  for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+    if (!(to_set & parts[i].bit)) continue;
+    e.set |= parts[i].set;
+    parts[i].out[0] = held[parts[i].at] = parts[i].ts->tv_sec;
+    parts[i].out[1] = held[parts[i].at + 1] = parts[i].ts->tv_nsec;
+  }
+  if (!kernel_times_note(s->times, &e)) return 0;
+  attr_cache_put(s->attrs, held, ticket);
+  struct stat st;
+  fill_stat(&st, held);
+  fuse_reply_attr(req, &st, ATTR_SECONDS);
+  return 1;
+}
+
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
   (void)fi;
-  /* ctime is set by the kernel's writeback cache, which keeps a regular file's times itself. */
   if (kill_priv_kills()) to_set |= FUSE_SET_ATTR_KILL_SUID; /* libfuse 3.14 masks the kernel's bit off */
+  if (times_here(req, ino, attr, to_set)) return;
+  /* ctime too: the writeback cache keeps a regular file's times and sends them. */
   int64_t v[11] = {to_set, attr->st_mode, attr->st_uid, attr->st_gid, attr->st_size, attr->st_atim.tv_sec, attr->st_atim.tv_nsec, attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec, attr->st_ctim.tv_sec, attr->st_ctim.tv_nsec};
   request r = make(req, FS_SETATTR, ino);
   r.data = (const char *)v;

@@ -492,16 +492,22 @@ static int64_t num(napi_env env, napi_value v) {
 }
 
 /* Frees a session that never started its thread. */
-static void discard(session *s, int unmount) {
-  if (unmount) fuse_session_unmount(s->se);
-  fuse_session_destroy(s->se);
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
-  napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
+/* What a session holds besides libfuse's: each may be NULL (a block files' session, or a half-made one). */
+static void free_parts(session *s) {
   table_free(s->table);
   written_free(s->written);
   no_caps_free(s->no_caps);
   attr_cache_free(s->attrs);
   marks_free(s->marks);
+  kernel_times_free(s->times);
+}
+
+static void discard(session *s, int unmount) {
+  if (unmount) fuse_session_unmount(s->se);
+  fuse_session_destroy(s->se);
+  napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
+  napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
+  free_parts(s);
   free(s);
 }
 
@@ -549,13 +555,10 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     s->no_caps = no_caps_new();
     s->attrs = attr_cache_new();
     s->marks = marks_new();
+    s->times = kernel_times_new();
   }
-  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs || !s->marks))) {
-    table_free(s->table);
-    written_free(s->written);
-    no_caps_free(s->no_caps);
-    attr_cache_free(s->attrs);
-    marks_free(s->marks);
+  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs || !s->marks || !s->times))) {
+    free_parts(s);
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
   }
@@ -571,11 +574,7 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   if (!s->se) {
     napi_release_threadsafe_function(s->tsfn, napi_tsfn_abort);
     napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_abort);
-    table_free(s->table);
-    written_free(s->written);
-    no_caps_free(s->no_caps);
-    attr_cache_free(s->attrs);
-    marks_free(s->marks);
+    free_parts(s);
     free(s);
     return cowvol_throw_code(env, "EINVAL", "fuse_session_new failed (bad mount options?)");
   }
@@ -764,6 +763,27 @@ napi_value fuse_written(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* fuseKernelTimes(session): [ino, set, atime s, ns, mtime s, ns, ctime s, ns] per file the kernel set times on (kernel_times.h). */
+napi_value fuse_kernel_times(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  session *s = session_call(env, info, 1, argv);
+  if (!s) return NULL;
+  kernel_times_entry files[KERNEL_TIMES_MAX];
+  size_t n = s->times ? kernel_times_drain(s->times, files) : 0;
+  napi_value out;
+  napi_create_array_with_length(env, n * 8, &out);
+  for (size_t i = 0; i < n; i++) {
+    const kernel_times_entry *f = &files[i];
+    double v[8] = {(double)f->ino, (double)f->set, (double)f->atime[0], (double)f->atime[1], (double)f->mtime[0], (double)f->mtime[1], (double)f->ctime[0], (double)f->ctime[1]};
+    for (size_t j = 0; j < 8; j++) {
+      napi_value x;
+      napi_create_double(env, v[j], &x);
+      napi_set_element(env, out, (uint32_t)(i * 8 + j), x);
+    }
+  }
+  return out;
+}
+
 /* fuseClock(session, sec, nsec): the wall clock at CLOCK_MONOTONIC's zero, so native writes stamp times on JavaScript's scale. */
 napi_value fuse_clock(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -883,11 +903,7 @@ napi_value fuse_destroy(napi_env env, napi_callback_info info) {
   journal_close(s->journal);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
   napi_release_threadsafe_function(s->closed_tsfn, napi_tsfn_release);
-  table_free(s->table);
-  written_free(s->written);
-  no_caps_free(s->no_caps);
-  attr_cache_free(s->attrs);
-  marks_free(s->marks);
+  free_parts(s);
   stats_free(atomic_load(&s->stats));
   free(s);
   return NULL;

@@ -18,6 +18,7 @@ napi_value fuse_taken(napi_env env, napi_callback_info info);
 napi_value fuse_commit_needed(napi_env env, napi_callback_info info);
 napi_value fuse_generations(napi_env env, napi_callback_info info);
 napi_value fuse_written(napi_env env, napi_callback_info info);
+napi_value fuse_kernel_times(napi_env env, napi_callback_info info);
 napi_value fuse_clock(napi_env env, napi_callback_info info);
 napi_value fuse_stats(napi_env env, napi_callback_info info);
 napi_value fuse_unmount(napi_env env, napi_callback_info info);

@@ -16,6 +16,7 @@
 #include "journal.h"
 #include "volume_stats.h"
 #include "written.h"
+#include "kernel_times.h"
 #include "no_caps.h"
 #include "flush_marks.h"
 #include "attr_cache.h"
@@ -87,6 +88,7 @@ typedef struct session {
   no_caps *no_caps;     /* cowfs: files without a capability xattr (no_caps.c); NULL for the block files */
   attr_cache *attrs;    /* cowfs: attributes as JavaScript last answered them (attr_cache.c) */
   flush_marks *marks;   /* cowfs: files whose data syncs need a commit (flush_marks.c) */
+  kernel_times *times;  /* cowfs: times the kernel set, answered natively, waiting for JavaScript (kernel_times.c) */
   int64_t wall_sec, wall_nsec; /* cowfs: the wall clock at CLOCK_MONOTONIC's zero, as JavaScript's inode times count (fuseClock) */
   /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
   _Atomic(volume_stats *) stats;

@@ -58,6 +58,14 @@ export interface AttrChanges {
   killSetId?: number;
 }
 
+/** Times the kernel set on a file and the addon answered (its writeback cache keeps a regular file's own). */
+export interface KernelTimes {
+  ino: number;
+  atime?: Time;
+  mtime?: Time;
+  ctime?: Time;
+}
+
 /** How a write reached us (src/fuse/cowfs-mount.ts). */
 export interface WriteFrom {
   /** The gid of a writer the kernel found may not keep set-id bits (it lacks CAP_FSETID). */
@@ -200,6 +208,22 @@ export class Filesystem {
         if (!after(f.at, inode.mtime)) continue;
         inode.mtime = f.at;
         if (after(f.at, inode.ctime)) inode.ctime = f.at;
+        this.tree.saveInode(inode);
+      }
+    });
+  }
+
+  /** Times the addon answered for the kernel (KernelTimes), as a setattr would set them. Files freed since are skipped. */
+  applyKernelTimes(files: KernelTimes[]): void {
+    if (files.length === 0 || this.pool.stat(this.tree.volume).readOnly) return;
+    this.pool.atomically(() => {
+      for (const f of files) {
+        const v = this.tree.get(key(f.ino, ItemType.INODE, 0));
+        if (v === undefined) continue;
+        const inode = decodeInode(f.ino, v);
+        inode.atime = f.atime ?? inode.atime;
+        inode.mtime = f.mtime ?? inode.mtime;
+        inode.ctime = f.ctime ?? inode.ctime;
         this.tree.saveInode(inode);
       }
     });

@@ -185,7 +185,8 @@ export class CowfsMount {
 
   private stamp(): void {
     try {
-      this.chunks?.stamp();
+      if (this.chunks !== null) this.chunks.stamp();
+      else this.fs.applyKernelTimes(this.session.kernelTimes());
     } catch (err) {
       // A failed pool refuses everything from now on; the requests report it.
       this.opts.onError?.(err, 0);

@@ -72,11 +72,11 @@ export class FileChunks implements VolumeWatcher {
     this.session.invalidate(ino, -1);
   }
 
-  /** Sets the times of the files the addon wrote since the last look. */
+  /** Sets the times of the files the addon wrote since the last look, then the times it answered for the kernel. */
   stamp(): void {
     const written = this.session.written();
-    if (written.length === 0) return;
-    this.fs.stampWritten(written.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
+    if (written.length > 0) this.fs.stampWritten(written.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
+    this.fs.applyKernelTimes(this.session.kernelTimes());
   }
 
   generations(open: number, durable: number): void {

@@ -5,6 +5,8 @@
  * every other request to `handler` on the event loop; the handler must call
  * `reply` exactly once per request, before it returns or later.
  */
+import type { KernelTimes } from '../cowfs/filesystem.js';
+import type { Time } from '../cowfs/inode.js';
 import { type FuseHandle, native } from '../native.js';
 
 export const Op = {
@@ -137,6 +139,23 @@ export class FuseSession {
     const flat = native.fuseWritten(this.handle);
     const out: { ino: number; sec: number; nsec: number }[] = [];
     for (let i = 0; i + 2 < flat.length; i += 3) out.push({ ino: flat[i] as number, sec: flat[i + 1] as number, nsec: flat[i + 2] as number });
+    return out;
+  }
+
+  /** Times the kernel set on a cowfs mount's files since the last call, answered natively (native/src/kernel_times.h). */
+  kernelTimes(): KernelTimes[] {
+    const flat = native.fuseKernelTimes(this.handle);
+    const out: KernelTimes[] = [];
+    const at = (i: number): Time => ({ sec: flat[i] as number, nsec: flat[i + 1] as number });
+    for (let i = 0; i + 7 < flat.length; i += 8) {
+      const set = flat[i + 1] as number;
+      out.push({
+        ino: flat[i] as number,
+        ...(set & 1 ? { atime: at(i + 2) } : {}),
+        ...(set & 2 ? { mtime: at(i + 4) } : {}),
+        ...(set & 4 ? { ctime: at(i + 6) } : {}),
+      });
+    }
     return out;
   }
 
