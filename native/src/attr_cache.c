@@ -138,6 +138,17 @@ void attr_cache_end(attr_cache *c, uint64_t ino, const int64_t *r, attr_ticket t
   pthread_mutex_unlock(&c->mu);
 }
 
+void attr_cache_replace(attr_cache *c, const int64_t *r) {
+  uint64_t ino = (uint64_t)r[0];
+  if (ino == 0) return;
+  pthread_mutex_lock(&c->mu);
+  entry *e = forget_locked(c, ino);
+  e->ino = ino;
+  e->generation = atomic_load(&c->generation);
+  memcpy(e->r, r, sizeof(e->r));
+  pthread_mutex_unlock(&c->mu);
+}
+
 void attr_cache_drop(attr_cache *c, uint64_t ino) {
   pthread_mutex_lock(&c->mu);
   forget_locked(c, ino);

@@ -41,6 +41,8 @@ attr_ticket attr_cache_begin(attr_cache *c, uint64_t ino);
  * only if nothing else touched the inode or cleared the cache since begin.
  */
 void attr_cache_end(attr_cache *c, uint64_t ino, const int64_t *r, attr_ticket ticket);
+/* JavaScript changed the inode's attributes to r (r[0] is the inode): held as they are now, and answers in flight for it are voided. */
+void attr_cache_replace(attr_cache *c, const int64_t *r);
 /* JavaScript changed the inode's attributes: its entry goes, and answers in flight for it are voided. */
 void attr_cache_drop(attr_cache *c, uint64_t ino);
 /* JavaScript is about to change, or has changed, something: nothing held stays (O(1)). */

@@ -147,15 +147,16 @@ static int makes_inode(int op) {
 /*
  * The request inode's attributes after a one-inode change, when its answer
  * carries them: a setattr's are the answer, a write's follow its count, a
- * new inode's answer is followed by its directory's, an unlink's names the
- * inode that lost a link, then gives the directory's.
+ * new inode's answer is followed by its directory's, an unlink's gives the
+ * attributes of the inode that lost a link, then the directory's; an
+ * rmdir's names the removed directory, then gives its parent's.
  */
 static const int64_t *attrs_after(const request *r, int err) {
   if (err) return NULL;
   switch (r->op) {
     case FS_SETATTR: return r->r;
-    case FS_WRITE: case FS_UNLINK: case FS_RMDIR: return r->r + 1;
-    case FS_MKNOD: case FS_MKDIR: case FS_SYMLINK: case FS_CREATE: return r->r + ATTR_NUMBERS;
+    case FS_WRITE: case FS_RMDIR: return r->r + 1;
+    case FS_MKNOD: case FS_MKDIR: case FS_SYMLINK: case FS_CREATE: case FS_UNLINK: return r->r + ATTR_NUMBERS;
     default: return NULL;
   }
 }
@@ -177,9 +178,11 @@ static void after(session *s, request *r) {
   /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time. */
   if (!err && makes_inode(r->op)) marks_file(s->marks, (uint64_t)r->r[0]);
   if (r->scope == CHANGES_ONE) attr_cache_end(s->attrs, r->ino, attrs_after(r, err), r->ticket);
-  /* The unlinked inode's link count and ctime changed: dropped before the kernel hears of the unlink, so an
-   * answer for it that raced the unlink is either gone now or voided (a drop counts in its slot). */
-  if (!err && (r->op == FS_UNLINK || r->op == FS_RMDIR)) attr_cache_drop(s->attrs, (uint64_t)r->r[0]);
+  /* The unlinked inode's link count and ctime changed: replaced (an unlink: the kernel sends the file's ctime
+   * next, which the cache then answers) or dropped before the kernel hears of it, so an answer for it that
+   * raced the change is gone now or voided (both count in its slot). */
+  if (!err && r->op == FS_UNLINK) attr_cache_replace(s->attrs, r->r);
+  if (!err && r->op == FS_RMDIR) attr_cache_drop(s->attrs, (uint64_t)r->r[0]);
 }
 
 /*

@@ -298,7 +298,8 @@ export class Filesystem {
   // ---- removing names ------------------------------------------------------
 
   /** Returns the inode the name was a link of. */
-  unlink(parent: number, name: Buffer): number {
+  /** Returns the inode that lost the link, as it is now (freed if that was its last name and nobody has it open). */
+  unlink(parent: number, name: Buffer): Inode {
     return this.pool.atomically(() => {
       const { dir, inode, offset } = this.entry(parent, name);
       if (isDir(inode)) fail('EISDIR', `'${name.toString()}' is a directory`);
@@ -306,11 +307,11 @@ export class Filesystem {
       const t = now();
       this.touchDir(dir, -1, 0, t);
       this.dropLink(inode, t);
-      return inode.ino;
+      return inode;
     });
   }
 
-  /** Returns the directory's inode. */
+  /** Returns the removed directory's inode number. */
   rmdir(parent: number, name: Buffer): number {
     return this.pool.atomically(() => {
       const { dir, inode, offset } = this.entry(parent, name);

@@ -251,7 +251,8 @@ export class CowfsMount {
       case FsOp.LINK:
         return [undefined, this.attr(fs.link(req.ino, n0, name))];
       case FsOp.UNLINK:
-        return [undefined, this.withParent([fs.unlink(req.ino, name)], req.ino)];
+        // The file's attributes after the unlink ride along: the kernel sends its new ctime right after (fs_ops.c).
+        return [undefined, this.withParent(this.attr(fs.unlink(req.ino, name)), req.ino)];
       case FsOp.RMDIR:
         return [undefined, this.withParent([fs.rmdir(req.ino, name)], req.ino)];
       case FsOp.RENAME:
