@@ -12,7 +12,7 @@ import t from 'tap';
 
 import { dirtyLimits, relaxDirtyLimits } from '../src/host/dirty-limits.js';
 import { mountAt, readMountTable } from '../src/host/mount-table.js';
-import { Daemon, cli, scratchPool, tidy } from './helpers/daemon.js';
+import { Daemon, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
 import { Talker } from './helpers/talker.js';
 
 const MiB = 1 << 20;
@@ -67,6 +67,30 @@ t.test('a snapshot, a clone and a group snapshot hold writes still in the page c
   }
   const { code } = await writer.end();
   t.equal(code, 0);
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  t.equal(cli(pool, 'check').status, 0);
+  await d.stop();
+});
+
+t.test('the ctime the kernel sends after a rename over a file, or an unlink, finds the freed file: a syncfs stays clean', async (t) => {
+  const { dir, pool, mount } = scratchPool(t, 'cowfs-gone');
+  const d = await Daemon.start(pool, mount);
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => tidy(live));
+  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M', '--kind', 'fs').status, 0);
+  t.equal(cli(pool, 'mount', 'v', live).status, 0);
+  for (let i = 0; i < 3; i++) {
+    fs.writeFileSync(path.join(live, `a${i}`), 'new');
+    fs.writeFileSync(path.join(live, `b${i}`), 'old');
+    fs.renameSync(path.join(live, `a${i}`), path.join(live, `b${i}`));
+    fs.writeFileSync(path.join(live, `c${i}`), 'gone');
+    fs.unlinkSync(path.join(live, `c${i}`));
+  }
+  // A setattr answered ENOENT would be a writeback error of the whole filesystem, which syncfs reports.
+  const sync = sh('sync', ['-f', live]);
+  t.equal(sync.status, 0, `syncfs after the renames and unlinks: ${sync.stderr}`);
+  t.equal(fs.readFileSync(path.join(live, 'b2'), 'utf8'), 'new');
   t.equal(cli(pool, 'unmount', live).status, 0);
   t.equal(cli(pool, 'check').status, 0);
   await d.stop();
