@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import { dirtyLimits, relaxDirtyLimits } from '../src/host/dirty-limits.js';
 import { mountAt, readMountTable } from '../src/host/mount-table.js';
@@ -32,23 +32,36 @@ function pattern(n: number): Buffer {
   return Buffer.concat(Array.from({ length: n }, (_, i) => Buffer.alloc(MiB, 65 + (i % 26))));
 }
 
+/** A daemon on a fresh pool serving filesystem volume v (`size`) at DIR/live; the test ends with its unmount, a clean check and a stop. */
+async function served(t: Test, prefix: string, size: string): Promise<{ pool: string; live: string; end(): Promise<void> }> {
+  const { dir, pool, mount } = scratchPool(t, prefix);
+  const d = await Daemon.start(pool, mount);
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => tidy(live));
+  t.equal(cli(pool, 'volume', 'create', 'v', '--size', size, '--kind', 'fs').status, 0);
+  t.equal(cli(pool, 'mount', 'v', live).status, 0);
+  const end = async (): Promise<void> => {
+    t.equal(cli(pool, 'unmount', live).status, 0);
+    t.equal(cli(pool, 'check').status, 0, 'check clean');
+    await d.stop();
+  };
+  return { pool, live, end };
+}
+
 function exclusiveBytes(pool: string, volume: string): number {
   const r = cli(pool, 'volume', 'show', volume, '--json');
   return (JSON.parse(r.stdout) as { exclusiveBytes: number }).exclusiveBytes;
 }
 
 t.test('a snapshot, a clone and a group snapshot hold writes still in the page cache', async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-writeback');
-  const d = await Daemon.start(pool, mount);
+  const { pool, live, end } = await served(t, 'cowfs-writeback', '64M');
   const at = (name: string): string => {
-    const p = path.join(dir, name);
+    const p = path.join(path.dirname(live), name);
     fs.mkdirSync(p);
     t.teardown(() => tidy(p));
     return p;
   };
-  const live = at('live');
-  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '64M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'v', live).status, 0);
   const writer = new Talker(t, WRITER, path.join(live, 'f'));
   t.equal(await writer.ask('3'), 'written');
   // The precondition: the pool has not seen the data yet (the kernel writes back after 30 s, or when flushed).
@@ -67,19 +80,11 @@ t.test('a snapshot, a clone and a group snapshot hold writes still in the page c
   }
   const { code } = await writer.end();
   t.equal(code, 0);
-  t.equal(cli(pool, 'unmount', live).status, 0);
-  t.equal(cli(pool, 'check').status, 0);
-  await d.stop();
+  await end();
 });
 
 t.test('the ctime the kernel sends after a rename over a file, or an unlink, finds the freed file: a syncfs stays clean', async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-gone');
-  const d = await Daemon.start(pool, mount);
-  const live = path.join(dir, 'live');
-  fs.mkdirSync(live);
-  t.teardown(() => tidy(live));
-  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'v', live).status, 0);
+  const { live, end } = await served(t, 'cowfs-gone', '16M');
   for (let i = 0; i < 3; i++) {
     fs.writeFileSync(path.join(live, `a${i}`), 'new');
     fs.writeFileSync(path.join(live, `b${i}`), 'old');
@@ -91,24 +96,15 @@ t.test('the ctime the kernel sends after a rename over a file, or an unlink, fin
   const sync = sh('sync', ['-f', live]);
   t.equal(sync.status, 0, `syncfs after the renames and unlinks: ${sync.stderr}`);
   t.equal(fs.readFileSync(path.join(live, 'b2'), 'utf8'), 'new');
-  t.equal(cli(pool, 'unmount', live).status, 0);
-  t.equal(cli(pool, 'check').status, 0);
-  await d.stop();
+  await end();
 });
 
 t.test("a cowfs mount gets a disk's dirty-page limits, and a refusal says where", async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-dirty');
-  const d = await Daemon.start(pool, mount);
-  const live = path.join(dir, 'live');
-  fs.mkdirSync(live);
-  t.teardown(() => tidy(live));
-  t.equal(cli(pool, 'volume', 'create', 'v', '--size', '16M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'v', live).status, 0);
+  const { live, end } = await served(t, 'cowfs-dirty', '16M');
   const entry = mountAt(readMountTable(), live);
   t.ok(entry, 'mounted');
   t.same(dirtyLimits(entry?.devNo ?? ''), [100, 0], 'max_ratio 100 and no strict limit (FUSE gives 1 and strict)');
   // The branch a read-only /sys takes: the mount keeps the kernel's limits, and the reason names the file.
   t.match(relaxDirtyLimits('0:999999'), /\/sys\/class\/bdi\/0:999999/, 'a bdi that cannot be written is reported, not thrown');
-  t.equal(cli(pool, 'unmount', live).status, 0);
-  await d.stop();
+  await end();
 });

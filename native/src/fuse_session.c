@@ -743,6 +743,15 @@ napi_value fuse_invalidate(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Appends `n` numbers to a JavaScript array at `*at` (a flat list of records). */
+static void push_numbers(napi_env env, napi_value out, uint32_t *at, const double *v, size_t n) {
+  for (size_t j = 0; j < n; j++) {
+    napi_value x;
+    napi_create_double(env, v[j], &x);
+    napi_set_element(env, out, (*at)++, x);
+  }
+}
+
 /* fuseWritten(session) -> [ino, monotonic s, ns, ...]: the files a cowfs mount wrote natively since the last call. */
 napi_value fuse_written(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -752,13 +761,10 @@ napi_value fuse_written(napi_env env, napi_callback_info info) {
   size_t n = s->written ? written_drain(s->written, files) : 0;
   napi_value out;
   napi_create_array_with_length(env, n * 3, &out);
+  uint32_t at = 0;
   for (size_t i = 0; i < n; i++) {
     double v[3] = {(double)files[i].ino, (double)files[i].sec, (double)files[i].nsec};
-    for (size_t j = 0; j < 3; j++) {
-      napi_value x;
-      napi_create_double(env, v[j], &x);
-      napi_set_element(env, out, (uint32_t)(i * 3 + j), x);
-    }
+    push_numbers(env, out, &at, v, 3);
   }
   return out;
 }
@@ -772,14 +778,11 @@ napi_value fuse_kernel_times(napi_env env, napi_callback_info info) {
   size_t n = s->times ? kernel_times_drain(s->times, files) : 0;
   napi_value out;
   napi_create_array_with_length(env, n * 8, &out);
+  uint32_t at = 0;
   for (size_t i = 0; i < n; i++) {
     const kernel_times_entry *f = &files[i];
     double v[8] = {(double)f->ino, (double)f->set, (double)f->atime[0], (double)f->atime[1], (double)f->mtime[0], (double)f->mtime[1], (double)f->ctime[0], (double)f->ctime[1]};
-    for (size_t j = 0; j < 8; j++) {
-      napi_value x;
-      napi_create_double(env, v[j], &x);
-      napi_set_element(env, out, (uint32_t)(i * 8 + j), x);
-    }
+    push_numbers(env, out, &at, v, 8);
   }
   return out;
 }

@@ -199,32 +199,33 @@ export class Filesystem {
    * change stamped them already. Files freed since are skipped.
    */
   stampWritten(files: { ino: number; at: Time }[]): void {
-    if (files.length === 0 || this.pool.stat(this.tree.volume).readOnly) return;
-    this.pool.atomically(() => {
-      for (const f of files) {
-        const v = this.tree.get(key(f.ino, ItemType.INODE, 0));
-        if (v === undefined) continue;
-        const inode = decodeInode(f.ino, v);
-        if (!after(f.at, inode.mtime)) continue;
-        inode.mtime = f.at;
-        if (after(f.at, inode.ctime)) inode.ctime = f.at;
-        this.tree.saveInode(inode);
-      }
+    this.retime(files, (inode, f) => {
+      if (!after(f.at, inode.mtime)) return false;
+      inode.mtime = f.at;
+      if (after(f.at, inode.ctime)) inode.ctime = f.at;
+      return true;
     });
   }
 
   /** Times the addon answered for the kernel (KernelTimes), as a setattr would set them. Files freed since are skipped. */
   applyKernelTimes(files: KernelTimes[]): void {
+    this.retime(files, (inode, f) => {
+      inode.atime = f.atime ?? inode.atime;
+      inode.mtime = f.mtime ?? inode.mtime;
+      inode.ctime = f.ctime ?? inode.ctime;
+      return true;
+    });
+  }
+
+  /** Times served without us, put in the tree in one change: `set` says whether it moved the inode's. */
+  private retime<F extends { ino: number }>(files: F[], set: (inode: Inode, f: F) => boolean): void {
     if (files.length === 0 || this.pool.stat(this.tree.volume).readOnly) return;
     this.pool.atomically(() => {
       for (const f of files) {
         const v = this.tree.get(key(f.ino, ItemType.INODE, 0));
         if (v === undefined) continue;
         const inode = decodeInode(f.ino, v);
-        inode.atime = f.atime ?? inode.atime;
-        inode.mtime = f.mtime ?? inode.mtime;
-        inode.ctime = f.ctime ?? inode.ctime;
-        this.tree.saveInode(inode);
+        if (set(inode, f)) this.tree.saveInode(inode);
       }
     });
   }
