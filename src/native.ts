@@ -94,8 +94,12 @@ export interface NativeFuse {
 export interface NativeTools {
   /** [status (exit code, 128 + signal, -1 on timeout), stdout, stderr]; rejects only when the tool could not start. */
   spawnTool(argv: string[], timeoutMs: number): Promise<[number, string, string]>;
-  /** syncfs(2) of the filesystem holding `dir`, on libuv's thread pool (native/src/sync_mount.c). */
+  /** syncfs(2) of the filesystem holding `dir`, on libuv's thread pool (native/src/background.c). */
   syncFilesystem(dir: string): Promise<void>;
+  /** fallocate(PUNCH_HOLE | KEEP_SIZE) on libuv's thread pool. */
+  punchHoleAsync(fd: number, offset: number, length: number): Promise<void>;
+  /** Blocks until no punchHoleAsync is running (any fd). */
+  punchWait(): void;
 }
 
 /** Unix sequenced-packet sockets that carry fds; every call blocks. */

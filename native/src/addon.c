@@ -10,7 +10,7 @@
 #include "journal.h"
 #include "keeper.h"
 #include "spawn.h"
-#include "sync_mount.h"
+#include "background.h"
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -50,7 +50,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseLatency", NULL, fuse_latency, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseForgetVolume", NULL, fuse_forget_volume, NULL, NULL, NULL, napi_enumerable, NULL},
       {"spawnTool", NULL, spawn_tool, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"syncFilesystem", NULL, sync_mount, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"syncFilesystem", NULL, background_syncfs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"punchHoleAsync", NULL, background_punch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"punchWait", NULL, background_punch_wait, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalRead", NULL, journal_js_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"journalCreate", NULL, journal_js_create, NULL, NULL, NULL, napi_enumerable, NULL},
   };

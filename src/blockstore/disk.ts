@@ -22,6 +22,13 @@ export interface Disk {
    * guarantees rest on. Disks without a cache leave it out.
    */
   writeBack?(): Promise<void>;
+  /**
+   * `punch`, off the calling thread, settling when it is done: the pool
+   * keeps the range out of allocation until then (Pool.punchRun). `close`
+   * must wait for those still running. Disks whose punch is cheap, or that
+   * must replay exactly (the simulated one), leave it out.
+   */
+  punchAsync?(position: number, length: number): Promise<void>;
 
   size(): number;
   close(): void;

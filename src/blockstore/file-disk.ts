@@ -37,6 +37,11 @@ export class FileDisk implements Disk {
     native.punchHole(this.fd, position, length);
   }
 
+  /** On libuv's thread pool: freeing the extents of a few hundred megabytes takes the filesystem half a second. */
+  punchAsync(position: number, length: number): Promise<void> {
+    return native.punchHoleAsync(this.fd, position, length);
+  }
+
   sync(): void {
     fs.fdatasyncSync(this.fd);
   }
@@ -52,7 +57,11 @@ export class FileDisk implements Disk {
   }
 
   close(): void {
-    if (this.fd >= 0) fs.closeSync(this.fd);
+    // Never under a punch still running: the number could be reused by a file it must not touch.
+    if (this.fd >= 0) {
+      native.punchWait();
+      fs.closeSync(this.fd);
+    }
     this.fd = -1;
   }
 }

@@ -57,6 +57,8 @@ const XLATE_TAGS = 2 ** 21;
 const MAX_PENDING_PUNCHES = 65536;
 /** Zero chunks the frontend holds for first writes (the native table holds at most 1024). */
 const RESERVE_CHUNKS = 1024;
+/** Free chunks that must stay allocatable while others wait for their punch off the event loop; below, punches run here. */
+const PUNCH_ROOM = 4 * RESERVE_CHUNKS;
 /**
  * Holes offered past a first write or a read of an unmapped index: a
  * sequential writer's next chunks. Twice the reserve, so that when the
@@ -278,6 +280,9 @@ export class Pool {
   /** The newest commit's log pages: held free of allocation until a newer commit is durable. */
   private logPages: number[] = [];
   private pendingPunches: number[] = [];
+  /** Punches running off the event loop (Disk.punchAsync), and who waits for them all (`punched`). Event-loop only. */
+  private punching = 0;
+  private punchWaiters: (() => void)[] = [];
   /** What the listener was last told by commitNeeded. */
   private saidCommitNeeded = false;
   /** Zero chunks the listener holds for first writes. */
@@ -1368,9 +1373,47 @@ export class Pool {
       const first = chunks[i] as number;
       let n = 1;
       while (i + n < chunks.length && chunks[i + n] === first + n) n++;
-      this.punch(first, n);
+      this.punchRun(first, n);
       i += n;
     }
+  }
+
+  /**
+   * Punches a run of chunks free in both states, off the event loop when
+   * the disk can and enough other space stays allocatable: the chunks are
+   * held out of allocation until the punch is done (a chunk written first
+   * would be punched after), and only then count as zeros. A punch that
+   * fails leaves them free and unpunched, as on a filesystem without hole
+   * punching; one that fails for another reason fails the pool, as here.
+   */
+  private punchRun(first: number, n: number): void {
+    const disk = this.dataDisk;
+    if (disk.punchAsync === undefined || this.data.available() < n + PUNCH_ROOM) {
+      this.punch(first, n);
+      return;
+    }
+    for (let c = first; c < first + n; c++) this.data.hold(c);
+    this.punching++;
+    disk.punchAsync(this.chunkOffset(first), n * this.chunkSize).then(
+      () => this.punchDone(first, n, null),
+      (err: unknown) => this.punchDone(first, n, err),
+    );
+  }
+
+  private punchDone(first: number, n: number, err: unknown): void {
+    this.punching--;
+    if (!this.closed) {
+      if (err === null) this.zero.punchedNow(first, n);
+      for (let c = first; c < first + n; c++) this.data.release(c);
+      if (err !== null && (err as { code?: string }).code !== 'EOPNOTSUPP') this.fail(err);
+    }
+    if (this.punching === 0) for (const wake of this.punchWaiters.splice(0)) wake();
+  }
+
+  /** Settles once no punch runs off the event loop (space given back to the filesystem is then visible in its counts). */
+  punched(): Promise<void> {
+    if (this.punching === 0) return Promise.resolve();
+    return new Promise((resolve) => this.punchWaiters.push(resolve));
   }
 
   /** Space reclaim is best effort: a filesystem without hole punching still works. */
