@@ -345,15 +345,11 @@ t.test('daemon restarts between stage and publish, and between publish and unpub
   const fp = paths(s, 'fsvol');
   await s.client.call('Node', 'NodeStageVolume', { volumeId: 'fsvol', stagingTargetPath: fp.staging, volumeCapability: capOf('ext4') });
 
-  // While a stopping daemon drains (a staged volume holds its FUSE connection for a few seconds),
-  // Probe says not ready and the other services refuse with UNAVAILABLE.
+  // While a stopping daemon drains (a staged volume holds its FUSE connection until the drain's
+  // cut, seconds later), Probe says not ready and the other services refuse with UNAVAILABLE.
   s.daemon.child.kill('SIGTERM');
-  let probed: { ready: { value: boolean } } | null = null;
-  for (let i = 0; i < 100; i++) {
-    probed = await s.client.call<{ ready: { value: boolean } }>('Identity', 'Probe').catch(() => null);
-    if (probed?.ready.value === false) break;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  t.ok(await s.daemon.logged('stopping: draining requests'), 'the daemon says it is stopping');
+  const probed = await s.client.call<{ ready: { value: boolean } }>('Identity', 'Probe').catch(() => null);
   t.same(probed, { ready: { value: false } }, 'stopping: Probe says not ready');
   t.equal((await s.client.code('Controller', 'ListVolumes')).code, status.UNAVAILABLE, 'stopping: other calls get UNAVAILABLE');
   await s.restart('SIGTERM');

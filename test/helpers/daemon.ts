@@ -47,18 +47,22 @@ export class Daemon {
   /** Resolves once the daemon logs that it serves; rejects if it exits first. No clock: a loaded machine is slow. */
   static async start(pool: string, mount: string, extra: string[] = []): Promise<Daemon> {
     const d = new Daemon(pool, mount, extra);
-    const up = await new Promise<boolean>((resolve) => {
+    if (await d.logged('"msg":"serving"')) return d;
+    throw new Error(`daemon did not start: ${d.log}`);
+  }
+
+  /** Whether the daemon logged `text` (true once it has, false if it exits without). */
+  logged(text: string): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
       const look = (): void => {
-        if (!d.log.includes('"msg":"serving"')) return;
-        d.child.stderr?.off('data', look);
+        if (!this.log.includes(text)) return;
+        this.child.stderr?.off('data', look);
         resolve(true);
       };
-      d.child.stderr?.on('data', look);
-      void d.exited.then(() => resolve(d.log.includes('"msg":"serving"')));
+      this.child.stderr?.on('data', look);
+      void this.exited.then(() => resolve(this.log.includes(text)));
       look();
     });
-    if (up) return d;
-    throw new Error(`daemon did not start: ${d.log}`);
   }
 
   file(name: string): string {
