@@ -56,6 +56,18 @@ async function setup(t: Test, name: string): Promise<{ pool: string; socket: str
   return { pool, socket: path.join(pool, 'cowvol.sock'), d, dir };
 }
 
+t.test('a client that connects and says nothing does not hold the daemon\'s stop', async (t) => {
+  const { socket, d } = await setup(t, 'admin-idle');
+  const conn = net.createConnection(socket);
+  await new Promise<void>((resolve) => conn.once('connect', () => resolve()));
+  const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+  conn.on('error', () => {});
+  const { code } = await d.stop('SIGTERM');
+  t.equal(code, 0, 'the daemon stopped, and cleanly');
+  await closed;
+  t.pass('and dropped the silent connection');
+});
+
 t.test('operations answer data; refusals carry a code and change nothing; other versions are told', async (t) => {
   const s = await setup(t, 'admin-proto');
   const made = await send(s.socket, { v: PROTOCOL_VERSION, op: 'volume.create', args: { name: 'a', size: 1 << 20 } }).done;

@@ -24,9 +24,14 @@ export function adminSocketPath(poolDir: string): string {
   return path.join(poolDir, 'cowvol.sock');
 }
 
+/** Connections that have not sent a whole request yet, per server: a stop drops them (closeAdminServer). */
+const idleOf = new WeakMap<net.Server, Set<net.Socket>>();
+
 export function startAdminServer(socket: string, ctx: OpContext, log: Logger): net.Server {
   fs.rmSync(socket, { force: true });
-  const server = net.createServer((conn) => serveConnection(conn, ctx, log));
+  const idle = new Set<net.Socket>();
+  const server = net.createServer((conn) => serveConnection(conn, ctx, log, idle));
+  idleOf.set(server, idle);
   const old = process.umask(0o177);
   try {
     server.listen(socket);
@@ -36,9 +41,23 @@ export function startAdminServer(socket: string, ctx: OpContext, log: Logger): n
   return server;
 }
 
-function serveConnection(conn: net.Socket, ctx: OpContext, log: Logger): void {
+/**
+ * Stops taking connections and settles once the requests under way are
+ * answered. A connection that never sent a whole request is dropped: a
+ * client that connects and says nothing must not hold a daemon's stop.
+ */
+export function closeAdminServer(server: net.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    for (const conn of idleOf.get(server) ?? []) conn.destroy();
+  });
+}
+
+function serveConnection(conn: net.Socket, ctx: OpContext, log: Logger, idle: Set<net.Socket>): void {
   let buf = '';
   let started = false;
+  idle.add(conn);
+  conn.on('close', () => idle.delete(conn));
   conn.setEncoding('utf8');
   conn.on('data', (chunk: string) => {
     if (started) return;
@@ -46,6 +65,7 @@ function serveConnection(conn: net.Socket, ctx: OpContext, log: Logger): void {
     const nl = buf.indexOf('\n');
     if (nl < 0 && buf.length <= MAX_REQUEST_BYTES) return;
     started = true;
+    idle.delete(conn);
     const send = (reply: Reply | object): boolean => conn.write(`${JSON.stringify(reply)}\n`);
     if (nl < 0) {
       conn.end(`${JSON.stringify(errorReply(new CowvolError('EINVAL', 'admin request too large')))}\n`);

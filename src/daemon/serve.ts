@@ -24,7 +24,7 @@ import { PoolDir, dataFilePath, hostFreeBytes } from '../blockstore/pool-dir.js'
 import type { Pool } from '../blockstore/pool.js';
 import { BlockFiles, blockFilePath, journalChanges } from '../fuse/block-files.js';
 import type { Handover } from '../fuse/session.js';
-import { adminSocketPath, startAdminServer } from '../admin/server.js';
+import { adminSocketPath, closeAdminServer, startAdminServer } from '../admin/server.js';
 import { type CsiServer, startCsiServer } from '../csi/server.js';
 import type { DriverContext } from '../csi/driver.js';
 import { PathPolicy } from '../csi/paths.js';
@@ -401,7 +401,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   await started.catch(() => undefined);
   clearInterval(p.timer);
   await p.endpoint?.close();
-  await new Promise<void>((resolve) => p.admin.close(() => resolve()));
+  await closeAdminServer(p.admin);
   fs.rmSync(p.socket, { force: true });
   // The cowfs mounts go with the block files' connection; stopping for good, they are unmounted (their record stays for the next daemon).
   const handed = handingOver ? await p.mounts.detachAll() : [];
