@@ -314,23 +314,19 @@ static void reply_plain(fuse_req_t req, request *r) {
 }
 
 /* Answers what JavaScript said: an errno, or the bytes it sent (xattr calls with size 0 ask only for the length). */
-static void answer_bytes(fuse_req_t req, request *r, int err, int xattr, size_t size) {
-  if (err) fuse_reply_err(req, err);
-  else if (xattr && size == 0) fuse_reply_xattr(req, r->outlen);
-  else if (xattr && r->outlen > size) fuse_reply_err(req, ERANGE);
+static void answer_bytes(fuse_req_t req, request *r) {
+  if (r->err) fuse_reply_err(req, r->err);
+  else if (r->xattr && r->size == 0) fuse_reply_xattr(req, r->outlen);
+  else if (r->xattr && r->outlen > r->size) fuse_reply_err(req, ERANGE);
   else fuse_reply_buf(req, r->out, r->outlen);
   free(r->out);
-}
-
-static void answer_bytes_of(fuse_req_t req, request *r) {
-  answer_bytes(req, r, r->err, r->xattr, r->size);
 }
 
 /* Asks, then answers bytes. */
 static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
   r->xattr = xattr;
   r->size = size;
-  ask_then(req, r, answer_bytes_of);
+  ask_then(req, r, answer_bytes);
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -575,15 +571,15 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
     fuse_reply_err(req, EINVAL);
     return;
   }
-  int flags = (kill_priv_kills() ? WRITE_KILLS_SETID : 0) | (fi->writepage ? WRITE_FROM_CACHE : 0);
-  int plain = !(flags & WRITE_KILLS_SETID) && ((flags & WRITE_FROM_CACHE) || no_caps_has(s->no_caps, ino));
+  int kills = kill_priv_kills();
+  int cached = fi->writepage != 0;
+  int plain = !kills && (cached || no_caps_has(s->no_caps, ino));
   /*
    * A write from the page cache carries no times: the kernel keeps the file's own and sends them (a setattr)
    * with the writeback. Any other is noted first: JavaScript stamps mtime and ctime from the note before it
    * answers anything after this write.
    */
   struct timespec at;
-  int cached = (flags & WRITE_FROM_CACHE) != 0;
   if (plain && (cached || written_note(s->written, ino, &at)) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
     if (!cached) {
       int64_t nsec = s->wall_nsec + at.tv_nsec;
@@ -596,7 +592,7 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   request r = make(req, FS_WRITE, ino);
   r.n[0] = off;
   r.n[1] = (int64_t)size;
-  r.n[2] = flags;
+  r.n[2] = (kills ? WRITE_KILLS_SETID : 0) | (cached ? WRITE_FROM_CACHE : 0);
   r.data = data;
   r.len = size;
   r.caps_ticket = no_caps_ticket(s->no_caps);
@@ -700,7 +696,7 @@ static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 /* `caps_ticket`: taken before asking, so a set of the capability meanwhile voids the "none" noted here. */
 static void answer_getxattr(fuse_req_t req, request *r) {
   if (r->err == ENODATA && is_caps(r->name)) no_caps_add(of(req)->no_caps, r->ino, r->caps_ticket);
-  answer_bytes(req, r, r->err, 1, r->size);
+  answer_bytes(req, r);
 }
 
 static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
@@ -711,6 +707,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
   }
   request r = make(req, FS_GETXATTR, ino);
   r.name = name;
+  r.xattr = 1;
   r.size = size;
   r.caps_ticket = no_caps_ticket(s->no_caps);
   ask_then(req, &r, answer_getxattr);

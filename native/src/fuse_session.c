@@ -413,7 +413,7 @@ static int connect_session(session *s, int fd, const char *init, size_t init_len
     s->taken_over = 1;
   }
   if (handover_setup(&s->ho, fd, init, init_len) != 0) return errno;
-  /* cowfs drops set-id bits and capabilities itself, so buffered writes need no xattr question each. */
+  /* cowfs drops set-id bits itself (the kernel still removes capabilities), so buffered writes need no xattr question each. */
   s->ho.kill_priv = s->filesystem;
   if (fuse_session_custom_io(s->se, &io, fd) != 0) return EINVAL;
   return 0;
@@ -491,7 +491,6 @@ static int64_t num(napi_env env, napi_value v) {
   return (int64_t)d;
 }
 
-/* Frees a session that never started its thread. */
 /* What a session holds besides libfuse's: each may be NULL (a block files' session, or a half-made one). */
 static void free_parts(session *s) {
   table_free(s->table);
@@ -502,6 +501,7 @@ static void free_parts(session *s) {
   kernel_times_free(s->times);
 }
 
+/* Frees a session that never started its thread. */
 static void discard(session *s, int unmount) {
   if (unmount) fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);

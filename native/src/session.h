@@ -27,7 +27,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* Numbers a reply may carry (a cowfs attribute reply uses 15). */
+/* Numbers a reply may carry (a cowfs create or unlink answers with two inodes' attributes: 28). */
 #define REPLY_NUMBERS 32
 
 typedef struct request {

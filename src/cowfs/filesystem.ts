@@ -298,7 +298,6 @@ export class Filesystem {
 
   // ---- removing names ------------------------------------------------------
 
-  /** Returns the inode the name was a link of. */
   /** Returns the inode that lost the link, as it is now (freed if that was its last name and nobody has it open). */
   unlink(parent: number, name: Buffer): Inode {
     return this.pool.atomically(() => {
@@ -390,9 +389,7 @@ export class Filesystem {
         if (chown && (owner || changes.killSetId !== undefined)) dropSetId(inode);
         else if (!chown && changes.killSetId !== undefined) dropSetIdFor(inode, changes.killSetId);
       }
-      if (changes.atime !== undefined) inode.atime = changes.atime === 'now' ? t : changes.atime;
-      if (changes.mtime !== undefined) inode.mtime = changes.mtime === 'now' ? t : changes.mtime;
-      inode.ctime = changes.ctime ?? t;
+      setTimes(inode, changes, t);
       this.tree.saveInode(inode);
       return inode;
     });
@@ -757,12 +754,16 @@ export function onlyTimes(c: AttrChanges): boolean {
   return c.size === undefined && c.mode === undefined && c.uid === undefined && c.gid === undefined && c.killSetId === undefined;
 }
 
+/** A setattr's times: atime and mtime as asked (UTIME_NOW is `t`), ctime the kernel's if it sent one, else `t`. */
+function setTimes(inode: Inode, c: AttrChanges, t: Time): void {
+  if (c.atime !== undefined) inode.atime = c.atime === 'now' ? t : c.atime;
+  if (c.mtime !== undefined) inode.mtime = c.mtime === 'now' ? t : c.mtime;
+  inode.ctime = c.ctime ?? t;
+}
+
 /** Times set on a freed inode: answered, and kept nowhere but in the answer. */
 function touchGone(dead: Inode, c: AttrChanges): Inode {
-  const t = now();
-  if (c.atime !== undefined) dead.atime = c.atime === 'now' ? t : c.atime;
-  if (c.mtime !== undefined) dead.mtime = c.mtime === 'now' ? t : c.mtime;
-  dead.ctime = c.ctime ?? t;
+  setTimes(dead, c, now());
   return dead;
 }
 
