@@ -7,11 +7,13 @@
  * trees then diverge without seeing each other's changes, and releasing
  * both leaves no page held. The tree keeps the nodes it just stored to
  * skip decoding them again, so a caller changing its buffers after a put
- * must not reach them.
+ * must not reach them, and encodes a changed node only when its bytes are
+ * needed (a commit, a read as bytes, or the bound on nodes waiting).
  */
 import t from 'tap';
 
 import { BTrees, KEY_SIZE, MAX_VALUE } from '../src/blockstore/btree.js';
+import { PageCache } from '../src/blockstore/page-cache.js';
 import { Prng } from '../src/blockstore/prng.js';
 import type { Tree } from '../src/blockstore/radix-tree.js';
 import { TreeHarness } from './helpers/trees.js';
@@ -168,4 +170,43 @@ t.test('a put keeps its own copies: the caller may change its key and value buff
     keys.push(num(kk));
   });
   t.same(keys, Array.from({ length: 50 }, (_, i) => i), 'every key in order');
+});
+
+t.test('a leaf changed many times in one transaction is encoded once, when its bytes are needed', async (t) => {
+  const h = new TreeHarness();
+  const b = new BTrees(h.cache, () => h.trees.hooks);
+  const tree: Tree = { root: 0, levels: 0 };
+  b.put(tree, key(0), Buffer.alloc(8));
+  h.commit();
+  // Count the pages stored as bytes: an encoded node reaches the cache through put.
+  let made = 0;
+  const put = h.cache.put.bind(h.cache);
+  h.cache.put = (page, buf) => {
+    made++;
+    put(page, buf);
+  };
+  for (let n = 1; n <= 100; n++) b.put(tree, key(n), Buffer.alloc(8, n));
+  t.equal(made, 0, 'a hundred puts into one leaf encoded nothing yet');
+  t.same(b.get(tree, key(50)), Buffer.alloc(8, 50), 'and read back from the node kept');
+  h.commit();
+  t.equal(made, 1, 'the commit encoded the leaf once');
+  // What the disk holds, read through a cache of its own: the encode wrote every change.
+  const fromDisk = new BTrees(new PageCache(h.disk, 64 * 4096), () => h.trees.hooks);
+  t.same(contents(fromDisk, tree), contents(b, tree), 'the disk holds all 101 entries');
+  t.equal(contents(fromDisk, tree).length, 101);
+});
+
+t.test('pages waiting to be encoded are bounded: past 1024 the oldest is made into bytes', async (t) => {
+  const h = new TreeHarness();
+  const made: number[] = [];
+  const page = (n: number) => () => {
+    made.push(n);
+    return Buffer.alloc(4096, n % 251);
+  };
+  for (let n = 2; n < 2 + 1030; n++) h.cache.putDeferred(n, page(n));
+  t.same(made, [2, 3, 4, 5, 6, 7], 'the six oldest of 1030 were made');
+  h.cache.forget(100);
+  h.cache.flush();
+  t.equal(made.length, 1029, 'the flush made the rest, but not the page forgotten');
+  t.equal(new Set(made).size, made.length, 'each page once');
 });

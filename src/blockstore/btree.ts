@@ -51,6 +51,13 @@ interface Node {
   children: number[];
 }
 
+/** A node the open transaction stored, the way to encode it, and its bytes once encoded. */
+interface Stored {
+  node: Node;
+  make: () => Buffer;
+  buf: Buffer | null;
+}
+
 /** A writable page on the way down, with the index taken in it. */
 interface Step {
   page: number;
@@ -186,14 +193,15 @@ export class BTrees {
   private readonly decoded = new WeakMap<Buffer, Node>();
   /**
    * The node each page was last stored from, with the buffer it was
-   * encoded into, so reading a page just changed does not decode what was
-   * just encoded (a decode makes a Buffer per entry: most of what a create
-   * or an unlink cost). Only the open transaction's pages are kept, at most
-   * STORED_MAX: their entries may view older page buffers and keep them
-   * alive, so a commit (`committed`) lets them all go. An entry whose
-   * buffer the cache no longer holds is stale and ignored.
+   * encoded into once the cache needed its bytes, so reading a page just
+   * changed neither encodes nor decodes it (a decode makes a Buffer per
+   * entry, an encode a page: most of what a create or an unlink cost).
+   * Only the open transaction's pages are kept, at most STORED_MAX: their
+   * entries may view older page buffers and keep them alive, so a commit
+   * (`committed`) lets them all go. An entry the cache no longer holds (as
+   * its maker or its buffer) is stale and ignored.
    */
-  private stored = new Map<number, { buf: Buffer; node: Node }>();
+  private stored = new Map<number, Stored>();
 
   /** hooks come from the pool (the same ones the radix trees use), read at each call. */
   constructor(cache: PageCache, hooks: () => TreeHooks) {
@@ -207,8 +215,9 @@ export class BTrees {
 
   /** The page's node, shared: not to be changed. */
   private node(page: number): Node {
-    const buf = this.cache.get(page);
     const kept = this.stored.get(page);
+    if (kept !== undefined && this.cache.deferredAs(page, kept.make)) return kept.node;
+    const buf = this.cache.get(page);
     if (kept !== undefined && kept.buf === buf) return kept.node;
     let node = this.decoded.get(buf);
     if (node === undefined) {
@@ -224,12 +233,13 @@ export class BTrees {
     return { level: n.level, keys: [...n.keys], values: [...n.values], children: [...n.children] };
   }
 
+  /** The page is encoded when its bytes are needed (PageCache.putDeferred): a leaf changed a hundred times is encoded once. */
   private store(page: number, node: Node): void {
-    const buf = encode(node);
-    this.cache.put(page, buf);
     if (this.stored.size >= STORED_MAX && !this.stored.has(page)) this.stored.clear();
     // A copy of the arrays: the caller goes on changing its node (a split, a parent's new child) before storing it again.
-    this.stored.set(page, { buf, node: { level: node.level, keys: [...node.keys], values: [...node.values], children: [...node.children] } });
+    const kept: Stored = { buf: null, node: { level: node.level, keys: [...node.keys], values: [...node.values], children: [...node.children] }, make: () => (kept.buf = encode(kept.node)) };
+    this.stored.set(page, kept);
+    this.cache.putDeferred(page, kept.make);
   }
 
   /** A commit made the transaction's pages durable: the nodes kept for them go (see `stored`). */
