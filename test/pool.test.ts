@@ -261,6 +261,31 @@ t.test('chunks waiting for their punch off the event loop are not allocated, and
   pool.close();
 });
 
+t.test('a chunk written and freed before any commit is punched off the event loop, and held until then', async (t) => {
+  const chunk = 65536;
+  const meta = new MemoryDisk();
+  const data = new SlowPunchDisk();
+  Pool.init(meta, data, { chunkSize: chunk });
+  const pool = Pool.open(meta, data);
+  pool.createVolume('a', 8 * MiB);
+  pool.flush();
+  // A file written and deleted between commits: its chunk was never in a durable state.
+  pool.write('a', 0, fill(chunk, 1));
+  const place = pool.placeOf('a', 0)?.offset;
+  pool.discard('a', 0, chunk);
+  t.equal(data.asked.length, 1, 'the free asked for a punch off the event loop');
+  t.equal(data.asked[0]?.position, place, 'of the chunk the write took');
+  pool.write('a', 65536, fill(512, 2));
+  t.not(pool.placeOf('a', 1)?.offset, place, 'while it runs, the chunk is not allocated again');
+  data.asked[0]?.finish();
+  await pool.punched();
+  pool.write('a', 2 * chunk + 4096, fill(512, 3));
+  t.equal(pool.placeOf('a', 2)?.offset, place, 'once done, it is allocated again');
+  t.ok(pool.read('a', 2 * chunk, chunk).equals(Buffer.concat([Buffer.alloc(4096), fill(512, 3), Buffer.alloc(chunk - 4608)])), 'and reads zeros around a partial write');
+  clean(t, pool, 'after the punch');
+  pool.close();
+});
+
 t.test('discard and delete give space back to the filesystem (hole punching)', async (t) => {
   const dir = tmpDir('punch');
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -55,6 +55,8 @@ export const FS_SPACE_CHUNKS = 0xffffffff;
 const XLATE_TAGS = 2 ** 21;
 /** Freed chunks waiting for their hole punch after commit; beyond this, space is reclaimed on reuse. */
 const MAX_PENDING_PUNCHES = 65536;
+/** Punches running off the event loop at most; past it, a punch runs in place. */
+const MAX_PUNCHING = 4096;
 /** Zero chunks the frontend holds for first writes (the native table holds at most 1024). */
 const RESERVE_CHUNKS = 1024;
 /** Free chunks that must stay allocatable while others wait for their punch off the event loop; below, punches run here. */
@@ -1353,7 +1355,8 @@ export class Pool {
   private releaseChunk(chunk: number): void {
     if (this.data.dec(chunk) > 0) return;
     if (this.data.committedCount(chunk) === 0) {
-      this.punch(chunk);
+      // Written and freed within one transaction (a file created and deleted between commits): no commit waits for it.
+      this.punchRun(chunk, 1);
     } else if (this.pendingPunches.length < MAX_PENDING_PUNCHES) {
       this.pendingPunches.push(chunk);
     }
@@ -1388,7 +1391,7 @@ export class Pool {
    */
   private punchRun(first: number, n: number): void {
     const disk = this.dataDisk;
-    if (disk.punchAsync === undefined || this.data.available() < n + PUNCH_ROOM) {
+    if (disk.punchAsync === undefined || this.punching >= MAX_PUNCHING || this.data.available() < n + PUNCH_ROOM) {
       this.punch(first, n);
       return;
     }
