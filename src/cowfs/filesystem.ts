@@ -144,11 +144,17 @@ export class Filesystem {
   }
 
   lookup(parent: number, name: Buffer): Inode {
+    const found = this.find(parent, name);
+    if (found === null) fail('ENOENT', `no entry '${name.toString()}' in directory ${parent}`);
+    return found;
+  }
+
+  /** lookup() that answers null for a name not there: a create looks its name up first, and an error costs a stack. */
+  find(parent: number, name: Buffer): Inode | null {
     const dir = this.dirInode(parent);
     checkName(name);
     const found = findNamed(this.tree, dir.ino, ItemType.DIRENT, name);
-    if (found === null) fail('ENOENT', `no entry '${name.toString()}' in directory ${parent}`);
-    return this.tree.inode(direntIno(found.value));
+    return found === null ? null : this.tree.inode(direntIno(found.value));
   }
 
   /** Up to `max` entries after cookie `after` (0: from the start), '.' and '..' first. */

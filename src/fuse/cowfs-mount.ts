@@ -198,8 +198,9 @@ export class CowfsMount {
     // Before anything else is answered: the times of the writes the addon served.
     this.stamp();
     try {
-      const [data, nums] = this.dispatch(req);
-      this.session.reply(req.id, 0, data, nums);
+      const answer = this.dispatch(req);
+      if (typeof answer === 'number') this.session.reply(req.id, answer);
+      else this.session.reply(req.id, 0, answer[0], answer[1]);
     } catch (err) {
       this.replyError(req, err);
     }
@@ -223,15 +224,18 @@ export class CowfsMount {
     this.session.reply(req.id, errno[fromSystemError(err).code]);
   }
 
-  private dispatch(req: FuseRequest): [Buffer | undefined, number[] | undefined] {
+  /** What to answer: bytes and numbers, or an errno for the one common failure that is no exception (a name not there). */
+  private dispatch(req: FuseRequest): [Buffer | undefined, number[] | undefined] | number {
     const fs = this.fs;
     const name = req.bytes ?? Buffer.alloc(0);
     // n2 of a create, mknod or mkdir: the caller's umask (fs_ops.c).
     const caller = { uid: req.uid, gid: req.gid, umask: req.op === FsOp.MKNOD || req.op === FsOp.MKDIR || req.op === FsOp.CREATE ? req.n[2] : 0 };
     const [n0, n1, n2] = req.n;
     switch (req.op) {
-      case FsOp.LOOKUP:
-        return [undefined, this.attr(fs.lookup(req.ino, name))];
+      case FsOp.LOOKUP: {
+        const found = fs.find(req.ino, name);
+        return found === null ? errno.ENOENT : [undefined, this.attr(found)];
+      }
       case FsOp.GETATTR:
         return [undefined, this.attr(fs.getattr(req.ino))];
       case FsOp.SETATTR: {
