@@ -230,12 +230,16 @@ class SlowPunchDisk extends MemoryDisk {
   }
 }
 
-t.test('chunks waiting for their punch off the event loop are not allocated, and count as zeros only after it', async (t) => {
-  const chunk = 65536;
+/** A pool of 64 KiB chunks over a data disk whose punches wait for the test. */
+function slowPunchPool(): { pool: Pool; data: SlowPunchDisk } {
   const meta = new MemoryDisk();
   const data = new SlowPunchDisk();
-  Pool.init(meta, data, { chunkSize: chunk });
-  const pool = Pool.open(meta, data);
+  Pool.init(meta, data, { chunkSize: 65536 });
+  return { pool: Pool.open(meta, data), data };
+}
+
+t.test('chunks waiting for their punch off the event loop are not allocated, and count as zeros only after it', async (t) => {
+  const { pool, data } = slowPunchPool();
   // Where each of a volume's 64 chunks sits in the data disk.
   const places = (v: string): number[] => Array.from({ length: 64 }, (_, i) => pool.placeOf(v, i)?.offset ?? -1);
   pool.createVolume('a', 8 * MiB);
@@ -263,10 +267,7 @@ t.test('chunks waiting for their punch off the event loop are not allocated, and
 
 t.test('a chunk written and freed before any commit is punched off the event loop, and held until then', async (t) => {
   const chunk = 65536;
-  const meta = new MemoryDisk();
-  const data = new SlowPunchDisk();
-  Pool.init(meta, data, { chunkSize: chunk });
-  const pool = Pool.open(meta, data);
+  const { pool, data } = slowPunchPool();
   pool.createVolume('a', 8 * MiB);
   pool.flush();
   // A file written and deleted between commits: its chunk was never in a durable state.
