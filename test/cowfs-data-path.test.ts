@@ -508,3 +508,25 @@ for line in sys.stdin:
   t.equal(await walker.ask('held c'), '0 100', 'after its unlink, its fstat shows no link (nothing stale was kept for it)');
   t.equal((await walker.end()).code, 0);
 });
+
+t.test('the attribute cache holds thousands of files on two mounts: stats after the closes stay native', async (t) => {
+  const mounts = [await setup(t, undefined, 3_600_000), await setup(t, undefined, 3_600_000)];
+  const count = 3000;
+  // Each close writes the file back and, under the writeback cache, makes the kernel ask for st_blocks at the next stat.
+  await run('python3', ['-c', `
+import os, sys
+for d in sys.argv[1:3]:
+    for i in range(int(sys.argv[3])):
+        with open(os.path.join(d, "f%d" % i), "wb") as f:
+            f.write(b"x" * 100)
+`, mounts[0]!.dir, mounts[1]!.dir, String(count)]);
+  const before = mounts.map((m) => m.mount.stats().slowRequests);
+  const { stdout } = await run('python3', ['-c', `
+import os, sys
+for d in sys.argv[1:3]:
+    sts = [os.stat(os.path.join(d, "f%d" % i)) for i in range(int(sys.argv[3]))]
+    print(sum(s.st_size for s in sts), sum(s.st_blocks for s in sts))
+`, mounts[0]!.dir, mounts[1]!.dir, String(count)]);
+  t.same(stdout.trim().split('\n'), Array(2).fill(`${count * 100} ${(count * CHUNK) / 512}`), 'every stat showed the size and the chunk each file took');
+  t.same(mounts.map((m, i) => m.mount.stats().slowRequests - (before[i] as number)), [0, 0], `none of the ${2 * count} getattrs reached JavaScript`);
+});

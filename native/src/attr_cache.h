@@ -1,7 +1,9 @@
 /*
  * A cowfs mount's attributes as JavaScript last answered them, so that a
  * getattr the kernel sends after each write (a write drops its cached size
- * and times) is answered without a trip to JavaScript (attr_cache.c).
+ * and times, a close its block count) is answered without a trip to
+ * JavaScript (attr_cache.c). Each mount's cache is a view of one store the
+ * process's mounts share, of a fixed size.
  */
 #ifndef COWVOL_ATTR_CACHE_H
 #define COWVOL_ATTR_CACHE_H
