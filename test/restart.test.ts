@@ -191,19 +191,27 @@ function gone(dir: string, name: string): Promise<void> {
 }
 
 t.test('with no successor the keeper unmounts after its grace; cowvol stop then finds nothing', async (t) => {
-  const { pool, mount } = scratchPool(t, 'restart-grace');
+  const { dir, pool, mount } = scratchPool(t, 'restart-grace');
   t.equal(cli(pool, 'volume', 'create', 'v', '--size', '64M').status, 0, 'volume made');
+  t.equal(cli(pool, 'volume', 'create', 'home', '--size', '64M', '--kind', 'fs').status, 0, 'filesystem volume made');
+  const home = path.join(dir, 'home');
+  fs.mkdirSync(home);
+  t.teardown(() => tidy(home));
   const d = await Daemon.start(pool, mount, ['--handover-grace', '1']);
+  t.equal(cli(pool, 'mount', 'home', home).status, 0, 'cowfs mounted');
+  fs.writeFileSync(path.join(home, 'kept'), 'before the stop');
   fs.writeFileSync(path.join(mount, 'block', 'v'), Buffer.alloc(4096, 7), { flag: 'r+' });
   const left = gone(pool, 'cowvol.keeper');
   t.equal((await d.stop('SIGTERM')).code, 0, 'SIGTERM: exits 0');
   await left;
   t.notOk(isMountPoint(mount), 'the keeper unmounted once its grace passed');
+  t.notOk(isMountPoint(home), 'and the cowfs mount it held, rather than leaving it dead');
   const r = cli(pool, 'stop');
   t.equal(r.status, 0, 'cowvol stop with nothing running succeeds');
   t.match(r.stdout, /nothing serves/, `says so: ${r.stdout}`);
   const again = await Daemon.start(pool, mount, ['--handover-grace', '1']);
   t.notMatch(again.log, /took the mount over/, 'the next daemon mounts afresh');
   t.same(fs.readFileSync(path.join(mount, 'block', 'v')).subarray(0, 4096), Buffer.alloc(4096, 7), 'the write before the stop is there');
+  t.equal(fs.readFileSync(path.join(home, 'kept'), 'utf8'), 'before the stop', 'the next daemon mounts the cowfs volume again, with its file');
   t.equal(cli(pool, 'stop').status, 0, 'stopped');
 });

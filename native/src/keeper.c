@@ -21,7 +21,11 @@
  * map changes never reached a commit; they are in its journal (journal.c),
  * so the keeper waits the same way and answers U instead of F, and the
  * successor replays the journal before it serves. Without a journal the
- * keeper lets go at once and the kernel fails the connection.
+ * keeper lets go at once and the kernel fails the connection. A grace that
+ * passes after D also detaches the cowfs mounts the record names (a JSON
+ * array of entries with "dir", src/daemon/handed-mounts.ts), so none is
+ * left dead; a directory whose name JSON had to escape beyond \" and \\
+ * is left as it is.
  *
  * Bounded: one owner, FDP_MAX_FDS fds, one pending client at a time.
  */
@@ -37,6 +41,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +62,40 @@ static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads a JSON string body at s (after its opening quote) into out; the length read, or 0 for one this does not take. */
+static size_t json_path(const char *s, const char *end, char *out, size_t room) {
+  size_t n = 0;
+  for (const char *p = s; p < end && n + 1 < room; p++) {
+    if (*p == '"') {
+      out[n] = 0;
+      return n;
+    }
+    if (*p == '\\') {
+      p++;
+      if (p >= end || (*p != '"' && *p != '\\' && *p != '/')) return 0;
+    }
+    out[n++] = *p;
+  }
+  return 0;
+}
+
+/* Detaches every cowfs mount the handed record (fds[2], after the block files' two) names. */
+static void unmount_handed(keeper *k) {
+  if (k->nfds < 3) return;
+  struct stat st;
+  if (fstat(k->fds[2], &st) != 0 || st.st_size <= 0 || st.st_size > (1 << 20)) return;
+  static char record[1 << 20];
+  ssize_t n = pread(k->fds[2], record, (size_t)st.st_size, 0);
+  if (n <= 0) return;
+  static const char key[] = "\"dir\":\"";
+  char dir[4096];
+  const char *end = record + n;
+  for (const char *p = memmem(record, (size_t)n, key, sizeof(key) - 1); p; p = memmem(p, (size_t)(end - p), key, sizeof(key) - 1)) {
+    p += sizeof(key) - 1;
+    if (json_path(p, end, dir, sizeof(dir)) > 0 && dir[0] == '/') umount2(dir, MNT_DETACH);
+  }
 }
 
 static void drop_fds(keeper *k) {
@@ -185,6 +224,7 @@ const char *keeper_run(const char *path, int grace_ms) {
     if (r < 0 && errno != EINTR) why = "poll failed";
     else if (r == 0) {
       if (k.detached && k.mount[0]) umount2(k.mount, MNT_DETACH);
+      if (k.detached == 1) unmount_handed(&k);
       drop_fds(&k);
       why = "no daemon came within the grace period";
     } else if (k.owner >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
