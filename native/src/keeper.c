@@ -22,10 +22,10 @@
  * so the keeper waits the same way and answers U instead of F, and the
  * successor replays the journal before it serves. Without a journal the
  * keeper lets go at once and the kernel fails the connection. A grace that
- * passes after D also detaches the cowfs mounts the record names (a JSON
- * array of entries with "dir", src/daemon/handed-mounts.ts), so none is
- * left dead; a directory whose name JSON had to escape beyond \" and \\
- * is left as it is.
+ * passes after D, or an S with no owner, also detaches the cowfs mounts
+ * the record names (a JSON array of entries with "dir",
+ * src/daemon/handed-mounts.ts), so none is left dead; a directory whose
+ * name JSON had to escape beyond \" and \\ is left as it is.
  *
  * Bounded: one owner, FDP_MAX_FDS fds, one pending client at a time.
  */
@@ -101,6 +101,13 @@ static void unmount_handed(keeper *k) {
 static void drop_fds(keeper *k) {
   for (int i = 0; i < k->nfds; i++) close(k->fds[i]);
   k->nfds = 0;
+}
+
+/* No successor will come (a grace passed, or `cowvol stop` with no daemon): detach what a clean stop or a killed owner left, and let go. */
+static void let_go(keeper *k) {
+  if (k->detached && k->mount[0]) umount2(k->mount, MNT_DETACH);
+  if (k->detached == 1) unmount_handed(k);
+  drop_fds(k);
 }
 
 static void reply(int sock, const char *msg, size_t len, const int *fds, int nfds) {
@@ -195,8 +202,7 @@ static const char *from_client(keeper *k, int c) {
   if (n > 0 && msg[0] == 'S' && free_to_own) {
     reply_pid(c);
     close(c);
-    if (k->detached && k->mount[0]) umount2(k->mount, MNT_DETACH);
-    drop_fds(k);
+    let_go(k);
     return "stopped with no daemon serving";
   }
   if (n > 0) reply(c, free_to_own ? "N" : "B", 1, NULL, 0);
@@ -223,9 +229,7 @@ const char *keeper_run(const char *path, int grace_ms) {
     int r = poll(p, k.owner >= 0 ? 2 : 1, timeout);
     if (r < 0 && errno != EINTR) why = "poll failed";
     else if (r == 0) {
-      if (k.detached && k.mount[0]) umount2(k.mount, MNT_DETACH);
-      if (k.detached == 1) unmount_handed(&k);
-      drop_fds(&k);
+      let_go(&k);
       why = "no daemon came within the grace period";
     } else if (k.owner >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       why = from_owner(&k);
