@@ -91,6 +91,7 @@ export class PageCache {
   putDeferred(pageNo: number, make: PageMaker): void {
     this.dirty.delete(pageNo);
     this.lru.delete(pageNo);
+    // Deleted first, so a page changed again moves to the newest end: the bound makes the oldest.
     this.deferred.delete(pageNo);
     this.deferred.set(pageNo, make);
     if (this.deferred.size <= DEFERRED_MAX) return;
