@@ -50,7 +50,7 @@ export interface NativeFuse {
   /** `breakable`: when not writable, the addon may copy the chunk for a write (a CoW break); false for a read-only volume. */
   fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean, breakable: boolean): void;
   fuseInvalidate(handle: FuseHandle, ino: number, index: number): void;
-  fuseHoles(handle: FuseHandle, ino: number, indices: number[]): void;
+  fuseHoles(handle: FuseHandle, ino: number, indices: number[], tail: boolean): void;
   fuseReserve(handle: FuseHandle, offsets: number[]): number;
   /** Flat: ino, index, offset, old for each first write (old -1) or CoW break served; ino 0: a reserved chunk a failed copy spoiled. */
   fuseTaken(handle: FuseHandle): number[];
@@ -58,7 +58,7 @@ export interface NativeFuse {
   /** A cowfs mount's flush marks: the generation the pool's open transaction will commit as, and the last durable one. */
   fuseGenerations(handle: FuseHandle, open: number, durable: number, all: boolean): void;
   /** A cowfs mount's natively written files since the last call: [ino, monotonic s, ns] each. */
-  fuseWritten(handle: FuseHandle): number[];
+  fuseWritten(handle: FuseHandle, endsOnly: boolean): number[];
   /** Flat [ino, set, atime s, ns, mtime s, ns, ctime s, ns] per file (native/src/kernel_times.h). */
   fuseKernelTimes(handle: FuseHandle): number[];
   /** A cowfs mount's clock: the wall time (s, ns) at CLOCK_MONOTONIC's zero. */

@@ -40,14 +40,14 @@ interface Setup {
   close(): Promise<void>;
 }
 
-async function setup(t: Test, tableSlots?: number, stampMs?: number): Promise<Setup> {
+async function setup(t: Test, tableSlots?: number, stampMs?: number, size = 256 * MiB): Promise<Setup> {
   const root = tmpDir('data-path');
   // Another user reaches the mount through it (the capability case).
   fs.chmodSync(root, 0o755);
   initPoolDir(path.join(root, 'pool'));
   const handle = PoolDir.open(path.join(root, 'pool'));
   const volumes = new Volumes(handle.pool);
-  volumes.create('v', { size: 256 * MiB, kind: 'fs' });
+  volumes.create('v', { size, kind: 'fs' });
   const dir = path.join(root, 'mnt');
   fs.mkdirSync(dir);
   const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
@@ -529,4 +529,118 @@ for d in sys.argv[1:3]:
 `, mounts[0]!.dir, mounts[1]!.dir, String(count)]);
   t.same(stdout.trim().split('\n'), Array(2).fill(`${count * 100} ${(count * CHUNK) / 512}`), 'every stat showed the size and the chunk each file took');
   t.same(mounts.map((m, i) => m.mount.stats().slowRequests - (before[i] as number)), [0, 0], `none of the ${2 * count} getattrs reached JavaScript`);
+});
+
+/** Makes each file and writes `sizes[i]` bytes of letter i into it through the page cache: its close writes them back. */
+async function createFiles(files: string[], sizes: number[]): Promise<void> {
+  await run('python3', ['-c', `
+import os, sys
+sizes = [${sizes.join(', ')}]
+for i, name in enumerate(sys.argv[1:]):
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+    if sizes[i] > 0:
+        os.write(fd, bytes([65 + i % 26]) * sizes[i])
+    os.close(fd)
+`, ...files]);
+}
+
+t.test('a new file\'s first write is the addon\'s, from the mount\'s reserve: the close asks nothing of JavaScript', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const files = Array.from({ length: 20 }, (_, i) => path.join(s.dir, `n${i}`));
+  const sizes = files.map((_, i) => (i === 0 ? 100 : 4096));
+  const before = s.mount.stats();
+  await createFiles(files, sizes);
+  const after = s.mount.stats();
+  t.equal(after.firstWrites - before.firstWrites, 20, 'each file\'s first write took a reserved chunk natively');
+  const slow = after.slowRequests - before.slowRequests;
+  t.ok(slow <= 3 * 20 + 2, `JavaScript saw a lookup, a create and a release per file, and a look at the directory (${slow} requests)`);
+  for (const [i, file] of files.entries()) {
+    const st = await fs.promises.stat(file);
+    if (st.size !== sizes[i] || st.blocks !== CHUNK / 512) t.fail(`${file}: size ${st.size}, ${st.blocks} blocks`);
+  }
+  t.equal(s.mount.stats().slowRequests, after.slowRequests, 'their stats, size and blocks right, were answered natively');
+  t.same(await pread(files[0] as string, 0, 4096), Buffer.alloc(100, 'A'), 'a read past the end of the chunk the addon took stops at the file\'s end');
+  t.same(await pread(files[5] as string, 0, 4096), Buffer.alloc(4096, 'F'), 'the bytes read back');
+  const ino = (await fs.promises.stat(files[7] as string)).ino;
+  t.same(s.mount.fs.read(ino, 0, 8192), Buffer.alloc(4096, 'H'), 'the pool holds them, once anything reached JavaScript');
+  s.volumes.createSnapshot('v@s');
+  const snap = new Filesystem(s.handle.pool, s.handle.pool.stat('v@s').id);
+  t.same(snap.read(ino, 0, 8192), Buffer.alloc(4096, 'H'), 'and a snapshot has them');
+});
+
+t.test('an fdatasync after a native first write commits the chunk and the size: a copy of the pool then has them', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'f');
+  const child = new Talker(t, `
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"q" * 8192)
+os.fdatasync(fd)
+print("synced", flush=True)
+sys.stdin.readline()
+os.close(fd)
+print("closed", flush=True)
+`, file);
+  t.equal(await child.line(), 'synced');
+  t.equal(s.mount.stats().firstWrites, 1, 'the write back before the fdatasync was native');
+  t.equal(s.mount.stats().fastFlushes, 0, 'the fdatasync needed a commit');
+  // What a kill -9 now would leave: the pool's files as they are.
+  const copy = tmpDir('data-path-copy');
+  const pool = path.join(path.dirname(s.dir), 'pool');
+  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
+  t.equal(await child.ask(''), 'closed');
+  const again = PoolDir.open(copy);
+  try {
+    const copied = new Filesystem(again.pool, again.pool.stat('v').id);
+    const inode = copied.lookup(1, Buffer.from('f'));
+    t.equal(inode.size, 8192, 'the size');
+    t.same(copied.read(inode.ino, 0, 8192), Buffer.alloc(8192, 'q'), 'the bytes');
+  } finally {
+    again.close();
+    fs.rmSync(copy, { recursive: true, force: true });
+  }
+});
+
+t.test('the room holes hold goes back when the volume needs it, and a write that fits is not refused', async (t) => {
+  // 64 chunks of room; each new file's hole holds one.
+  const s = await setup(t, undefined, 3_600_000, 64 * CHUNK);
+  const empty = Array.from({ length: 40 }, (_, i) => path.join(s.dir, `e${i}`));
+  await createFiles(empty, empty.map(() => 0));
+  const big = pattern(48 * CHUNK, 20);
+  await fs.promises.writeFile(path.join(s.dir, 'big'), big);
+  t.same(await fs.promises.readFile(path.join(s.dir, 'big')), big, 'a file of 48 chunks fit beside 40 empty files');
+  await createFiles(empty.slice(0, 5), [4096, 4096, 4096, 4096, 4096]);
+  for (const file of empty.slice(0, 5)) t.equal((await fs.promises.stat(file)).size, 4096, `${path.basename(file)} took a write after its hole went`);
+  await t.rejects(fs.promises.writeFile(path.join(s.dir, 'more'), pattern(12 * CHUNK, 21)), { code: 'ENOSPC' }, 'beyond the room, ENOSPC');
+});
+
+t.test('a write JavaScript serves into a new file withdraws its hole first; a truncate after a native first write holds', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'd');
+  // A copy of 4 KiB into a new file is JavaScript's (a partial chunk: no entry replaces the hole); the write after it lands there.
+  const src = path.join(s.dir, 'src');
+  await createFiles([src, file], [4096, 0]);
+  await run('python3', ['-c', `
+import os, sys
+a = os.open(sys.argv[1], os.O_RDONLY)
+b = os.open(sys.argv[2], os.O_RDWR)
+assert os.copy_file_range(a, b, 4096) == 4096
+os.pwrite(b, b"b" * 100, 0)
+os.close(b)
+`, src, file]);
+  const both = Buffer.concat([Buffer.alloc(100, 'b'), Buffer.alloc(3996, 'A')]);
+  t.same(await pread(file, 0, 8192), both, 'the copy and the write after it read back');
+  t.same(s.mount.fs.read((await fs.promises.stat(file)).ino, 0, 8192), both, 'the pool holds both');
+
+  const other = path.join(s.dir, 't');
+  await createFiles([other], [4096]);
+  await fs.promises.truncate(other, 0);
+  let st = await fs.promises.stat(other);
+  t.same([st.size, st.blocks], [0, 0], 'truncated to nothing after a native first write');
+  await pwrite(other, CHUNK + 10, Buffer.from('abc'));
+  st = await fs.promises.stat(other);
+  t.equal(st.size, CHUNK + 13, 'a write past the end after it');
+  const back = await fs.promises.readFile(other);
+  t.same(back.subarray(0, CHUNK + 10), Buffer.alloc(CHUNK + 10), 'zeros where the first write was');
+  t.equal(back.subarray(CHUNK + 10).toString(), 'abc');
 });

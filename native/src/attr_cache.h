@@ -47,6 +47,14 @@ void attr_cache_end(attr_cache *c, uint64_t ino, const int64_t *r, attr_ticket t
 void attr_cache_replace(attr_cache *c, const int64_t *r);
 /* JavaScript changed the inode's attributes: its entry goes, and answers in flight for it are voided. */
 void attr_cache_drop(attr_cache *c, uint64_t ino);
+/*
+ * A native write is about to take a chunk for the inode or reach past its
+ * end: answers in flight for it are voided; returns the mark to pass to
+ * attr_cache_grow once it is done.
+ */
+uint64_t attr_cache_growing(attr_cache *c, uint64_t ino);
+/* ...done: the held entry's size is at least `end` and it has `blocks` more (512-byte), unless an answer was kept since `mark`: then it goes. */
+void attr_cache_grow(attr_cache *c, uint64_t ino, uint64_t mark, int64_t end, int64_t blocks);
 /* JavaScript is about to change, or has changed, something: nothing held stays (O(1)). */
 void attr_cache_clear(attr_cache *c);
 

@@ -30,6 +30,12 @@
  * chunk break it once. JavaScript folds the record as it would its own CoW
  * break: the new chunk mapped, the old one released.
  *
+ * A cowfs mount's table (table_set_tail) offers holes past a file's end,
+ * marked TAIL: a first write there takes a chunk as above, and notes first
+ * (on_tail) how far the file now reaches, for JavaScript to fold into its
+ * size with the chunk. The entry keeps the mark, so reads through it, which
+ * only JavaScript can clip at the file's end, go to JavaScript.
+ *
  * Caveats: a full bucket evicts an entry (a lost hole or mapping only sends
  * the request to JavaScript); invalidating a whole inode scans the table.
  */
@@ -55,9 +61,11 @@
 #define HOLE 2
 /* Mapped read-only for good (a snapshot's chunk): never broken here, whatever writes. */
 #define FROZEN 4
+/* May reach past the file's end (a cowfs table, table_set_tail): reads go to JavaScript, writes note their end. */
+#define TAIL 8
 
 static int64_t offset_of(int64_t state) {
-  return state & ~(int64_t)(WRITABLE | HOLE | FROZEN);
+  return state & ~(int64_t)(WRITABLE | HOLE | FROZEN | TAIL);
 }
 
 /* 16 bytes, so a bucket is two cache lines: the key is ino << 32 | index, 0 for an empty entry. */
@@ -98,7 +106,11 @@ struct chunk_table {
   atomic_int commit_needed;
   atomic_int flush_errno;
   int low_signalled; /* under spare */
+  size_t low;         /* under spare: reserve left at which to ask for more, half of the last top-up */
   struct journal *journal; /* set once before first writes start; appends under spare */
+  /* Set once before any hole is offered with TAIL (table_set_tail); NULL for a block files' table. */
+  int (*on_tail)(void *ctx, uint64_t ino, uint64_t end);
+  void *tail_ctx;
 };
 
 static atomic_uint slots_given;
@@ -118,7 +130,8 @@ static void unlock_all(chunk_table *t) {
 }
 
 chunk_table *table_new(size_t slots, uint64_t chunk_size, int data_fd, void (*on_low)(void *ctx), void *ctx) {
-  if (chunk_size == 0 || slots < WAYS) return NULL;
+  /* Chunk offsets carry the state bits in their low four. */
+  if (chunk_size == 0 || chunk_size % 16 != 0 || slots < WAYS) return NULL;
   chunk_table *t = calloc(1, sizeof(chunk_table));
   if (!t) return NULL;
   t->slots = slots - slots % WAYS;
@@ -131,6 +144,7 @@ chunk_table *table_new(size_t slots, uint64_t chunk_size, int data_fd, void (*on
   t->data_fd = data_fd;
   t->on_low = on_low;
   t->low_ctx = ctx;
+  t->low = TABLE_RESERVE_LOW;
   atomic_init(&t->commit_needed, 1);
   pthread_rwlockattr_t attr;
   pthread_rwlockattr_init(&attr);
@@ -185,19 +199,23 @@ static entry *place(chunk_table *t, uint64_t key) {
 
 /*
  * Whether every chunk of the range has an entry (for a write: writable or a
- * hole). Counts the holes. Caller holds a lock.
+ * hole; for a read: none that may reach past the file's end). Counts the
+ * holes and the entries marked TAIL. Caller holds a lock.
  */
-static int covered(chunk_table *t, uint64_t ino, off_t off, size_t size, int write, int *holes, entry **hits) {
+static int covered(chunk_table *t, uint64_t ino, off_t off, size_t size, int write, int *holes, int *tails, entry **hits) {
   uint64_t first = (uint64_t)off / t->chunk_size;
   uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
   *holes = 0;
+  *tails = 0;
   for (uint64_t i = first; i <= last; i++) {
     entry *e = find(t, ino, i);
     if (!e) return 0;
     if (i - first < HITS) hits[i - first] = e;
     int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
+    if ((st & TAIL) && !write) return 0;
     /* For a write, holes and mapped chunks it may not write in place are both taken before serving. */
     *holes += write && !(st & WRITABLE);
+    *tails += (st & TAIL) != 0;
   }
   return 1;
 }
@@ -266,15 +284,14 @@ static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off
  * Turns one hole into a reserved chunk and records it for JavaScript.
  * Caller holds a read lock. 0 when the reserve or the record ring is out.
  */
-static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, reader_slot *me) {
+static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, int64_t hole, reader_slot *me) {
   pthread_mutex_lock(&t->spare);
   int ok = t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX;
   /* Every journal append holds `spare`, so the room seen here is still there after the CAS. */
   if (ok && t->journal) ok = journal_room(t->journal);
   if (ok) {
     int64_t offset = t->reserve[--t->reserved];
-    int64_t hole = HOLE;
-    if (atomic_compare_exchange_strong_explicit(&e->state, &hole, offset | WRITABLE, memory_order_acq_rel, memory_order_acquire)) {
+    if (atomic_compare_exchange_strong_explicit(&e->state, &hole, offset | WRITABLE | (hole & TAIL), memory_order_acq_rel, memory_order_acquire)) {
       /* Journaled before any write through it is answered: the caller serves after we return. */
       uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), offset, -1) : 0;
       t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset, .seq = seq, .old = -1};
@@ -285,7 +302,7 @@ static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
     }
   }
   /* Ask ahead, so a sequential writer keeps finding holes and chunks without a trip to JavaScript. */
-  int low = !t->low_signalled && (t->reserved <= TABLE_RESERVE_LOW || t->taken_count >= TABLE_RESERVE_MAX - TABLE_RESERVE_LOW);
+  int low = !t->low_signalled && (t->reserved <= t->low || t->taken_count >= TABLE_RESERVE_MAX - TABLE_RESERVE_LOW);
   if (low) t->low_signalled = 1;
   pthread_mutex_unlock(&t->spare);
   if (low && t->on_low) t->on_low(t->low_ctx);
@@ -329,15 +346,18 @@ static int take_cow(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
     }
     atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
   }
-  int low = !t->low_signalled && (t->reserved <= TABLE_RESERVE_LOW || t->taken_count >= TABLE_RESERVE_MAX - TABLE_RESERVE_LOW);
+  int low = !t->low_signalled && (t->reserved <= t->low || t->taken_count >= TABLE_RESERVE_MAX - TABLE_RESERVE_LOW);
   if (low) t->low_signalled = 1;
   pthread_mutex_unlock(&t->spare);
   if (low && t->on_low) t->on_low(t->low_ctx);
   return ok;
 }
 
-/* Takes every hole of the range, and breaks every chunk it may not write in place. Caller holds a read lock. 1 when all are done. */
-static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, reader_slot *me, entry **hits) {
+/*
+ * Takes every hole of the range, and breaks every chunk it may not write in
+ * place, counting the holes in *took. Caller holds a read lock. 1 when all are done.
+ */
+static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, reader_slot *me, entry **hits, unsigned *took) {
   uint64_t first = (uint64_t)off / t->chunk_size;
   uint64_t last = ((uint64_t)off + size - 1) / t->chunk_size;
   for (uint64_t i = first; i <= last; i++) {
@@ -345,21 +365,29 @@ static int take_holes(chunk_table *t, uint64_t ino, off_t off, size_t size, read
     int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
     if (st & WRITABLE) continue;
     if (st & FROZEN) return 0;
-    if ((st & HOLE) ? !take_one(t, ino, i, e, me) : !take_cow(t, ino, i, e, me)) return 0;
+    if (st & HOLE) {
+      if (!take_one(t, ino, i, e, st, me)) return 0;
+      if (took) (*took)++;
+    } else if (!take_cow(t, ino, i, e, me)) {
+      return 0;
+    }
   }
   return 1;
 }
 
-int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err) {
+int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err, unsigned *took) {
+  if (took) *took = 0;
   if (size == 0) return 0;
   reader_slot *me = slot_of_thread(t);
   entry *hits[HITS];
   pthread_rwlock_rdlock(&me->lock);
-  int holes = 0;
-  int ok = covered(t, ino, off, size, write, &holes, hits);
+  int holes = 0, tails = 0;
+  int ok = covered(t, ino, off, size, write, &holes, &tails, hits);
+  /* Noted before any byte goes in, under the read lock: JavaScript's invalidate of the file waits for it. */
+  if (ok && tails > 0) ok = t->on_tail != NULL && t->on_tail(t->tail_ctx, ino, (uint64_t)off + size);
   /* A hole taken and then left unwritten (the reserve ran out further on) is
    * harmless: the chunk reads as zeros, as the hole did. */
-  if (ok && write && holes > 0) ok = take_holes(t, ino, off, size, me, hits);
+  if (ok && write && holes > 0) ok = take_holes(t, ino, off, size, me, hits, took);
   if (ok) *err = serve(t, ino, buf, size, off, write, hits);
   pthread_rwlock_unlock(&me->lock);
   if (ok) atomic_fetch_add_explicit(write ? &me->fast_writes : &me->fast_reads, 1, memory_order_relaxed);
@@ -383,7 +411,8 @@ void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int
  * map leaves unmapped, and a mapping here for one of them can only be a
  * first write taken since JavaScript last drained (it will fold it).
  */
-void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n) {
+void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n, int tail) {
+  int64_t hole = HOLE | (tail ? TAIL : 0);
   lock_all(t);
   for (size_t i = 0; i < n; i++) {
     uint64_t key = key_of(ino, indices[i]);
@@ -391,7 +420,7 @@ void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n
     entry *e = place(t, key);
     if (e->key == key && !(atomic_load(&e->state) & HOLE)) continue;
     e->key = key;
-    atomic_store_explicit(&e->state, HOLE, memory_order_release);
+    atomic_store_explicit(&e->state, hole, memory_order_release);
   }
   unlock_all(t);
 }
@@ -413,6 +442,8 @@ size_t table_reserve(chunk_table *t, const int64_t *offsets, size_t n) {
   pthread_mutex_lock(&t->spare);
   size_t added = 0;
   while (added < n && t->reserved < TABLE_RESERVE_MAX) t->reserve[t->reserved++] = offsets[added++];
+  /* Ask again once half of it is spent: JavaScript sizes the reserve (a cowfs mount's is small). */
+  t->low = t->reserved / 2 < TABLE_RESERVE_LOW ? t->reserved / 2 : TABLE_RESERVE_LOW;
   t->low_signalled = 0;
   pthread_mutex_unlock(&t->spare);
   return added;
@@ -423,8 +454,9 @@ size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max) {
   if (atomic_load_explicit(&t->taken_hint, memory_order_acquire) == 0) return 0;
   pthread_mutex_lock(&t->spare);
   size_t n = t->taken_count < max ? t->taken_count : max;
-  /* Set before the records leave: an fsync must not find neither records nor the flag. */
-  if (n > 0) atomic_store(&t->commit_needed, 1);
+  /* Set before the records leave: an fsync must not find neither records nor the flag. A cowfs
+   * table's caller marks the files instead (table_set_tail), so other files keep their data syncs. */
+  if (n > 0 && !t->on_tail) atomic_store(&t->commit_needed, 1);
   memcpy(out, t->taken, n * sizeof(table_taken));
   memmove(t->taken, t->taken + n, (t->taken_count - n) * sizeof(table_taken));
   t->taken_count -= n;
@@ -456,6 +488,13 @@ table_counts table_counts_sum(chunk_table *t) {
     c.cow_breaks += atomic_load_explicit(&t->readers[i].cow_breaks, memory_order_relaxed);
   }
   return c;
+}
+
+void table_set_tail(chunk_table *t, int (*on_tail)(void *ctx, uint64_t ino, uint64_t end), void *ctx) {
+  lock_all(t);
+  t->on_tail = on_tail;
+  t->tail_ctx = ctx;
+  unlock_all(t);
 }
 
 void table_set_journal(chunk_table *t, struct journal *j) {

@@ -32,7 +32,7 @@ typedef struct {
   int flush_errno; /* a native fdatasync failed with it; 0 if none has */
 } table_counts;
 
-/* Reserve left, or records waiting, at which the table asks JavaScript (once) for more room. */
+/* Most reserve left, and records waiting, at which the table asks JavaScript (once) for more room; a smaller reserve asks at half. */
 #define TABLE_RESERVE_LOW 512
 
 /* `on_low(ctx)` runs on a FUSE thread, at most once until JavaScript next reserves or drains; it must not block. */
@@ -48,9 +48,21 @@ void table_free(chunk_table *t);
  * write in place (shared): the chunk is copied to a reserved one first (a
  * copy-on-write break), which replaces it in the table and is recorded with
  * the chunk it replaced. A reserved chunk a failed copy left written is
- * recorded with inode 0, for JavaScript to give back and punch.
+ * recorded with inode 0, for JavaScript to give back and punch. `took`
+ * (may be NULL) counts the holes this write took.
  */
-int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err);
+int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, int write, int *err, unsigned *took);
+
+/*
+ * A cowfs table: holes offered with `tail` may lie past the file's end
+ * (table_holes). A read through such an entry goes to JavaScript (only it
+ * knows where the file ends); a write through one first calls
+ * `on_tail(ctx, ino, end)` under the table's read lock, which notes that
+ * the file may now reach `end` and returns 0 when it cannot (the write then
+ * goes to JavaScript). Its first writes are folded file by file, so a drain
+ * leaves the commit flag alone (the caller marks the files).
+ */
+void table_set_tail(chunk_table *t, int (*on_tail)(void *ctx, uint64_t ino, uint64_t end), void *ctx);
 
 /*
  * Serves an fsync with one fdatasync of the data file when JavaScript says
@@ -65,7 +77,8 @@ void table_commit_needed(chunk_table *t, int needed);
 /* JavaScript's side. map, holes and invalidate wait for the I/O in flight through the table; reserve and drain do not. */
 /* `breakable`: when not writable, a write may copy the chunk (a CoW break); 0 for a read-only volume's chunks. */
 void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable);
-void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n);
+/* `tail`: the holes may lie past the file's end (table_set_tail); a first write keeps that mark on the chunk it takes. */
+void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n, int tail);
 /* A negative index: every entry of the inode; inode 0 with it: every entry. */
 void table_invalidate(chunk_table *t, uint64_t ino, int64_t index);
 /* Adds reserved chunk offsets; returns how many were taken in. */

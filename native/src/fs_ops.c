@@ -175,8 +175,12 @@ static void after(session *s, request *r) {
   int err = r->err;
   changing(s, r->scope);
   if (r->file) marks_file(s->marks, r->file);
-  /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time. */
-  if (!err && makes_inode(r->op)) marks_file(s->marks, (uint64_t)r->r[0]);
+  /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time, and its
+   * attributes are the ones to hold (the close of a new file sends its times, answered from them). */
+  if (!err && makes_inode(r->op)) {
+    marks_file(s->marks, (uint64_t)r->r[0]);
+    attr_cache_replace(s->attrs, r->r);
+  }
   if (r->scope == CHANGES_ONE) attr_cache_end(s->attrs, r->ino, attrs_after(r, err), r->ticket);
   /* The unlinked inode's link count and ctime changed: replaced (an unlink: the kernel sends the file's ctime
    * next, which the cache then answers) or dropped before the kernel hears of it, so an answer for it that
@@ -524,15 +528,17 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 /*
  * File data: chunks JavaScript put in the table (whole chunks inside the
- * file, see src/fuse/file-chunks.ts) are read and written here; the rest,
- * and any write that would change more than the bytes, goes to JavaScript.
+ * file, see src/fuse/file-chunks.ts) are read and written here, and so are
+ * first writes into a new file's hole, which note how far they reach
+ * (cowfs_on_tail); the rest, and any other write that would change more
+ * than the bytes, goes to JavaScript.
  */
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;
   session *s = of(req);
   char *buf = session_read_buffer(size ? size : 1);
   int err = 0;
-  if (buf && table_io(s->table, ino, buf, size, off, 0, &err)) {
+  if (buf && table_io(s->table, ino, buf, size, off, 0, &err, NULL)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf, size);
     return;
@@ -541,6 +547,25 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   r.n[0] = off;
   r.n[1] = (int64_t)size;
   reply_bytes(req, &r, 0, 0);
+}
+
+/* Set on this thread by cowfs_on_tail inside table_io: the write may move the file's size and block count (attr_cache_grow's mark). */
+static _Thread_local int tail_noted;
+static _Thread_local uint64_t tail_mark;
+
+/*
+ * A write through an entry past the file's known end (a first write into a
+ * hole JavaScript offered, or an append within the chunk it took): the end
+ * is noted for JavaScript to fold into the size, and the file's data syncs
+ * need a commit from now on.
+ */
+int cowfs_on_tail(void *ctx, uint64_t ino, uint64_t end) {
+  session *s = ctx;
+  if (!written_grow(s->written, ino, end)) return 0;
+  marks_file(s->marks, ino);
+  tail_mark = attr_cache_growing(s->attrs, ino);
+  tail_noted = 1;
+  return 1;
 }
 
 /* A write's n[2] for JavaScript (src/fuse/cowfs-mount.ts). */
@@ -580,7 +605,11 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
    * answers anything after this write.
    */
   struct timespec at;
-  if (plain && (cached || written_note(s->written, ino, &at)) && table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
+  tail_noted = 0;
+  unsigned took = 0;
+  if (plain && (cached || written_note(s->written, ino, &at)) && table_io(s->table, ino, (char *)data, size, off, 1, &err, &took)) {
+    /* After the take: the kernel's next getattr (a close drops its block count) is answered here. */
+    if (tail_noted) attr_cache_grow(s->attrs, ino, tail_mark, off + (off_t)size, (int64_t)(took * s->chunk_size / 512));
     if (!cached) {
       int64_t nsec = s->wall_nsec + at.tv_nsec;
       attr_cache_touch(s->attrs, ino, s->wall_sec + at.tv_sec + nsec / 1000000000, nsec % 1000000000);
@@ -616,7 +645,8 @@ static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   session *s = of(req);
   int err = 0;
-  if (datasync && !atomic_load(&s->closing) && marks_clean(s->marks, ino) && table_flush(s->table, &err)) {
+  /* A size a native write moved, not yet in the tree, needs a commit (the marks catch it once JavaScript folds it). */
+  if (datasync && !atomic_load(&s->closing) && marks_clean(s->marks, ino) && !written_growing(s->written) && table_flush(s->table, &err)) {
     fuse_reply_err(req, err);
     return;
   }

@@ -287,7 +287,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
   uint64_t since = started(s);
   char *buf = session_read_buffer(size ? size : 1);
   int err = 0;
-  if (buf && table_io(s->table, ino, buf, size, off, 0, &err)) {
+  if (buf && table_io(s->table, ino, buf, size, off, 0, &err, NULL)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_buf(req, buf, size);
     if (!err) count(s, ino, STAT_READ, size, since);
@@ -306,7 +306,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   session *s = of(req);
   uint64_t since = started(s);
   int err = 0;
-  if (table_io(s->table, ino, (char *)data, size, off, 1, &err)) {
+  if (table_io(s->table, ino, (char *)data, size, off, 1, &err, NULL)) {
     if (err) fuse_reply_err(req, err);
     else fuse_reply_write(req, size);
     if (!err) count(s, ino, STAT_WRITE, size, since);
@@ -549,13 +549,15 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
   s->threads = s->filesystem ? (int)(fs_threads < 64 ? fs_threads : 64) : 16;
   char options[1024];
   napi_get_value_string_utf8(env, argv[4], options, sizeof(options), &len);
-  s->table = table_new((size_t)num(env, argv[3]), (uint64_t)num(env, argv[2]), (int)num(env, argv[1]), table_low, s);
+  s->chunk_size = (uint64_t)num(env, argv[2]);
+  s->table = table_new((size_t)num(env, argv[3]), s->chunk_size, (int)num(env, argv[1]), table_low, s);
   if (s->filesystem) {
     s->written = written_new();
     s->no_caps = no_caps_new();
     s->attrs = attr_cache_new();
     s->marks = marks_new();
     s->times = kernel_times_new();
+    if (s->table) table_set_tail(s->table, cowfs_on_tail, s);
   }
   if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs || !s->marks || !s->times))) {
     free_parts(s);
@@ -686,14 +688,14 @@ static int64_t *numbers_of(napi_env env, napi_value array, size_t max, size_t *n
   return out;
 }
 
-/* fuseHoles(session, ino, indices[]): these indices of the inode are unmapped. */
+/* fuseHoles(session, ino, indices[], tail): these indices of the inode are unmapped; tail: past the file's end too (table_set_tail). */
 napi_value fuse_holes(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  session *s = session_call(env, info, 3, argv);
+  napi_value argv[4];
+  session *s = session_call(env, info, 4, argv);
   if (!s) return NULL;
   size_t n;
   int64_t *indices = numbers_of(env, argv[2], 4096, &n);
-  if (n > 0) table_holes(s->table, (uint64_t)num(env, argv[1]), (const uint64_t *)indices, n);
+  if (n > 0) table_holes(s->table, (uint64_t)num(env, argv[1]), (const uint64_t *)indices, n, bool_arg(env, argv[3], false));
   free(indices);
   return NULL;
 }
@@ -719,6 +721,9 @@ napi_value fuse_taken(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   table_taken taken[TABLE_RESERVE_MAX];
   size_t n = table_taken_drain(s->table, taken, TABLE_RESERVE_MAX);
+  /* A cowfs mount folds them now, into the transaction open now: its files' data syncs wait for that one. */
+  for (size_t i = 0; s->marks && i < n; i++)
+    if (taken[i].ino != 0) marks_file(s->marks, taken[i].ino);
   napi_value arr, v;
   napi_create_array_with_length(env, n * 4, &arr);
   for (size_t i = 0; i < n; i++) {
@@ -752,19 +757,25 @@ static void push_numbers(napi_env env, napi_value out, uint32_t *at, const doubl
   }
 }
 
-/* fuseWritten(session) -> [ino, monotonic s, ns, ...]: the files a cowfs mount wrote natively since the last call. */
+/*
+ * fuseWritten(session, endsOnly) -> [ino, monotonic s (-1: no time), ns, end (0: none), ...]: the files
+ * a cowfs mount wrote natively since the last call (endsOnly: only how far they reach, times stay noted).
+ * Those with an end are marked as the takes are (fuse_taken).
+ */
 napi_value fuse_written(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  session *s = session_call(env, info, 1, argv);
+  napi_value argv[2];
+  session *s = session_call(env, info, 2, argv);
   if (!s) return NULL;
   written_file files[WRITTEN_MAX];
-  size_t n = s->written ? written_drain(s->written, files) : 0;
+  int ends_only = bool_arg(env, argv[1], false);
+  size_t n = !s->written ? 0 : ends_only ? written_drain_ends(s->written, files) : written_drain(s->written, files);
   napi_value out;
-  napi_create_array_with_length(env, n * 3, &out);
+  napi_create_array_with_length(env, n * 4, &out);
   uint32_t at = 0;
   for (size_t i = 0; i < n; i++) {
-    double v[3] = {(double)files[i].ino, (double)files[i].sec, (double)files[i].nsec};
-    push_numbers(env, out, &at, v, 3);
+    if (files[i].end > 0 && s->marks) marks_file(s->marks, files[i].ino);
+    double v[4] = {(double)files[i].ino, (double)files[i].sec, (double)files[i].nsec, (double)files[i].end};
+    push_numbers(env, out, &at, v, 4);
   }
   return out;
 }

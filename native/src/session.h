@@ -89,6 +89,7 @@ typedef struct session {
   attr_cache *attrs;    /* cowfs: attributes as JavaScript last answered them (attr_cache.c) */
   flush_marks *marks;   /* cowfs: files whose data syncs need a commit (flush_marks.c) */
   kernel_times *times;  /* cowfs: times the kernel set, answered natively, waiting for JavaScript (kernel_times.c) */
+  uint64_t chunk_size; /* of the pool: a first write's chunk adds chunk_size / 512 blocks to a cowfs file */
   int64_t wall_sec, wall_nsec; /* cowfs: the wall clock at CLOCK_MONOTONIC's zero, as JavaScript's inode times count (fuseClock) */
   /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */
   _Atomic(volume_stats *) stats;
@@ -113,5 +114,7 @@ void session_reply_statfs(fuse_req_t req, request *r);
 /* The lowlevel operations of a cowfs mount (fs_ops.c). */
 extern const struct fuse_lowlevel_ops cowfs_ops;
 extern const size_t cowfs_ops_size;
+/* A cowfs table's note of a write past a file's known end (table_set_tail; fs_ops.c). */
+int cowfs_on_tail(void *ctx, uint64_t ino, uint64_t end);
 
 #endif

@@ -10,6 +10,7 @@
 #include "written.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,8 @@ struct written {
   pthread_mutex_t mu;
   size_t count;
   written_file files[WRITTEN_MAX];
+  /* Notes with an end: read without `mu` by an fdatasync deciding whether it may skip JavaScript. */
+  atomic_size_t growing;
 };
 
 written *written_new(void) {
@@ -32,20 +35,57 @@ void written_free(written *w) {
   free(w);
 }
 
+/* The note of `ino`, a new one (no time, no end) if it has none; NULL when full. Caller holds `mu`. */
+static written_file *note_of(written *w, uint64_t ino) {
+  size_t i = 0;
+  while (i < w->count && w->files[i].ino != ino) i++;
+  if (i == WRITTEN_MAX) return NULL;
+  if (i == w->count) w->files[w->count++] = (written_file){.ino = ino, .sec = -1, .nsec = 0, .end = 0};
+  return &w->files[i];
+}
+
 int written_note(written *w, uint64_t ino, struct timespec *at) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   *at = ts;
   pthread_mutex_lock(&w->mu);
-  size_t i = 0;
-  while (i < w->count && w->files[i].ino != ino) i++;
-  int ok = i < WRITTEN_MAX;
-  if (ok) {
-    if (i == w->count) w->count++;
-    w->files[i] = (written_file){.ino = ino, .sec = ts.tv_sec, .nsec = ts.tv_nsec};
+  written_file *f = note_of(w, ino);
+  if (f) {
+    f->sec = ts.tv_sec;
+    f->nsec = ts.tv_nsec;
   }
   pthread_mutex_unlock(&w->mu);
-  return ok;
+  return f != NULL;
+}
+
+int written_grow(written *w, uint64_t ino, uint64_t end) {
+  pthread_mutex_lock(&w->mu);
+  written_file *f = note_of(w, ino);
+  if (f) {
+    if (f->end == 0) atomic_fetch_add(&w->growing, 1);
+    if (end > f->end) f->end = end;
+  }
+  pthread_mutex_unlock(&w->mu);
+  return f != NULL;
+}
+
+int written_growing(written *w) {
+  return atomic_load(&w->growing) > 0;
+}
+
+size_t written_drain_ends(written *w, written_file *out) {
+  pthread_mutex_lock(&w->mu);
+  size_t n = 0, kept = 0;
+  for (size_t i = 0; i < w->count; i++) {
+    written_file f = w->files[i];
+    if (f.end > 0) out[n++] = (written_file){.ino = f.ino, .sec = -1, .nsec = 0, .end = f.end};
+    f.end = 0;
+    if (f.sec >= 0) w->files[kept++] = f;
+  }
+  w->count = kept;
+  atomic_store(&w->growing, 0);
+  pthread_mutex_unlock(&w->mu);
+  return n;
 }
 
 size_t written_drain(written *w, written_file *out) {
@@ -53,6 +93,7 @@ size_t written_drain(written *w, written_file *out) {
   size_t n = w->count;
   memcpy(out, w->files, n * sizeof(written_file));
   w->count = 0;
+  atomic_store(&w->growing, 0);
   pthread_mutex_unlock(&w->mu);
   return n;
 }

@@ -1,8 +1,9 @@
 /*
- * The files a cowfs mount's FUSE threads wrote without JavaScript, and
- * when each was last written: their mtime and ctime are JavaScript's to
- * set (written.c), which it does the next time it looks (before any
- * request it serves, an fsync, a snapshot, or on its timer).
+ * The files a cowfs mount's FUSE threads wrote without JavaScript, when
+ * each was last written, and how far writes past its last known end
+ * reached: its mtime, ctime and size are JavaScript's to set (written.c),
+ * which it does the next time it looks (before any request it serves, an
+ * fsync, a snapshot, or on its timer).
  */
 #ifndef COWVOL_WRITTEN_H
 #define COWVOL_WRITTEN_H
@@ -18,14 +19,21 @@ typedef struct written written;
 
 typedef struct {
   uint64_t ino;
-  int64_t sec, nsec; /* CLOCK_MONOTONIC at the latest write */
+  int64_t sec, nsec; /* CLOCK_MONOTONIC at the latest write; sec -1: none noted (the kernel keeps the times) */
+  uint64_t end;      /* the furthest end of a write that may lie past the file's size; 0: none */
 } written_file;
 
 written *written_new(void);
 void written_free(written *w);
 /* Notes a write to `ino` now (CLOCK_MONOTONIC, into *at); 0 when WRITTEN_MAX other files wait (nothing noted). */
 int written_note(written *w, uint64_t ino, struct timespec *at);
+/* Notes that a write to `ino` reaches `end` (the file is at least that long now); 0 when WRITTEN_MAX other files wait. */
+int written_grow(written *w, uint64_t ino, uint64_t end);
+/* Whether any note holds an end JavaScript has not folded into a size yet. */
+int written_growing(written *w);
 /* Moves the notes into out (room for WRITTEN_MAX); returns how many. */
 size_t written_drain(written *w, written_file *out);
+/* Moves only the ends into out (as notes without a time), leaving the times noted; returns how many. */
+size_t written_drain_ends(written *w, written_file *out);
 
 #endif

@@ -109,6 +109,8 @@ export interface VolumeWatcher {
   failed(): void;
   /** A commit was sealed or became durable: the generation changes made from now on commit as, and the last durable one. */
   generations?(open: number, durable: number): void;
+  /** The volume is short of room: give back all the watcher holds for first writes (`holdRoom`), taking back what it offered. */
+  releaseRoom?(): void;
 }
 
 export interface MappingListener {
@@ -314,6 +316,8 @@ export class Pool {
   listener: MappingListener | null = null;
   /** Filesystem volumes' own frontends, by volume id (watch). */
   private readonly watchers = new Map<number, VolumeWatcher>();
+  /** Volume id -> chunks of its room a watcher holds for first writes it may serve (holdRoom); never above what the size leaves. */
+  private readonly held = new Map<number, number>();
   /**
    * Why opening took the commit before the newest, or null. After a crash
    * that is expected; without one, a page of the newest commit went bad.
@@ -1197,7 +1201,9 @@ export class Pool {
     if (this.watchers.has(v.id)) fail('EBUSY', `'${v.name}' is watched already`);
     this.watchers.set(v.id, watcher);
     return () => {
-      if (this.watchers.get(v.id) === watcher) this.watchers.delete(v.id);
+      if (this.watchers.get(v.id) !== watcher) return;
+      this.watchers.delete(v.id);
+      this.held.delete(v.id);
     };
   }
 
@@ -1511,7 +1517,40 @@ export class Pool {
     this.forPieces(offset, length, (index) => {
       if (this.trees.get(v.tree, index) === 0) fresh++;
     });
-    if (fresh > 0 && (v.mapped + fresh) * this.chunkSize > v.size) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
+    this.needRoom(v, fresh);
+  }
+
+  /** ENOSPC unless `fresh` more chunks fit the volume's size; room a watcher holds is taken back first if that makes them fit. */
+  private needRoom(v: Volume, fresh: number): void {
+    if (fresh === 0) return;
+    const fits = (): boolean => (v.mapped + (this.held.get(v.id) ?? 0) + fresh) * this.chunkSize <= v.size;
+    if (fits()) return;
+    this.watchers.get(v.id)?.releaseRoom?.();
+    if (!fits()) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
+  }
+
+  /**
+   * A filesystem volume's room for `chunks` more chunks: ENOSPC (changing
+   * nothing) when they would not fit its size, after the room its watcher
+   * holds for first writes is given back.
+   */
+  roomFor(ref: VolumeRef, chunks: number): void {
+    this.needRoom(this.volume(ref), chunks);
+  }
+
+  /**
+   * Sets aside room for `chunks` first writes a watcher may serve without
+   * us (holes it offers): room checks count it as mapped until it is given
+   * back (negative `chunks`). False, holding nothing, when it does not fit.
+   */
+  holdRoom(ref: VolumeRef, chunks: number): boolean {
+    const v = this.volume(ref);
+    const now = this.held.get(v.id) ?? 0;
+    assert(now + chunks >= 0, `${v.name} gives back room it does not hold`);
+    if (chunks > 0 && (v.mapped + now + chunks) * this.chunkSize > v.size) return false;
+    if (now + chunks === 0) this.held.delete(v.id);
+    else this.held.set(v.id, now + chunks);
+    return true;
   }
 
   private validateSize(size: number): void {
@@ -1637,9 +1676,46 @@ export class Pool {
     }
   }
 
+  /**
+   * A reserve of zero chunks for a watcher that serves first writes itself
+   * (reserve.ts), of at most `limit`: empty until `topUpReserve`.
+   */
+  openReserve(limit: number): Reserve {
+    return new Reserve(this.data, this.zero, (chunk) => this.chunkOffset(chunk), limit);
+  }
+
+  /** Hands a watcher's reserve to `give` up to its limit, as the listener's (topUp). */
+  topUpReserve(reserve: Reserve, give: (offsets: number[]) => number): void {
+    if (this.closed || this.failure !== null) return;
+    this.punchRuns(reserve.topUp(give));
+  }
+
+  /**
+   * A first write a watcher served from its reserve, at data file `offset`:
+   * mapped at `index` of the volume (a metadata change, committed with the
+   * next commit), or given back and punched when `index` is null (the file
+   * it was for is gone).
+   */
+  foldTake(reserve: Reserve, ref: VolumeRef, index: number | null, offset: number): void {
+    this.mutable();
+    const v = this.volume(ref);
+    if (index === null) {
+      const chunk = reserve.take(offset);
+      this.data.unreserve(chunk);
+      this.punch(chunk);
+      return;
+    }
+    this.foldOne(v.id, index, offset, -1, reserve);
+  }
+
+  /** A watcher is going away: its reserved chunks are free again (fold what it took first). */
+  dropWatcherReserve(reserve: Reserve): void {
+    reserve.drop();
+  }
+
   /** One first write (`oldOffset` -1) or CoW break the frontend served, into the volume's map. */
-  private foldOne(id: number, index: number, offset: number, oldOffset: number): void {
-    const chunk = this.reserve.take(offset);
+  private foldOne(id: number, index: number, offset: number, oldOffset: number, reserve = this.reserve): void {
+    const chunk = reserve.take(offset);
     const v = this.lookup(id);
     if (v === undefined) {
       // Deleted between its last fold and its drop (or spoiled by a failed copy): free again, and no longer zero.
@@ -1647,7 +1723,8 @@ export class Pool {
       this.punch(chunk);
       return;
     }
-    assert(!v.readOnly && index < this.chunksOf(v.size), `the frontend wrote chunk ${index} outside ${v.name}`);
+    const end = v.fs === null ? this.chunksOf(v.size) : FS_SPACE_CHUNKS;
+    assert(!v.readOnly && index < end, `the frontend wrote chunk ${index} outside ${v.name}`);
     this.data.confirm(chunk);
     const expected = oldOffset < 0 ? 0 : oldOffset / this.chunkSize + 1;
     const old = this.trees.set(v.tree, PageKind.MAP, index, chunk);

@@ -47,8 +47,7 @@ export class FileData {
     if (offset + data.length > MAX_FILE_BYTES) fail('EFBIG', `a file ends at ${MAX_FILE_BYTES} bytes`);
     const pieces = this.pieces(inode.ino, offset, data.length);
     const fresh = pieces.reduce((sum, p) => sum + this.unmappedIn(p), 0);
-    const info = this.tree.pool.stat(this.tree.volume);
-    if (fresh > 0 && info.allocatedBytes + fresh * this.cs > info.size) fail('ENOSPC', 'the volume is full');
+    this.tree.pool.roomFor(this.tree.volume, fresh);
     for (const p of pieces) {
       const base = p.base ?? this.allocate(inode.ino, p.k);
       const piece: Piece = { ...p, base };
@@ -159,6 +158,12 @@ export class FileData {
       if (region.base !== null) out.push({ chunk: c, index: region.base + within });
     }
     return out;
+  }
+
+  /** The volume map index of file chunk `c`, its region made if it has none: where a first write served without us goes. */
+  indexFor(inode: Inode, c: number): number {
+    const { k, within } = regionOf(c);
+    return (this.base(inode.ino, k) ?? this.allocate(inode.ino, k)) + within;
   }
 
   /** SEEK_DATA / SEEK_HOLE over the file's mapped chunks; ENXIO past the end, as ext4. */

@@ -20,6 +20,7 @@
  * Caveat: atime is not updated by reads (as with noatime); setattr sets it.
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
+import type { Reserve } from '../blockstore/reserve.js';
 import { fail } from '../errors.js';
 import { ACL_ACCESS, ACL_DEFAULT, chmodAcl, decodeAcl, encodeAcl, inheritAcl, modeOfAcl } from './acl.js';
 import { FileData, MAX_FILE_BYTES } from './file-data.js';
@@ -205,7 +206,7 @@ export class Filesystem {
    * change stamped them already. Files freed since are skipped.
    */
   stampWritten(files: { ino: number; at: Time }[]): void {
-    this.retime(files, (inode, f) => {
+    this.amend(files, (inode, f) => {
       if (!after(f.at, inode.mtime)) return false;
       inode.mtime = f.at;
       if (after(f.at, inode.ctime)) inode.ctime = f.at;
@@ -215,7 +216,7 @@ export class Filesystem {
 
   /** Times the addon answered for the kernel (KernelTimes), as a setattr would set them. Files freed since are skipped. */
   applyKernelTimes(files: KernelTimes[]): void {
-    this.retime(files, (inode, f) => {
+    this.amend(files, (inode, f) => {
       inode.atime = f.atime ?? inode.atime;
       inode.mtime = f.mtime ?? inode.mtime;
       inode.ctime = f.ctime ?? inode.ctime;
@@ -223,8 +224,45 @@ export class Filesystem {
     });
   }
 
-  /** Times served without us, put in the tree in one change: `set` says whether it moved the inode's. */
-  private retime<F extends { ino: number }>(files: F[], set: (inode: Inode, f: F) => boolean): void {
+  /**
+   * Native writes that reached past a file's known end (the addon's notes):
+   * the file is at least that long now. Files freed since are skipped.
+   */
+  grow(files: { ino: number; end: number }[]): void {
+    this.amend(files, (inode, f) => {
+      if (!isReg(inode) || f.end <= inode.size) return false;
+      inode.size = f.end;
+      return true;
+    });
+  }
+
+  /**
+   * First writes the addon served into holes of files from `reserve` (the
+   * chunk at data file `offset` now holds file chunk `chunk`): each mapped in
+   * its file's region (made if the file had none) and counted in its
+   * blocks. A chunk whose file is gone goes back to the pool. Returns the
+   * volume map index each went to, or null.
+   */
+  foldTakes(reserve: Reserve, takes: { ino: number; chunk: number; offset: number }[]): (number | null)[] {
+    return this.pool.atomically(() =>
+      takes.map((t) => {
+        const v = t.ino === 0 ? undefined : this.tree.get(key(t.ino, ItemType.INODE, 0));
+        const inode = v === undefined ? null : decodeInode(t.ino, v);
+        if (inode === null || !isReg(inode)) {
+          this.pool.foldTake(reserve, this.tree.volume, null, t.offset);
+          return null;
+        }
+        const index = this.data.indexFor(inode, t.chunk);
+        this.pool.foldTake(reserve, this.tree.volume, index, t.offset);
+        inode.chunks++;
+        this.tree.saveInode(inode);
+        return index;
+      }),
+    );
+  }
+
+  /** Changes served without us, put in the tree in one change: `set` says whether it moved the inode. */
+  private amend<F extends { ino: number }>(files: F[], set: (inode: Inode, f: F) => boolean): void {
     if (files.length === 0 || this.pool.stat(this.tree.volume).readOnly) return;
     this.pool.atomically(() => {
       for (const f of files) {

@@ -4,8 +4,9 @@
  * answered with attributes, bytes or an errno from the one error table.
  *
  * Reads and in-place writes of whole chunks inside a file are served by
- * the addon once JavaScript has served the chunk once (file-chunks.ts says
- * when that is safe); everything else runs on the event loop.
+ * the addon once JavaScript has served the chunk once, and so is a new
+ * file's first write into its first chunk (file-chunks.ts says when that
+ * is safe); everything else runs on the event loop.
  *
  * Every cowfs mount of the process is served by one set of FUSE threads
  * (native/src/fs_workers.c), however many mounts there are.
@@ -18,7 +19,7 @@
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { type AttrChanges, Filesystem, onlyTimes } from '../cowfs/filesystem.js';
-import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
+import { type Inode, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
 import { CowvolError, errno, fromSystemError } from '../errors.js';
 import { relaxDirtyLimits } from '../host/dirty-limits.js';
 import { type MountEntry, mountAt, readMountTable } from '../host/mount-table.js';
@@ -138,6 +139,7 @@ export class CowfsMount {
         takeover: opts.takeover?.handover,
       },
       (req) => this.serve(req),
+      () => this.chunks?.replenish(),
     );
     // From the mount table, never stat(2): only this thread answers the mount's requests.
     const entry = mountAt(readMountTable(), mountpoint);
@@ -155,7 +157,7 @@ export class CowfsMount {
   async close(): Promise<void> {
     clearInterval(this.stamper);
     try {
-      await this.session.close(() => this.stamp());
+      await this.session.close(() => this.settle());
     } finally {
       this.unwatch();
     }
@@ -170,25 +172,38 @@ export class CowfsMount {
   async detach(): Promise<Detached> {
     clearInterval(this.stamper);
     try {
-      const handover = await this.session.detach(() => this.stamp());
+      const handover = await this.session.detach(() => this.settle());
       return { handover, opens: this.fs.openFiles() };
     } finally {
       this.unwatch();
     }
   }
 
-  /** Reads, writes and fdatasyncs the addon served itself, and requests that came to JavaScript, since the mount. */
-  stats(): { fastReads: number; fastWrites: number; fastFlushes: number; slowRequests: number } {
-    const { fastReads, fastWrites, fastFlushes, slowRequests } = this.session.stats();
-    return { fastReads, fastWrites, fastFlushes, slowRequests };
+  /** Reads, writes (first writes of chunks among them) and fdatasyncs the addon served itself, and requests that came to JavaScript, since the mount. */
+  stats(): { fastReads: number; fastWrites: number; firstWrites: number; fastFlushes: number; slowRequests: number } {
+    const { fastReads, fastWrites, firstWrites, fastFlushes, slowRequests } = this.session.stats();
+    return { fastReads, fastWrites, firstWrites, fastFlushes, slowRequests };
   }
 
-  private stamp(): void {
+  private stamp(datasync = false): void {
     try {
-      if (this.chunks !== null) this.chunks.stamp();
-      else this.fs.applyKernelTimes(this.session.kernelTimes());
+      if (this.chunks === null) this.fs.applyKernelTimes(this.session.kernelTimes());
+      // fdatasync need not keep times: left noted (for the next other request or the timer), they
+      // leave the tree as it was, so a file the addon only overwrote needs a data sync, not a commit.
+      else if (datasync) this.chunks.fold();
+      else this.chunks.stamp();
     } catch (err) {
       // A failed pool refuses everything from now on; the requests report it.
+      this.opts.onError?.(err, 0);
+    }
+  }
+
+  /** The last requests are answered: what the addon served goes in, and its reserve back to the pool. */
+  private settle(): void {
+    try {
+      if (this.chunks === null) this.stamp();
+      else this.chunks.close();
+    } catch (err) {
       this.opts.onError?.(err, 0);
     }
   }
@@ -208,9 +223,7 @@ export class CowfsMount {
 
   /** fsync, fdatasync, or a directory's fsync: answered once the volume's flush is durable. */
   private fsync(req: FuseRequest): void {
-    // fdatasync need not keep times: left noted (for the next other request or the timer), they
-    // leave the tree as it was, so a file the addon only overwrote needs a data sync, not a commit.
-    if (req.n[0] === 0) this.stamp();
+    this.stamp(req.n[0] !== 0);
     const lost = this.session.lostWrites();
     if (lost !== null) this.pool.fail(lost);
     this.fs.flush().then(
@@ -265,6 +278,8 @@ export class CowfsMount {
       case FsOp.CREATE: {
         const inode = fs.mknod(req.ino, name, S_IFREG | (n0 & 0o7777), 0, caller);
         fs.opened(inode.ino);
+        // A write must reach us to drop set-id bits.
+        if ((inode.mode & (S_ISUID | S_ISGID)) === 0) this.chunks?.offerEmpty(inode.ino);
         return [undefined, this.withParent(this.attr(inode), req.ino)];
       }
       case FsOp.OPEN:
@@ -279,6 +294,7 @@ export class CowfsMount {
         return [data, undefined];
       }
       case FsOp.WRITE: {
+        this.chunks?.quiesce(req.ino);
         const from = { killSetId: n2 & WRITE_KILLS_SETID ? req.gid : undefined };
         const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0), from);
         this.chunks?.offer(req.ino, n0, written);
@@ -302,12 +318,14 @@ export class CowfsMount {
         fs.removexattr(req.ino, name);
         return [undefined, undefined];
       case FsOp.FALLOCATE:
+        this.chunks?.quiesce(req.ino);
         fs.fallocate(req.ino, n0, n1, n2);
         return [undefined, undefined];
       case FsOp.COPY_FILE_RANGE: {
         // Packed by fs_ops.c: off_in, ino_out, off_out, len, flags (none are defined; the kernel refuses others).
         const b = req.data ?? Buffer.alloc(40);
         const v = (i: number): number => Number(b.readBigInt64LE(8 * i));
+        this.chunks?.quiesce(v(1));
         return [undefined, [fs.copyFileRange(req.ino, v(0), v(1), v(2), v(3))]];
       }
       case FsOp.LSEEK:

@@ -5,9 +5,11 @@
  * to those entries, so that every drop the pool makes reaches them.
  *
  * Why the addon never serves a wrong byte:
- * - An entry is only a whole chunk below the file's size, in a region: a
- *   native write never changes a size or allocates, and a read never sees
- *   past the end more than the zeros a truncate left there.
+ * - An entry JavaScript maps is a whole chunk below the file's size, in a
+ *   region: a write through it never changes a size or allocates, and a
+ *   read never sees past the end more than the zeros a truncate left there.
+ *   The one other kind is a new file's hole (below), marked as reaching
+ *   past the end: reads through it come here, and a write notes its end.
  * - Writable only where the pool's in-place rule says so (`placeOf`), never
  *   for a file with set-id bits (a write must reach us to clear them), never
  *   on a read-only mount. Anything else goes to JavaScript, which may then
@@ -18,6 +20,16 @@
  * - A native write stamps no time itself: the addon notes the file, and
  *   `stamp` sets its mtime and ctime before JavaScript answers anything
  *   else on this mount, before an fsync and a fork, and once a second.
+ * - First writes of new files: a file made by CREATE gets its chunk 0 as
+ *   a hole past its end (`offerEmpty`), which the addon fills from this
+ *   mount's reserve of zero chunks: the write a close sends back from the
+ *   page cache then never reaches us. The addon notes how far such a write
+ *   reaches; `fold` maps each taken chunk into the file's region and grows
+ *   its size, before JavaScript answers anything else, before an fsync or
+ *   fdatasync commits, and before a fork. Each hole holds a chunk of the
+ *   volume's room (`Pool.holdRoom`), given back when the volume runs short.
+ *   A hole is withdrawn before JavaScript changes its file's chunks itself
+ *   (`quiesce`), so the addon never takes a chunk JavaScript mapped.
  * - fdatasync is made by the addon (one fdatasync of the data file) for a
  *   file whose size and chunks the last durable commit holds: the addon
  *   marks a file around every request that may change it (every file for
@@ -27,19 +39,29 @@
  *   keep them. After the pool failed, never again.
  *
  * Memory: the table holds `slots` entries of 16 bytes; `byIndex` holds at
- * most as many, and evicting from it evicts from the table.
+ * most as many, and evicting from it evicts from the table. At most
+ * HOLES_MAX holes and RESERVE_CHUNKS reserved chunks per mount.
  */
 import type { Pool, VolumeWatcher } from '../blockstore/pool.js';
+import type { Reserve } from '../blockstore/reserve.js';
 import type { Filesystem } from '../cowfs/filesystem.js';
 import { fromMonotonic } from '../cowfs/inode.js';
 import type { FuseSession } from './session.js';
 
 /** Stands for every entry in FuseSession.invalidate. */
 const EVERY_FILE = 0;
+/** Zero chunks a mount holds for first writes (the table asks for more at half): 4 MiB at 64 KiB chunks. */
+const RESERVE_CHUNKS = 64;
+/** Holes offered at once, each holding a chunk of the volume's room; the oldest is withdrawn beyond. */
+const HOLES_MAX = 256;
 
 export class FileChunks implements VolumeWatcher {
   /** Volume map index -> [inode, file chunk], oldest first. Lock: event loop only. */
   private readonly byIndex = new Map<number, [number, number]>();
+  /** Inode -> the file chunk offered as a hole and not yet taken (as far as we folded), oldest first. Lock: event loop only. */
+  private readonly holes = new Map<number, number>();
+  /** Zero chunks the table serves first writes from; null on a read-only mount. */
+  private readonly reserve: Reserve | null;
 
   constructor(
     private readonly pool: Pool,
@@ -54,6 +76,37 @@ export class FileChunks implements VolumeWatcher {
     const g = pool.generations();
     session.generations(g.open, g.durable, true);
     session.commitNeeded(false);
+    this.reserve = writable ? pool.openReserve(RESERVE_CHUNKS) : null;
+  }
+
+  /** A file CREATE just made (empty, no set-id bits): its first chunk becomes a hole the addon may fill. */
+  offerEmpty(ino: number): void {
+    if (this.reserve === null || this.holes.has(ino)) return;
+    if (this.reserve.size === 0) this.replenish();
+    if (this.reserve.size === 0 || !this.pool.holdRoom(this.volume, 1)) return;
+    this.session.holes(ino, [0], true);
+    this.holes.set(ino, 0);
+    if (this.holes.size <= HOLES_MAX) return;
+    const [oldest] = this.holes.keys();
+    this.withdraw(oldest as number);
+  }
+
+  /** The table's reserve runs low: fold what it took, then top it up. */
+  replenish(): void {
+    if (this.reserve === null) return;
+    this.fold();
+    this.pool.topUpReserve(this.reserve, (offsets) => this.session.reserve(offsets));
+  }
+
+  /**
+   * JavaScript is about to change the file's chunks itself (a write,
+   * fallocate or copy it serves): its hole goes first, and what the addon
+   * took through it is folded, so both never map one chunk.
+   */
+  quiesce(ino: number): void {
+    if (!this.holes.has(ino)) return;
+    this.withdraw(ino);
+    this.fold();
   }
 
   /** After JavaScript served a read or write of the range: the addon serves its whole chunks from now on. */
@@ -67,16 +120,33 @@ export class FileChunks implements VolumeWatcher {
     }
   }
 
-  /** The file's size or mode changes: none of its entries stays. */
+  /** The file's size or mode changes: none of its entries stays, and what the addon wrote through them is folded first. */
   forget(ino: number): void {
     this.session.invalidate(ino, -1);
+    if (this.holes.has(ino)) this.unhold(ino);
+    this.fold();
   }
 
-  /** Sets the times of the files the addon wrote since the last look, then the times it answered for the kernel. */
+  /** Folds the addon's first writes and sizes, sets the times of the files it wrote, then the times it answered for the kernel. */
   stamp(): void {
+    this.foldTakes();
     const written = this.session.written();
-    if (written.length > 0) this.fs.stampWritten(written.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
+    this.fs.grow(written.filter((w) => w.end > 0));
+    const timed = written.filter((w) => w.sec >= 0);
+    if (timed.length > 0) this.fs.stampWritten(timed.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
     this.fs.applyKernelTimes(this.session.kernelTimes());
+  }
+
+  /** What an fdatasync must find in the tree: the chunks the addon took and how far its writes reached, not their times. */
+  fold(): void {
+    this.foldTakes();
+    this.fs.grow(this.session.written(true));
+  }
+
+  /** The mount is going away, its requests all answered: what the addon took is folded, and the rest of the reserve freed. */
+  close(): void {
+    this.stamp();
+    if (this.reserve !== null) this.pool.dropWatcherReserve(this.reserve);
   }
 
   generations(open: number, durable: number): void {
@@ -86,6 +156,7 @@ export class FileChunks implements VolumeWatcher {
   dropVolume(): void {
     this.session.invalidate(EVERY_FILE, -1);
     this.byIndex.clear();
+    for (const ino of [...this.holes.keys()]) this.unhold(ino);
   }
 
   dropChunk(index: number): void {
@@ -101,6 +172,40 @@ export class FileChunks implements VolumeWatcher {
 
   failed(): void {
     this.session.commitNeeded(true);
+  }
+
+  releaseRoom(): void {
+    for (const ino of [...this.holes.keys()]) this.session.invalidate(ino, this.holes.get(ino) as number);
+    // A hole taken before its withdrawal holds its room until its chunk is mapped here.
+    this.foldTakes();
+    for (const ino of [...this.holes.keys()]) this.unhold(ino);
+  }
+
+  private foldTakes(): void {
+    if (this.reserve === null) return;
+    const taken = this.session.taken();
+    if (taken.length === 0) return;
+    for (const t of taken) if (this.holes.get(t.ino) === t.index) this.unhold(t.ino);
+    const indices = this.fs.foldTakes(
+      this.reserve,
+      taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })),
+    );
+    // Its entry may reach past the end (reads go to us), but the pool's drops of the chunk must reach it.
+    indices.forEach((index, i) => {
+      const t = taken[i] as { ino: number; index: number };
+      if (index !== null) this.remember(index, t.ino, t.index);
+    });
+  }
+
+  /** Takes a hole back from the table and gives its room back; a take through it before this is folded later. */
+  private withdraw(ino: number): void {
+    this.session.invalidate(ino, this.holes.get(ino) as number);
+    this.unhold(ino);
+  }
+
+  private unhold(ino: number): void {
+    this.holes.delete(ino);
+    this.pool.holdRoom(this.volume, -1);
   }
 
   private remember(index: number, ino: number, chunk: number): void {

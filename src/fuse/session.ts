@@ -83,6 +83,14 @@ export interface SessionOptions {
 }
 
 /** What the next daemon needs to serve a live connection: its fd and the kernel's INIT request. */
+/** A file a cowfs mount wrote natively (FuseSession.written). */
+export interface Written {
+  ino: number;
+  sec: number;
+  nsec: number;
+  end: number;
+}
+
 export interface Handover {
   fd: number;
   init: Buffer;
@@ -134,11 +142,18 @@ export class FuseSession {
     native.fuseClock(this.handle, sec, nsec);
   }
 
-  /** The files a cowfs mount wrote natively since the last call, with the monotonic time of each one's latest write. */
-  written(): { ino: number; sec: number; nsec: number }[] {
-    const flat = native.fuseWritten(this.handle);
-    const out: { ino: number; sec: number; nsec: number }[] = [];
-    for (let i = 0; i + 2 < flat.length; i += 3) out.push({ ino: flat[i] as number, sec: flat[i + 1] as number, nsec: flat[i + 2] as number });
+  /**
+   * The files a cowfs mount wrote natively since the last call: the
+   * monotonic time of each one's latest write (sec -1: none noted, the
+   * kernel keeps the times), and how far writes past its known end reached
+   * (0: none). `endsOnly`: only the ends leave; the times stay noted.
+   */
+  written(endsOnly = false): Written[] {
+    const flat = native.fuseWritten(this.handle, endsOnly);
+    const out: Written[] = [];
+    for (let i = 0; i + 3 < flat.length; i += 4) {
+      out.push({ ino: flat[i] as number, sec: flat[i + 1] as number, nsec: flat[i + 2] as number, end: flat[i + 3] as number });
+    }
     return out;
   }
 
@@ -159,9 +174,13 @@ export class FuseSession {
     return out;
   }
 
-  /** These indices of the inode are unmapped: first writes there may take reserved chunks. */
-  holes(ino: number, indices: number[]): void {
-    native.fuseHoles(this.handle, ino, indices);
+  /**
+   * These indices of the inode are unmapped: first writes there may take
+   * reserved chunks. `tail` (cowfs): they may lie past the file's end, so
+   * reads go to JavaScript and writes note how far they reach (`written`).
+   */
+  holes(ino: number, indices: number[], tail = false): void {
+    native.fuseHoles(this.handle, ino, indices, tail);
   }
 
   /** Hands the table free zero chunks (data file offsets); returns how many it took in. */
