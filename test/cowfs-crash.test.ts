@@ -14,14 +14,20 @@
  *    changed holds exactly its flushed value (zeros are allowed only where
  *    a write since the flush was lost);
  *  - a snapshot that survived has the namespace of its moment.
+ * Among the operations are first writes into new files as the addon makes
+ * them (`NativeFirstWrites`): straight into a reserved chunk, folded into
+ * the tree only when the next operation, flush or snapshot starts, as a
+ * mount folds before each request; a crash may come before the fold.
  * Then it takes new operations and commits again. COWVOL_SEED=N replays.
  */
 import t from 'tap';
 
 import { checkPool } from '../src/blockstore/check.js';
 import { MemoryDisk } from '../src/blockstore/memory-disk.js';
+import type { Disk } from '../src/blockstore/disk.js';
 import { Pool } from '../src/blockstore/pool.js';
 import { Prng } from '../src/blockstore/prng.js';
+import type { Reserve } from '../src/blockstore/reserve.js';
 import { CrashError, FaultPlan, SimDisk } from '../src/blockstore/sim-disk.js';
 import { checkFilesystem } from '../src/cowfs/fs-check.js';
 import { Filesystem } from '../src/cowfs/filesystem.js';
@@ -29,6 +35,8 @@ import { FsModel, applyToFs, describeFsOp, dumpFs, dumpModel, ino, nextFsOp } fr
 import { runSeeds } from './helpers/seeds.js';
 
 const SEEDS = Number(process.env.COWVOL_CRASH_SEEDS ?? 600);
+/** Across the seeds: first writes made as the addon makes them, and crashes that found some not folded yet. */
+const tally = { native: 0, cutBeforeFold: 0 };
 const SECTOR = 512;
 
 /** A state the crash may leave: the model after some operation. */
@@ -77,6 +85,55 @@ function sectorsOk(fs: Filesystem, states: State[], matched: number): string | n
   return null;
 }
 
+/**
+ * What a cowfs mount's FUSE threads do with a new file's first write
+ * (native/src/chunk_table.c, src/fuse/file-chunks.ts): the bytes go into a
+ * zero chunk of the mount's reserve, and the take and the file's new end
+ * wait for `fold`, which the mount makes before it serves anything else.
+ */
+class NativeFirstWrites {
+  private readonly reserve: Reserve;
+  private readonly handed: number[] = [];
+  private pending: { ino: number; offset: number; end: number }[] = [];
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly fs: Filesystem,
+    private readonly dataDisk: Disk,
+  ) {
+    this.reserve = pool.openReserve(8);
+  }
+
+  /** False when the reserve has nothing to give (no chunk is known to read as zeros yet). */
+  write(ino: number, data: Buffer): boolean {
+    if (this.handed.length === 0) {
+      this.pool.topUpReserve(this.reserve, (offsets) => {
+        this.handed.push(...offsets);
+        return offsets.length;
+      });
+    }
+    const offset = this.handed.pop();
+    if (offset === undefined) return false;
+    tally.native++;
+    this.pending.push({ ino, offset, end: data.length });
+    this.dataDisk.write(data, offset);
+    return true;
+  }
+
+  get waiting(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** Waiting until it returns: a power cut inside it counts as one before the fold. */
+  fold(): void {
+    const pending = this.pending;
+    if (pending.length === 0) return;
+    this.fs.foldTakes(this.reserve, pending.map((p) => ({ ino: p.ino, chunk: 0, offset: p.offset })));
+    this.fs.grow(pending);
+    this.pending = [];
+  }
+}
+
 /** Runs an operation the power may cut: the caller then records what it may have left before the crash goes on. */
 function survive<T>(op: () => T): T | null {
   try {
@@ -100,6 +157,7 @@ async function runSeed(seed: number): Promise<string | null> {
   const snapshots = new Map<string, string>();
   const log: string[] = [];
   let formatted = false;
+  let native: NativeFirstWrites | null = null;
   try {
     Pool.init(metaDisk, dataDisk, { chunkSize });
     const pool = Pool.open(metaDisk, dataDisk, options);
@@ -108,8 +166,13 @@ async function runSeed(seed: number): Promise<string | null> {
     formatted = true;
     states = [{ label: 'formatted', model: model.clone() }];
     const fs = new Filesystem(pool, pool.stat('v').id);
+    const firstWrites = new NativeFirstWrites(pool, fs, dataDisk);
+    native = firstWrites;
     const steps = 10 + rng.int(60);
     for (let i = 0; i < steps; i++) {
+      // The background commit may start while first writes wait (it does not fold); the fold then finishes it.
+      if (firstWrites.waiting && rng.chance(0.4)) fs.flush().catch(() => undefined);
+      firstWrites.fold();
       const r = rng.int(100);
       if (r < 8) {
         log.push('flush');
@@ -132,6 +195,26 @@ async function runSeed(seed: number): Promise<string | null> {
         states = [{ label: `snapshot at step ${i}`, model: model.clone() }];
         continue;
       }
+      const empty = model.all().filter(([, n]) => n.kind === 'file' && n.data.length === 0);
+      if (r < 20 && empty.length > 0) {
+        const path = rng.pick(empty)[0];
+        const op = { op: 'write' as const, path, offset: 0, length: 1 + rng.int(chunkSize), byte: 1 + rng.int(250) };
+        log.push(`native ${describeFsOp(op)}`);
+        model.apply(op);
+        const wrote = survive(() => firstWrites.write(ino(fs, path), Buffer.alloc(op.length, op.byte)));
+        if (plan.crashed) {
+          states.push({ label: `interrupted native step ${i}`, model: model.clone() });
+          throw new CrashError();
+        }
+        if (wrote) {
+          states.push({ label: `after native step ${i} ${describeFsOp(op)}`, model: model.clone() });
+          continue;
+        }
+        // Nothing reserved: the write goes to JavaScript, as the addon's would.
+        if (applyToFs(fs, op) !== null) return `step ${i}: a write into an empty file failed`;
+        states.push({ label: `after step ${i} ${describeFsOp(op)}`, model: model.clone() });
+        continue;
+      }
       const op = nextFsOp(rng, model, chunkSize);
       log.push(describeFsOp(op));
       const want = model.apply(op);
@@ -147,6 +230,7 @@ async function runSeed(seed: number): Promise<string | null> {
     plan.crashed = true;
   } catch (err) {
     if (!(err instanceof CrashError) && !plan.crashed) return `unexpected: ${(err as Error).stack}`;
+    if (native?.waiting === true) tally.cutBeforeFold++;
     if (!formatted) return null; // power went before the filesystem existed
   }
   const last = log.slice(-6).join(' | ');
@@ -186,6 +270,10 @@ async function runSeed(seed: number): Promise<string | null> {
 
 t.test(`power loss under cowfs at any disk operation (${process.env.COWVOL_SEED ?? `${SEEDS} seeds`})`, async (t) => {
   await runSeeds(t, { first: 20000, count: SEEDS, file: 'dist/test/cowfs-crash.test.js', run: runSeed });
+  if (process.env.COWVOL_SEED === undefined) {
+    t.ok(tally.native > SEEDS / 4, `${tally.native} first writes made as the addon makes them`);
+    t.ok(tally.cutBeforeFold > 0, `${tally.cutBeforeFold} power cuts found some not folded yet`);
+  }
 });
 
 /**
