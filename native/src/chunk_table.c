@@ -466,8 +466,20 @@ size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max) {
   return n;
 }
 
-int table_flush(chunk_table *t, int *err) {
-  if (atomic_load(&t->commit_needed) || atomic_load(&t->flush_errno) || atomic_load_explicit(&t->taken_hint, memory_order_acquire) > 0) return 0;
+/* Whether a first write of `ino` (any, for 0) waits to be folded. */
+static int taken_waits(chunk_table *t, uint64_t ino) {
+  if (atomic_load_explicit(&t->taken_hint, memory_order_acquire) == 0) return 0;
+  if (ino == 0) return 1;
+  pthread_mutex_lock(&t->spare);
+  size_t i = 0;
+  while (i < t->taken_count && t->taken[i].ino != ino) i++;
+  int found = i < t->taken_count;
+  pthread_mutex_unlock(&t->spare);
+  return found;
+}
+
+int table_flush(chunk_table *t, uint64_t ino, int *err) {
+  if (atomic_load(&t->commit_needed) || atomic_load(&t->flush_errno) || taken_waits(t, ino)) return 0;
   *err = fdatasync(t->data_fd) == 0 ? 0 : errno;
   if (*err) atomic_store(&t->flush_errno, *err);
   atomic_fetch_add_explicit(&slot_of_thread(t)->fast_flushes, 1, memory_order_relaxed);

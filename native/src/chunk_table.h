@@ -66,11 +66,12 @@ void table_set_tail(chunk_table *t, int (*on_tail)(void *ctx, uint64_t ino, uint
 
 /*
  * Serves an fsync with one fdatasync of the data file when JavaScript says
- * no commit is needed and no first write waits to be folded: 1 when served
- * (*err is 0 or the errno), 0 to ask JavaScript. A failed fdatasync sends
- * every later fsync to JavaScript, which fails the pool.
+ * no commit is needed and no first write waits to be folded (of inode
+ * `ino`; of any when 0): 1 when served (*err is 0 or the errno), 0 to ask
+ * JavaScript. A failed fdatasync sends every later fsync to JavaScript,
+ * which fails the pool.
  */
-int table_flush(chunk_table *t, int *err);
+int table_flush(chunk_table *t, uint64_t ino, int *err);
 /* JavaScript: whether the pool has metadata to commit (1 at start). */
 void table_commit_needed(chunk_table *t, int needed);
 

@@ -645,8 +645,8 @@ static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   session *s = of(req);
   int err = 0;
-  /* A size a native write moved, not yet in the tree, needs a commit (the marks catch it once JavaScript folds it). */
-  if (datasync && !atomic_load(&s->closing) && marks_clean(s->marks, ino) && !written_growing(s->written) && table_flush(s->table, &err)) {
+  /* A size or chunk a native write moved, not yet in the tree, needs a commit (the marks catch it once JavaScript folds it). */
+  if (datasync && !atomic_load(&s->closing) && marks_clean(s->marks, ino) && !written_grows(s->written, ino) && table_flush(s->table, ino, &err)) {
     fuse_reply_err(req, err);
     return;
   }

@@ -324,7 +324,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
   session *s = of(req);
   uint64_t since = started(s);
   int err = 0;
-  if (atomic_load(&s->closing) || !table_flush(s->table, &err)) {
+  if (atomic_load(&s->closing) || !table_flush(s->table, 0, &err)) {
     request r = {.op = OP_FSYNC, .ino = ino, .n = {datasync, 0, 0}};
     err = session_ask_js(s, &r);
   }

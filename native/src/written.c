@@ -19,7 +19,7 @@ struct written {
   pthread_mutex_t mu;
   size_t count;
   written_file files[WRITTEN_MAX];
-  /* Notes with an end: read without `mu` by an fdatasync deciding whether it may skip JavaScript. */
+  /* Notes with an end: read without `mu` first by an fdatasync deciding whether it may skip JavaScript. */
   atomic_size_t growing;
 };
 
@@ -69,8 +69,14 @@ int written_grow(written *w, uint64_t ino, uint64_t end) {
   return f != NULL;
 }
 
-int written_growing(written *w) {
-  return atomic_load(&w->growing) > 0;
+int written_grows(written *w, uint64_t ino) {
+  if (atomic_load(&w->growing) == 0) return 0;
+  pthread_mutex_lock(&w->mu);
+  size_t i = 0;
+  while (i < w->count && (w->files[i].ino != ino || w->files[i].end == 0)) i++;
+  int found = i < w->count;
+  pthread_mutex_unlock(&w->mu);
+  return found;
 }
 
 size_t written_drain_ends(written *w, written_file *out) {

@@ -29,8 +29,8 @@ void written_free(written *w);
 int written_note(written *w, uint64_t ino, struct timespec *at);
 /* Notes that a write to `ino` reaches `end` (the file is at least that long now); 0 when WRITTEN_MAX other files wait. */
 int written_grow(written *w, uint64_t ino, uint64_t end);
-/* Whether any note holds an end JavaScript has not folded into a size yet. */
-int written_growing(written *w);
+/* Whether a note of `ino` holds an end JavaScript has not folded into its size yet. */
+int written_grows(written *w, uint64_t ino);
 /* Moves the notes into out (room for WRITTEN_MAX); returns how many. */
 size_t written_drain(written *w, written_file *out);
 /* Moves only the ends into out (as notes without a time), leaving the times noted; returns how many. */
