@@ -128,8 +128,7 @@ class NativeFirstWrites {
   fold(): void {
     const pending = this.pending;
     if (pending.length === 0) return;
-    this.fs.foldTakes(this.reserve, pending.map((p) => ({ ino: p.ino, chunk: 0, offset: p.offset })));
-    this.fs.grow(pending);
+    this.fs.absorb(this.reserve, { takes: pending.map((p) => ({ ino: p.ino, chunk: 0, offset: p.offset })), ends: pending });
     this.pending = [];
   }
 }

@@ -60,6 +60,14 @@ export interface AttrChanges {
 }
 
 /** Times the kernel set on a file and the addon answered (its writeback cache keeps a regular file's own). */
+/** What the addon served without us, for `absorb` (each list may be left out). */
+export interface Served {
+  takes?: { ino: number; chunk: number; offset: number }[];
+  ends?: { ino: number; end: number }[];
+  written?: { ino: number; at: Time }[];
+  kernel?: KernelTimes[];
+}
+
 export interface KernelTimes {
   ino: number;
   atime?: Time;
@@ -201,77 +209,76 @@ export class Filesystem {
   }
 
   /**
-   * Writes served without us (the addon's, src/fuse/file-chunks.ts): each
-   * file's mtime and ctime become the time of its latest one, unless a later
-   * change stamped them already. Files freed since are skipped.
+   * What the addon served without us since the last look
+   * (src/fuse/file-chunks.ts), put in the tree in one change that loads and
+   * saves each inode once:
+   * - first writes into holes, from `reserve` (the chunk at data file
+   *   `offset` now holds file chunk `chunk`): each mapped in its file's
+   *   region (made if the file had none) and counted in its blocks; a chunk
+   *   whose file is gone goes back to the pool;
+   * - ends: the file is at least that long now;
+   * - writes: mtime and ctime become the time of the latest, unless a
+   *   later change stamped them already;
+   * - kernel: times the addon answered for the kernel, as a setattr sets them.
+   * Other changes to files freed since are skipped. Returns the volume map
+   * index each take went to, or null.
    */
-  stampWritten(files: { ino: number; at: Time }[]): void {
-    this.amend(files, (inode, f) => {
-      if (!after(f.at, inode.mtime)) return false;
-      inode.mtime = f.at;
-      if (after(f.at, inode.ctime)) inode.ctime = f.at;
-      return true;
+  absorb(reserve: Reserve | null, served: Served): (number | null)[] {
+    const { takes = [], ends = [], written = [], kernel = [] } = served;
+    if (takes.length + ends.length + written.length + kernel.length === 0) return [];
+    if (takes.length === 0 && this.pool.stat(this.tree.volume).readOnly) return [];
+    return this.pool.atomically(() => {
+      const loaded = new Map<number, Inode | null>();
+      const changed = new Set<Inode>();
+      const load = (ino: number): Inode | null => {
+        let inode = loaded.get(ino);
+        if (inode === undefined) {
+          const v = ino === 0 ? undefined : this.tree.get(key(ino, ItemType.INODE, 0));
+          inode = v === undefined ? null : decodeInode(ino, v);
+          loaded.set(ino, inode);
+        }
+        return inode;
+      };
+      const indices = takes.map((t) => this.absorbTake(reserve as Reserve, load(t.ino), t, changed));
+      for (const f of ends) {
+        const inode = load(f.ino);
+        if (inode !== null && isReg(inode) && f.end > inode.size) changed.add(Object.assign(inode, { size: f.end }));
+      }
+      for (const f of written) {
+        const inode = load(f.ino);
+        if (inode === null || !after(f.at, inode.mtime)) continue;
+        inode.mtime = f.at;
+        if (after(f.at, inode.ctime)) inode.ctime = f.at;
+        changed.add(inode);
+      }
+      for (const f of kernel) {
+        const inode = load(f.ino);
+        if (inode === null) continue;
+        inode.atime = f.atime ?? inode.atime;
+        inode.mtime = f.mtime ?? inode.mtime;
+        inode.ctime = f.ctime ?? inode.ctime;
+        changed.add(inode);
+      }
+      for (const inode of changed) this.tree.saveInode(inode);
+      return indices;
     });
   }
 
   /** Times the addon answered for the kernel (KernelTimes), as a setattr would set them. Files freed since are skipped. */
   applyKernelTimes(files: KernelTimes[]): void {
-    this.amend(files, (inode, f) => {
-      inode.atime = f.atime ?? inode.atime;
-      inode.mtime = f.mtime ?? inode.mtime;
-      inode.ctime = f.ctime ?? inode.ctime;
-      return true;
-    });
+    this.absorb(null, { kernel: files });
   }
 
-  /**
-   * Native writes that reached past a file's known end (the addon's notes):
-   * the file is at least that long now. Files freed since are skipped.
-   */
-  grow(files: { ino: number; end: number }[]): void {
-    this.amend(files, (inode, f) => {
-      if (!isReg(inode) || f.end <= inode.size) return false;
-      inode.size = f.end;
-      return true;
-    });
-  }
-
-  /**
-   * First writes the addon served into holes of files from `reserve` (the
-   * chunk at data file `offset` now holds file chunk `chunk`): each mapped in
-   * its file's region (made if the file had none) and counted in its
-   * blocks. A chunk whose file is gone goes back to the pool. Returns the
-   * volume map index each went to, or null.
-   */
-  foldTakes(reserve: Reserve, takes: { ino: number; chunk: number; offset: number }[]): (number | null)[] {
-    return this.pool.atomically(() =>
-      takes.map((t) => {
-        const v = t.ino === 0 ? undefined : this.tree.get(key(t.ino, ItemType.INODE, 0));
-        const inode = v === undefined ? null : decodeInode(t.ino, v);
-        if (inode === null || !isReg(inode)) {
-          this.pool.foldTake(reserve, this.tree.volume, null, t.offset);
-          return null;
-        }
-        const index = this.data.indexFor(inode, t.chunk);
-        this.pool.foldTake(reserve, this.tree.volume, index, t.offset);
-        inode.chunks++;
-        this.tree.saveInode(inode);
-        return index;
-      }),
-    );
-  }
-
-  /** Changes served without us, put in the tree in one change: `set` says whether it moved the inode. */
-  private amend<F extends { ino: number }>(files: F[], set: (inode: Inode, f: F) => boolean): void {
-    if (files.length === 0 || this.pool.stat(this.tree.volume).readOnly) return;
-    this.pool.atomically(() => {
-      for (const f of files) {
-        const v = this.tree.get(key(f.ino, ItemType.INODE, 0));
-        if (v === undefined) continue;
-        const inode = decodeInode(f.ino, v);
-        if (set(inode, f)) this.tree.saveInode(inode);
-      }
-    });
+  private absorbTake(reserve: Reserve, inode: Inode | null, t: { chunk: number; offset: number }, changed: Set<Inode>): number | null {
+    if (inode === null || !isReg(inode)) {
+      this.pool.foldTake(reserve, this.tree.volume, null, t.offset);
+      return null;
+    }
+    const index = this.data.indexFor(inode, t.chunk);
+    this.pool.foldTake(reserve, this.tree.volume, index, t.offset);
+    inode.chunks++;
+    changed.add(inode);
+    return index;
   }
 
   seek(ino: number, offset: number, data: boolean): number {

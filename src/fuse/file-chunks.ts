@@ -44,7 +44,7 @@
  */
 import type { Pool, VolumeWatcher } from '../blockstore/pool.js';
 import type { Reserve } from '../blockstore/reserve.js';
-import type { Filesystem } from '../cowfs/filesystem.js';
+import type { Filesystem, Served } from '../cowfs/filesystem.js';
 import { fromMonotonic } from '../cowfs/inode.js';
 import type { FuseSession } from './session.js';
 
@@ -129,18 +129,17 @@ export class FileChunks implements VolumeWatcher {
 
   /** Folds the addon's first writes and sizes, sets the times of the files it wrote, then the times it answered for the kernel. */
   stamp(): void {
-    this.foldTakes();
     const written = this.session.written();
-    this.fs.grow(written.filter((w) => w.end > 0));
-    const timed = written.filter((w) => w.sec >= 0);
-    if (timed.length > 0) this.fs.stampWritten(timed.map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })));
-    this.fs.applyKernelTimes(this.session.kernelTimes());
+    this.absorb({
+      ends: written.filter((w) => w.end > 0),
+      written: written.filter((w) => w.sec >= 0).map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })),
+      kernel: this.session.kernelTimes(),
+    });
   }
 
   /** What an fdatasync must find in the tree: the chunks the addon took and how far its writes reached, not their times. */
   fold(): void {
-    this.foldTakes();
-    this.fs.grow(this.session.written(true));
+    this.absorb({ ends: this.session.written(true) });
   }
 
   /** The mount is going away, its requests all answered: what the addon took is folded, and the rest of the reserve freed. */
@@ -177,19 +176,15 @@ export class FileChunks implements VolumeWatcher {
   releaseRoom(): void {
     for (const ino of [...this.holes.keys()]) this.session.invalidate(ino, this.holes.get(ino) as number);
     // A hole taken before its withdrawal holds its room until its chunk is mapped here.
-    this.foldTakes();
+    this.fold();
     for (const ino of [...this.holes.keys()]) this.unhold(ino);
   }
 
-  private foldTakes(): void {
-    if (this.reserve === null) return;
-    const taken = this.session.taken();
-    if (taken.length === 0) return;
+  /** The first writes taken since the last look, with the rest of what the addon served, into the tree. */
+  private absorb(served: Served): void {
+    const taken = this.reserve === null ? [] : this.session.taken();
     for (const t of taken) if (this.holes.get(t.ino) === t.index) this.unhold(t.ino);
-    const indices = this.fs.foldTakes(
-      this.reserve,
-      taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })),
-    );
+    const indices = this.fs.absorb(this.reserve, { ...served, takes: taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })) });
     // Its entry may reach past the end (reads go to us), but the pool's drops of the chunk must reach it.
     indices.forEach((index, i) => {
       const t = taken[i] as { ino: number; index: number };
