@@ -48,7 +48,7 @@ export interface NativeFuse {
   ): FuseHandle;
   fuseReply(handle: FuseHandle, id: number, errno: number, data?: Buffer, nums?: number[]): void;
   /** `breakable`: when not writable, the addon may copy the chunk for a write (a CoW break); false for a read-only volume. */
-  fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean, breakable: boolean): void;
+  fuseMap(handle: FuseHandle, ino: number, index: number, offset: number, writable: boolean, breakable: boolean, tail: boolean): void;
   fuseInvalidate(handle: FuseHandle, ino: number, index: number): void;
   fuseHoles(handle: FuseHandle, ino: number, indices: number[], tail: boolean): void;
   fuseReserve(handle: FuseHandle, offsets: number[]): number;

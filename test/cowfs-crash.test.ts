@@ -14,10 +14,11 @@
  *    changed holds exactly its flushed value (zeros are allowed only where
  *    a write since the flush was lost);
  *  - a snapshot that survived has the namespace of its moment.
- * Among the operations are first writes into new files as the addon makes
- * them (`NativeFirstWrites`): straight into a reserved chunk, folded into
- * the tree only when the next operation, flush or snapshot starts, as a
- * mount folds before each request; a crash may come before the fold.
+ * Among the operations are first writes into holes as the addon makes them
+ * (`NativeFirstWrites`: a new file's first chunk, or the first chunk past a
+ * file's end): straight into a reserved chunk, folded into the tree only
+ * when the next operation, flush or snapshot starts, as a mount folds
+ * before each request; a crash may come before the fold.
  * Then it takes new operations and commits again. COWVOL_SEED=N replays.
  */
 import t from 'tap';
@@ -94,7 +95,7 @@ function sectorsOk(fs: Filesystem, states: State[], matched: number): string | n
 class NativeFirstWrites {
   private readonly reserve: Reserve;
   private readonly handed: number[] = [];
-  private pending: { ino: number; offset: number; end: number }[] = [];
+  private pending: { ino: number; chunk: number; offset: number; end: number }[] = [];
 
   constructor(
     private readonly pool: Pool,
@@ -104,8 +105,8 @@ class NativeFirstWrites {
     this.reserve = pool.openReserve(8);
   }
 
-  /** False when the reserve has nothing to give (no chunk is known to read as zeros yet). */
-  write(ino: number, data: Buffer): boolean {
+  /** Into file chunk `chunk`, a hole past the file's end; false when the reserve has nothing to give (no chunk is known to read as zeros yet). */
+  write(ino: number, chunk: number, data: Buffer): boolean {
     if (this.handed.length === 0) {
       this.pool.topUpReserve(this.reserve, (offsets) => {
         this.handed.push(...offsets);
@@ -115,7 +116,7 @@ class NativeFirstWrites {
     const offset = this.handed.pop();
     if (offset === undefined) return false;
     tally.native++;
-    this.pending.push({ ino, offset, end: data.length });
+    this.pending.push({ ino, chunk, offset, end: chunk * this.pool.chunkSize + data.length });
     this.dataDisk.write(data, offset);
     return true;
   }
@@ -128,7 +129,7 @@ class NativeFirstWrites {
   fold(): void {
     const pending = this.pending;
     if (pending.length === 0) return;
-    this.fs.absorb(this.reserve, { takes: pending.map((p) => ({ ino: p.ino, chunk: 0, offset: p.offset })), ends: pending });
+    this.fs.absorb(this.reserve, { takes: pending, ends: pending });
     this.pending = [];
   }
 }
@@ -194,13 +195,15 @@ async function runSeed(seed: number): Promise<string | null> {
         states = [{ label: `snapshot at step ${i}`, model: model.clone() }];
         continue;
       }
-      const empty = model.all().filter(([, n]) => n.kind === 'file' && n.data.length === 0);
-      if (r < 20 && empty.length > 0) {
-        const path = rng.pick(empty)[0];
-        const op = { op: 'write' as const, path, offset: 0, length: 1 + rng.int(chunkSize), byte: 1 + rng.int(250) };
+      const files = model.all().filter(([, n]) => n.kind === 'file');
+      if (r < 20 && files.length > 0) {
+        // A new file's first chunk, or the first chunk wholly past a file's end: the holes a mount offers.
+        const [path, file] = rng.pick(files);
+        const chunk = Math.ceil(file.data.length / chunkSize);
+        const op = { op: 'write' as const, path, offset: chunk * chunkSize, length: 1 + rng.int(chunkSize), byte: 1 + rng.int(250) };
         log.push(`native ${describeFsOp(op)}`);
         model.apply(op);
-        const wrote = survive(() => firstWrites.write(ino(fs, path), Buffer.alloc(op.length, op.byte)));
+        const wrote = survive(() => firstWrites.write(ino(fs, path), chunk, Buffer.alloc(op.length, op.byte)));
         if (plan.crashed) {
           states.push({ label: `interrupted native step ${i}`, model: model.clone() });
           throw new CrashError();

@@ -644,3 +644,39 @@ os.close(b)
   t.same(back.subarray(0, CHUNK + 10), Buffer.alloc(CHUNK + 10), 'zeros where the first write was');
   t.equal(back.subarray(CHUNK + 10).toString(), 'abc');
 });
+
+t.test('appends go on natively: into the chunk holding the end, and into holes past it', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'log');
+  const pages = 3 * (CHUNK / 4096) + 1;
+  const before = s.mount.stats();
+  // O_DIRECT, so each append is one request to the mount.
+  await run('python3', ['-c', `
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
+buf = mmap.mmap(-1, 4096)
+for i in range(${pages}):
+    buf.seek(0)
+    buf.write(bytes([65 + i % 26]) * 4096)
+    os.pwrite(fd, buf, 4096 * i)
+os.close(fd)
+`, file]);
+  const after = s.mount.stats();
+  const expect = Buffer.concat(Array.from({ length: pages }, (_, i) => Buffer.alloc(4096, 65 + (i % 26))));
+  t.equal(after.firstWrites - before.firstWrites, 3, 'chunks 0, 2 and 3 were first written natively (chunk 1 by JavaScript, which offered the holes after it)');
+  t.equal(after.fastWrites - before.fastWrites, pages - 1, 'every append but one was native');
+  const st = await fs.promises.stat(file);
+  t.same([st.size, st.blocks], [pages * 4096, (4 * CHUNK) / 512], 'the size and blocks');
+  t.same(await pread(file, 0, pages * 4096), expect, 'the appends read back');
+  t.same(s.mount.fs.read(st.ino, 0, pages * 4096), expect, 'the pool holds them');
+});
+
+t.test('a truncate leaves no chunk mapped past the new end, the old last one included', async (t) => {
+  const s = await setup(t, undefined, 3_600_000);
+  const file = path.join(s.dir, 'f');
+  await fs.promises.writeFile(file, pattern(2 * CHUNK + 100, 30));
+  t.equal((await fs.promises.stat(file)).blocks, (3 * CHUNK) / 512, 'three chunks before');
+  await fs.promises.truncate(file, CHUNK + 10);
+  t.equal((await fs.promises.stat(file)).blocks, (2 * CHUNK) / 512, 'two after: the chunk that held the old end is gone, not zeroed');
+  t.same(await pread(file, 0, 3 * CHUNK), pattern(2 * CHUNK + 100, 30).subarray(0, CHUNK + 10), 'the bytes kept');
+});

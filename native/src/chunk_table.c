@@ -396,13 +396,13 @@ int table_io(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off, in
 
 /* ---- JavaScript's side ------------------------------------------------------ */
 
-void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable) {
+void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable, int tail) {
   uint64_t key = key_of(ino, index);
   if (key == 0) return;
   lock_all(t);
   entry *e = place(t, key);
   e->key = key;
-  atomic_store_explicit(&e->state, offset | (writable ? WRITABLE : breakable ? 0 : FROZEN), memory_order_release);
+  atomic_store_explicit(&e->state, offset | (writable ? WRITABLE : breakable ? 0 : FROZEN) | (tail ? TAIL : 0), memory_order_release);
   unlock_all(t);
 }
 

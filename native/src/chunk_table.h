@@ -76,8 +76,11 @@ int table_flush(chunk_table *t, uint64_t ino, int *err);
 void table_commit_needed(chunk_table *t, int needed);
 
 /* JavaScript's side. map, holes and invalidate wait for the I/O in flight through the table; reserve and drain do not. */
-/* `breakable`: when not writable, a write may copy the chunk (a CoW break); 0 for a read-only volume's chunks. */
-void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable);
+/*
+ * `breakable`: when not writable, a write may copy the chunk (a CoW break); 0 for a read-only volume's chunks.
+ * `tail`: the chunk holds the file's end (table_set_tail): reads go to JavaScript, writes note their end.
+ */
+void table_map(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int writable, int breakable, int tail);
 /* `tail`: the holes may lie past the file's end (table_set_tail); a first write keeps that mark on the chunk it takes. */
 void table_holes(chunk_table *t, uint64_t ino, const uint64_t *indices, size_t n, int tail);
 /* A negative index: every entry of the inode; inode 0 with it: every entry. */

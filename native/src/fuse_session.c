@@ -662,12 +662,13 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseMap(session, ino, index, fileOffset, writable, breakable) */
+/* fuseMap(session, ino, index, fileOffset, writable, breakable, tail) */
 napi_value fuse_map(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  session *s = session_call(env, info, 6, argv);
+  napi_value argv[7];
+  session *s = session_call(env, info, 7, argv);
   if (!s) return NULL;
-  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), bool_arg(env, argv[4], false), bool_arg(env, argv[5], false));
+  table_map(s->table, (uint64_t)num(env, argv[1]), (uint64_t)num(env, argv[2]), num(env, argv[3]), bool_arg(env, argv[4], false), bool_arg(env, argv[5], false),
+            bool_arg(env, argv[6], false));
   return NULL;
 }
 

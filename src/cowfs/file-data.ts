@@ -160,6 +160,35 @@ export class FileData {
     return out;
   }
 
+  /**
+   * Where the file ends, in chunks: the chunk holding its end when the end
+   * falls inside one that is mapped (with its map index), and of the
+   * `ahead` chunks wholly past the end, those before the first one mapped
+   * (normally all: only a crash's journal replay maps past a file's end).
+   */
+  edge(inode: Inode, ahead: number): { partial: { chunk: number; index: number } | null; unmapped: number[] } {
+    const past = Math.ceil(inode.size / this.cs);
+    const unmapped: number[] = [];
+    for (let c = past; c < past + ahead && this.indexOf(inode.ino, c) === null; c++) unmapped.push(c);
+    if (inode.size % this.cs === 0) return { partial: null, unmapped };
+    const index = this.indexOf(inode.ino, past - 1);
+    return { partial: index === null ? null : { chunk: past - 1, index }, unmapped };
+  }
+
+  /** The map index of file chunk `c` if it is mapped, else null. */
+  private indexOf(ino: number, c: number): number | null {
+    const { k, within } = regionOf(c);
+    const base = this.base(ino, k);
+    return base !== null && this.mappedIn(base + within, base + within + 1) === 1 ? base + within : null;
+  }
+
+  /** The file shrinks to `size`: what lay past it reads as zeros and no chunk wholly past it stays mapped. */
+  truncate(inode: Inode, size: number): void {
+    // To the end of the old last chunk, whose bytes past the old end are zeros already, so it goes whole.
+    this.discard(inode, size, Math.ceil(inode.size / this.cs) * this.cs);
+    this.dropRegionsFrom(inode, size);
+  }
+
   /** The volume map index of file chunk `c`, its region made if it has none: where a first write served without us goes. */
   indexFor(inode: Inode, c: number): number {
     const { k, within } = regionOf(c);

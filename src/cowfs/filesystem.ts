@@ -209,6 +209,16 @@ export class Filesystem {
   }
 
   /**
+   * Where a regular file ends, for the addon's first writes and appends
+   * (src/fuse/file-chunks.ts): see FileData.edge; null for anything else.
+   */
+  edgeOf(ino: number, ahead: number): { partial: { chunk: number; index: number } | null; unmapped: number[]; setId: boolean } | null {
+    const inode = this.tree.inode(ino);
+    if (!isReg(inode)) return null;
+    return { ...this.data.edge(inode, ahead), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
+  }
+
+  /**
    * What the addon served without us since the last look
    * (src/fuse/file-chunks.ts), put in the tree in one change that loads and
    * saves each inode once:
@@ -754,10 +764,8 @@ export class Filesystem {
     if (!isReg(inode)) fail(isDir(inode) ? 'EISDIR' : 'EINVAL', `inode ${inode.ino} is not a regular file`);
     if (!Number.isSafeInteger(size) || size < 0) fail('EINVAL', `invalid size ${size}`);
     if (size > MAX_FILE_BYTES) fail('EFBIG', `a file ends at ${MAX_FILE_BYTES} bytes`);
-    if (size < inode.size) {
-      this.data.discard(inode, size, inode.size);
-      this.data.dropRegionsFrom(inode, size);
-    } else if (size > inode.size) this.data.discard(inode, inode.size, size);
+    if (size < inode.size) this.data.truncate(inode, size);
+    else if (size > inode.size) this.data.discard(inode, inode.size, size);
     if (size !== inode.size) inode.mtime = t;
     inode.size = size;
   }

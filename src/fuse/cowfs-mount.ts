@@ -19,7 +19,7 @@
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { type AttrChanges, Filesystem, onlyTimes } from '../cowfs/filesystem.js';
-import { type Inode, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
+import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
 import { CowvolError, errno, fromSystemError } from '../errors.js';
 import { relaxDirtyLimits } from '../host/dirty-limits.js';
 import { type MountEntry, mountAt, readMountTable } from '../host/mount-table.js';
@@ -278,8 +278,7 @@ export class CowfsMount {
       case FsOp.CREATE: {
         const inode = fs.mknod(req.ino, name, S_IFREG | (n0 & 0o7777), 0, caller);
         fs.opened(inode.ino);
-        // A write must reach us to drop set-id bits.
-        if ((inode.mode & (S_ISUID | S_ISGID)) === 0) this.chunks?.offerEmpty(inode.ino);
+        this.chunks?.extend(inode.ino);
         return [undefined, this.withParent(this.attr(inode), req.ino)];
       }
       case FsOp.OPEN:
@@ -294,10 +293,11 @@ export class CowfsMount {
         return [data, undefined];
       }
       case FsOp.WRITE: {
-        this.chunks?.quiesce(req.ino);
+        this.chunks?.quiesce(req.ino, n0, n1);
         const from = { killSetId: n2 & WRITE_KILLS_SETID ? req.gid : undefined };
         const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0), from);
         this.chunks?.offer(req.ino, n0, written);
+        this.chunks?.extend(req.ino);
         // The file's attributes after the write ride along, so the addon keeps them for the getattr the kernel sends next.
         return [undefined, [written, ...this.attr(fs.getattr(req.ino))]];
       }
@@ -318,14 +318,14 @@ export class CowfsMount {
         fs.removexattr(req.ino, name);
         return [undefined, undefined];
       case FsOp.FALLOCATE:
-        this.chunks?.quiesce(req.ino);
+        this.chunks?.quiesce(req.ino, n1, n2);
         fs.fallocate(req.ino, n0, n1, n2);
         return [undefined, undefined];
       case FsOp.COPY_FILE_RANGE: {
         // Packed by fs_ops.c: off_in, ino_out, off_out, len, flags (none are defined; the kernel refuses others).
         const b = req.data ?? Buffer.alloc(40);
         const v = (i: number): number => Number(b.readBigInt64LE(8 * i));
-        this.chunks?.quiesce(v(1));
+        this.chunks?.quiesce(v(1), v(2), v(3));
         return [undefined, [fs.copyFileRange(req.ino, v(0), v(1), v(2), v(3))]];
       }
       case FsOp.LSEEK:

@@ -54,12 +54,19 @@ const EVERY_FILE = 0;
 const RESERVE_CHUNKS = 64;
 /** Holes offered at once, each holding a chunk of the volume's room; the oldest is withdrawn beyond. */
 const HOLES_MAX = 256;
+/** Chunks past a file's end offered as holes once it grows: an appending writer goes on without us. */
+const HOLES_AHEAD = 2;
+
+/** A hole's key in `holes`. */
+function holeKey(ino: number, chunk: number): string {
+  return `${ino}:${chunk}`;
+}
 
 export class FileChunks implements VolumeWatcher {
   /** Volume map index -> [inode, file chunk], oldest first. Lock: event loop only. */
   private readonly byIndex = new Map<number, [number, number]>();
-  /** Inode -> the file chunk offered as a hole and not yet taken (as far as we folded), oldest first. Lock: event loop only. */
-  private readonly holes = new Map<number, number>();
+  /** The holes offered and not yet taken (as far as we folded), oldest first: holeKey -> [inode, file chunk]. Lock: event loop only. */
+  private readonly holes = new Map<string, [number, number]>();
   /** Zero chunks the table serves first writes from; null on a read-only mount. */
   private readonly reserve: Reserve | null;
 
@@ -79,16 +86,39 @@ export class FileChunks implements VolumeWatcher {
     this.reserve = writable ? pool.openReserve(RESERVE_CHUNKS) : null;
   }
 
-  /** A file CREATE just made (empty, no set-id bits): its first chunk becomes a hole the addon may fill. */
-  offerEmpty(ino: number): void {
-    if (this.reserve === null || this.holes.has(ino)) return;
-    if (this.reserve.size === 0) this.replenish();
-    if (this.reserve.size === 0 || !this.pool.holdRoom(this.volume, 1)) return;
-    this.session.holes(ino, [0], true);
-    this.holes.set(ino, 0);
-    if (this.holes.size <= HOLES_MAX) return;
-    const [oldest] = this.holes.keys();
-    this.withdraw(oldest as number);
+  /**
+   * A regular file was made or grew: the addon serves its appends. The
+   * chunk holding its end (if mapped) is entered as holding the end, and
+   * the next HOLES_AHEAD chunks past it become holes, each holding room.
+   * Not for a file with set-id bits (a write must reach us to clear them).
+   */
+  extend(ino: number): void {
+    if (this.reserve === null) return;
+    const edge = this.fs.edgeOf(ino, HOLES_AHEAD);
+    if (edge === null || edge.setId) return;
+    if (edge.partial !== null) {
+      const place = this.pool.placeOf(this.volume, edge.partial.index);
+      if (place !== null) {
+        this.remember(edge.partial.index, ino, edge.partial.chunk);
+        this.session.map(ino, edge.partial.chunk, place.offset, place.writable, false, true);
+      }
+    }
+    const fresh: number[] = [];
+    for (const c of edge.unmapped) {
+      if (this.holes.has(holeKey(ino, c))) continue;
+      if (!this.pool.holdRoom(this.volume, 1)) break;
+      fresh.push(c);
+      this.holes.set(holeKey(ino, c), [ino, c]);
+    }
+    if (fresh.length === 0) return;
+    // The table asks for more at half; an empty one (a new mount's) is filled now.
+    if (this.reserve.size === 0) this.pool.topUpReserve(this.reserve, (offsets) => this.session.reserve(offsets));
+    this.session.holes(ino, fresh, true);
+    for (const [key, [oldIno, oldChunk]] of this.holes) {
+      if (this.holes.size <= HOLES_MAX) break;
+      this.session.invalidate(oldIno, oldChunk);
+      this.unhold(key);
+    }
   }
 
   /** The table's reserve runs low: fold what it took, then top it up. */
@@ -99,14 +129,14 @@ export class FileChunks implements VolumeWatcher {
   }
 
   /**
-   * JavaScript is about to change the file's chunks itself (a write,
-   * fallocate or copy it serves): its hole goes first, and what the addon
-   * took through it is folded, so both never map one chunk.
+   * JavaScript is about to change the file's chunks in [offset,
+   * offset+length) itself (a write, fallocate or copy it serves): the holes
+   * there go first, and what the addon took through them is folded, so both
+   * never map one chunk.
    */
-  quiesce(ino: number): void {
-    if (!this.holes.has(ino)) return;
-    this.withdraw(ino);
-    this.fold();
+  quiesce(ino: number, offset: number, length: number): void {
+    const cs = this.pool.chunkSize;
+    if (this.withdraw(ino, Math.floor(offset / cs), Math.ceil((offset + length) / cs)) > 0) this.fold();
   }
 
   /** After JavaScript served a read or write of the range: the addon serves its whole chunks from now on. */
@@ -123,18 +153,20 @@ export class FileChunks implements VolumeWatcher {
   /** The file's size or mode changes: none of its entries stays, and what the addon wrote through them is folded first. */
   forget(ino: number): void {
     this.session.invalidate(ino, -1);
-    if (this.holes.has(ino)) this.unhold(ino);
+    for (const [key, [holeIno]] of this.holes) if (holeIno === ino) this.unhold(key);
     this.fold();
   }
 
   /** Folds the addon's first writes and sizes, sets the times of the files it wrote, then the times it answered for the kernel. */
   stamp(): void {
     const written = this.session.written();
-    this.absorb({
+    const grown = this.absorb({
       ends: written.filter((w) => w.end > 0),
       written: written.filter((w) => w.sec >= 0).map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })),
       kernel: this.session.kernelTimes(),
     });
+    // Files that took a hole are still growing: holes past their new end (only here, before a request, which may withdraw them).
+    for (const ino of grown) this.extend(ino);
   }
 
   /** What an fdatasync must find in the tree: the chunks the addon took and how far its writes reached, not their times. */
@@ -155,7 +187,7 @@ export class FileChunks implements VolumeWatcher {
   dropVolume(): void {
     this.session.invalidate(EVERY_FILE, -1);
     this.byIndex.clear();
-    for (const ino of [...this.holes.keys()]) this.unhold(ino);
+    for (const key of [...this.holes.keys()]) this.unhold(key);
   }
 
   dropChunk(index: number): void {
@@ -174,33 +206,46 @@ export class FileChunks implements VolumeWatcher {
   }
 
   releaseRoom(): void {
-    for (const ino of [...this.holes.keys()]) this.session.invalidate(ino, this.holes.get(ino) as number);
+    for (const [ino, chunk] of this.holes.values()) this.session.invalidate(ino, chunk);
     // A hole taken before its withdrawal holds its room until its chunk is mapped here.
     this.fold();
-    for (const ino of [...this.holes.keys()]) this.unhold(ino);
+    for (const key of [...this.holes.keys()]) this.unhold(key);
   }
 
-  /** The first writes taken since the last look, with the rest of what the addon served, into the tree. */
-  private absorb(served: Served): void {
+  /** The first writes taken since the last look, with the rest of what the addon served, into the tree; returns the files that took any. */
+  private absorb(served: Served): Set<number> {
     const taken = this.reserve === null ? [] : this.session.taken();
-    for (const t of taken) if (this.holes.get(t.ino) === t.index) this.unhold(t.ino);
+    for (const t of taken) if (this.holes.has(holeKey(t.ino, t.index))) this.unhold(holeKey(t.ino, t.index));
     const indices = this.fs.absorb(this.reserve, { ...served, takes: taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })) });
+    const grown = new Set<number>();
     // Its entry may reach past the end (reads go to us), but the pool's drops of the chunk must reach it.
     indices.forEach((index, i) => {
       const t = taken[i] as { ino: number; index: number };
-      if (index !== null) this.remember(index, t.ino, t.index);
+      if (index === null) return;
+      this.remember(index, t.ino, t.index);
+      grown.add(t.ino);
     });
+    return grown;
   }
 
-  /** Takes a hole back from the table and gives its room back; a take through it before this is folded later. */
-  private withdraw(ino: number): void {
-    this.session.invalidate(ino, this.holes.get(ino) as number);
-    this.unhold(ino);
+  /**
+   * Takes the file's holes in chunks [from, to) back from the table and
+   * gives their room back (a take through one before this is folded
+   * later); returns how many.
+   */
+  private withdraw(ino: number, from: number, to: number): number {
+    let n = 0;
+    for (const [key, [holeIno, chunk]] of this.holes) {
+      if (holeIno !== ino || chunk < from || chunk >= to) continue;
+      this.session.invalidate(ino, chunk);
+      this.unhold(key);
+      n++;
+    }
+    return n;
   }
 
-  private unhold(ino: number): void {
-    this.holes.delete(ino);
-    this.pool.holdRoom(this.volume, -1);
+  private unhold(key: string): void {
+    if (this.holes.delete(key)) this.pool.holdRoom(this.volume, -1);
   }
 
   private remember(index: number, ino: number, chunk: number): void {

@@ -128,8 +128,9 @@ export class FuseSession {
     native.fuseReply(this.handle, id, errno, data, nums);
   }
 
-  map(ino: number, index: number, offset: number, writable: boolean, breakable = false): void {
-    native.fuseMap(this.handle, ino, index, offset, writable, breakable);
+  /** `tail` (cowfs): the chunk holds the file's end, so reads go to JavaScript and writes note how far they reach (`written`). */
+  map(ino: number, index: number, offset: number, writable: boolean, breakable = false, tail = false): void {
+    native.fuseMap(this.handle, ino, index, offset, writable, breakable, tail);
   }
 
   /** Drops one entry, or all of an inode's (index < 0), or every entry (ino 0); returns after in-flight fast I/O. */
