@@ -97,10 +97,11 @@ export class FileChunks implements VolumeWatcher {
     const edge = this.fs.edgeOf(ino, HOLES_AHEAD);
     if (edge === null || edge.setId) return;
     if (edge.partial !== null) {
+      // A shared one (after a snapshot) is JavaScript's to break.
       const place = this.pool.placeOf(this.volume, edge.partial.index);
-      if (place !== null) {
+      if (place?.writable === true) {
         this.remember(edge.partial.index, ino, edge.partial.chunk);
-        this.session.map(ino, edge.partial.chunk, place.offset, place.writable, false, true);
+        this.session.map(ino, edge.partial.chunk, place.offset, true, false, true);
       }
     }
     const fresh: number[] = [];
