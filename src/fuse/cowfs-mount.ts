@@ -278,7 +278,7 @@ export class CowfsMount {
       case FsOp.CREATE: {
         const inode = fs.mknod(req.ino, name, S_IFREG | (n0 & 0o7777), 0, caller);
         fs.opened(inode.ino);
-        this.chunks?.extend(inode.ino);
+        this.chunks?.extend(inode.ino, 1);
         return [undefined, this.withParent(this.attr(inode), req.ino)];
       }
       case FsOp.OPEN:

@@ -89,12 +89,13 @@ export class FileChunks implements VolumeWatcher {
   /**
    * A regular file was made or grew: the addon serves its appends. The
    * chunk holding its end (if mapped) is entered as holding the end, and
-   * the next HOLES_AHEAD chunks past it become holes, each holding room.
-   * Not for a file with set-id bits (a write must reach us to clear them).
+   * the next `ahead` chunks past it become holes, each holding room (one
+   * for a new file: most stay within their first chunk). Not for a file
+   * with set-id bits (a write must reach us to clear them).
    */
-  extend(ino: number): void {
+  extend(ino: number, ahead = HOLES_AHEAD): void {
     if (this.reserve === null) return;
-    const edge = this.fs.edgeOf(ino, HOLES_AHEAD);
+    const edge = this.fs.edgeOf(ino, ahead);
     if (edge === null || edge.setId) return;
     if (edge.partial !== null) {
       // A shared one (after a snapshot) is JavaScript's to break.
@@ -166,7 +167,8 @@ export class FileChunks implements VolumeWatcher {
       written: written.filter((w) => w.sec >= 0).map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })),
       kernel: this.session.kernelTimes(),
     });
-    // Files that took a hole are still growing: holes past their new end (only here, before a request, which may withdraw them).
+    // Files that took a hole past their first chunk are growing: holes past their new end (only here, before a
+    // request, which may withdraw them).
     for (const ino of grown) this.extend(ino);
   }
 
@@ -213,7 +215,7 @@ export class FileChunks implements VolumeWatcher {
     for (const key of [...this.holes.keys()]) this.unhold(key);
   }
 
-  /** The first writes taken since the last look, with the rest of what the addon served, into the tree; returns the files that took any. */
+  /** The first writes taken since the last look, with the rest of what the addon served, into the tree; returns the files that took one past their first chunk. */
   private absorb(served: Served): Set<number> {
     const taken = this.reserve === null ? [] : this.session.taken();
     for (const t of taken) if (this.holes.has(holeKey(t.ino, t.index))) this.unhold(holeKey(t.ino, t.index));
@@ -224,7 +226,7 @@ export class FileChunks implements VolumeWatcher {
       const t = taken[i] as { ino: number; index: number };
       if (index === null) return;
       this.remember(index, t.ino, t.index);
-      grown.add(t.ino);
+      if (t.index > 0) grown.add(t.ino);
     });
     return grown;
   }
