@@ -30,11 +30,12 @@
  * chunk break it once. JavaScript folds the record as it would its own CoW
  * break: the new chunk mapped, the old one released.
  *
- * A cowfs mount's table (table_set_tail) offers holes past a file's end,
- * marked TAIL: a first write there takes a chunk as above, and notes first
- * (on_tail) how far the file now reaches, for JavaScript to fold into its
- * size with the chunk. The entry keeps the mark, so reads through it, which
- * only JavaScript can clip at the file's end, go to JavaScript.
+ * A cowfs mount's table (table_set_tail) marks TAIL the entries that may
+ * reach past a file's end: the chunk holding it, and holes past it. A write
+ * through one notes first (on_tail) how far the file now reaches, for
+ * JavaScript to fold into its size (with the chunk, when it took a hole);
+ * a take keeps the mark. Reads through them, which only JavaScript can
+ * clip at the file's end, go to JavaScript.
  *
  * Caveats: a full bucket evicts an entry (a lost hole or mapping only sends
  * the request to JavaScript); invalidating a whole inode scans the table.
