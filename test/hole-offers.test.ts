@@ -2,10 +2,14 @@
  * Which holes the pool offers its frontend for first writes: past the newest
  * first write even when another request folded it first, and not again for
  * the requests that raced an offer. Both keep a sequential writer on the
- * native path (bench: first writes vs overwrites in db-bench).
+ * native path (bench: first writes vs overwrites in db-bench). And a change
+ * the pool makes to a mapping the frontend may break itself (a CoW break,
+ * an unmap) holds when the frontend broke it just before it was told.
  */
 import t from 'tap';
 
+import { checkPool } from '../src/blockstore/check.js';
+import type { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import type { MappingListener } from '../src/blockstore/pool.js';
 import { memoryPool } from './helpers/pools.js';
 
@@ -15,10 +19,21 @@ const KiB = 1024;
 class Recorder implements MappingListener {
   offers: number[][] = [];
   reserved: number[] = [];
-  records: [number, number, number][] = [];
+  records: [number, number, number, number][] = [];
+  /** A CoW break the table made just before the pool takes this entry back: [id, index, data file offset of the chunk], and the bytes it copied. */
+  raceOn: { at: [number, number, number]; data: MemoryDisk } | null = null;
 
   dropVolume(): void {}
-  dropChunk(): void {}
+  dropChunk(id: number, index: number): void {
+    const race = this.raceOn;
+    if (race === null || race.at[0] !== id || race.at[1] !== index) return;
+    this.raceOn = null;
+    const fresh = this.reserved.pop() as number;
+    const chunk = Buffer.alloc(64 * KiB);
+    race.data.read(chunk, race.at[2]);
+    race.data.write(chunk, fresh);
+    this.records.push([id, index, fresh, race.at[2]]);
+  }
   holes(_id: number, indices: number[]): void {
     this.offers.push(indices);
   }
@@ -27,14 +42,14 @@ class Recorder implements MappingListener {
     this.reserved.push(...offsets.slice(0, room));
     return Math.min(room, offsets.length);
   }
-  taken(): [number, number, number][] {
+  taken(): [number, number, number, number][] {
     const out = this.records;
     this.records = [];
     return out;
   }
   /** First writes into `from`..`to` as the addon serves them: a reserved chunk each, recorded. */
   take(id: number, from: number, to: number): void {
-    for (let i = from; i <= to; i++) this.records.push([id, i, this.reserved.pop() as number]);
+    for (let i = from; i <= to; i++) this.records.push([id, i, this.reserved.pop() as number, -1]);
   }
   offered(): Set<number> {
     return new Set(this.offers.flat());
@@ -79,4 +94,30 @@ t.test('requests that raced an offer do not offer it again', async (t) => {
   // A write far from the last run is a new writer: it gets a run of its own.
   pool.write('v', 10000 * 64 * KiB, Buffer.alloc(4 * KiB, 3));
   t.ok(l.offered().has(10001), 'a write elsewhere offers its own next index');
+});
+
+t.test('a CoW break or an unmap the pool makes holds when the table broke the chunk itself just before', async (t) => {
+  const mp = memoryPool({ capacity: 1024 * 1024 * KiB });
+  const { pool } = mp;
+  const v = pool.createVolume('v', 64 * 1024 * KiB);
+  const l = new Recorder();
+  pool.listener = l;
+  pool.write('v', 0, Buffer.alloc(128 * KiB, 1));
+  pool.fork('v', 'v@s', { readOnly: true });
+  // Chunk 0 is shared now: the pool breaks it for this write, and the table broke it first.
+  l.raceOn = { at: [v.id, 0, (pool.placeOf('v', 0) as { offset: number }).offset], data: mp.data };
+  pool.write('v', 100, Buffer.alloc(4 * KiB, 2));
+  t.equal(l.raceOn, null, 'the pool took the entry back before it broke the chunk');
+  // Chunk 1 likewise, under a discard.
+  l.raceOn = { at: [v.id, 1, (pool.placeOf('v', 1) as { offset: number }).offset], data: mp.data };
+  pool.discard('v', 64 * KiB, 64 * KiB);
+  t.equal(l.raceOn, null, 'and before it unmapped one');
+  await pool.flush();
+  const expect = Buffer.alloc(128 * KiB);
+  expect.fill(1, 0, 64 * KiB).fill(2, 100, 100 + 4 * KiB);
+  t.same(pool.read('v', 0, 128 * KiB), expect, 'the volume has both changes over what the table copied');
+  t.same(pool.read('v@s', 0, 128 * KiB), Buffer.alloc(128 * KiB, 1), 'the snapshot has neither');
+  t.ok(checkPool(pool).ok, 'the pool checks clean');
+  mp.reopen();
+  t.same(mp.pool.read('v', 0, 128 * KiB), expect, 'and after a reopen');
 });

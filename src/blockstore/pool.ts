@@ -1253,9 +1253,10 @@ export class Pool {
     }
     // A cached entry still names the mapped chunk; only its writability is stale.
     let current = entry !== undefined ? Math.floor(entry / XLATE_TAGS) : this.trees.get(v.tree, index);
-    if (current === 0 && this.listener?.holes) {
-      // The frontend may hold this index as a hole, and this request may have raced one it served:
-      // take the hole back (waiting for I/O through it), then fold what it took meanwhile.
+    if (this.listener?.holes && (current === 0 || !this.ownedInPlace(v, index, current))) {
+      // The frontend may hold this index as a hole or as a chunk it breaks itself, and this request may
+      // have raced a first write or a break it served: take the entry back (waiting for I/O through it),
+      // then fold what it took meanwhile, so the map below is the one the frontend left.
       this.dropChunk(v.id, index);
       this.fold();
       current = this.trees.get(v.tree, index);
@@ -1332,6 +1333,8 @@ export class Pool {
 
   private unmap(v: Volume, index: number): void {
     this.dropChunk(v.id, index);
+    // A break the frontend made before the drop reached it is folded first, so its chunk is the one released.
+    if (this.listener?.taken) this.fold();
     this.xlate.delete(this.xlateKey(v, index));
     const old = this.trees.set(v.tree, PageKind.MAP, index, 0);
     if (old === 0) return;
