@@ -8,8 +8,9 @@
  * - An entry JavaScript maps is a whole chunk below the file's size, in a
  *   region: a write through it never changes a size or allocates, and a
  *   read never sees past the end more than the zeros a truncate left there.
- *   The one other kind is a new file's hole (below), marked as reaching
- *   past the end: reads through it come here, and a write notes its end.
+ *   The other kind is marked as reaching past the end (TAIL): the chunk
+ *   holding a file's end, and holes past it (below). Reads through one
+ *   come here, and a write through one notes its end.
  * - Writable only where the pool's in-place rule says so (`placeOf`), never
  *   for a file with set-id bits (a write must reach us to clear them), never
  *   on a read-only mount. Anything else goes to JavaScript, which may then
@@ -20,16 +21,19 @@
  * - A native write stamps no time itself: the addon notes the file, and
  *   `stamp` sets its mtime and ctime before JavaScript answers anything
  *   else on this mount, before an fsync and a fork, and once a second.
- * - First writes of new files: a file made by CREATE gets its chunk 0 as
- *   a hole past its end (`offerEmpty`), which the addon fills from this
- *   mount's reserve of zero chunks: the write a close sends back from the
- *   page cache then never reaches us. The addon notes how far such a write
- *   reaches; `fold` maps each taken chunk into the file's region and grows
- *   its size, before JavaScript answers anything else, before an fsync or
- *   fdatasync commits, and before a fork. Each hole holds a chunk of the
- *   volume's room (`Pool.holdRoom`), given back when the volume runs short.
- *   A hole is withdrawn before JavaScript changes its file's chunks itself
- *   (`quiesce`), so the addon never takes a chunk JavaScript mapped.
+ * - First writes and appends (`extend`): a file made by CREATE gets its
+ *   chunk 0 as a hole, which the addon fills from this mount's reserve of
+ *   zero chunks, so the write a close sends back from the page cache never
+ *   reaches us; a file JavaScript wrote, or one that took a hole past its
+ *   first chunk, gets the chunk holding its end and holes past it. The
+ *   addon notes how far such writes reach; `stamp` and `fold` map each
+ *   taken chunk into the file's region and grow its size, before
+ *   JavaScript answers anything else, before an fsync or fdatasync
+ *   commits, and before a fork. Each hole holds a chunk of the volume's
+ *   room (`Pool.holdRoom`), given back when the volume runs short. Holes
+ *   are withdrawn before JavaScript changes their file's chunks itself
+ *   (`quiesce`, `forget`), so the addon never takes a chunk JavaScript
+ *   mapped.
  * - fdatasync is made by the addon (one fdatasync of the data file) for a
  *   file whose size and chunks the last durable commit holds: the addon
  *   marks a file around every request that may change it (every file for
