@@ -1,7 +1,7 @@
 /*
  * The attributes of cowfs mounts' inodes as JavaScript last answered a
  * getattr or lookup (attr_cache.h): one direct-mapped array shared by
- * every mount of the process (ATTR_SLOTS entries of 144 bytes, made with
+ * every mount of the process (ATTR_SLOTS entries of 152 bytes, made with
  * the first mount and freed with the last), so memory is fixed whatever
  * the number of mounts, and a collision only forgets. Each mount has a
  * view with an owner number (never reused) and its own `generation`; an

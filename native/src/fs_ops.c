@@ -529,9 +529,10 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 /*
  * File data: chunks JavaScript put in the table (whole chunks inside the
  * file, see src/fuse/file-chunks.ts) are read and written here, and so are
- * first writes into a new file's hole, which note how far they reach
- * (cowfs_on_tail); the rest, and any other write that would change more
- * than the bytes, goes to JavaScript.
+ * writes through the chunk holding a file's end and first writes into the
+ * holes past it, which note how far they reach (cowfs_on_tail); the rest,
+ * and any other write that would change more than the bytes, goes to
+ * JavaScript.
  */
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)fi;

@@ -1253,15 +1253,17 @@ export class Pool {
     }
     // A cached entry still names the mapped chunk; only its writability is stale.
     let current = entry !== undefined ? Math.floor(entry / XLATE_TAGS) : this.trees.get(v.tree, index);
-    if (this.listener?.holes && (current === 0 || !this.ownedInPlace(v, index, current))) {
+    let inPlace = current !== 0 && this.ownedInPlace(v, index, current);
+    if (this.listener?.holes && !inPlace) {
       // The frontend may hold this index as a hole or as a chunk it breaks itself, and this request may
       // have raced a first write or a break it served: take the entry back (waiting for I/O through it),
       // then fold what it took meanwhile, so the map below is the one the frontend left.
       this.dropChunk(v.id, index);
       this.fold();
       current = this.trees.get(v.tree, index);
+      inPlace = current !== 0 && this.ownedInPlace(v, index, current);
     }
-    if (current !== 0 && this.ownedInPlace(v, index, current)) {
+    if (inPlace) {
       this.xlate.set(key, current * XLATE_TAGS + tag);
       this.dataWrite(piece ?? this.zeros(), this.chunkOffset(current) + within);
       this.tellMap(v, index, this.chunkOffset(current), true);
@@ -1525,11 +1527,14 @@ export class Pool {
 
   /** ENOSPC unless `fresh` more chunks fit the volume's size; room a watcher holds is taken back first if that makes them fit. */
   private needRoom(v: Volume, fresh: number): void {
-    if (fresh === 0) return;
-    const fits = (): boolean => (v.mapped + (this.held.get(v.id) ?? 0) + fresh) * this.chunkSize <= v.size;
-    if (fits()) return;
+    if (fresh === 0 || this.fits(v, fresh)) return;
     this.watchers.get(v.id)?.releaseRoom?.();
-    if (!fits()) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
+    if (!this.fits(v, fresh)) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
+  }
+
+  /** Whether `more` chunks fit a filesystem volume's size beside those mapped and those its watcher holds. */
+  private fits(v: Volume, more: number): boolean {
+    return (v.mapped + (this.held.get(v.id) ?? 0) + more) * this.chunkSize <= v.size;
   }
 
   /**
@@ -1550,7 +1555,7 @@ export class Pool {
     const v = this.volume(ref);
     const now = this.held.get(v.id) ?? 0;
     assert(now + chunks >= 0, `${v.name} gives back room it does not hold`);
-    if (chunks > 0 && (v.mapped + now + chunks) * this.chunkSize > v.size) return false;
+    if (chunks > 0 && !this.fits(v, chunks)) return false;
     if (now + chunks === 0) this.held.delete(v.id);
     else this.held.set(v.id, now + chunks);
     return true;
@@ -1709,11 +1714,6 @@ export class Pool {
       return;
     }
     this.foldOne(v.id, index, offset, -1, reserve);
-  }
-
-  /** A watcher is going away: its reserved chunks are free again (fold what it took first). */
-  dropWatcherReserve(reserve: Reserve): void {
-    reserve.drop();
   }
 
   /** One first write (`oldOffset` -1) or CoW break the frontend served, into the volume's map. */

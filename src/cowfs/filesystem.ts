@@ -21,7 +21,7 @@
  */
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import type { Reserve } from '../blockstore/reserve.js';
-import { fail } from '../errors.js';
+import { assert, fail } from '../errors.js';
 import { ACL_ACCESS, ACL_DEFAULT, chmodAcl, decodeAcl, encodeAcl, inheritAcl, modeOfAcl } from './acl.js';
 import { FileData, MAX_FILE_BYTES } from './file-data.js';
 import { type Counters, FsTree, ROOT_INO, encodeCounters } from './fs-tree.js';
@@ -59,7 +59,6 @@ export interface AttrChanges {
   killSetId?: number;
 }
 
-/** Times the kernel set on a file and the addon answered (its writeback cache keeps a regular file's own). */
 /** What the addon served without us, for `absorb` (each list may be left out). */
 export interface Served {
   takes?: { ino: number; chunk: number; offset: number }[];
@@ -68,6 +67,7 @@ export interface Served {
   kernel?: KernelTimes[];
 }
 
+/** Times the kernel set on a file and the addon answered (its writeback cache keeps a regular file's own). */
 export interface KernelTimes {
   ino: number;
   atime?: Time;
@@ -249,6 +249,7 @@ export class Filesystem {
         }
         return inode;
       };
+      assert(takes.length === 0 || reserve !== null, 'first writes came from no reserve');
       const indices = takes.map((t) => this.absorbTake(reserve as Reserve, load(t.ino), t, changed));
       for (const f of ends) {
         const inode = load(f.ino);

@@ -184,7 +184,8 @@ export class FileChunks implements VolumeWatcher {
   /** The mount is going away, its requests all answered: what the addon took is folded, and the rest of the reserve freed. */
   close(): void {
     this.stamp();
-    if (this.reserve !== null) this.pool.dropWatcherReserve(this.reserve);
+    // Its chunks are free again, as they are after a crash: nothing maps them.
+    this.reserve?.drop();
   }
 
   generations(open: number, durable: number): void {
@@ -222,7 +223,7 @@ export class FileChunks implements VolumeWatcher {
   /** The first writes taken since the last look, with the rest of what the addon served, into the tree; returns the files that took one past their first chunk. */
   private absorb(served: Served): Set<number> {
     const taken = this.reserve === null ? [] : this.session.taken();
-    for (const t of taken) if (this.holes.has(holeKey(t.ino, t.index))) this.unhold(holeKey(t.ino, t.index));
+    for (const t of taken) this.unhold(holeKey(t.ino, t.index));
     const indices = this.fs.absorb(this.reserve, { ...served, takes: taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })) });
     const grown = new Set<number>();
     // Its entry may reach past the end (reads go to us), but the pool's drops of the chunk must reach it.

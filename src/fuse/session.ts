@@ -82,7 +82,6 @@ export interface SessionOptions {
   filesystemThreads?: number;
 }
 
-/** What the next daemon needs to serve a live connection: its fd and the kernel's INIT request. */
 /** A file a cowfs mount wrote natively (FuseSession.written). */
 export interface Written {
   ino: number;
@@ -91,6 +90,7 @@ export interface Written {
   end: number;
 }
 
+/** What the next daemon needs to serve a live connection: its fd and the kernel's INIT request. */
 export interface Handover {
   fd: number;
   init: Buffer;
