@@ -18,52 +18,18 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 
-import t, { type Test } from 'tap';
+import t from 'tap';
 
-import { PoolDir, dataFilePath, initPoolDir } from '../src/blockstore/pool-dir.js';
+import { PoolDir } from '../src/blockstore/pool-dir.js';
 import { Filesystem } from '../src/cowfs/filesystem.js';
-import { CowfsMount } from '../src/fuse/cowfs-mount.js';
-import { Volumes } from '../src/volumes/volumes.js';
-import { Talker } from './helpers/talker.js';
+import { serveInProcess } from './helpers/cowfs.js';
 import { tmpDir } from './helpers/pools.js';
+import { Talker } from './helpers/talker.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CHUNK = 64 * KiB;
 const run = promisify(execFile);
-
-interface Setup {
-  handle: PoolDir;
-  volumes: Volumes;
-  mount: CowfsMount;
-  dir: string;
-  close(): Promise<void>;
-}
-
-async function setup(t: Test, tableSlots?: number, stampMs?: number, size = 256 * MiB): Promise<Setup> {
-  const root = tmpDir('data-path');
-  // Another user reaches the mount through it (the capability case).
-  fs.chmodSync(root, 0o755);
-  initPoolDir(path.join(root, 'pool'));
-  const handle = PoolDir.open(path.join(root, 'pool'));
-  const volumes = new Volumes(handle.pool);
-  volumes.create('v', { size, kind: 'fs' });
-  const dir = path.join(root, 'mnt');
-  fs.mkdirSync(dir);
-  const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
-  const mount = new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots, stampMs });
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    await mount.close();
-    fs.closeSync(dataFd);
-    handle.close();
-    fs.rmSync(root, { recursive: true, force: true });
-  };
-  t.teardown(close);
-  return { handle, volumes, mount, dir, close };
-}
 
 function pattern(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);
@@ -94,7 +60,7 @@ async function pread(file: string, at: number, n: number): Promise<Buffer> {
 }
 
 t.test('whole chunks are read and written natively, and a stat shows the new mtime', async (t) => {
-  const s = await setup(t);
+  const s = await serveInProcess(t, 'data-path');
   const file = path.join(s.dir, 'f');
   const a = pattern(MiB, 1);
   await fs.promises.writeFile(file, a);
@@ -119,7 +85,7 @@ t.test('whole chunks are read and written natively, and a stat shows the new mti
 });
 
 t.test('a snapshot after native writes holds them, with their mtime; later writes do not reach it', async (t) => {
-  const s = await setup(t);
+  const s = await serveInProcess(t, 'data-path');
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(4 * CHUNK, 3));
   await pread(file, 0, 4 * CHUNK);
@@ -140,7 +106,7 @@ t.test('a snapshot after native writes holds them, with their mtime; later write
 });
 
 t.test('after a reflink, a write to the source reaches neither the copy nor the shared chunk', async (t) => {
-  const s = await setup(t);
+  const s = await serveInProcess(t, 'data-path');
   const a = path.join(s.dir, 'a');
   const b = path.join(s.dir, 'b');
   await fs.promises.writeFile(a, pattern(4 * CHUNK, 6));
@@ -157,7 +123,7 @@ assert os.copy_file_range(a, b, ${4 * CHUNK}) == ${4 * CHUNK}
 });
 
 t.test('a write past a truncated end goes to JavaScript, which moves the size', async (t) => {
-  const s = await setup(t);
+  const s = await serveInProcess(t, 'data-path');
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(4 * CHUNK, 8));
   await pread(file, 0, 4 * CHUNK);
@@ -172,7 +138,7 @@ t.test('a write past a truncated end goes to JavaScript, which moves the size', 
 });
 
 t.test('a table smaller than the file serves it right, evicting as it goes', async (t) => {
-  const s = await setup(t, 16);
+  const s = await serveInProcess(t, 'data-path', { tableSlots: 16 });
   const file = path.join(s.dir, 'f');
   const data = pattern(64 * CHUNK, 9);
   await fs.promises.writeFile(file, data);
@@ -188,7 +154,7 @@ t.test('a table smaller than the file serves it right, evicting as it goes', asy
 });
 
 t.test('a write asks nothing of JavaScript for file capabilities, and still drops one that was set', async (t) => {
-  const s = await setup(t);
+  const s = await serveInProcess(t, 'data-path');
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(2 * CHUNK, 10));
   await fs.promises.chmod(file, 0o666);
@@ -224,7 +190,7 @@ except OSError as e:
 
 t.test('fdatasyncs after native overwrites are made by the addon; a change sends the next to a commit; fsyncs commit', async (t) => {
   // No stamping on a timer here, so the counts below are the test's own requests' alone.
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(2 * CHUNK, 12));
   await pread(file, 0, 2 * CHUNK);
@@ -278,7 +244,7 @@ os.close(fd)
 });
 
 t.test('buffered writes and the stats between them stay in the kernel; the close writes them back natively, with the kernel\'s times', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(2 * CHUNK, 13));
   await pread(file, 0, 2 * CHUNK);
@@ -325,7 +291,7 @@ print("closed", flush=True)
 });
 
 t.test('a growing file\'s writes and stats stay in the kernel until a flush, which brings the size', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'grows');
   // Each 'grow' extends the file by a page at its end, then fstats it; 'sync' fdatasyncs it.
   const grower = new Talker(t, `
@@ -356,7 +322,7 @@ for line in sys.stdin:
 });
 
 t.test('an fdatasync waits for a commit only for changes to its own file\'s size or chunks', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const wal = path.join(s.dir, 'wal');
   const other = path.join(s.dir, 'other');
   await fs.promises.writeFile(wal, pattern(2 * CHUNK, 21));
@@ -421,7 +387,7 @@ os.copy_file_range(src, dst, 4096, 0, 4 * 4096)
 });
 
 t.test('names, missing names and attributes stay cached in the kernel: every change comes through the mount', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const names = Array.from({ length: 20 }, (_, i) => path.join(s.dir, `f${i}`));
   for (const [i, f] of names.entries()) await fs.promises.writeFile(f, pattern(100 + i, i));
   for (const f of names) await fs.promises.stat(f);
@@ -449,7 +415,7 @@ t.test('names, missing names and attributes stay cached in the kernel: every cha
 });
 
 t.test('a create or unlink answers with its directory\'s attributes: the kernel\'s next look at the directory stays native', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const dir = path.join(s.dir, 'd');
   await fs.promises.mkdir(dir);
   // Each command does one change and then stats the directory (the kernel dropped what it held of it).
@@ -510,7 +476,7 @@ for line in sys.stdin:
 });
 
 t.test('the attribute cache holds thousands of files on two mounts: stats after the closes stay native', async (t) => {
-  const mounts = [await setup(t, undefined, 3_600_000), await setup(t, undefined, 3_600_000)];
+  const mounts = [await serveInProcess(t, 'data-path', { stampMs: 3_600_000 }), await serveInProcess(t, 'data-path', { stampMs: 3_600_000 })];
   const count = 3000;
   // Each close writes the file back and, under the writeback cache, makes the kernel ask for st_blocks at the next stat.
   await run('python3', ['-c', `
@@ -545,7 +511,7 @@ for i, name in enumerate(sys.argv[1:]):
 }
 
 t.test('a new file\'s first write is the addon\'s, from the mount\'s reserve: the close asks nothing of JavaScript', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const files = Array.from({ length: 20 }, (_, i) => path.join(s.dir, `n${i}`));
   const sizes = files.map((_, i) => (i === 0 ? 100 : 4096));
   const before = s.mount.stats();
@@ -569,7 +535,7 @@ t.test('a new file\'s first write is the addon\'s, from the mount\'s reserve: th
 });
 
 t.test('an fdatasync after a native first write commits the chunk and the size: a copy of the pool then has them', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'f');
   const child = new Talker(t, `
 import os, sys
@@ -603,7 +569,7 @@ print("closed", flush=True)
 
 t.test('the room holes hold goes back when the volume needs it, and a write that fits is not refused', async (t) => {
   // 64 chunks of room; each new file's hole holds one.
-  const s = await setup(t, undefined, 3_600_000, 64 * CHUNK);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000, size: 64 * CHUNK });
   const empty = Array.from({ length: 40 }, (_, i) => path.join(s.dir, `e${i}`));
   await createFiles(empty, empty.map(() => 0));
   const big = pattern(48 * CHUNK, 20);
@@ -615,7 +581,7 @@ t.test('the room holes hold goes back when the volume needs it, and a write that
 });
 
 t.test('a write JavaScript serves into a new file withdraws its hole first; a truncate after a native first write holds', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'd');
   // A copy of 4 KiB into a new file is JavaScript's (a partial chunk: no entry replaces the hole); the write after it lands there.
   const src = path.join(s.dir, 'src');
@@ -646,7 +612,7 @@ os.close(b)
 });
 
 t.test('appends go on natively: into the chunk holding the end, and into holes past it', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'log');
   const pages = 3 * (CHUNK / 4096) + 1;
   const before = s.mount.stats();
@@ -672,7 +638,7 @@ os.close(fd)
 });
 
 t.test('a truncate leaves no chunk mapped past the new end, the old last one included', async (t) => {
-  const s = await setup(t, undefined, 3_600_000);
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'f');
   await fs.promises.writeFile(file, pattern(2 * CHUNK + 100, 30));
   t.equal((await fs.promises.stat(file)).blocks, (3 * CHUNK) / 512, 'three chunks before');

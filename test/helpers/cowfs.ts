@@ -1,0 +1,56 @@
+/**
+ * A cowfs volume served in the test's own process (src/fuse/cowfs-mount.ts
+ * over a pool directory), so a test reads the mount's counters directly.
+ * Every access to the mount must then be asynchronous (fs.promises, child
+ * processes): the test's event loop is the one that answers it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { type Test } from 'tap';
+
+import { PoolDir, dataFilePath, initPoolDir } from '../../src/blockstore/pool-dir.js';
+import { CowfsMount } from '../../src/fuse/cowfs-mount.js';
+import { Volumes } from '../../src/volumes/volumes.js';
+import { tmpDir } from './pools.js';
+
+export interface Served {
+  handle: PoolDir;
+  volumes: Volumes;
+  mount: CowfsMount;
+  dir: string;
+  close(): Promise<void>;
+}
+
+export interface ServeOptions {
+  tableSlots?: number;
+  stampMs?: number;
+  /** Of the volume, bytes; 256 MiB unless set. */
+  size?: number;
+}
+
+/** Volume `v` of a fresh pool, mounted at a new directory; all of it goes when the test ends. */
+export async function serveInProcess(t: Test, prefix: string, opts: ServeOptions = {}): Promise<Served> {
+  const root = tmpDir(prefix);
+  // Another user reaches the mount through it (the capability case of cowfs-data-path).
+  fs.chmodSync(root, 0o755);
+  initPoolDir(path.join(root, 'pool'));
+  const handle = PoolDir.open(path.join(root, 'pool'));
+  const volumes = new Volumes(handle.pool);
+  volumes.create('v', { size: opts.size ?? 256 * 1024 * 1024, kind: 'fs' });
+  const dir = path.join(root, 'mnt');
+  fs.mkdirSync(dir);
+  const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
+  const mount = new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots: opts.tableSlots, stampMs: opts.stampMs });
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await mount.close();
+    fs.closeSync(dataFd);
+    handle.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  };
+  t.teardown(close);
+  return { handle, volumes, mount, dir, close };
+}
