@@ -63,8 +63,8 @@ export interface NativeFuse {
   fuseKernelTimes(handle: FuseHandle): number[];
   /** A cowfs mount's clock: the wall time (s, ns) at CLOCK_MONOTONIC's zero. */
   fuseClock(handle: FuseHandle, sec: number, nsec: number): void;
-  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno */
-  fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number];
+  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames (cowfs) */
+  fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number, number];
   fuseUnmount(handle: FuseHandle): void;
   fuseDestroy(handle: FuseHandle): void;
   /** Stops taking requests without unmounting; onClosed runs when the workers are done. */

@@ -39,6 +39,7 @@
  *   already answers with.
  */
 #include "kill_priv.h"
+#include "name_filter.h"
 #include "session.h"
 
 #include <errno.h>
@@ -170,9 +171,31 @@ static void before(session *s, request *r) {
   if (r->file) marks_file(s->marks, r->file);
 }
 
+/* The directory a request may put a name in, and the name (name_filter.h); 0 for requests that put none. */
+static uint64_t names_dir(const request *r, const char **name) {
+  switch (r->op) {
+    case FS_CREATE: case FS_MKNOD: case FS_MKDIR: case FS_SYMLINK:
+      *name = r->name;
+      return r->ino;
+    case FS_LINK:
+      *name = r->name;
+      return (uint64_t)r->n[0];
+    case FS_RENAME: /* the new name; an exchange's first name was there before */
+      *name = r->name2;
+      return (uint64_t)r->n[0];
+    default:
+      return 0;
+  }
+}
+
 /* Marks it again once JavaScript answered (r->err), before the kernel hears the answer. */
 static void after(session *s, request *r) {
   int err = r->err;
+  /* Failed or not: a name that is not there only costs its lookups a trip to JavaScript. */
+  const char *name = NULL;
+  uint64_t dir = names_dir(r, &name);
+  if (dir) name_filter_add(s->names, dir, name);
+  if (!err && r->op == FS_MKDIR) name_filter_follow(s->names, (uint64_t)r->r[0]);
   changing(s, r->scope);
   if (r->file) marks_file(s->marks, r->file);
   /* Nobody can name a new inode before this answer reaches the kernel, so marking it now is in time, and its
@@ -269,14 +292,18 @@ static void fill_entry(struct fuse_entry_param *e, const int64_t *r) {
   fill_stat(&e->attr, r);
 }
 
+/* A name that is not there is remembered as such (inode 0), for as long as a name that is: only a request
+ * through this mount can make it, and the kernel replaces the negative entry when one does. */
+static void reply_absent(fuse_req_t req) {
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof(e));
+  e.entry_timeout = ATTR_SECONDS;
+  fuse_reply_entry(req, &e);
+}
+
 static void answer_entry(fuse_req_t req, request *r) {
   if (r->err == ENOENT && r->op == FS_LOOKUP) {
-    /* A name that is not there is remembered as such (inode 0), for as long as a name that is: only a
-     * request through this mount can make it, and the kernel replaces the negative entry when one does. */
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof(e));
-    e.entry_timeout = ATTR_SECONDS;
-    fuse_reply_entry(req, &e);
+    reply_absent(req);
     return;
   }
   if (r->err) {
@@ -334,6 +361,10 @@ static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  if (name_filter_absent(of(req)->names, parent, name)) {
+    reply_absent(req);
+    return;
+  }
   request r = make(req, FS_LOOKUP, parent);
   r.name = name;
   reply_entry(req, &r);

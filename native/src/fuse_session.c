@@ -498,6 +498,7 @@ static void free_parts(session *s) {
   no_caps_free(s->no_caps);
   attr_cache_free(s->attrs);
   marks_free(s->marks);
+  name_filter_free(s->names);
   kernel_times_free(s->times);
 }
 
@@ -557,9 +558,10 @@ napi_value fuse_mount(napi_env env, napi_callback_info info) {
     s->attrs = attr_cache_new();
     s->marks = marks_new();
     s->times = kernel_times_new();
+    s->names = name_filter_new();
     if (s->table) table_set_tail(s->table, cowfs_on_tail, s);
   }
-  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs || !s->marks || !s->times))) {
+  if (!s->table || (s->filesystem && (!s->written || !s->no_caps || !s->attrs || !s->marks || !s->times || !s->names))) {
     free_parts(s);
     free(s);
     return throw_msg(env, "fuseMount: chunk size must be positive and the table hold at least one bucket");
@@ -829,17 +831,17 @@ napi_value fuse_generations(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno] */
+/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   table_counts c = table_counts_sum(s->table);
-  double values[7] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
-                      (double)c.first_writes, (double)c.fast_flushes, (double)c.flush_errno};
+  double values[8] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
+                      (double)c.first_writes, (double)c.fast_flushes, (double)c.flush_errno, s->names ? (double)name_filter_answers(s->names) : 0};
   napi_value arr, v;
-  napi_create_array_with_length(env, 7, &arr);
-  for (uint32_t i = 0; i < 7; i++) {
+  napi_create_array_with_length(env, 8, &arr);
+  for (uint32_t i = 0; i < 8; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, arr, i, v);
   }

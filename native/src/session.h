@@ -20,6 +20,7 @@
 #include "no_caps.h"
 #include "flush_marks.h"
 #include "attr_cache.h"
+#include "name_filter.h"
 
 #include <fuse_lowlevel.h>
 #include <node_api.h>
@@ -89,6 +90,7 @@ typedef struct session {
   attr_cache *attrs;    /* cowfs: attributes as JavaScript last answered them (attr_cache.c) */
   flush_marks *marks;   /* cowfs: files whose data syncs need a commit (flush_marks.c) */
   kernel_times *times;  /* cowfs: times the kernel set, answered natively, waiting for JavaScript (kernel_times.c) */
+  name_filter *names;   /* cowfs: names of the directories made in this mount, so a missing one is answered natively (name_filter.c) */
   uint64_t chunk_size; /* of the pool: a first write's chunk adds chunk_size / 512 blocks to a cowfs file */
   int64_t wall_sec, wall_nsec; /* cowfs: the wall clock at CLOCK_MONOTONIC's zero, as JavaScript's inode times count (fuseClock) */
   /* Per-volume counters; NULL until JavaScript asks for them (fuseCountVolumes), then set once and freed with the session. */

@@ -211,9 +211,10 @@ export class FuseSession {
     native.fuseGenerations(this.handle, open, durable, all);
   }
 
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number } {
-    const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes] = native.fuseStats(this.handle);
-    return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes };
+  /** absentNames: cowfs lookups the addon answered "not there" (name_filter.c). */
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number; absentNames: number } {
+    const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes, , absentNames] = native.fuseStats(this.handle);
+    return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes, absentNames };
   }
 
   /** Counts completed reads, writes, flushes and discards per inode from now on, for up to `inodes` per thread. */
