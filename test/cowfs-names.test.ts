@@ -5,7 +5,8 @@
  * that no way of making a name leaves it out: after the kernel drops its
  * dentries, every name made (create, mknod, mkdir, symlink, link, rename
  * from another directory) is found again, also after the filter forgot
- * everything because it filled up.
+ * everything because it filled up, and in a directory that was there
+ * before the mount, whose names JavaScript listed for the addon.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -93,4 +94,31 @@ t.test('when the filter is full it forgets everything, and names made before are
   t.ok(await exists(path.join(first, 'kept')), 'the name made before is found');
   t.notOk(await exists(path.join(many, 'd1539', 'missing')), 'a directory made after is followed again');
   t.equal(s.mount.stats().absentNames, after.absentNames + 1, 'natively');
+});
+
+t.test('a directory from before the mount is followed from its first miss, if it is small', async (t) => {
+  const s = await serveInProcess(t, 'names-remount');
+  const small = path.join(s.dir, 'small');
+  const big = path.join(s.dir, 'big');
+  const other = path.join(s.dir, 'other');
+  await fs.promises.mkdir(small);
+  await fs.promises.mkdir(big);
+  await fs.promises.mkdir(other);
+  for (let i = 0; i < 40; i++) await fs.promises.writeFile(path.join(small, `f${i}`), 'x');
+  // More names than the mount lists for the filter (FOLLOW_NAMES_MAX in cowfs-mount.ts).
+  for (let i = 0; i < 257; i++) await fs.promises.writeFile(path.join(big, `f${i}`), 'x');
+  await s.remount();
+
+  const misses = async (dir: string, tag: string): Promise<number> => {
+    const before = s.mount.stats().absentNames;
+    for (let i = 0; i < 3; i++) t.notOk(await exists(path.join(dir, `${tag}-${i}`)), `${tag}-${i} is not there`);
+    return s.mount.stats().absentNames - before;
+  };
+  t.equal(await misses(small, 'miss'), 2, 'the first miss in the small directory went to JavaScript, the next two were native');
+  t.equal(await misses(big, 'miss'), 0, 'a directory of 257 names is not followed: every miss went to JavaScript');
+  for (let i = 0; i < 40; i++) if (!(await exists(path.join(small, `f${i}`)))) t.fail(`f${i} is missing`);
+  t.pass('every name the small directory held is found');
+  const made = await makeEveryWay(small, other);
+  dropDentries();
+  for (const name of made) t.ok(await exists(path.join(small, name)), `${name}, made after it was followed, is found`);
 });

@@ -30,6 +30,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"fuseKernelTimes", NULL, fuse_kernel_times, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseClock", NULL, fuse_clock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseStats", NULL, fuse_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseFollowNames", NULL, fuse_follow_names, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseUnmount", NULL, fuse_unmount, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseDestroy", NULL, fuse_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseDetach", NULL, fuse_detach, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -361,12 +361,15 @@ static void reply_bytes(fuse_req_t req, request *r, int xattr, size_t size) {
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
-  if (name_filter_absent(of(req)->names, parent, name)) {
+  int known = name_filter_check(of(req)->names, parent, name);
+  if (known == NAME_ABSENT) {
     reply_absent(req);
     return;
   }
   request r = make(req, FS_LOOKUP, parent);
   r.name = name;
+  /* n0: JavaScript may hand the directory's names over if the name is not there (name_filter_follow_names). */
+  r.n[0] = known == NAME_UNFOLLOWED;
   reply_entry(req, &r);
 }
 

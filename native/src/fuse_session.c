@@ -831,6 +831,18 @@ napi_value fuse_generations(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* fuseFollowNames(session, dir, names): names, each ended by a NUL, are all that directory `dir` holds (name_filter.h). */
+napi_value fuse_follow_names(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  session *s = session_call(env, info, 3, argv);
+  if (!s || !s->names) return NULL;
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) return throw_msg(env, "fuseFollowNames: names must be a Buffer");
+  name_filter_follow_names(s->names, (uint64_t)num(env, argv[1]), data, len);
+  return NULL;
+}
+
 /* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];

@@ -21,6 +21,7 @@ napi_value fuse_written(napi_env env, napi_callback_info info);
 napi_value fuse_kernel_times(napi_env env, napi_callback_info info);
 napi_value fuse_clock(napi_env env, napi_callback_info info);
 napi_value fuse_stats(napi_env env, napi_callback_info info);
+napi_value fuse_follow_names(napi_env env, napi_callback_info info);
 napi_value fuse_unmount(napi_env env, napi_callback_info info);
 napi_value fuse_destroy(napi_env env, napi_callback_info info);
 napi_value fuse_detach(napi_env env, napi_callback_info info);

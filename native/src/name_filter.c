@@ -1,10 +1,12 @@
 /*
  * The names of the directories made in a cowfs mount (name_filter.h). A
- * directory is followed from its mkdir, when it is surely empty; every
- * request that can put a name in a directory (create, mknod, mkdir,
- * symlink, link, rename) adds the name before the kernel hears its answer,
- * whether it succeeded or not. A name the filter has never seen for a
- * followed directory is therefore not there. A name removed stays in the
+ * directory is followed from its mkdir, when it is surely empty, or from
+ * the moment JavaScript lists all its names (a small directory that was
+ * there before the mount, after a lookup there missed); every request
+ * that can put a name in a directory (create, mknod, mkdir, symlink, link,
+ * rename) adds the name before the kernel hears its answer, whether it
+ * succeeded or not. A name the filter has never seen for a followed
+ * directory is therefore not there. A name removed stays in the
  * filter: its lookups go to JavaScript, which is slower, never wrong.
  *
  * Why that is enough: the kernel makes a name in a directory only while it
@@ -18,8 +20,8 @@
  * Memory is fixed: one filter of BITS bits shared by all followed
  * directories (the pair directory and name is hashed), and a table of
  * DIRS directory numbers. When either is full, everything is forgotten at
- * once and following starts again from the next mkdir: a filter past its
- * load would answer "maybe" for everything anyway.
+ * once and following starts again (a mkdir, a miss in a small directory):
+ * a filter past its load would answer "maybe" for everything anyway.
  *
  * Lock notes: `mu` guards everything but `answers`. Every operation is a
  * few loads and stores under it.
@@ -97,53 +99,79 @@ static int plain(const char *name, size_t len) {
   return !(name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')));
 }
 
-int name_filter_absent(name_filter *f, uint64_t dir, const char *name) {
+/* The filter's bits for one hash of a pair: HASHES positions from two halves of it. */
+static uint64_t bit_of(uint64_t h, uint64_t k) {
+  return ((h & 0xffffffffu) + k * ((h >> 32) | 1)) % BITS;
+}
+
+int name_filter_check(name_filter *f, uint64_t dir, const char *name) {
   size_t len = strlen(name);
-  if (dir == 0 || !plain(name, len)) return 0;
+  if (dir == 0 || !plain(name, len)) return NAME_UNFOLLOWED;
   uint64_t h = hash_of(dir, name, len);
-  uint64_t h1 = h & 0xffffffffu, h2 = (h >> 32) | 1;
-  int absent = 0;
+  int answer = NAME_UNFOLLOWED;
   pthread_mutex_lock(&f->mu);
   if (*dir_slot(f, dir) == dir) {
-    for (uint64_t k = 0; k < HASHES && !absent; k++) {
-      uint64_t bit = (h1 + k * h2) % BITS;
-      absent = !(f->bits[bit / 64] & (1ull << (bit % 64)));
+    answer = NAME_MAYBE;
+    for (uint64_t k = 0; k < HASHES && answer == NAME_MAYBE; k++) {
+      uint64_t bit = bit_of(h, k);
+      if (!(f->bits[bit / 64] & (1ull << (bit % 64)))) answer = NAME_ABSENT;
     }
   }
   pthread_mutex_unlock(&f->mu);
-  if (absent) atomic_fetch_add_explicit(&f->answers, 1, memory_order_relaxed);
-  return absent;
+  if (answer == NAME_ABSENT) atomic_fetch_add_explicit(&f->answers, 1, memory_order_relaxed);
+  return answer;
 }
 
-void name_filter_follow(name_filter *f, uint64_t dir) {
-  if (dir == 0) return;
-  pthread_mutex_lock(&f->mu);
+/* Caller holds mu. A directory past the table's load forgets everything first. */
+static void follow_locked(name_filter *f, uint64_t dir) {
   if (f->dirs >= DIRS_MAX) reset(f);
   uint64_t *slot = dir_slot(f, dir);
   if (*slot == 0) {
     *slot = dir;
     f->dirs++;
   }
+}
+
+/* Caller holds mu and `dir` is followed. Forgetting everything is always safe; a filter past its load would answer nothing. */
+static void add_locked(name_filter *f, uint64_t dir, const char *name, size_t len) {
+  if (f->names >= NAMES_MAX) {
+    reset(f);
+    return;
+  }
+  uint64_t h = hash_of(dir, name, len);
+  for (uint64_t k = 0; k < HASHES; k++) {
+    uint64_t bit = bit_of(h, k);
+    f->bits[bit / 64] |= 1ull << (bit % 64);
+  }
+  f->names++;
+}
+
+void name_filter_follow(name_filter *f, uint64_t dir) {
+  if (dir == 0) return;
+  pthread_mutex_lock(&f->mu);
+  follow_locked(f, dir);
+  pthread_mutex_unlock(&f->mu);
+}
+
+void name_filter_follow_names(name_filter *f, uint64_t dir, const char *names, size_t len) {
+  if (dir == 0) return;
+  pthread_mutex_lock(&f->mu);
+  if (*dir_slot(f, dir) != dir) {
+    follow_locked(f, dir);
+    /* Each add may forget everything, this directory too: then the rest is not needed. */
+    for (size_t at = 0; at < len && *dir_slot(f, dir) == dir;) {
+      size_t n = strnlen(names + at, len - at);
+      add_locked(f, dir, names + at, n);
+      at += n + 1;
+    }
+  }
   pthread_mutex_unlock(&f->mu);
 }
 
 void name_filter_add(name_filter *f, uint64_t dir, const char *name) {
-  size_t len = strlen(name);
-  uint64_t h = hash_of(dir, name, len);
-  uint64_t h1 = h & 0xffffffffu, h2 = (h >> 32) | 1;
+  if (dir == 0) return;
   pthread_mutex_lock(&f->mu);
-  if (dir != 0 && *dir_slot(f, dir) == dir) {
-    /* Forgetting everything is always safe; a filter past its load would answer nothing. */
-    if (f->names >= NAMES_MAX) {
-      reset(f);
-    } else {
-      for (uint64_t k = 0; k < HASHES; k++) {
-        uint64_t bit = (h1 + k * h2) % BITS;
-        f->bits[bit / 64] |= 1ull << (bit % 64);
-      }
-      f->names++;
-    }
-  }
+  if (*dir_slot(f, dir) == dir) add_locked(f, dir, name, strlen(name));
   pthread_mutex_unlock(&f->mu);
 }
 

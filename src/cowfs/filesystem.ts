@@ -166,6 +166,17 @@ export class Filesystem {
     return found === null ? null : this.tree.inode(direntIno(found.value));
   }
 
+  /** Every name in directory `ino` if it holds at most `max`, else null. */
+  namesIn(ino: number, max: number): Buffer[] | null {
+    const dir = this.dirInode(ino);
+    const names: Buffer[] = [];
+    this.tree.items(dir.ino, ItemType.DIRENT, 0, (_offset, _k, value) => {
+      names.push(Buffer.from(nameOf(ItemType.DIRENT, value)));
+      return names.length > max;
+    });
+    return names.length > max ? null : names;
+  }
+
   /** Up to `max` entries after cookie `after` (0: from the start), '.' and '..' first. */
   readdir(ino: number, after: number, max: number): DirEntry[] {
     const dir = this.dirInode(ino);

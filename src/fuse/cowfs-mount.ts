@@ -63,6 +63,8 @@ const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 /** Table entries of a mount (16 bytes each, 128 KiB): 512 MiB of file data at 64 KiB chunks served without JavaScript. */
 export const DEFAULT_TABLE_SLOTS = 1 << 13;
+/** A directory with more names than this is not listed for the addon's filter of names (name_filter.c): its misses stay in JavaScript. */
+const FOLLOW_NAMES_MAX = 256;
 /** How often the times of natively served writes are stamped when nothing else asks. */
 const STAMP_MS = 1000;
 /** What a directory reports as its size, as ext4's one-block directories do. */
@@ -247,7 +249,10 @@ export class CowfsMount {
     switch (req.op) {
       case FsOp.LOOKUP: {
         const found = fs.find(req.ino, name);
-        return found === null ? errno.ENOENT : [undefined, this.attr(found)];
+        if (found !== null) return [undefined, this.attr(found)];
+        // n0: the addon does not follow the directory's names. A small one's go over, so its next miss is native.
+        if (n0 === 1) this.followNames(req.ino);
+        return errno.ENOENT;
       }
       case FsOp.GETATTR:
         return [undefined, this.attr(fs.getattr(req.ino))];
@@ -349,6 +354,19 @@ export class CowfsMount {
     const size = isDir(i) ? DIR_SIZE : i.size;
     const blocks = isReg(i) ? (i.chunks * this.chunkSize) / 512 : isDir(i) ? DIR_SIZE / 512 : 0;
     return [i.ino, size, i.mode, i.nlink, i.uid, i.gid, i.rdev, blocks, i.atime.sec, i.atime.nsec, i.mtime.sec, i.mtime.nsec, i.ctime.sec, i.ctime.nsec];
+  }
+
+  /**
+   * Hands a directory that was there before the mount (or that the filter
+   * forgot) to the addon's filter, when it is small enough to list at the
+   * cost of a few lookups (FOLLOW_NAMES_MAX). Safe between requests: the
+   * kernel makes names in a directory only under its lock, which the
+   * lookup asking holds shared, and JavaScript answers one request at a
+   * time, each adding its name before the kernel hears the answer.
+   */
+  private followNames(dir: number): void {
+    const names = this.fs.namesIn(dir, FOLLOW_NAMES_MAX);
+    if (names !== null) this.session.followNames(dir, names);
   }
 
   /** Directory entries after cookie `after`, as many as `size` bytes of dirents could hold. */

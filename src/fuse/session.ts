@@ -40,6 +40,7 @@ export interface Latency {
 
 /** The first latency bucket's bound (volume_stats.h, STAT_BUCKET_FIRST_NS); each next one doubles. */
 const LATENCY_FIRST_BOUND_US = 16;
+const NUL = Buffer.alloc(1);
 
 export function emptyCounts(): IoCounts {
   return {
@@ -209,6 +210,13 @@ export class FuseSession {
    */
   generations(open: number, durable: number, all = false): void {
     native.fuseGenerations(this.handle, open, durable, all);
+  }
+
+  /** cowfs: `names` are every name directory `dir` holds; from now on the addon answers lookups of the others (name_filter.c). */
+  followNames(dir: number, names: readonly Buffer[]): void {
+    const parts: Buffer[] = [];
+    for (const name of names) parts.push(name, NUL);
+    native.fuseFollowNames(this.handle, dir, Buffer.concat(parts));
   }
 
   /** absentNames: cowfs lookups the addon answered "not there" (name_filter.c). */

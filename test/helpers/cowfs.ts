@@ -19,6 +19,8 @@ export interface Served {
   volumes: Volumes;
   mount: CowfsMount;
   dir: string;
+  /** Unmounts and mounts the volume again (a new session, as after a remount), replacing `mount`. */
+  remount(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -41,16 +43,26 @@ export async function serveInProcess(t: Test, prefix: string, opts: ServeOptions
   const dir = path.join(root, 'mnt');
   fs.mkdirSync(dir);
   const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
-  const mount = new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots: opts.tableSlots, stampMs: opts.stampMs });
+  const mountIt = (): CowfsMount => new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots: opts.tableSlots, stampMs: opts.stampMs });
   let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    await mount.close();
-    fs.closeSync(dataFd);
-    handle.close();
-    fs.rmSync(root, { recursive: true, force: true });
+  const served: Served = {
+    handle,
+    volumes,
+    mount: mountIt(),
+    dir,
+    async remount() {
+      await served.mount.close();
+      served.mount = mountIt();
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await served.mount.close();
+      fs.closeSync(dataFd);
+      handle.close();
+      fs.rmSync(root, { recursive: true, force: true });
+    },
   };
-  t.teardown(close);
-  return { handle, volumes, mount, dir, close };
+  t.teardown(() => served.close());
+  return served;
 }
