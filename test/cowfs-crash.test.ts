@@ -15,8 +15,9 @@
  *    a write since the flush was lost);
  *  - a snapshot that survived has the namespace of its moment.
  * Among the operations are first writes into holes as the addon makes them
- * (`NativeFirstWrites`: a new file's first chunk, or the first chunk past a
- * file's end): straight into a reserved chunk, folded into the tree only
+ * (`NativeFirstWrites`: a new file's first chunk, the first chunk past a
+ * file's end, or an unmapped chunk inside a sparse file, which moves no
+ * size): straight into a reserved chunk, folded into the tree only
  * when the next operation, flush or snapshot starts, as a mount folds
  * before each request; a crash may come before the fold.
  * Then it takes new operations and commits again. COWVOL_SEED=N replays.
@@ -37,7 +38,7 @@ import { runSeeds } from './helpers/seeds.js';
 
 const SEEDS = Number(process.env.COWVOL_CRASH_SEEDS ?? 600);
 /** Across the seeds: first writes made as the addon makes them, and crashes that found some not folded yet. */
-const tally = { native: 0, cutBeforeFold: 0 };
+const tally = { native: 0, inside: 0, cutBeforeFold: 0 };
 const SECTOR = 512;
 
 /** A state the crash may leave: the model after some operation. */
@@ -95,7 +96,8 @@ function sectorsOk(fs: Filesystem, states: State[], matched: number): string | n
 class NativeFirstWrites {
   private readonly reserve: Reserve;
   private readonly handed: number[] = [];
-  private pending: { ino: number; chunk: number; offset: number; end: number }[] = [];
+  /** end: how far a write through a hole past the end reached; null for a hole inside the file (the addon notes no end). */
+  private pending: { ino: number; chunk: number; offset: number; end: number | null }[] = [];
 
   constructor(
     private readonly pool: Pool,
@@ -105,8 +107,8 @@ class NativeFirstWrites {
     this.reserve = pool.openReserve(8);
   }
 
-  /** Into file chunk `chunk`, a hole past the file's end; false when the reserve has nothing to give (no chunk is known to read as zeros yet). */
-  write(ino: number, chunk: number, data: Buffer): boolean {
+  /** Into file chunk `chunk` at byte `within`, a hole past the file's end or (`inside`) in it; false when the reserve has nothing to give (no chunk is known to read as zeros yet). */
+  write(ino: number, chunk: number, within: number, data: Buffer, inside: boolean): boolean {
     if (this.handed.length === 0) {
       this.pool.topUpReserve(this.reserve, (offsets) => {
         this.handed.push(...offsets);
@@ -116,8 +118,9 @@ class NativeFirstWrites {
     const offset = this.handed.pop();
     if (offset === undefined) return false;
     tally.native++;
-    this.pending.push({ ino, chunk, offset, end: chunk * this.pool.chunkSize + data.length });
-    this.dataDisk.write(data, offset);
+    if (inside) tally.inside++;
+    this.pending.push({ ino, chunk, offset, end: inside ? null : chunk * this.pool.chunkSize + within + data.length });
+    this.dataDisk.write(data, offset + within);
     return true;
   }
 
@@ -129,7 +132,8 @@ class NativeFirstWrites {
   fold(): void {
     const pending = this.pending;
     if (pending.length === 0) return;
-    this.fs.absorb(this.reserve, { takes: pending, ends: pending });
+    const ends = pending.flatMap((p) => (p.end === null ? [] : [{ ino: p.ino, end: p.end }]));
+    this.fs.absorb(this.reserve, { takes: pending, ends });
     this.pending = [];
   }
 }
@@ -197,13 +201,16 @@ async function runSeed(seed: number): Promise<string | null> {
       }
       const files = model.all().filter(([, n]) => n.kind === 'file');
       if (r < 20 && files.length > 0) {
-        // A new file's first chunk, or the first chunk wholly past a file's end: the holes a mount offers.
+        // A new file's first chunk, the first chunk wholly past a file's end, or one inside it never written: the holes a mount offers.
         const [path, file] = rng.pick(files);
-        const chunk = Math.ceil(file.data.length / chunkSize);
-        const op = { op: 'write' as const, path, offset: chunk * chunkSize, length: 1 + rng.int(chunkSize), byte: 1 + rng.int(250) };
+        const inside = rng.chance(0.5) ? (fs.holesInside(ino(fs, path), 0, 1, 1 << 20)?.chunks[0] ?? null) : null;
+        const chunk = inside ?? Math.ceil(file.data.length / chunkSize);
+        const within = inside === null ? 0 : rng.int(chunkSize);
+        const length = 1 + rng.int(chunkSize - within);
+        const op = { op: 'write' as const, path, offset: chunk * chunkSize + within, length, byte: 1 + rng.int(250) };
         log.push(`native ${describeFsOp(op)}`);
         model.apply(op);
-        const wrote = survive(() => firstWrites.write(ino(fs, path), chunk, Buffer.alloc(op.length, op.byte)));
+        const wrote = survive(() => firstWrites.write(ino(fs, path), chunk, within, Buffer.alloc(op.length, op.byte), inside !== null));
         if (plan.crashed) {
           states.push({ label: `interrupted native step ${i}`, model: model.clone() });
           throw new CrashError();
@@ -274,6 +281,7 @@ t.test(`power loss under cowfs at any disk operation (${process.env.COWVOL_SEED 
   await runSeeds(t, { first: 20000, count: SEEDS, file: 'dist/test/cowfs-crash.test.js', run: runSeed });
   if (process.env.COWVOL_SEED === undefined) {
     t.ok(tally.native > SEEDS / 4, `${tally.native} first writes made as the addon makes them`);
+    t.ok(tally.inside > 0, `${tally.inside} of them into holes inside sparse files`);
     t.ok(tally.cutBeforeFold > 0, `${tally.cutBeforeFold} power cuts found some not folded yet`);
   }
 });

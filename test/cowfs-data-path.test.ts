@@ -647,3 +647,80 @@ t.test('a truncate leaves no chunk mapped past the new end, the old last one inc
   t.equal((await fs.promises.stat(file)).blocks, (2 * CHUNK) / 512, 'two after: the chunk that held the old end is gone, not zeroed');
   t.same(await pread(file, 0, 3 * CHUNK), pattern(2 * CHUNK + 100, 30).subarray(0, CHUNK + 10), 'the bytes kept');
 });
+
+t.test('holes inside a sparse file are filled natively, read as zeros natively, and an fdatasync commits what filled them', async (t) => {
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
+  const file = path.join(s.dir, 'sparse');
+  // O_DIRECT, so each write is one request at the chunk it names; a page-aligned buffer from mmap.
+  const child = new Talker(t, `
+import mmap, os, sys
+cs = ${CHUNK}
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+os.ftruncate(fd, 64 * cs)
+buf = mmap.mmap(-1, 4096)
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, arg = line.split()
+    if cmd == "write":
+        buf.seek(0)
+        buf.write(bytes([int(arg) + 1]) * 4096)
+        os.pwrite(fd, buf, int(arg) * cs)
+        print("ok", flush=True)
+    elif cmd == "read":
+        os.preadv(fd, [buf], int(arg) * cs)
+        print(len(set(buf[:4096])), buf[0], flush=True)
+    elif cmd == "sync":
+        os.fdatasync(fd)
+        print(os.fstat(fd).st_blocks, flush=True)
+`, file);
+  t.equal(await child.line(), 'ready');
+  const step = async (cmd: string): Promise<{ answer: string; slow: number; first: number; reads: number }> => {
+    const before = s.mount.stats();
+    const answer = await child.ask(cmd);
+    const after = s.mount.stats();
+    return { answer, slow: after.slowRequests - before.slowRequests, first: after.firstWrites - before.firstWrites, reads: after.fastReads - before.fastReads };
+  };
+  await step('write 0');
+  let native = 0;
+  let slow = 0;
+  for (let c = 1; c <= 16; c++) {
+    const w = await step(`write ${c}`);
+    native += w.first;
+    slow += w.slow;
+  }
+  t.equal(native, 16, 'after JavaScript wrote chunk 0, the 16 chunks after it were first written by the addon');
+  t.equal(slow, 0, 'with no request reaching JavaScript');
+  // Any request JavaScript serves folds what the addon took first, and offers the holes after it.
+  await fs.promises.readdir(s.dir);
+  const next = await step('write 17');
+  t.same([next.first, next.slow], [1, 0], 'so chunk 17 was native too');
+  t.equal((await step('write 40')).slow, 1, 'chunk 40, past the holes offered, went to JavaScript');
+  t.equal((await step('write 41')).first, 1, 'which offered the ones after it');
+  const hole = await step('read 50');
+  t.equal(hole.answer, '1 0', 'a hole never written reads as zeros');
+  t.equal(hole.reads, 1, 'natively');
+  t.equal(hole.slow, 0, 'with nothing asked of JavaScript');
+  const synced = await step('sync 0');
+  t.equal(Number(synced.answer), (20 * CHUNK) / 512, 'st_blocks counts the 20 chunks written');
+  // What a kill -9 now would leave: the pool's files as they are.
+  const copy = tmpDir('data-path-copy');
+  const pool = path.join(path.dirname(s.dir), 'pool');
+  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
+  const expected = (c: number): Buffer => (c <= 17 || c === 40 || c === 41 ? Buffer.alloc(4096, c + 1) : Buffer.alloc(4096));
+  const again = PoolDir.open(copy);
+  try {
+    const copied = new Filesystem(again.pool, again.pool.stat('v').id);
+    const inode = copied.lookup(1, Buffer.from('sparse'));
+    t.equal(inode.size, 64 * CHUNK, 'the copy has the size');
+    let wrong = 0;
+    for (let c = 0; c < 64; c++) if (!copied.read(inode.ino, c * CHUNK, 4096).equals(expected(c))) wrong++;
+    t.equal(wrong, 0, 'and every chunk: the 20 written, zeros elsewhere');
+  } finally {
+    again.close();
+    fs.rmSync(copy, { recursive: true, force: true });
+  }
+  t.equal((await child.end()).code, 0);
+  let wrong = 0;
+  for (let c = 0; c < 64; c++) if (!(await pread(file, c * CHUNK, 4096)).equals(expected(c))) wrong++;
+  t.equal(wrong, 0, 'the mount reads the same');
+});

@@ -645,6 +645,8 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *data, size_t si
   if (plain && (cached || written_note(s->written, ino, &at)) && table_io(s->table, ino, (char *)data, size, off, 1, &err, &took)) {
     /* After the take: the kernel's next getattr (a close drops its block count) is answered here. */
     if (tail_noted) attr_cache_grow(s->attrs, ino, tail_mark, off + (off_t)size, (int64_t)(took * s->chunk_size / 512));
+    /* A hole inside a sparse file taken: the block count held is short, so the next getattr folds it in JavaScript. */
+    else if (took > 0) attr_cache_drop(s->attrs, ino);
     if (!cached) {
       int64_t nsec = s->wall_nsec + at.tv_nsec;
       attr_cache_touch(s->attrs, ino, s->wall_sec + at.tv_sec + nsec / 1000000000, nsec % 1000000000);

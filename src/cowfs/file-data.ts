@@ -175,6 +175,28 @@ export class FileData {
     return { partial: index === null ? null : { chunk: past - 1, index }, unmapped };
   }
 
+  /**
+   * Up to `max` unmapped chunks of a sparse file that lie wholly inside it,
+   * looked for among `window` chunks from `from` on: holes a first write
+   * may fill without changing the size.
+   */
+  holesInside(inode: Inode, from: number, max: number, window: number): number[] {
+    const whole = Math.floor(inode.size / this.cs);
+    const out: number[] = [];
+    // Every chunk up to the end mapped: nothing to look for (the common case, an unsparse file).
+    if (inode.chunks >= Math.ceil(inode.size / this.cs)) return out;
+    const to = Math.min(whole, from + window);
+    for (let c = Math.max(0, from); c < to && out.length < max; ) {
+      const { k, within } = regionOf(c);
+      const n = Math.min(regionSize(k) - within, to - c);
+      const base = this.base(inode.ino, k);
+      const mapped = new Set(base === null ? [] : this.mapped(base + within, base + within + n));
+      for (let i = 0; i < n && out.length < max; i++) if (base === null || !mapped.has(base + within + i)) out.push(c + i);
+      c += n;
+    }
+    return out;
+  }
+
   /** The map index of file chunk `c` if it is mapped, else null. */
   private indexOf(ino: number, c: number): number | null {
     const { k, within } = regionOf(c);

@@ -229,6 +229,13 @@ export class Filesystem {
     return { ...this.data.edge(inode, ahead), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
   }
 
+  /** A regular file's unmapped chunks wholly inside it, up to `max` among `window` from chunk `from` (FileData.holesInside); null for anything else. */
+  holesInside(ino: number, from: number, max: number, window: number): { chunks: number[]; setId: boolean } | null {
+    const inode = this.tree.inode(ino);
+    if (!isReg(inode)) return null;
+    return { chunks: this.data.holesInside(inode, from, max, window), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
+  }
+
   /**
    * What the addon served without us since the last look
    * (src/fuse/file-chunks.ts), put in the tree in one change that loads and

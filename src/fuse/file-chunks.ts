@@ -30,7 +30,11 @@
  *   taken chunk into the file's region and grow its size, before
  *   JavaScript answers anything else, before an fsync or fdatasync
  *   commits, and before a fork. Each hole holds a chunk of the volume's
- *   room (`Pool.holdRoom`), given back when the volume runs short. Holes
+ *   room (`Pool.holdRoom`), given back when the volume runs short. A
+ *   sparse file (preallocated, or grown by truncate) gets holes inside it
+ *   too, after the chunks JavaScript read or wrote and after those the
+ *   addon took (`fill`): a first write there changes no size, and a read
+ *   there gives zeros. Holes
  *   are withdrawn before JavaScript changes their file's chunks itself
  *   (`quiesce`, `forget`), so the addon never takes a chunk JavaScript
  *   mapped.
@@ -60,6 +64,9 @@ const RESERVE_CHUNKS = 64;
 const HOLES_MAX = 256;
 /** Chunks past a file's end offered as holes once it grows: an appending writer goes on without us. */
 const HOLES_AHEAD = 2;
+/** Holes offered at once inside a sparse file (a preallocated log, a file grown by truncate), among the next HOLES_WINDOW chunks. */
+const HOLES_INSIDE = 16;
+const HOLES_WINDOW = 64;
 
 /** A hole's key in `holes`. */
 function holeKey(ino: number, chunk: number): string {
@@ -109,8 +116,27 @@ export class FileChunks implements VolumeWatcher {
         this.session.map(ino, edge.partial.chunk, place.offset, true, false, true);
       }
     }
+    this.offerHoles(ino, edge.unmapped, true);
+  }
+
+  /**
+   * A sparse file's unmapped chunks inside it, from chunk `from` on
+   * (HOLES_INSIDE of them among the next HOLES_WINDOW), become holes: a
+   * first write there is the addon's, a read there gives zeros without us.
+   * Offered after JavaScript read or wrote the file, and after a fold for
+   * the files that took a hole past their first chunk.
+   */
+  fill(ino: number, from: number): void {
+    if (this.reserve === null) return;
+    const inside = this.fs.holesInside(ino, from, HOLES_INSIDE, HOLES_WINDOW);
+    if (inside === null || inside.setId) return;
+    this.offerHoles(ino, inside.chunks, false);
+  }
+
+  /** Offers the file's `chunks` (unmapped, as the tree says now) as holes, each holding a chunk of room; `tail`: they may lie past the end. */
+  private offerHoles(ino: number, chunks: readonly number[], tail: boolean): void {
     const fresh: number[] = [];
-    for (const c of edge.unmapped) {
+    for (const c of chunks) {
       if (this.holes.has(holeKey(ino, c))) continue;
       if (!this.pool.holdRoom(this.volume, 1)) break;
       fresh.push(c);
@@ -118,8 +144,8 @@ export class FileChunks implements VolumeWatcher {
     }
     if (fresh.length === 0) return;
     // The table asks for more at half; an empty one (a new mount's) is filled now.
-    if (this.reserve.size === 0) this.pool.topUpReserve(this.reserve, (offsets) => this.session.reserve(offsets));
-    this.session.holes(ino, fresh, true);
+    if (this.reserve !== null && this.reserve.size === 0) this.pool.topUpReserve(this.reserve, (offsets) => this.session.reserve(offsets));
+    this.session.holes(ino, fresh, tail);
     for (const [key, [oldIno, oldChunk]] of this.holes) {
       if (this.holes.size <= HOLES_MAX) break;
       this.session.invalidate(oldIno, oldChunk);
@@ -171,9 +197,12 @@ export class FileChunks implements VolumeWatcher {
       written: written.filter((w) => w.sec >= 0).map((w) => ({ ino: w.ino, at: fromMonotonic(w.sec, w.nsec) })),
       kernel: this.session.kernelTimes(),
     });
-    // Files that took a hole past their first chunk are growing: holes past their new end (only here, before a
-    // request, which may withdraw them).
-    for (const ino of grown) this.extend(ino);
+    // Files that took a hole past their first chunk are growing, or filling their holes inside: holes past their new
+    // end and after the chunks they took (only here, before a request, which may withdraw them).
+    for (const [ino, chunk] of grown) {
+      this.extend(ino);
+      this.fill(ino, chunk + 1);
+    }
   }
 
   /** What an fdatasync must find in the tree: the chunks the addon took and how far its writes reached, not their times. */
@@ -220,18 +249,18 @@ export class FileChunks implements VolumeWatcher {
     for (const key of [...this.holes.keys()]) this.unhold(key);
   }
 
-  /** The first writes taken since the last look, with the rest of what the addon served, into the tree; returns the files that took one past their first chunk. */
-  private absorb(served: Served): Set<number> {
+  /** The first writes taken since the last look, with the rest of what the addon served, into the tree; returns the files that took one past their first chunk, each with the last chunk it took. */
+  private absorb(served: Served): Map<number, number> {
     const taken = this.reserve === null ? [] : this.session.taken();
     for (const t of taken) this.unhold(holeKey(t.ino, t.index));
     const indices = this.fs.absorb(this.reserve, { ...served, takes: taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })) });
-    const grown = new Set<number>();
+    const grown = new Map<number, number>();
     // Its entry may reach past the end (reads go to us), but the pool's drops of the chunk must reach it.
     indices.forEach((index, i) => {
       const t = taken[i] as { ino: number; index: number };
       if (index === null) return;
       this.remember(index, t.ino, t.index);
-      if (t.index > 0) grown.add(t.ino);
+      if (t.index > 0) grown.set(t.ino, Math.max(grown.get(t.ino) ?? 0, t.index));
     });
     return grown;
   }
