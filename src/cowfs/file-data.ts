@@ -197,6 +197,11 @@ export class FileData {
     return out;
   }
 
+  /** Whether file chunk `c` is mapped. */
+  isMapped(inode: Inode, c: number): boolean {
+    return this.indexOf(inode.ino, c) !== null;
+  }
+
   /** The map index of file chunk `c` if it is mapped, else null. */
   private indexOf(ino: number, c: number): number | null {
     const { k, within } = regionOf(c);

@@ -229,6 +229,12 @@ export class Filesystem {
     return { ...this.data.edge(inode, ahead), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
   }
 
+  /** Whether chunk `chunk` of regular file `ino` is mapped. */
+  chunkMapped(ino: number, chunk: number): boolean {
+    const inode = this.tree.inode(ino);
+    return isReg(inode) && this.data.isMapped(inode, chunk);
+  }
+
   /** A regular file's unmapped chunks wholly inside it, up to `max` among `window` from chunk `from` (FileData.holesInside); null for anything else. */
   holesInside(ino: number, from: number, max: number, window: number): { chunks: number[]; setId: boolean } | null {
     const inode = this.tree.inode(ino);

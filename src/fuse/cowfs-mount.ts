@@ -295,7 +295,6 @@ export class CowfsMount {
       case FsOp.READ: {
         const data = fs.read(req.ino, n0, n1);
         this.chunks?.offer(req.ino, n0, n1);
-        this.chunks?.fill(req.ino, Math.floor(n0 / this.chunkSize));
         return [data, undefined];
       }
       case FsOp.WRITE: {
@@ -304,7 +303,7 @@ export class CowfsMount {
         const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0), from);
         this.chunks?.offer(req.ino, n0, written);
         this.chunks?.extend(req.ino);
-        this.chunks?.fill(req.ino, Math.floor(n0 / this.chunkSize));
+        this.chunks?.fillAfterWrite(req.ino, Math.floor(n0 / this.chunkSize));
         // The file's attributes after the write ride along, so the addon keeps them for the getattr the kernel sends next.
         return [undefined, [written, ...this.attr(fs.getattr(req.ino))]];
       }

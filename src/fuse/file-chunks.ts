@@ -32,7 +32,7 @@
  *   commits, and before a fork. Each hole holds a chunk of the volume's
  *   room (`Pool.holdRoom`), given back when the volume runs short. A
  *   sparse file (preallocated, or grown by truncate) gets holes inside it
- *   too, after the chunks JavaScript read or wrote and after those the
+ *   too, after a run of chunks JavaScript wrote and after those the
  *   addon took (`fill`): a first write there changes no size, and a read
  *   there gives zeros. Holes
  *   are withdrawn before JavaScript changes their file's chunks itself
@@ -123,14 +123,26 @@ export class FileChunks implements VolumeWatcher {
    * A sparse file's unmapped chunks inside it, from chunk `from` on
    * (HOLES_INSIDE of them among the next HOLES_WINDOW), become holes: a
    * first write there is the addon's, a read there gives zeros without us.
-   * Offered after JavaScript read or wrote the file, and after a fold for
-   * the files that took a hole past their first chunk.
+   * Offered after a fold for the files that took a hole past their first
+   * chunk, and after JavaScript wrote a file where a run of writes goes on
+   * (fillAfterWrite).
    */
   fill(ino: number, from: number): void {
     if (this.reserve === null) return;
     const inside = this.fs.holesInside(ino, from, HOLES_INSIDE, HOLES_WINDOW);
     if (inside === null || inside.setId) return;
     this.offerHoles(ino, inside.chunks, false);
+  }
+
+  /**
+   * After JavaScript wrote from file chunk `chunk` on: holes after it, if
+   * the write goes on a run (the chunk before it is mapped, or it is the
+   * first). A random writer of a sparse file would rarely find the holes
+   * offered after each of its writes, and pay for looking.
+   */
+  fillAfterWrite(ino: number, chunk: number): void {
+    if (this.reserve === null || (chunk > 0 && !this.fs.chunkMapped(ino, chunk - 1))) return;
+    this.fill(ino, chunk);
   }
 
   /** Offers the file's `chunks` (unmapped, as the tree says now) as holes, each holding a chunk of room; `tail`: they may lie past the end. */
