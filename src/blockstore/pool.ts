@@ -749,7 +749,7 @@ export class Pool {
     if (chunk === 0) return this.unmap(v, to);
     // Neither side may be written in place any more: the frontend and the cache forget both.
     for (const index of [from, to]) {
-      this.dropChunk(v.id, index);
+      this.dropChunk(v, index);
       this.xlate.delete(this.xlateKey(v, index));
     }
     this.data.inc(chunk);
@@ -1212,9 +1212,10 @@ export class Pool {
     this.watchers.get(id)?.dropVolume();
   }
 
-  private dropChunk(id: number, index: number): void {
-    this.listener?.dropChunk(id, index);
-    this.watchers.get(id)?.dropChunk(index);
+  /** The listener holds block volumes' chunks only (tellMap), a watcher a filesystem's: each drop goes to the one that may hold it (an unlink drops a chunk per file). */
+  private dropChunk(v: Volume, index: number): void {
+    if (v.fs === null) this.listener?.dropChunk(v.id, index);
+    else this.watchers.get(v.id)?.dropChunk(index);
   }
 
   /** The listener serves block volumes only: a filesystem's chunks are its files', which a watcher places itself. */
@@ -1258,7 +1259,7 @@ export class Pool {
       // The frontend may hold this index as a hole or as a chunk it breaks itself, and this request may
       // have raced a first write or a break it served: take the entry back (waiting for I/O through it),
       // then fold what it took meanwhile, so the map below is the one the frontend left.
-      this.dropChunk(v.id, index);
+      this.dropChunk(v, index);
       this.fold();
       current = this.trees.get(v.tree, index);
       inPlace = current !== 0 && this.ownedInPlace(v, index, current);
@@ -1301,7 +1302,7 @@ export class Pool {
     this.data.confirm(fresh);
     this.zero.taken(fresh);
     this.markChanged();
-    if (current !== 0) this.dropChunk(v.id, index);
+    if (current !== 0) this.dropChunk(v, index);
     const old = this.trees.set(v.tree, PageKind.MAP, index, fresh);
     assert(old === current, `map of ${v.name} changed under a write at chunk ${index}`);
     if (old !== 0) this.releaseChunk(old);
@@ -1334,7 +1335,7 @@ export class Pool {
   }
 
   private unmap(v: Volume, index: number): void {
-    this.dropChunk(v.id, index);
+    this.dropChunk(v, index);
     // A break the frontend made before the drop reached it is folded first, so its chunk is the one released.
     if (this.listener?.taken) this.fold();
     this.xlate.delete(this.xlateKey(v, index));
