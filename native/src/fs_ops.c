@@ -3,8 +3,9 @@
  * JavaScript (src/fuse/cowfs-mount.ts), which decides it over the volume's
  * metadata tree and answers with numbers (attributes) and bytes (data,
  * names, directory entries); reads and in-place writes of file chunks
- * JavaScript put in the chunk table are served here. This file decides
- * nothing.
+ * JavaScript put in the chunk table are served here, and so are lookups
+ * of names a followed directory was never given (name_filter.h). This
+ * file decides nothing.
  *
  * Who answers: a request served here is answered by the FUSE thread that
  * read it; one that went to JavaScript is answered on the JavaScript

@@ -32,12 +32,11 @@
  *   commits, and before a fork. Each hole holds a chunk of the volume's
  *   room (`Pool.holdRoom`), given back when the volume runs short. A
  *   sparse file (preallocated, or grown by truncate) gets holes inside it
- *   too, after a run of chunks JavaScript wrote and after those the
- *   addon took (`fill`): a first write there changes no size, and a read
- *   there gives zeros. Holes
- *   are withdrawn before JavaScript changes their file's chunks itself
- *   (`quiesce`, `forget`), so the addon never takes a chunk JavaScript
- *   mapped.
+ *   too, after a run of chunks JavaScript wrote and after those the addon
+ *   took (`fill`): a first write there changes no size, and a read there
+ *   gives zeros. Holes are withdrawn before JavaScript changes their
+ *   file's chunks itself (`quiesce`, `forget`), so the addon never takes a
+ *   chunk JavaScript mapped.
  * - fdatasync is made by the addon (one fdatasync of the data file) for a
  *   file whose size and chunks the last durable commit holds: the addon
  *   marks a file around every request that may change it (every file for
