@@ -178,13 +178,15 @@ export class FileData {
   /**
    * Up to `max` unmapped chunks of a sparse file that lie wholly inside it,
    * looked for among `window` chunks from `from` on: holes a first write
-   * may fill without changing the size.
+   * may fill without changing the size. `run`: none unless the chunk before
+   * `from` is mapped (or `from` is the first).
    */
-  holesInside(inode: Inode, from: number, max: number, window: number): number[] {
+  holesInside(inode: Inode, from: number, max: number, window: number, run: boolean): number[] {
     const whole = Math.floor(inode.size / this.cs);
     const out: number[] = [];
-    // Every chunk up to the end mapped: nothing to look for (the common case, an unsparse file).
+    // Every chunk up to the end mapped: nothing to look for (the common case, an unsparse file), checked first.
     if (inode.chunks >= Math.ceil(inode.size / this.cs)) return out;
+    if (run && from > 0 && this.indexOf(inode.ino, from - 1) === null) return out;
     const to = Math.min(whole, from + window);
     for (let c = Math.max(0, from); c < to && out.length < max; ) {
       const { k, within } = regionOf(c);
@@ -195,11 +197,6 @@ export class FileData {
       c += n;
     }
     return out;
-  }
-
-  /** Whether file chunk `c` is mapped. */
-  isMapped(inode: Inode, c: number): boolean {
-    return this.indexOf(inode.ino, c) !== null;
   }
 
   /** The map index of file chunk `c` if it is mapped, else null. */

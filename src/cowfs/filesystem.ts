@@ -25,7 +25,7 @@ import { assert, fail } from '../errors.js';
 import { ACL_ACCESS, ACL_DEFAULT, chmodAcl, decodeAcl, encodeAcl, inheritAcl, modeOfAcl } from './acl.js';
 import { FileData, MAX_FILE_BYTES } from './file-data.js';
 import { type Counters, FsTree, ROOT_INO, encodeCounters } from './fs-tree.js';
-import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, after, decodeInode, encodeInode, isDir, isLink, isReg, now } from './inode.js';
+import { type Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, S_ISUID, type Time, after, decodeInode, encodeInode, hasSetId, isDir, isLink, isReg, now } from './inode.js';
 import { ItemType, key } from './keys.js';
 import { addNamed, direntIno, direntType, direntValue, findNamed, nameOf, xattrData, xattrValue } from './named-items.js';
 
@@ -216,7 +216,7 @@ export class Filesystem {
   chunksIn(ino: number, offset: number, length: number): { chunks: { chunk: number; index: number }[]; setId: boolean } {
     const inode = this.tree.inode(ino);
     if (!isReg(inode)) return { chunks: [], setId: false };
-    return { chunks: this.data.wholeChunks(inode, offset, length), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
+    return { chunks: this.data.wholeChunks(inode, offset, length), setId: hasSetId(inode) };
   }
 
   /**
@@ -226,20 +226,14 @@ export class Filesystem {
   edgeOf(ino: number, ahead: number): { partial: { chunk: number; index: number } | null; unmapped: number[]; setId: boolean } | null {
     const inode = this.tree.inode(ino);
     if (!isReg(inode)) return null;
-    return { ...this.data.edge(inode, ahead), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
-  }
-
-  /** Whether chunk `chunk` of regular file `ino` is mapped. */
-  chunkMapped(ino: number, chunk: number): boolean {
-    const inode = this.tree.inode(ino);
-    return isReg(inode) && this.data.isMapped(inode, chunk);
+    return { ...this.data.edge(inode, ahead), setId: hasSetId(inode) };
   }
 
   /** A regular file's unmapped chunks wholly inside it, up to `max` among `window` from chunk `from` (FileData.holesInside); null for anything else. */
-  holesInside(ino: number, from: number, max: number, window: number): { chunks: number[]; setId: boolean } | null {
+  holesInside(ino: number, from: number, max: number, window: number, run = false): { chunks: number[]; setId: boolean } | null {
     const inode = this.tree.inode(ino);
     if (!isReg(inode)) return null;
-    return { chunks: this.data.holesInside(inode, from, max, window), setId: (inode.mode & (S_ISUID | S_ISGID)) !== 0 };
+    return { chunks: this.data.holesInside(inode, from, max, window, run), setId: hasSetId(inode) };
   }
 
   /**

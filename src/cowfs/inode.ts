@@ -55,6 +55,11 @@ export function isLink(i: Pick<Inode, 'mode'>): boolean {
   return (i.mode & S_IFMT) === S_IFLNK;
 }
 
+/** A write to it must reach JavaScript, which clears these bits. */
+export function hasSetId(i: Pick<Inode, 'mode'>): boolean {
+  return (i.mode & (S_ISUID | S_ISGID)) !== 0;
+}
+
 /** Wall-clock nanoseconds at the monotonic clock's zero: read once, so times never step back within a process. */
 const WALL_AT_ZERO = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 

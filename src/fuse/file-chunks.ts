@@ -126,9 +126,9 @@ export class FileChunks implements VolumeWatcher {
    * chunk, and after JavaScript wrote a file where a run of writes goes on
    * (fillAfterWrite).
    */
-  fill(ino: number, from: number): void {
+  fill(ino: number, from: number, run = false): void {
     if (this.reserve === null) return;
-    const inside = this.fs.holesInside(ino, from, HOLES_INSIDE, HOLES_WINDOW);
+    const inside = this.fs.holesInside(ino, from, HOLES_INSIDE, HOLES_WINDOW, run);
     if (inside === null || inside.setId) return;
     this.offerHoles(ino, inside.chunks, false);
   }
@@ -140,8 +140,7 @@ export class FileChunks implements VolumeWatcher {
    * offered after each of its writes, and pay for looking.
    */
   fillAfterWrite(ino: number, chunk: number): void {
-    if (this.reserve === null || (chunk > 0 && !this.fs.chunkMapped(ino, chunk - 1))) return;
-    this.fill(ino, chunk);
+    this.fill(ino, chunk, true);
   }
 
   /** Offers the file's `chunks` (unmapped, as the tree says now) as holes, each holding a chunk of room; `tail`: they may lie past the end. */
