@@ -132,11 +132,12 @@ static void follow_locked(name_filter *f, uint64_t dir) {
   }
 }
 
-/* Caller holds mu and `dir` is followed. Forgetting everything is always safe; a filter past its load would answer nothing. */
-static void add_locked(name_filter *f, uint64_t dir, const char *name, size_t len) {
+/* Caller holds mu and `dir` is followed. Forgetting everything is always safe; a filter past its load would answer nothing.
+ * 0 when it forgot everything (`dir` too). */
+static int add_locked(name_filter *f, uint64_t dir, const char *name, size_t len) {
   if (f->names >= NAMES_MAX) {
     reset(f);
-    return;
+    return 0;
   }
   uint64_t h = hash_of(dir, name, len);
   for (uint64_t k = 0; k < HASHES; k++) {
@@ -144,6 +145,7 @@ static void add_locked(name_filter *f, uint64_t dir, const char *name, size_t le
     f->bits[bit / 64] |= 1ull << (bit % 64);
   }
   f->names++;
+  return 1;
 }
 
 void name_filter_follow(name_filter *f, uint64_t dir) {
@@ -159,9 +161,9 @@ void name_filter_follow_names(name_filter *f, uint64_t dir, const char *names, s
   if (*dir_slot(f, dir) != dir) {
     follow_locked(f, dir);
     /* Each add may forget everything, this directory too: then the rest is not needed. */
-    for (size_t at = 0; at < len && *dir_slot(f, dir) == dir;) {
+    for (size_t at = 0; at < len;) {
       size_t n = strnlen(names + at, len - at);
-      add_locked(f, dir, names + at, n);
+      if (!add_locked(f, dir, names + at, n)) break;
       at += n + 1;
     }
   }
