@@ -74,7 +74,8 @@ export interface NativeFuse {
   /** A duplicate of the connection's fd, and the kernel's INIT request the session read. */
   fuseHandover(handle: FuseHandle): [number, Buffer];
   /** Journal every mapping change in this memfd journal from now on (journal.c). */
-  fuseJournal(handle: FuseHandle, fd: number): void;
+  fuseJournal(handle: FuseHandle, fd: number, volume: number): void;
+  fuseJournalItem(handle: FuseHandle, volume: number, key: Buffer, value: Buffer | null): number;
   /** Offsets -1 for none; returns the record's seq, 0 when the journal is full. */
   fuseJournalAppend(handle: FuseHandle, ino: number, index: number, offset: number, old: number): number;
   /** step 0: the seq a commit sealed now covers; 1: mark (generation, covered); 2: trim (covered); 3: fill, 0..1. */
@@ -89,7 +90,7 @@ export interface NativeFuse {
   /** A new memfd journal of `capacity` records; its fd. */
   journalCreate(capacity: number): number;
   /** Flat [ino, index, offset, old] past what commit `generation` holds; null when the journal has no mark for it. */
-  journalRead(fd: number, generation: number): number[] | null;
+  journalRead(fd: number, generation: number): Buffer | null;
 }
 
 /** Node tools run with posix_spawn on a thread of their own (native/src/spawn.c). */

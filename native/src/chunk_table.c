@@ -109,6 +109,7 @@ struct chunk_table {
   int low_signalled; /* under spare */
   size_t low;         /* under spare: reserve left at which to ask for more, half of the last top-up */
   struct journal *journal; /* set once before first writes start; appends under spare */
+  int64_t journal_volume;  /* a cowfs table's volume: its takes are file takes (JOURNAL_FILE_TAKE); -1 for the block files */
   /* Set once before any hole is offered with TAIL (table_set_tail); NULL for a block files' table. */
   int (*on_tail)(void *ctx, uint64_t ino, uint64_t end);
   void *tail_ctx;
@@ -282,24 +283,37 @@ static int serve(chunk_table *t, uint64_t ino, char *buf, size_t size, off_t off
 }
 
 /*
+ * The journal record of a take, in the room journal_promise set aside: a
+ * block volume's chunk is its map's index; a cowfs file's chunk is the
+ * file's, which a successor places through the file's region.
+ */
+static uint64_t journal_take(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset) {
+  if (t->journal_volume < 0) return journal_append_promised(t->journal, key_of(ino, index), offset, -1);
+  int64_t payload[3] = {(int64_t)ino, (int64_t)index, offset};
+  return journal_append_long_promised(t->journal, JOURNAL_FILE_TAKE, (uint64_t)t->journal_volume, 0, payload, sizeof(payload));
+}
+
+/*
  * Turns one hole into a reserved chunk and records it for JavaScript.
  * Caller holds a read lock. 0 when the reserve or the record ring is out.
  */
 static int take_one(chunk_table *t, uint64_t ino, uint64_t index, entry *e, int64_t hole, reader_slot *me) {
   pthread_mutex_lock(&t->spare);
   int ok = t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX;
-  /* Every journal append holds `spare`, so the room seen here is still there after the CAS. */
-  if (ok && t->journal) ok = journal_room(t->journal);
+  /* Other tables append to the same journal: the room is set aside before the CAS, so the record cannot fail after it. */
+  uint64_t slots = t->journal_volume >= 0 ? journal_slots(3 * sizeof(int64_t)) : 1;
+  if (ok && t->journal) ok = journal_promise(t->journal, slots);
   if (ok) {
     int64_t offset = t->reserve[--t->reserved];
     if (atomic_compare_exchange_strong_explicit(&e->state, &hole, offset | WRITABLE | (hole & TAIL), memory_order_acq_rel, memory_order_acquire)) {
       /* Journaled before any write through it is answered: the caller serves after we return. */
-      uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), offset, -1) : 0;
+      uint64_t seq = t->journal ? journal_take(t, ino, index, offset) : 0;
       t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = offset, .seq = seq, .old = -1};
       atomic_store_explicit(&t->taken_hint, t->taken_count, memory_order_release);
       atomic_fetch_add_explicit(&me->first_writes, 1, memory_order_relaxed);
     } else {
       t->reserve[t->reserved++] = offset; /* another request took it first: it is mapped now */
+      if (t->journal) journal_unpromise(t->journal, slots);
     }
   }
   /* Ask ahead, so a sequential writer keeps finding holes and chunks without a trip to JavaScript. */
@@ -331,6 +345,11 @@ static int take_cow(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
   int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
   /* Another writer broke it while we waited for `spare`: write in place. */
   int ok = (st & WRITABLE) != 0;
+  /* A cowfs file's break has no record a successor could place: JavaScript makes it. */
+  if (!ok && t->journal && t->journal_volume >= 0) {
+    pthread_mutex_unlock(&t->spare);
+    return 0;
+  }
   if (!ok && t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX && (!t->journal || journal_room(t->journal))) {
     int64_t fresh = t->reserve[--t->reserved];
     int64_t old = offset_of(st);
@@ -510,9 +529,10 @@ void table_set_tail(chunk_table *t, int (*on_tail)(void *ctx, uint64_t ino, uint
   unlock_all(t);
 }
 
-void table_set_journal(chunk_table *t, struct journal *j) {
+void table_set_journal(chunk_table *t, struct journal *j, int64_t volume) {
   pthread_mutex_lock(&t->spare);
   t->journal = j;
+  t->journal_volume = volume;
   pthread_mutex_unlock(&t->spare);
 }
 

@@ -91,7 +91,8 @@ size_t table_reserve(chunk_table *t, const int64_t *offsets, size_t n);
 size_t table_taken_drain(chunk_table *t, table_taken *out, size_t max);
 table_counts table_counts_sum(chunk_table *t);
 /* From now on every first write is journaled before it is served; a full journal sends them to JavaScript. */
-void table_set_journal(chunk_table *t, struct journal *j);
+/* volume: a cowfs table's volume (its takes are file takes), or -1 for the block files. */
+void table_set_journal(chunk_table *t, struct journal *j, int64_t volume);
 /* JavaScript's own mapping changes; the seq, or 0 when the journal is full (or there is none). */
 uint64_t table_journal(chunk_table *t, uint64_t ino, uint64_t index, int64_t offset, int64_t old);
 /* The journal seq a commit sealed now covers: the oldest first write not drained yet, or the next seq. */

@@ -597,7 +597,7 @@ static _Thread_local uint64_t tail_mark;
  */
 int cowfs_on_tail(void *ctx, uint64_t ino, uint64_t end) {
   session *s = ctx;
-  if (!written_grow(s->written, ino, end)) return 0;
+  if (!written_grow_journaled(s->written, ino, end, s->journal, (uint64_t)s->journal_volume)) return 0;
   marks_file(s->marks, ino);
   tail_mark = attr_cache_growing(s->attrs, ino);
   tail_noted = 1;

@@ -1022,16 +1022,49 @@ napi_value fuse_forget_volume(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseJournal(session, fd): journal every mapping change in the memfd journal `fd` (journalCreate) from now on. */
+/*
+ * fuseJournal(session, fd, volume): journal every mapping change in the
+ * memfd journal `fd` (journalCreate) from now on; a cowfs mount's first
+ * writes and ends as its volume's (`volume`, -1 for the block files).
+ */
 napi_value fuse_journal(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  session *s = session_call(env, info, 2, argv);
+  napi_value argv[3];
+  session *s = session_call(env, info, 3, argv);
   if (!s) return NULL;
   if (s->journal) return throw_msg(env, "fuseJournal: the session has a journal already");
-  s->journal = journal_open((int)num(env, argv[1]), 0, 0);
-  if (!s->journal) return cowvol_throw_errno(env, errno, "journal");
-  table_set_journal(s->table, s->journal);
+  int64_t volume = num(env, argv[2]);
+  if (s->filesystem != (volume >= 0)) return throw_msg(env, "fuseJournal: a volume is for a cowfs mount's journal only");
+  journal *j = journal_open((int)num(env, argv[1]), 0, 0);
+  if (!j) return cowvol_throw_errno(env, errno, "journal");
+  s->journal_volume = volume;
+  s->journal = j;
+  table_set_journal(s->table, j, volume);
   return NULL;
+}
+
+/* fuseJournalItem(session, volume, key, value | null) -> seq, 0 when full: a filesystem tree item put (or deleted). */
+napi_value fuse_journal_item(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  session *s = session_call(env, info, 4, argv);
+  if (!s) return NULL;
+  void *k = NULL, *v = NULL;
+  size_t klen = 0, vlen = 0;
+  napi_valuetype vt;
+  napi_typeof(env, argv[3], &vt);
+  if (napi_get_buffer_info(env, argv[2], &k, &klen) != napi_ok || (vt != napi_null && napi_get_buffer_info(env, argv[3], &v, &vlen) != napi_ok)) return throw_msg(env, "fuseJournalItem: key and value must be Buffers");
+  uint64_t seq = 0;
+  if (s->journal) {
+    size_t len = klen + (vt == napi_null ? 0 : vlen);
+    char *payload = malloc(len ? len : 1);
+    if (!payload) return cowvol_throw_errno(env, ENOMEM, "journal");
+    memcpy(payload, k, klen);
+    if (vt != napi_null && vlen) memcpy(payload + klen, v, vlen);
+    seq = journal_append_long(s->journal, vt == napi_null ? JOURNAL_ITEM_DEL : JOURNAL_ITEM_PUT, (uint64_t)num(env, argv[1]), (int64_t)klen, payload, len);
+    free(payload);
+  }
+  napi_value out;
+  napi_create_double(env, (double)seq, &out);
+  return out;
 }
 
 /* fuseJournalAppend(session, ino, index, offset, old) -> seq, 0 when full */
@@ -1043,6 +1076,13 @@ napi_value fuse_journal_append(napi_env env, napi_callback_info info) {
   napi_value out;
   napi_create_double(env, (double)seq, &out);
   return out;
+}
+
+/* The journal seq below which a commit sealed now holds everything this session journaled: its takes and ends folded. */
+static uint64_t session_cover(session *s) {
+  uint64_t covered = table_cover(s->table);
+  uint64_t end = s->written ? written_cover(s->written) : 0;
+  return end != 0 && end < covered ? end : covered;
 }
 
 /*
@@ -1057,7 +1097,7 @@ napi_value fuse_journal_commit(napi_env env, napi_callback_info info) {
   double r = 0;
   if (s->journal) {
     int64_t step = num(env, argv[1]);
-    if (step == 0) r = (double)table_cover(s->table);
+    if (step == 0) r = (double)session_cover(s);
     else if (step == 1) journal_mark(s->journal, (uint64_t)num(env, argv[2]), (uint64_t)num(env, argv[3]));
     else if (step == 2) journal_trim(s->journal, (uint64_t)num(env, argv[3]));
     else r = journal_fill(s->journal);

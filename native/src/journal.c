@@ -24,11 +24,13 @@
 #include "journal.h"
 #include "fileops.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define JOURNAL_MAGIC 0x31766f6c6a776f63ULL /* "cowjlov1" */
@@ -37,7 +39,12 @@ static size_t header_bytes(void) {
   return (sizeof(journal_header) + 4095) & ~(size_t)4095;
 }
 
-journal *journal_open(int fd, int create, uint64_t capacity) {
+/* Mappings of journals this process has open, so sessions sharing a memfd share one lock. */
+#define JOURNALS_MAX 8
+static journal *journals[JOURNALS_MAX];
+static pthread_mutex_t journals_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static journal *journal_map(int fd, int create, uint64_t capacity) {
   journal *j = calloc(1, sizeof(journal));
   if (!j) return NULL;
   if (create) {
@@ -65,38 +72,152 @@ journal *journal_open(int fd, int create, uint64_t capacity) {
     j->h->magic = JOURNAL_MAGIC;
   }
   pthread_mutex_init(&j->mu, NULL);
+  j->refs = 1;
   return j;
 fail:
   free(j);
   return NULL;
 }
 
+journal *journal_open(int fd, int create, uint64_t capacity) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return NULL;
+  pthread_mutex_lock(&journals_mu);
+  journal *j = NULL;
+  int free_at = -1;
+  for (int i = 0; i < JOURNALS_MAX && !j; i++) {
+    if (journals[i] && journals[i]->file == (uint64_t)st.st_ino && !create) j = journals[i];
+    else if (!journals[i] && free_at < 0) free_at = i;
+  }
+  if (j) {
+    j->refs++;
+  } else if (free_at < 0) {
+    errno = EMFILE;
+  } else if ((j = journal_map(fd, create, capacity)) != NULL) {
+    j->file = (uint64_t)st.st_ino;
+    journals[free_at] = j;
+  }
+  pthread_mutex_unlock(&journals_mu);
+  return j;
+}
+
 void journal_close(journal *j) {
   if (!j) return;
+  pthread_mutex_lock(&journals_mu);
+  int last = --j->refs == 0;
+  if (last)
+    for (int i = 0; i < JOURNALS_MAX; i++)
+      if (journals[i] == j) journals[i] = NULL;
+  pthread_mutex_unlock(&journals_mu);
+  if (!last) return;
   munmap(j->h, j->bytes);
   pthread_mutex_destroy(&j->mu);
   free(j);
 }
 
+/* Caller holds mu. */
+static int fits(journal *j, uint64_t slots) {
+  return j->h->next - j->h->head + j->promised + slots <= j->h->capacity;
+}
+
+/* Caller holds mu and made sure the slot fits. */
+static uint64_t put_slot(journal *j, uint64_t key, int64_t offset, int64_t old) {
+  uint64_t seq = j->h->next;
+  journal_record *r = &j->ring[seq % j->h->capacity];
+  r->key = key;
+  r->offset = offset;
+  r->old = old;
+  atomic_store_explicit((_Atomic uint64_t *)&r->seq, seq, memory_order_release);
+  /* Published slot by slot: a long record torn by a kill ends past `next` only once whole. */
+  return seq;
+}
+
+static void publish(journal *j, uint64_t next) {
+  atomic_store_explicit((_Atomic uint64_t *)&j->h->next, next, memory_order_release);
+}
+
+uint64_t journal_slots(size_t len) {
+  return 1 + (len + JOURNAL_PAYLOAD - 1) / JOURNAL_PAYLOAD;
+}
+
+/* Caller holds mu and made sure the record fits. */
+static uint64_t put_long(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len) {
+  uint64_t first = j->h->next;
+  uint64_t seq = first;
+  journal_record *r = &j->ring[seq % j->h->capacity];
+  r->key = JOURNAL_LONG | (uint64_t)kind << 48 | (volume & 0xffffffffffffULL);
+  r->offset = (int64_t)len;
+  r->old = aux;
+  atomic_store_explicit((_Atomic uint64_t *)&r->seq, seq, memory_order_release);
+  for (size_t at = 0; at < len; at += JOURNAL_PAYLOAD) {
+    seq++;
+    journal_record *p = &j->ring[seq % j->h->capacity];
+    size_t n = len - at < JOURNAL_PAYLOAD ? len - at : JOURNAL_PAYLOAD;
+    char *dst = (char *)&p->key;
+    memset(dst, 0, JOURNAL_PAYLOAD);
+    memcpy(dst, (const char *)payload + at, n);
+    atomic_store_explicit((_Atomic uint64_t *)&p->seq, seq, memory_order_release);
+  }
+  publish(j, seq + 1);
+  return first;
+}
+
 uint64_t journal_append(journal *j, uint64_t key, int64_t offset, int64_t old) {
   pthread_mutex_lock(&j->mu);
   uint64_t seq = 0;
-  if (j->h->next - j->h->head < j->h->capacity) {
-    seq = j->h->next;
-    journal_record *r = &j->ring[seq % j->h->capacity];
-    r->key = key;
-    r->offset = offset;
-    r->old = old;
-    atomic_store_explicit((_Atomic uint64_t *)&r->seq, seq, memory_order_release);
-    atomic_store_explicit((_Atomic uint64_t *)&j->h->next, seq + 1, memory_order_release);
+  if (fits(j, 1)) {
+    seq = put_slot(j, key, offset, old);
+    publish(j, seq + 1);
   }
+  pthread_mutex_unlock(&j->mu);
+  return seq;
+}
+
+uint64_t journal_append_long(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len) {
+  pthread_mutex_lock(&j->mu);
+  uint64_t seq = fits(j, journal_slots(len)) ? put_long(j, kind, volume, aux, payload, len) : 0;
+  pthread_mutex_unlock(&j->mu);
+  return seq;
+}
+
+int journal_promise(journal *j, uint64_t slots) {
+  pthread_mutex_lock(&j->mu);
+  int ok = fits(j, slots);
+  if (ok) j->promised += slots;
+  pthread_mutex_unlock(&j->mu);
+  return ok;
+}
+
+void journal_unpromise(journal *j, uint64_t slots) {
+  pthread_mutex_lock(&j->mu);
+  assert(j->promised >= slots);
+  j->promised -= slots;
+  pthread_mutex_unlock(&j->mu);
+}
+
+uint64_t journal_append_promised(journal *j, uint64_t key, int64_t offset, int64_t old) {
+  pthread_mutex_lock(&j->mu);
+  assert(j->promised >= 1);
+  j->promised -= 1;
+  uint64_t seq = put_slot(j, key, offset, old);
+  publish(j, seq + 1);
+  pthread_mutex_unlock(&j->mu);
+  return seq;
+}
+
+uint64_t journal_append_long_promised(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len) {
+  pthread_mutex_lock(&j->mu);
+  uint64_t slots = journal_slots(len);
+  assert(j->promised >= slots);
+  j->promised -= slots;
+  uint64_t seq = put_long(j, kind, volume, aux, payload, len);
   pthread_mutex_unlock(&j->mu);
   return seq;
 }
 
 int journal_room(journal *j) {
   pthread_mutex_lock(&j->mu);
-  int room = j->h->next - j->h->head < j->h->capacity;
+  int room = fits(j, 1);
   pthread_mutex_unlock(&j->mu);
   return room;
 }
@@ -154,9 +275,10 @@ long journal_since(journal *j, uint64_t generation, journal_record *out, size_t 
 /* ---- JavaScript's side ------------------------------------------------------ */
 
 /*
- * journalRead(fd, generation) -> [ino, index, offset, old, ...] past what
- * that commit holds, or null when the journal has no mark for it (then it
- * cannot say what is missing). For a successor, before it serves.
+ * journalRead(fd, generation) -> a Buffer of the 32-byte slots past what
+ * that commit holds (seq, key, offset, old, little-endian; a long record's
+ * payload slots among them), or null when the journal has no mark for it
+ * (then it cannot say what is missing). For a successor, before it serves.
  */
 napi_value journal_js_read(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -173,22 +295,12 @@ napi_value journal_js_read(napi_env env, napi_callback_info info) {
   size_t cap = (size_t)j->h->capacity;
   journal_record *out = malloc(cap * sizeof(journal_record));
   long n = out ? journal_since(j, (uint64_t)generation, out, cap) : -1;
-  napi_value arr, v;
-  if (n < 0) {
-    napi_get_null(env, &arr);
-  } else {
-    napi_create_array_with_length(env, (size_t)n * 4, &arr);
-    for (long i = 0; i < n; i++) {
-      double f[4] = {(double)(out[i].key >> 32), (double)(out[i].key & 0xffffffffULL), (double)out[i].offset, (double)out[i].old};
-      for (int k = 0; k < 4; k++) {
-        napi_create_double(env, f[k], &v);
-        napi_set_element(env, arr, (uint32_t)(i * 4 + k), v);
-      }
-    }
-  }
+  napi_value result;
+  if (n < 0) napi_get_null(env, &result);
+  else napi_create_buffer_copy(env, (size_t)n * sizeof(journal_record), out, NULL, &result);
   free(out);
   journal_close(j);
-  return arr;
+  return result;
 }
 
 /* journalCreate(capacity) -> fd of a new memfd journal. */

@@ -15,10 +15,24 @@
 
 typedef struct journal_record {
   uint64_t seq; /* written last: a slot whose seq is not its own was never finished */
-  uint64_t key; /* inode << 32 | chunk index */
-  int64_t offset; /* the chunk now mapped there (data file offset), -1: unmapped */
-  int64_t old;    /* what was mapped before, -1: nothing */
+  uint64_t key; /* inode << 32 | chunk index; or JOURNAL_LONG | kind << 48 | volume */
+  int64_t offset; /* the chunk now mapped there (data file offset), -1: unmapped; a long record's payload bytes */
+  int64_t old;    /* what was mapped before, -1: nothing; a long record's aux */
 } journal_record;
+
+/*
+ * A long record: a head slot (key JOURNAL_LONG | kind << 48 | volume) and
+ * then its payload, JOURNAL_PAYLOAD bytes per slot laid over key, offset
+ * and old, each slot with its own seq. Appended whole or not at all.
+ */
+#define JOURNAL_LONG (1ULL << 63)
+#define JOURNAL_PAYLOAD 24
+enum journal_kind {
+  JOURNAL_ITEM_PUT = 1, /* a filesystem tree item: aux the key's length, payload key then value */
+  JOURNAL_ITEM_DEL = 2, /* payload the key */
+  JOURNAL_FILE_TAKE = 3, /* a cowfs first write into a reserved chunk: payload ino, chunk index, data offset */
+  JOURNAL_FILE_END = 4,  /* a cowfs write reached past the file's size: payload ino, end */
+};
 
 typedef struct commit_mark {
   uint64_t generation; /* a commit */
@@ -40,16 +54,37 @@ typedef struct journal {
   journal_record *ring;
   size_t bytes;
   pthread_mutex_t mu; /* appends, marks and trims; the reader is another process, after we are gone */
+  uint64_t promised; /* under mu: slots journal_promise set aside, which other appends may not use */
+  int refs;          /* under the registry's lock: sessions sharing this mapping (journal_open of one memfd) */
+  uint64_t file;     /* the memfd's inode number, to find a mapping already made */
 } journal;
 
-/* Maps the journal in `fd`; `create` sizes and empties it (a memfd of our own). NULL with errno. */
+/*
+ * Maps the journal in `fd`; `create` sizes and empties it (a memfd of our
+ * own). Opening a journal this process has mapped already shares that
+ * mapping (every session of a daemon appends to one ring under one lock).
+ * NULL with errno.
+ */
 journal *journal_open(int fd, int create, uint64_t capacity);
 void journal_close(journal *j);
 /* The record's seq, or 0 when the ring is full (commit first). */
 uint64_t journal_append(journal *j, uint64_t key, int64_t offset, int64_t old);
+/* A long record (see JOURNAL_LONG) of `len` payload bytes; its head's seq, or 0 when it does not fit. */
+uint64_t journal_append_long(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len);
+/* Slots a long record of `len` payload bytes takes. */
+uint64_t journal_slots(size_t len);
 uint64_t journal_next(journal *j);
 /* Whether one more record fits. */
 int journal_room(journal *j);
+/*
+ * Sets `slots` aside for an append that must not fail once decided (a take,
+ * after its compare-and-swap): 0 when they do not fit. The append that
+ * follows uses them (journal_append*_promised), or journal_unpromise gives them back.
+ */
+int journal_promise(journal *j, uint64_t slots);
+void journal_unpromise(journal *j, uint64_t slots);
+uint64_t journal_append_promised(journal *j, uint64_t key, int64_t offset, int64_t old);
+uint64_t journal_append_long_promised(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len);
 /* Fill in records: what share of the ring is in use, 0..1. */
 double journal_fill(journal *j);
 /* Commit `generation` holds every record below `covered`: said before its superblock is written. */

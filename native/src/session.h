@@ -81,7 +81,8 @@ typedef struct session {
   atomic_ullong slow_requests;
   int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
   handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
-  journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c) */
+  journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c); shared by a daemon's sessions */
+  int64_t journal_volume; /* cowfs: the volume its file takes and ends are recorded for; -1 for the block files */
   int taken_over;       /* the connection came from a previous daemon: libfuse did not mount it */
   int filesystem;       /* a cowfs mount (fs_ops.c) rather than the block files */
   int threads;          /* block files: this session's FUSE threads; cowfs: the shared workers' number, if this mount starts them (fs_workers.c) */

@@ -8,6 +8,7 @@
  * cannot serve goes to JavaScript, which stamps a later time itself.
  */
 #include "written.h"
+#include "journal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,7 +41,7 @@ static written_file *note_of(written *w, uint64_t ino) {
   size_t i = 0;
   while (i < w->count && w->files[i].ino != ino) i++;
   if (i == WRITTEN_MAX) return NULL;
-  if (i == w->count) w->files[w->count++] = (written_file){.ino = ino, .sec = -1, .nsec = 0, .end = 0};
+  if (i == w->count) w->files[w->count++] = (written_file){.ino = ino, .sec = -1, .nsec = 0, .end = 0, .seq = 0};
   return &w->files[i];
 }
 
@@ -59,14 +60,35 @@ int written_note(written *w, uint64_t ino, struct timespec *at) {
 }
 
 int written_grow(written *w, uint64_t ino, uint64_t end) {
+  return written_grow_journaled(w, ino, end, NULL, 0);
+}
+
+int written_grow_journaled(written *w, uint64_t ino, uint64_t end, struct journal *j, uint64_t volume) {
   pthread_mutex_lock(&w->mu);
   written_file *f = note_of(w, ino);
+  if (f && j && end > f->end) {
+    uint64_t payload[2] = {ino, end};
+    uint64_t seq = journal_append_long(j, JOURNAL_FILE_END, volume, 0, payload, sizeof(payload));
+    if (seq == 0) f = NULL; /* full: JavaScript serves the write, and the pool commits */
+    else if (f->seq == 0) f->seq = seq;
+  }
   if (f) {
     if (f->end == 0) atomic_fetch_add(&w->growing, 1);
     if (end > f->end) f->end = end;
   }
   pthread_mutex_unlock(&w->mu);
   return f != NULL;
+}
+
+uint64_t written_cover(written *w) {
+  pthread_mutex_lock(&w->mu);
+  uint64_t oldest = 0;
+  for (size_t i = 0; i < w->count; i++) {
+    uint64_t s = w->files[i].seq;
+    if (s != 0 && (oldest == 0 || s < oldest)) oldest = s;
+  }
+  pthread_mutex_unlock(&w->mu);
+  return oldest;
 }
 
 int written_grows(written *w, uint64_t ino) {
@@ -86,6 +108,7 @@ size_t written_drain_ends(written *w, written_file *out) {
     written_file f = w->files[i];
     if (f.end > 0) out[n++] = (written_file){.ino = f.ino, .sec = -1, .nsec = 0, .end = f.end};
     f.end = 0;
+    f.seq = 0;
     if (f.sec >= 0) w->files[kept++] = f;
   }
   w->count = kept;

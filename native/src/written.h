@@ -21,7 +21,10 @@ typedef struct {
   uint64_t ino;
   int64_t sec, nsec; /* CLOCK_MONOTONIC at the latest write; sec -1: none noted (the kernel keeps the times) */
   uint64_t end;      /* the furthest end of a write that may lie past the file's size; 0: none */
+  uint64_t seq;      /* the journal record of the first end noted since JavaScript last took them; 0: none */
 } written_file;
+
+struct journal;
 
 written *written_new(void);
 void written_free(written *w);
@@ -29,6 +32,14 @@ void written_free(written *w);
 int written_note(written *w, uint64_t ino, struct timespec *at);
 /* Notes that a write to `ino` reaches `end` (the file is at least that long now); 0 when WRITTEN_MAX other files wait. */
 int written_grow(written *w, uint64_t ino, uint64_t end);
+/*
+ * written_grow that first records the end in journal `j` (JOURNAL_FILE_END
+ * of `volume`), under the notes' lock, so the oldest record of an end not
+ * taken yet is known (written_cover); 0 also when the journal is full.
+ */
+int written_grow_journaled(written *w, uint64_t ino, uint64_t end, struct journal *j, uint64_t volume);
+/* The seq of the oldest end record JavaScript has not taken, or 0: a commit covers the journal only below it. */
+uint64_t written_cover(written *w);
 /* Whether a note of `ino` holds an end JavaScript has not folded into its size yet. */
 int written_grows(written *w, uint64_t ino);
 /* Moves the notes into out (room for WRITTEN_MAX); returns how many. */

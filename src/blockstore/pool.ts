@@ -152,6 +152,8 @@ export interface MappingListener {
    * when the journal is full: the pool then commits instead.
    */
   journal?(id: number, index: number, offset: number, old: number): boolean;
+  /** A filesystem tree item put (deleted: `value` null), for the same journal; false when it is full. */
+  journalItem?(id: number, key: Buffer, value: Buffer | null): boolean;
   /** The journal position a commit sealed now covers (every first write folded before it). */
   journalCover?(): number;
   /** Commit `generation` covers the journal up to `covered`: said before its superblock is written. */
@@ -168,6 +170,15 @@ export interface MapChange {
   offset: number;
   old: number;
 }
+
+/** A filesystem tree item a killed daemon changed (put, or deleted when `value` is null), as a successor replays it. */
+export interface ItemChange {
+  id: number;
+  key: Buffer;
+  value: Buffer | null;
+}
+
+export type Replayed = MapChange | ItemChange;
 
 /** A volume is named by its name or by its id (what the FUSE frontend has from an inode). */
 export type VolumeRef = string | number;
@@ -643,6 +654,7 @@ export class Pool {
     this.btrees.put(this.fsOf(v), key, value);
     this.catalog.touch(v);
     this.markChanged();
+    this.journalItem(v, key, value);
   }
 
   fsDel(ref: VolumeRef, key: Buffer): boolean {
@@ -651,8 +663,17 @@ export class Pool {
     if (had) {
       this.catalog.touch(v);
       this.markChanged();
+      this.journalItem(v, key, null);
     }
     return had;
+  }
+
+  /** Records a tree change for a successor (a mount it takes over after a kill); a full journal gets a commit instead. */
+  private journalItem(v: Volume, key: Buffer, value: Buffer | null): void {
+    const listener = this.listener;
+    if (!listener?.journalItem || listener.journalItem(v.id, key, value)) return;
+    if (this.atomicDepth > 0) this.commitOwed = true;
+    else this.commit();
   }
 
   /**
@@ -739,7 +760,11 @@ export class Pool {
     for (let i = 0; i < count; i++) if (this.trees.get(v.tree, from + i) !== 0 && this.trees.get(v.tree, to + i) === 0) grows++;
     if ((v.mapped + grows) * this.chunkSize > v.size) fail('ENOSPC', `'${v.name}' is full (${v.size} bytes)`);
     for (let i = 0; i < count; i++) this.shareOne(v, from + i, to + i);
-    this.maybeCommit();
+    // No journal record says "shared": a successor after a kill must find the reflink in a commit.
+    if (this.listener?.journal && count > 0) {
+      if (this.atomicDepth > 0) this.commitOwed = true;
+      else this.commit();
+    } else this.maybeCommit();
   }
 
   private shareOne(v: Volume, from: number, to: number): void {
@@ -1600,50 +1625,91 @@ export class Pool {
 
   /**
    * Applies the journal a killed daemon left (oldest first) on top of the
-   * commit this pool opened, and commits: the mappings it changed and
-   * answered for, whose data is in the host's page cache. A record the
-   * opened commit already holds is skipped; one that does not follow from
-   * the map is refused before anything changes (ECORRUPT). Returns how many
-   * were applied.
+   * commit this pool opened: the mappings it changed and answered for,
+   * whose data is in the host's page cache, and its filesystems' tree
+   * changes. A mapping the opened commit already holds is skipped; one that
+   * does not follow from the map is refused before anything changes
+   * (ECORRUPT). Commits unless told not to (the caller has more to place:
+   * `replayTake`). Returns how many records changed something.
    */
-  replay(changes: MapChange[]): number {
+  replay(changes: readonly Replayed[], commit = true): number {
     this.mutable();
-    const chunkAt = (offset: number): number => (offset < 0 ? 0 : offset / this.chunkSize + 1);
-    const now = new Map<string, number>();
-    const todo: [Volume, MapChange][] = [];
-    for (const c of changes) {
-      const v = this.lookup(c.id);
-      if (v === undefined || v.readOnly || c.index >= this.chunksOf(v.size)) continue;
-      const key = `${c.id}:${c.index}`;
-      const cur = now.get(key) ?? this.trees.get(v.tree, c.index);
-      if (cur === chunkAt(c.offset)) continue;
-      if (cur !== chunkAt(c.old)) fail('ECORRUPT', `journal: chunk ${c.index} of ${v.name} maps ${cur}, a record expected ${chunkAt(c.old)}`);
-      now.set(key, chunkAt(c.offset));
-      todo.push([v, c]);
-    }
-    for (const [v, c] of todo) {
-      const chunk = chunkAt(c.offset);
-      if (chunk !== 0) {
-        this.data.hold(chunk);
-        this.data.confirm(chunk);
-        this.zero.taken(chunk);
-        v.mapped++;
-      }
-      const old = this.trees.set(v.tree, PageKind.MAP, c.index, chunk);
-      if (old !== 0) {
-        this.releaseChunk(old);
-        v.mapped--;
-      }
-      this.xlate.delete(this.xlateKey(v, c.index));
-      this.catalog.touch(v);
+    const todo = this.replayPlan(changes);
+    for (const c of todo) {
+      if ('key' in c) this.replayItem(c);
+      else this.applyMap(this.volume(c.id), c.index, c.offset < 0 ? 0 : c.offset / this.chunkSize + 1);
     }
     if (todo.length > 0) {
       // Their data is in the page cache, not known to be on the disk.
       this.dataFirst = true;
       this.markChanged();
-      this.commit();
+      if (commit) this.commit();
     }
     return todo.length;
+  }
+
+  /** The records that change something, each mapping checked against the map as the ones before it leave it. */
+  private replayPlan(changes: readonly Replayed[]): Replayed[] {
+    const chunkAt = (offset: number): number => (offset < 0 ? 0 : offset / this.chunkSize + 1);
+    const now = new Map<string, number>();
+    const todo: Replayed[] = [];
+    for (const c of changes) {
+      const v = this.lookup(c.id);
+      if (v === undefined || v.readOnly) continue;
+      if ('key' in c) {
+        if (v.fs !== null) todo.push(c);
+        continue;
+      }
+      if (c.index >= (v.fs === null ? this.chunksOf(v.size) : FS_SPACE_CHUNKS)) continue;
+      const key = `${c.id}:${c.index}`;
+      const cur = now.get(key) ?? this.trees.get(v.tree, c.index);
+      if (cur === chunkAt(c.offset)) continue;
+      if (cur !== chunkAt(c.old)) fail('ECORRUPT', `journal: chunk ${c.index} of ${v.name} maps ${cur}, a record expected ${chunkAt(c.old)}`);
+      now.set(key, chunkAt(c.offset));
+      todo.push(c);
+    }
+    return todo;
+  }
+
+  private replayItem(c: ItemChange): void {
+    const v = this.volume(c.id);
+    if (c.value === null) this.btrees.del(this.fsOf(v), c.key);
+    else this.btrees.put(this.fsOf(v), c.key, c.value);
+    this.catalog.touch(v);
+  }
+
+  /**
+   * A first write a killed daemon's addon made into a filesystem's file
+   * and no fold placed: its reserved chunk at `offset`, mapped at `index`
+   * (where the file's region puts it now). Part of a replay; the caller
+   * commits. False if the index is mapped already.
+   */
+  replayTake(ref: VolumeRef, index: number, offset: number): boolean {
+    this.mutable();
+    const v = this.volume(ref);
+    assert(v.fs !== null && !v.readOnly && index < FS_SPACE_CHUNKS, `replayTake into ${v.name}`);
+    if (this.trees.get(v.tree, index) !== 0) return false;
+    this.applyMap(v, index, offset / this.chunkSize + 1);
+    this.dataFirst = true;
+    this.markChanged();
+    return true;
+  }
+
+  /** Maps `chunk` (0: none) at `index`, as the journal says a killed daemon did. */
+  private applyMap(v: Volume, index: number, chunk: number): void {
+    if (chunk !== 0) {
+      this.data.hold(chunk);
+      this.data.confirm(chunk);
+      this.zero.taken(chunk);
+      v.mapped++;
+    }
+    const old = this.trees.set(v.tree, PageKind.MAP, index, chunk);
+    if (old !== 0) {
+      this.releaseChunk(old);
+      v.mapped--;
+    }
+    this.xlate.delete(this.xlateKey(v, index));
+    this.catalog.touch(v);
   }
 
   // ---- first writes served by the frontend ----------------------------------
@@ -1715,6 +1781,8 @@ export class Pool {
       return;
     }
     this.foldOne(v.id, index, offset, -1, reserve);
+    // The addon's record names the file's chunk; the index it landed at is ours to record.
+    this.journal(v, index, offset / this.chunkSize + 1, 0);
   }
 
   /** One first write (`oldOffset` -1) or CoW break the frontend served, into the volume's map. */

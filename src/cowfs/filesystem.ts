@@ -293,6 +293,38 @@ export class Filesystem {
     });
   }
 
+  /**
+   * What a killed daemon's addon served and never folded (its journal's
+   * takes and ends with no later change of their inode): each take mapped
+   * where the file's region puts its chunk, each end grown into the size,
+   * as `absorb` would have. Part of a journal replay (the pool has no
+   * frontend yet); the caller commits. Files gone since are skipped: their
+   * chunks stay free. Returns how many takes were placed.
+   */
+  replayServed(takes: readonly { ino: number; chunk: number; offset: number }[], ends: readonly { ino: number; end: number }[]): number {
+    return this.pool.atomically(() => {
+      const changed = new Map<number, Inode>();
+      const load = (ino: number): Inode | null => {
+        const inode = changed.get(ino) ?? (this.tree.hasInode(ino) ? this.tree.inode(ino) : null);
+        return inode !== null && isReg(inode) ? inode : null;
+      };
+      let placed = 0;
+      for (const t of takes) {
+        const inode = load(t.ino);
+        if (inode === null || !this.pool.replayTake(this.tree.volume, this.data.indexFor(inode, t.chunk), t.offset)) continue;
+        inode.chunks++;
+        changed.set(inode.ino, inode);
+        placed++;
+      }
+      for (const e of ends) {
+        const inode = load(e.ino);
+        if (inode !== null && e.end > inode.size) changed.set(inode.ino, Object.assign(inode, { size: e.end }));
+      }
+      for (const inode of changed.values()) this.tree.saveInode(inode);
+      return placed;
+    });
+  }
+
   /** Times the addon answered for the kernel (KernelTimes), as a setattr would set them. Files freed since are skipped. */
   applyKernelTimes(files: KernelTimes[]): void {
     this.absorb(null, { kernel: files });

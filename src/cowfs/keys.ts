@@ -54,6 +54,11 @@ export function typeEnd(ino: number, type: ItemType): Buffer {
   return key(ino, type, OFFSET_LIMIT - 1);
 }
 
+/** The inode an INODE item's key names, or null for any other key. */
+export function inodeOfKey(k: Buffer): number | null {
+  return k.length === KEY_SIZE && k[8] === ItemType.INODE ? k.readUIntBE(2, 6) : null;
+}
+
 export function offsetOf(k: Buffer): number {
   return k.readUIntBE(9, 4) * 2 ** 24 + k.readUIntBE(13, 3);
 }

@@ -22,7 +22,9 @@ import path from 'node:path';
 import { fail } from '../errors.js';
 import { PoolDir, dataFilePath, hostFreeBytes } from '../blockstore/pool-dir.js';
 import type { Pool } from '../blockstore/pool.js';
-import { BlockFiles, blockFilePath, journalChanges } from '../fuse/block-files.js';
+import { BlockFiles, blockFilePath } from '../fuse/block-files.js';
+import { journalRecords } from '../fuse/journal-records.js';
+import { replayJournal } from './journal-replay.js';
 import type { Handover } from '../fuse/session.js';
 import { adminSocketPath, closeAdminServer, startAdminServer } from '../admin/server.js';
 import { type CsiServer, startCsiServer } from '../csi/server.js';
@@ -120,11 +122,13 @@ interface Parts {
 
 export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
-  const handle = PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
-  if (handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, handle.pool.discardedCommit);
+  const open = (): PoolDir => PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
+  const box = { handle: open(), open };
+  if (box.handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, box.handle.pool.discardedCommit);
   // Who mounted before us (read before this daemon records itself): its loop devices are stale now, unless we take its connection over.
   const previous = readRunFile(opts.poolDir);
-  const inherited = opts.fdStore ? fromStore(handle, log) : replayIfKilled(inheritConnection(opts, handle, previous?.keeperPid ?? 0), handle, log);
+  const inherited = opts.fdStore ? fromStore(box, log) : replayIfKilled(inheritConnection(opts, box.handle, previous?.keeperPid ?? 0), box, log);
+  const handle = box.handle;
   const journalFd = native.journalCreate(JOURNAL_RECORDS);
   const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log, { threads: opts.fsThreads });
   const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd, mounts);
@@ -208,34 +212,46 @@ function inheritConnection(opts: ServeOptions, handle: PoolDir, keeperPid: numbe
  * opened, then take the connection over. If the journal cannot say (it does
  * not reach back to that commit), let the connection fail as without a keeper.
  */
-function replayIfKilled(got: Inheritance | null, handle: PoolDir, log: Logger): Taken | null {
+function replayIfKilled(got: Inheritance | null, box: PoolBox, log: Logger): Taken | null {
   if (got === null || !got.killed) return got;
-  return replayed(got, handle, log);
+  return replayed(got, box, log);
+}
+
+/** The pool this daemon serves, and how to open it again (a replay that failed half way leaves its copy unusable). */
+interface PoolBox {
+  handle: PoolDir;
+  open: () => PoolDir;
 }
 
 /** What systemd's fd store passed us, its journal replayed (a clean stop left nothing past its last commit). */
-function fromStore(handle: PoolDir, log: Logger): Taken | null {
+function fromStore(box: PoolBox, log: Logger): Taken | null {
   const got = fromListenFds();
-  return got === null ? null : replayed({ ...got, link: null }, handle, log);
+  return got === null ? null : replayed({ ...got, link: null }, box, log);
 }
 
 /** `got` with its journal replayed onto the pool; or, if that fails, nothing: its holder lets go and its fds close. */
-function replayed(got: Taken, handle: PoolDir, log: Logger): Taken | null {
-  if (replayJournal(got.journalFd, handle, log)) return got;
+function replayed(got: Taken, box: PoolBox, log: Logger): Taken | null {
+  if (replayOnto(got.journalFd, box, log)) return got;
   if (got.link !== null) release(got.link);
   for (const fd of [got.handover.fd, got.journalFd, ...got.extra]) fs.closeSync(fd);
   return null;
 }
 
-function replayJournal(journalFd: number, handle: PoolDir, log: Logger): boolean {
+function replayOnto(journalFd: number, box: PoolBox, log: Logger): boolean {
   try {
-    const changes = journalChanges(journalFd, handle.pool.stats().generation);
-    if (changes === null) fail('ECORRUPT', 'its journal does not reach back to the commit the pool opened');
-    const applied = handle.pool.replay(changes);
-    log.warn({ applied, records: changes.length }, 'replayed the previous daemon\'s journal');
+    const records = journalRecords(journalFd, box.handle.pool.stats().generation);
+    if (records === null) fail('ECORRUPT', 'its journal does not reach back to the commit the pool opened');
+    const applied = replayJournal(box.handle.pool, records);
+    log.warn({ applied, records: records.length }, 'replayed the previous daemon\'s journal');
     return true;
   } catch (err) {
     log.error({ err }, 'could not take the mount over: mounting afresh');
+    // Refused part way (a file's takes, after the mappings): what the pool holds in memory is half a replay.
+    if (box.handle.pool.uncommitted) {
+      box.handle.pool.fail(err);
+      box.handle.close();
+      box.handle = box.open();
+    }
     return false;
   }
 }

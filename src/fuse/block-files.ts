@@ -20,15 +20,16 @@
  * them in the native table, so the next access stays in native threads.
  */
 import { CowvolError, type ErrorCode, errno, fail, fromSystemError } from '../errors.js';
-import type { MapChange, MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
-import { native } from '../native.js';
+import type { MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
+import { VOLUME_INO_BASE } from './journal-records.js';
 import { type Handover, FuseSession, type FuseRequest, type IoCounts, Op, type SessionOptions } from './session.js';
 
 const ROOT = 1;
 const BLOCK_DIR = 2;
 const SNAP_DIR = 3;
 /** Volume inodes are this plus the volume id (ids are never reused). */
-const VOLUME_INO_BASE = 1000;
+/** How many tree changes are journaled between looks at the journal's fill. */
+const FILL_CHECK_ITEMS = 256;
 
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -55,6 +56,8 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
   holderOf?: (file: string, volumeId: number) => string | null;
   /** A memfd journal (native journalCreate) to record mapping changes in, for a successor after a kill. */
   journalFd?: number;
+  /** The oldest journal seq the cowfs mounts sharing the journal still hold unfolded (their takes and ends); Infinity for none. */
+  otherCover?: () => number;
   /** Count I/O per volume (for metrics), tracking up to this many volumes per FUSE thread slot; off when absent. */
   countVolumes?: number;
 }
@@ -62,17 +65,6 @@ export interface BlockFilesOptions extends Omit<SessionOptions, 'chunkSize'> {
 /** Where a volume's (or snapshot's) file is under the mount point. */
 export function blockFilePath(mountpoint: string, name: string, readOnly: boolean): string {
   return `${mountpoint}/${readOnly ? 'snapshots' : 'block'}/${name}`;
-}
-
-/** What a killed daemon's journal holds past commit `generation`, as the pool replays it; null when it cannot say. */
-export function journalChanges(fd: number, generation: number): MapChange[] | null {
-  const flat = native.journalRead(fd, generation);
-  if (flat === null) return null;
-  const out: MapChange[] = [];
-  for (let i = 0; i + 3 < flat.length; i += 4) {
-    out.push({ id: (flat[i] as number) - VOLUME_INO_BASE, index: flat[i + 1] as number, offset: flat[i + 2] as number, old: flat[i + 3] as number });
-  }
-  return out;
 }
 
 export class BlockFiles implements MappingListener {
@@ -84,6 +76,8 @@ export class BlockFiles implements MappingListener {
   private readonly ioErrors = new Map<number, number>();
   /** Requests the addon handed to JavaScript, by operation (Op value). */
   private readonly slowByOp = new Map<number, number>();
+  /** Tree changes journaled since the journal's fill was last looked at. */
+  private itemsSinceFill = 0;
 
   constructor(pool: Pool, opts: BlockFilesOptions) {
     this.pool = pool;
@@ -160,8 +154,19 @@ export class BlockFiles implements MappingListener {
     return this.opts.journalFd === undefined || this.session.journalAppend(VOLUME_INO_BASE + id, index, offset, old);
   }
 
+  journalItem(id: number, key: Buffer, value: Buffer | null): boolean {
+    if (this.opts.journalFd === undefined) return true;
+    if (!this.session.journalItem(id, key, value)) return false;
+    // Tree changes come many per request: past half full, a commit starts now, so neither the addon nor we find it full.
+    if (++this.itemsSinceFill >= FILL_CHECK_ITEMS) {
+      this.itemsSinceFill = 0;
+      if (this.session.journalFill() > 0.5) void this.pool.flushAsync().catch(() => undefined);
+    }
+    return true;
+  }
+
   journalCover(): number {
-    return this.session.journalCover();
+    return Math.min(this.session.journalCover(), this.opts.otherCover?.() ?? Infinity);
   }
 
   journalMark(generation: number, covered: number): void {

@@ -325,9 +325,18 @@ export class FuseSession {
     }
   }
 
-  /** Journals every mapping change from now on in the memfd journal `fd` (native/src/journal.c). */
-  journal(fd: number): void {
-    native.fuseJournal(this.handle, fd);
+  /**
+   * Journals every mapping change from now on in the memfd journal `fd`
+   * (native/src/journal.c); a cowfs mount's first writes and ends as
+   * filesystem volume `volume`'s (-1 for the block files).
+   */
+  journal(fd: number, volume = -1): void {
+    native.fuseJournal(this.handle, fd, volume);
+  }
+
+  /** Records a filesystem tree item put (deleted: `value` null); false when the journal is full. */
+  journalItem(volume: number, key: Buffer, value: Buffer | null): boolean {
+    return native.fuseJournalItem(this.handle, volume, key, value) !== 0;
   }
 
   /** Records a mapping change (offsets, -1 for none); false when the journal is full. */
