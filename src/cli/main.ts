@@ -25,10 +25,10 @@ import { Progress } from './progress.js';
 const POOL_INIT_USAGE = 'pool init [--chunk-size SIZE] [--capacity SIZE]';
 const GROUPS = new Set(['pool', 'volume', 'snapshot', 'group']);
 /** The flags `cowvol serve` takes (deploy/ is checked against this list). */
-export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace', 'metrics-address', 'fs-threads'] as const;
+export const SERVE_FLAGS = ['pool', 'mount', 'log-level', 'cache-size', 'csi-endpoint', 'node-id', 'kubelet-dir', 'driver-name', 'max-volumes', 'handover-grace', 'metrics-address', 'fs-threads', 'commit-interval'] as const;
 
 const SERVE_USAGE =
-  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--metrics-address IP:PORT|none] [--fs-threads N] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30; /metrics and /healthz on 127.0.0.1:9464 unless told; every cowfs mount shares --fs-threads FUSE threads, default 4)';
+  'serve [--mount DIR] [--log-level LEVEL] [--handover-grace SECONDS | --fd-store] [--metrics-address IP:PORT|none] [--fs-threads N] [--commit-interval SECONDS] [--csi-endpoint unix:///PATH [--node-id ID] [--kubelet-dir DIR] [--driver-name NAME] [--max-volumes N]]   (the node daemon; default mount /run/cowvol; SIGTERM hands the mount to the next serve within the grace, default 30; /metrics and /healthz on 127.0.0.1:9464 unless told; every cowfs mount shares --fs-threads FUSE threads, default 4; what nobody flushed is committed every --commit-interval seconds, default 5)';
 const STOP_USAGE = 'stop   (stops the daemon for good: drain, commit, unmount; and the keeper that holds its mount)';
 /** How long `cowvol stop` waits for the daemon and its keeper to exit. */
 const STOP_WAIT_MS = 120_000;
@@ -188,7 +188,7 @@ function poolInit(args: Parsed, poolDir: string): Output {
 /** Starts the daemon; it runs until SIGTERM or SIGINT. */
 async function runServe(argv: string[]): Promise<void> {
   // Loaded here: the daemon (gRPC, FUSE) is more than a CLI command needs.
-  const { DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
+  const { DEFAULT_COMMIT_SECONDS, DEFAULT_MOUNT, serve } = await import('../daemon/serve.js');
   const { DEFAULT_GRACE_SECONDS } = await import('../daemon/keeper.js');
   const { DEFAULT_METRICS_ADDRESS, parseMetricsAddress } = await import('../daemon/metrics-endpoint.js');
   const { DEFAULT_FS_THREADS } = await import('../daemon/fs-mounts.js');
@@ -220,6 +220,8 @@ async function runServe(argv: string[]): Promise<void> {
     const metricsAddress = parseMetricsAddress(flag('metrics-address') ?? DEFAULT_METRICS_ADDRESS);
     const fsThreads = Number(flag('fs-threads') ?? DEFAULT_FS_THREADS);
     if (!Number.isSafeInteger(fsThreads) || fsThreads < 1 || fsThreads > 64) fail('EINVAL', `invalid --fs-threads '${flag('fs-threads')}': a whole number from 1 to 64`);
+    const commitSeconds = Number(flag('commit-interval') ?? DEFAULT_COMMIT_SECONDS);
+    if (!Number.isFinite(commitSeconds) || commitSeconds < 0.1 || commitSeconds > 3600) fail('EINVAL', `invalid --commit-interval '${flag('commit-interval')}': seconds from 0.1 to 3600`);
     const nodeId = flag('node-id') ?? os.hostname();
     if (nodeId === '' || Buffer.byteLength(nodeId) > 128) fail('EINVAL', `invalid --node-id '${nodeId}': 1 to 128 bytes`);
     daemon = serve({
@@ -231,6 +233,7 @@ async function runServe(argv: string[]): Promise<void> {
       fdStore,
       metricsAddress,
       fsThreads,
+      commitSeconds,
       csi:
         endpoint === undefined
           ? undefined
