@@ -31,6 +31,8 @@ export type FuseHandler = (
   /** Who asked (the caller's fsuid and fsgid). */
   uid: number,
   gid: number,
+  /** cowfs: the kernel's unique of the request; negative for a resend (FUSE_UNIQUE_RESEND). */
+  unique?: number,
 ) => void;
 
 export interface NativeFuse {
@@ -75,7 +77,7 @@ export interface NativeFuse {
   fuseHandover(handle: FuseHandle): [number, Buffer];
   /** Journal every mapping change in this memfd journal from now on (journal.c). */
   fuseJournal(handle: FuseHandle, fd: number, volume: number): void;
-  fuseJournalItem(handle: FuseHandle, volume: number, key: Buffer, value: Buffer | null): number;
+  fuseJournalItems(handle: FuseHandle, packed: Buffer, count: number, volume: number, unique: number): number;
   /** Offsets -1 for none; returns the record's seq, 0 when the journal is full. */
   fuseJournalAppend(handle: FuseHandle, ino: number, index: number, offset: number, old: number): number;
   /** step 0: the seq a commit sealed now covers; 1: mark (generation, covered); 2: trim (covered); 3: fill, 0..1. */

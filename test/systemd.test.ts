@@ -36,7 +36,7 @@ t.test('the unit verifies and keeps what the daemon needs', async (t) => {
   const settings = new Map(unit.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   t.equal(settings.get('Type'), 'notify', 'Type=notify');
   t.match(settings.get('ExecStart') ?? '', /serve --fd-store/, 'the fd store holds the connection between daemons');
-  t.ok(Number(settings.get('FileDescriptorStoreMax')) >= 4 + HANDED_MOUNTS_MAX, 'room for the connection, the journal, the record and every cowfs mount a stop hands over');
+  t.ok(Number(settings.get('FileDescriptorStoreMax')) >= 5 + HANDED_MOUNTS_MAX, 'room for the connection, the journal, the record, the open counts and every cowfs mount handed on');
   t.equal(settings.get('Restart'), 'on-failure', 'restarted after a crash');
   t.ok(Number(settings.get('WatchdogSec')) > 0, 'a watchdog');
   for (const ns of ['PrivateMounts', 'PrivateTmp', 'ProtectSystem', 'ProtectHome', 'PrivateDevices', 'ProtectKernelModules', 'ProtectKernelLogs']) {
@@ -119,13 +119,15 @@ function fakeManager(t: Test, manager: number): { stored: Map<string, number>; r
 }
 
 /** Starts `cowvol serve --fd-store` as systemd starts it: the stored fds `names` from 3 on, LISTEN_PID its own pid. Resolves once it serves (or exited). */
-async function startFromStore(pool: string, mount: string, sockPath: string, names: string[], stored: Map<string, number>): Promise<{ log: string; exited: Promise<void> }> {
+async function startFromStore(pool: string, mount: string, sockPath: string, names: string[], stored: Map<string, number>, manage?: () => void): Promise<{ log: string; exited: Promise<void>; kill: () => void }> {
   const b = spawn('sh', ['-c', `LISTEN_PID=$$ exec "${process.execPath}" "${bin}" serve --fd-store --pool "${pool}" --mount "${mount}" --handover-grace 0`], {
     env: { ...process.env, NOTIFY_SOCKET: sockPath, LISTEN_FDS: String(names.length), LISTEN_FDNAMES: names.join(':') },
     stdio: ['ignore', 'ignore', 'pipe', ...names.map((n) => stored.get(n) as number)],
   });
   let log = '';
   const exited = new Promise<void>((resolve) => b.once('exit', () => resolve()));
+  // As systemd does, while it starts: a manager that did not read would stall it (a notify socket holds few messages).
+  manage?.();
   await new Promise<void>((resolve) => {
     b.stderr?.on('data', (chunk: Buffer) => {
       log += chunk.toString();
@@ -133,7 +135,7 @@ async function startFromStore(pool: string, mount: string, sockPath: string, nam
     });
     void exited.then(() => resolve());
   });
-  return { log, exited };
+  return { log, exited, kill: () => void b.kill('SIGKILL') };
 }
 
 interface Managed {
@@ -191,7 +193,7 @@ t.test('the fd store: a daemon started with the stored fds after a kill -9 takes
   t.notOk(isMountPoint(mount), 'and unmounts');
 });
 
-t.test('the fd store: a SIGTERM stores the cowfs mounts too, and the next daemon takes them over and out of the store', async (t) => {
+t.test('the fd store: cowfs mounts are stored as they are made, a SIGTERM stores them detached, and a kill -9 hands them on too', async (t) => {
   const { pool, mount, dir } = scratchPool(t, 'fdstore-cowfs');
   const live = path.join(dir, 'live');
   fs.mkdirSync(live);
@@ -202,30 +204,44 @@ t.test('the fd store: a SIGTERM stores the cowfs mounts too, and the next daemon
   t.equal(cli(pool, 'volume', 'create', 'home', '--size', '64M', '--kind', 'fs').status, 0, 'filesystem volume made');
   const { a, sockPath, stored, removed, serveManager } = await underManager(t, pool, mount, dir);
   t.equal(cli(pool, 'mount', 'home', live).status, 0, 'mounted');
+  const serving = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info', 'cowvol-mounts', 'cowvol-opens', 'cowvol-cowfs-0'];
+  // Stored in order: the record, the open counts, then the connections; the last is the mount's.
+  const lastStored = (m: string): boolean => /^FDSTORE=1$/m.test(m) && /^FDNAME=cowvol-cowfs-0$/m.test(m);
+  serveManager(lastStored);
+  t.same([...stored.keys()].sort(), [...serving].sort(), 'a serving daemon stores its cowfs mount, with the open counts, as it mounts it');
   const holder = new Talker(t, HOLDER, live);
   t.equal(await holder.line(), 'ready');
   t.equal(await holder.ask('write'), 'ok 1', 'a file written and fsynced, another unlinked while open');
   // Changes no commit holds yet when the stop comes: its last commit must still leave the journal a mark for it.
   t.equal(await holder.ask('dirty'), 'ok 2', 'and written again, not flushed');
   t.equal((await a.stop('SIGTERM')).code, 0, 'SIGTERM: exits 0');
-  serveManager(() => stored.has('cowvol-cowfs-0'));
-  const names = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info', 'cowvol-mounts', 'cowvol-cowfs-0'];
-  t.same([...stored.keys()].sort(), [...names].sort(), 'the cowfs mount and its record joined the block files in the store');
+  serveManager(lastStored);
+  const detached = ['cowvol-fuse', 'cowvol-journal', 'cowvol-info', 'cowvol-mounts', 'cowvol-cowfs-0'];
+  t.same([...stored.keys()].sort(), [...detached].sort(), 'the stop replaced them with the mount it detached and its record');
   t.ok(isMountPoint(live), 'the cowfs mount stays while no daemon runs');
 
   removed.clear();
-  const { log, exited } = await startFromStore(pool, mount, sockPath, names, stored);
-  t.match(log, /cowfs mount taken over/, `the next daemon took the cowfs mount over: ${log.slice(0, 400)}`);
-  serveManager((m) => /^READY=1$/m.test(m));
-  t.ok(removed.has('cowvol-mounts') && removed.has('cowvol-cowfs-0'), 'and took them out of the store, so a later crash cannot pass them on');
-  t.same([...stored.keys()].sort(), ['cowvol-fuse', 'cowvol-info', 'cowvol-journal'], 'the store holds its connection, journal and record only');
-  t.notMatch(log, /mounting afresh/, 'the journal the stop left was replayed, not refused');
-  t.equal(await holder.ask('write'), 'ok 3', 'the open files carry on: a write and both read back whole');
+  const b = await startFromStore(pool, mount, sockPath, detached, stored, () => serveManager(lastStored));
+  t.match(b.log, /cowfs mount taken over/, `the next daemon took the cowfs mount over: ${b.log.slice(0, 400)}`);
+  t.notMatch(b.log, /mounting afresh/, 'the journal the stop left was replayed, not refused');
+  t.ok(removed.has('cowvol-mounts') && removed.has('cowvol-cowfs-0'), 'it took what it was passed out of the store');
+  t.same([...stored.keys()].sort(), [...serving].sort(), 'and stored the mount it serves now in its place');
+  t.equal(await holder.ask('dirty'), 'ok 3', 'the open files carry on: a write nobody flushed');
+  fs.writeFileSync(path.join(live, 'made-before-the-kill'), 'answered, not flushed');
+
+  b.kill();
+  await b.exited;
+  t.ok(isMountPoint(live), 'after a kill -9 the cowfs mount stays: the store holds its connection');
+  const c = await startFromStore(pool, mount, sockPath, serving, stored, () => serveManager(lastStored));
+  t.match(c.log, /cowfs mount taken over/, `the daemon after the kill took the cowfs mount over: ${c.log.slice(0, 400)}`);
+  t.match(c.log, /"applied":[1-9]/, 'after replaying what the killed one journaled');
+  t.equal(await holder.ask('write'), 'ok 4', 'the open files carry on across the kill: every write reads back whole');
+  t.equal(fs.readFileSync(path.join(live, 'made-before-the-kill'), 'utf8'), 'answered, not flushed', 'a file made just before the kill is there');
   const ended = await holder.end();
   t.equal(ended.code, 0, `the holder saw no error: ${ended.said}`);
   const r = cli(pool, 'stop');
   t.equal(r.status, 0, `cowvol stop: ${r.stdout}${r.stderr}`);
-  await exited;
+  await c.exited;
   t.notOk(isMountPoint(live), 'stopping for good unmounts the cowfs mount');
   const check = cli(pool, 'check');
   t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);

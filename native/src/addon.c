@@ -45,7 +45,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"memfdWith", NULL, fdp_js_memfd_with, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournal", NULL, fuse_journal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournalAppend", NULL, fuse_journal_append, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"fuseJournalItem", NULL, fuse_journal_item, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fuseJournalItems", NULL, fuse_journal_items, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseJournalCommit", NULL, fuse_journal_commit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseCountVolumes", NULL, fuse_count_volumes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fuseVolumeStats", NULL, fuse_volume_stats, NULL, NULL, NULL, napi_enumerable, NULL},

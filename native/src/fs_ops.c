@@ -39,6 +39,7 @@
  *   native writes, comes after such a drop, at the time the addon's cache
  *   already answers with.
  */
+#include "fs_workers.h"
 #include "kill_priv.h"
 #include "name_filter.h"
 #include "session.h"
@@ -95,6 +96,7 @@ static request make(fuse_req_t req, int op, fuse_ino_t ino) {
   r.raw_names = 1;
   r.uid = ctx->uid;
   r.gid = ctx->gid;
+  r.unique = fs_worker_unique;
   return r;
 }
 

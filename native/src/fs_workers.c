@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -84,6 +85,8 @@ static void end(session *s) {
   put(s); /* the registration's */
 }
 
+_Thread_local uint64_t fs_worker_unique;
+
 static void *worker(void *arg) {
   (void)arg;
   struct fuse_buf buf = {.mem = malloc(WORKER_BUFFER), .size = WORKER_BUFFER};
@@ -97,6 +100,7 @@ static void *worker(void *arg) {
     int res = fuse_session_receive_buf(s->se, &buf);
     if (res > 0 && !fuse_session_exited(s->se)) {
       arm(s, EPOLL_CTL_MOD);
+      fs_worker_unique = !(buf.flags & FUSE_BUF_IS_FD) && (size_t)res >= sizeof(struct fuse_in_header) ? ((const struct fuse_in_header *)buf.mem)->unique : 0;
       fuse_session_process_buf(s->se, &buf);
     } else if ((res == -EAGAIN || res == -EINTR) && !fuse_session_exited(s->se)) {
       arm(s, EPOLL_CTL_MOD);

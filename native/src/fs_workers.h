@@ -5,6 +5,8 @@
 #ifndef COWVOL_FS_WORKERS_H
 #define COWVOL_FS_WORKERS_H
 
+#include <stdint.h>
+
 struct session;
 
 /* Most workers the pool runs. */
@@ -18,5 +20,8 @@ void fs_workers_wake(struct session *s);
 void fs_workers_wait_done(struct session *s);
 /* Workers running now (0 before the first cowfs mount). */
 int fs_workers_count(void);
+
+/* The kernel's unique of the request this worker thread is serving now (fs_ops.c's make() copies it). */
+extern _Thread_local uint64_t fs_worker_unique;
 
 #endif

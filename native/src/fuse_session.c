@@ -71,7 +71,7 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
     pthread_mutex_unlock(&r->mu);
     return;
   }
-  napi_value argv[11], undefined;
+  napi_value argv[12], undefined;
   napi_get_undefined(env, &undefined);
   napi_create_double(env, (double)(uintptr_t)r, &argv[0]);
   napi_create_int32(env, r->op, &argv[1]);
@@ -91,8 +91,11 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   }
   napi_create_uint32(env, r->uid, &argv[9]);
   napi_create_uint32(env, r->gid, &argv[10]);
+  /* Negative for a resend (FUSE_UNIQUE_RESEND, bit 63): the rest fits a double for any run of a kernel. */
+  uint64_t id = r->unique & ~(1ULL << 63);
+  napi_create_double(env, (r->unique >> 63) ? -(double)id : (double)id, &argv[11]);
   napi_value result;
-  if (napi_call_function(env, undefined, handler, 11, argv, &result) != napi_ok && r != &low_signal) {
+  if (napi_call_function(env, undefined, handler, 12, argv, &result) != napi_ok && r != &low_signal) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
     pthread_mutex_lock(&r->mu);
@@ -1042,26 +1045,43 @@ napi_value fuse_journal(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseJournalItem(session, volume, key, value | null) -> seq, 0 when full: a filesystem tree item put (or deleted). */
-napi_value fuse_journal_item(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  session *s = session_call(env, info, 4, argv);
+/*
+ * fuseJournalItems(session, packed, count, volume, unique) -> seq, 0 when
+ * full: filesystem tree items as one unit (each packed as u32 volume, u32
+ * key length, u32 value length or 0xffffffff for a delete, key, value),
+ * then, unless `unique` is 0, the FUSE request of `volume` that made them.
+ */
+#define JOURNAL_BATCH_MAX 4096
+napi_value fuse_journal_items(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  session *s = session_call(env, info, 5, argv);
   if (!s) return NULL;
-  void *k = NULL, *v = NULL;
-  size_t klen = 0, vlen = 0;
-  napi_valuetype vt;
-  napi_typeof(env, argv[3], &vt);
-  if (napi_get_buffer_info(env, argv[2], &k, &klen) != napi_ok || (vt != napi_null && napi_get_buffer_info(env, argv[3], &v, &vlen) != napi_ok)) return throw_msg(env, "fuseJournalItem: key and value must be Buffers");
-  uint64_t seq = 0;
-  if (s->journal) {
-    size_t len = klen + (vt == napi_null ? 0 : vlen);
-    char *payload = malloc(len ? len : 1);
-    if (!payload) return cowvol_throw_errno(env, ENOMEM, "journal");
-    memcpy(payload, k, klen);
-    if (vt != napi_null && vlen) memcpy(payload + klen, v, vlen);
-    seq = journal_append_long(s->journal, vt == napi_null ? JOURNAL_ITEM_DEL : JOURNAL_ITEM_PUT, (uint64_t)num(env, argv[1]), (int64_t)klen, payload, len);
-    free(payload);
+  char *p = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[1], (void **)&p, &len) != napi_ok) return throw_msg(env, "fuseJournalItems: packed items must be a Buffer");
+  int64_t n = num(env, argv[2]);
+  if (n < 0 || n > JOURNAL_BATCH_MAX) return throw_msg(env, "fuseJournalItems: too many items for one unit");
+  journal_item *items = calloc(n > 0 ? (size_t)n : 1, sizeof(journal_item));
+  if (!items) return cowvol_throw_errno(env, ENOMEM, "journal");
+  size_t at = 0;
+  for (int64_t i = 0; i < n; i++) {
+    uint32_t h[3] = {0, 0, 0};
+    int cut = len - at < sizeof(h);
+    if (!cut) {
+      memcpy(h, p + at, sizeof(h));
+      at += sizeof(h);
+    }
+    int deleted = h[2] == UINT32_MAX;
+    size_t vlen = deleted ? 0 : h[2];
+    if (cut || len - at < (size_t)h[1] + vlen) {
+      free(items);
+      return throw_msg(env, "fuseJournalItems: packed items cut short");
+    }
+    items[i] = (journal_item){.volume = h[0], .payload = p + at, .klen = h[1], .vlen = vlen, .deleted = deleted};
+    at += h[1] + vlen;
   }
+  uint64_t seq = s->journal ? journal_append_batch(s->journal, items, (size_t)n, (uint64_t)num(env, argv[3]), (uint64_t)num(env, argv[4])) : 0;
+  free(items);
   napi_value out;
   napi_create_double(env, (double)seq, &out);
   return out;

@@ -28,7 +28,7 @@ napi_value fuse_detach(napi_env env, napi_callback_info info);
 napi_value fuse_handover(napi_env env, napi_callback_info info);
 napi_value fuse_journal(napi_env env, napi_callback_info info);
 napi_value fuse_journal_append(napi_env env, napi_callback_info info);
-napi_value fuse_journal_item(napi_env env, napi_callback_info info);
+napi_value fuse_journal_items(napi_env env, napi_callback_info info);
 napi_value fuse_journal_commit(napi_env env, napi_callback_info info);
 napi_value fuse_count_volumes(napi_env env, napi_callback_info info);
 napi_value fuse_volume_stats(napi_env env, napi_callback_info info);

@@ -141,8 +141,8 @@ uint64_t journal_slots(size_t len) {
 }
 
 /* Caller holds mu and made sure the record fits. */
-static uint64_t put_long(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len) {
-  uint64_t first = j->h->next;
+/* Stores a long record at seq `first` on without publishing it; returns the seq after it. Caller holds mu and made sure it fits. */
+static uint64_t put_long(journal *j, uint64_t first, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len) {
   uint64_t seq = first;
   journal_record *r = &j->ring[seq % j->h->capacity];
   r->key = JOURNAL_LONG | (uint64_t)kind << 48 | (volume & 0xffffffffffffULL);
@@ -158,8 +158,7 @@ static uint64_t put_long(journal *j, int kind, uint64_t volume, int64_t aux, con
     memcpy(dst, (const char *)payload + at, n);
     atomic_store_explicit((_Atomic uint64_t *)&p->seq, seq, memory_order_release);
   }
-  publish(j, seq + 1);
-  return first;
+  return seq + 1;
 }
 
 uint64_t journal_append(journal *j, uint64_t key, int64_t offset, int64_t old) {
@@ -175,9 +174,33 @@ uint64_t journal_append(journal *j, uint64_t key, int64_t offset, int64_t old) {
 
 uint64_t journal_append_long(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len) {
   pthread_mutex_lock(&j->mu);
-  uint64_t seq = fits(j, journal_slots(len)) ? put_long(j, kind, volume, aux, payload, len) : 0;
+  uint64_t seq = 0;
+  if (fits(j, journal_slots(len))) {
+    seq = j->h->next;
+    publish(j, put_long(j, seq, kind, volume, aux, payload, len));
+  }
   pthread_mutex_unlock(&j->mu);
   return seq;
+}
+
+uint64_t journal_append_batch(journal *j, const journal_item *items, size_t n, uint64_t done_volume, uint64_t done) {
+  pthread_mutex_lock(&j->mu);
+  uint64_t slots = done ? journal_slots(sizeof(done)) : 0;
+  for (size_t i = 0; i < n; i++) slots += journal_slots(items[i].klen + items[i].vlen);
+  uint64_t first = 0;
+  if (fits(j, slots)) {
+    first = j->h->next;
+    /* `next` moves once, past all of them: a kill part way leaves none. */
+    uint64_t next = first;
+    for (size_t i = 0; i < n; i++) {
+      const journal_item *it = &items[i];
+      next = put_long(j, next, it->deleted ? JOURNAL_ITEM_DEL : JOURNAL_ITEM_PUT, it->volume, (int64_t)it->klen, it->payload, it->klen + it->vlen);
+    }
+    if (done) next = put_long(j, next, JOURNAL_DONE, done_volume, 0, &done, sizeof(done));
+    publish(j, next);
+  }
+  pthread_mutex_unlock(&j->mu);
+  return first;
 }
 
 int journal_promise(journal *j, uint64_t slots) {
@@ -210,7 +233,8 @@ uint64_t journal_append_long_promised(journal *j, int kind, uint64_t volume, int
   uint64_t slots = journal_slots(len);
   assert(j->promised >= slots);
   j->promised -= slots;
-  uint64_t seq = put_long(j, kind, volume, aux, payload, len);
+  uint64_t seq = j->h->next;
+  publish(j, put_long(j, seq, kind, volume, aux, payload, len));
   pthread_mutex_unlock(&j->mu);
   return seq;
 }

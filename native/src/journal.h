@@ -32,7 +32,16 @@ enum journal_kind {
   JOURNAL_ITEM_DEL = 2, /* payload the key */
   JOURNAL_FILE_TAKE = 3, /* a cowfs first write into a reserved chunk: payload ino, chunk index, data offset */
   JOURNAL_FILE_END = 4,  /* a cowfs write reached past the file's size: payload ino, end */
+  JOURNAL_DONE = 5,      /* the records before it, back to the last DONE, are cowfs request `payload`'s (its FUSE unique) */
 };
+
+/* One tree item of a batch: payload is the key, then the value (none when deleted). */
+typedef struct journal_item {
+  uint64_t volume;
+  const char *payload;
+  size_t klen, vlen;
+  int deleted;
+} journal_item;
 
 typedef struct commit_mark {
   uint64_t generation; /* a commit */
@@ -71,6 +80,12 @@ void journal_close(journal *j);
 uint64_t journal_append(journal *j, uint64_t key, int64_t offset, int64_t old);
 /* A long record (see JOURNAL_LONG) of `len` payload bytes; its head's seq, or 0 when it does not fit. */
 uint64_t journal_append_long(journal *j, int kind, uint64_t volume, int64_t aux, const void *payload, size_t len);
+/*
+ * Tree items as one unit, then (unless `done` is 0) a DONE record naming
+ * the request that made them: a kill leaves all or none. The first seq, or
+ * 0 when they do not fit.
+ */
+uint64_t journal_append_batch(journal *j, const journal_item *items, size_t n, uint64_t done_volume, uint64_t done);
 /* Slots a long record of `len` payload bytes takes. */
 uint64_t journal_slots(size_t len);
 uint64_t journal_next(journal *j);

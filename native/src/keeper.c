@@ -9,8 +9,9 @@
  * byte saying what it is:
  *   daemon -> keeper  H mount\0init  + [fuse fd, journal fd]  I serve this connection
  *                     D mount\0init  + [fuse fd, journal fd, more...]  I stopped cleanly: hold it for a successor
- * (more: the cowfs mounts' record and connections; the keeper holds them
- * unread and gives every fd back in the order it got them.)
+ * (more: the cowfs mounts' record, after H their open counts, and their
+ * connections; the keeper holds them unread and gives every fd back in the
+ * order it got them. H comes again whenever the cowfs mounts change.)
  *                     T                           give me the connection (a new daemon)
  *                     S                           stopping for good: let go, do not unmount
  *   keeper -> daemon  K pid | F or U mount\0init + [fds] | N (nothing held) | B (someone serves)
@@ -22,7 +23,7 @@
  * so the keeper waits the same way and answers U instead of F, and the
  * successor replays the journal before it serves. Without a journal the
  * keeper lets go at once and the kernel fails the connection. A grace that
- * passes after D, or an S with no owner, also detaches the cowfs mounts
+ * passes after D or a kill, or an S with no owner, also detaches the cowfs mounts
  * the record names (a JSON array of entries with "dir",
  * src/daemon/handed-mounts.ts), so none is left dead; a directory whose
  * name JSON had to escape beyond \" and \\ is left as it is.
@@ -106,7 +107,7 @@ static void drop_fds(keeper *k) {
 /* No successor will come (a grace passed, or `cowvol stop` with no daemon): detach what a clean stop or a killed owner left, and let go. */
 static void let_go(keeper *k) {
   if (k->detached && k->mount[0]) umount2(k->mount, MNT_DETACH);
-  if (k->detached == 1) unmount_handed(k);
+  if (k->detached) unmount_handed(k);
   drop_fds(k);
 }
 

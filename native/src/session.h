@@ -42,6 +42,7 @@ typedef struct request {
   const char *name2;
   int raw_names;
   uint32_t uid, gid;
+  uint64_t unique; /* cowfs: the kernel's id of the request, FUSE_UNIQUE_RESEND kept (a successor's resend of one the killed daemon read) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int done;

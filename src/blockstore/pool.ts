@@ -152,8 +152,12 @@ export interface MappingListener {
    * when the journal is full: the pool then commits instead.
    */
   journal?(id: number, index: number, offset: number, old: number): boolean;
-  /** A filesystem tree item put (deleted: `value` null), for the same journal; false when it is full. */
-  journalItem?(id: number, key: Buffer, value: Buffer | null): boolean;
+  /**
+   * Filesystem tree items put (deleted: `value` null), for the same
+   * journal, as one unit a kill leaves whole or absent; with the FUSE
+   * request that made them (`unique`, 0 for none). False when it is full.
+   */
+  journalItems?(items: readonly ItemChange[], unique: number): boolean;
   /** The journal position a commit sealed now covers (every first write folded before it). */
   journalCover?(): number;
   /** Commit `generation` covers the journal up to `covered`: said before its superblock is written. */
@@ -319,6 +323,10 @@ export class Pool {
   private changes = 0;
   /** Inside forkAll/removeAll: the caller commits once at the end. */
   private batching = false;
+  /** A journal replay is under way (replay() to the commit after it): freed chunks wait for that commit to be punched. */
+  private replaying = false;
+  /** Tree changes of the atomically() step under way, journaled at its end as one unit. */
+  private itemBatch: ItemChange[] = [];
   /** Inside atomically(): commits wait; commitOwed says one is due (a full journal). */
   private atomicDepth = 0;
   private commitOwed = false;
@@ -668,10 +676,19 @@ export class Pool {
     return had;
   }
 
-  /** Records a tree change for a successor (a mount it takes over after a kill); a full journal gets a commit instead. */
+  /** Records a tree change for a successor (a mount it takes over after a kill): at the end of the atomically() it is part of. */
   private journalItem(v: Volume, key: Buffer, value: Buffer | null): void {
-    const listener = this.listener;
-    if (!listener?.journalItem || listener.journalItem(v.id, key, value)) return;
+    if (!this.listener?.journalItems) return;
+    this.itemBatch.push({ id: v.id, key, value });
+    if (this.atomicDepth === 0) this.journalBatch(0);
+  }
+
+  /** The tree changes of one atomic step, as one journal unit; a full journal gets a commit instead, which holds them. */
+  private journalBatch(unique: number): void {
+    const items = this.itemBatch;
+    if (items.length === 0) return;
+    this.itemBatch = [];
+    if (this.listener?.journalItems?.(items, unique) !== false) return;
     if (this.atomicDepth > 0) this.commitOwed = true;
     else this.commit();
   }
@@ -682,13 +699,15 @@ export class Pool {
    * of several calls (a filesystem's unlink: an entry, an inode, the file's
    * regions) lands whole or not at all. The bound applies when it returns.
    */
-  atomically<T>(fn: () => T): T {
+  atomically<T>(fn: () => T, request = 0): T {
     this.usable();
     this.atomicDepth++;
     try {
       return fn();
     } finally {
       this.atomicDepth--;
+      // The step's tree changes reach the journal whole, named after the request (`request`: its FUSE unique) that made them.
+      if (this.atomicDepth === 0) this.journalBatch(request);
       if (this.atomicDepth === 0 && this.failure === null && !this.closed) {
         if (this.commitOwed) {
           this.commitOwed = false;
@@ -1118,6 +1137,7 @@ export class Pool {
   /** The superblock naming `c` is durable: its state is now where a crash returns. */
   private committed(c: SealedCommit): void {
     this.generation = c.sb.generation;
+    this.replaying = false;
     this.btrees.committed();
     this.changes++;
     this.commits++;
@@ -1391,7 +1411,8 @@ export class Pool {
 
   private releaseChunk(chunk: number): void {
     if (this.data.dec(chunk) > 0) return;
-    if (this.data.committedCount(chunk) === 0) {
+    // A replay may map a chunk again that its journal freed (the killed daemon reused it): punched after the commit, if still free.
+    if (this.data.committedCount(chunk) === 0 && !this.replaying) {
       // Written and freed within one transaction (a file created and deleted between commits): no commit waits for it.
       this.punchRun(chunk, 1);
     } else if (this.pendingPunches.length < MAX_PENDING_PUNCHES) {
@@ -1400,7 +1421,8 @@ export class Pool {
   }
 
   private punchFreed(): void {
-    const chunks = this.pendingPunches.filter((c) => this.data.count(c) === 0);
+    // A replay frees a chunk again after mapping it again: each is punched once.
+    const chunks = [...new Set(this.pendingPunches)].filter((c) => this.data.count(c) === 0);
     this.pendingPunches = [];
     this.punchRuns(chunks);
   }
@@ -1635,6 +1657,7 @@ export class Pool {
   replay(changes: readonly Replayed[], commit = true): number {
     this.mutable();
     const todo = this.replayPlan(changes);
+    this.replaying = true;
     for (const c of todo) {
       if ('key' in c) this.replayItem(c);
       else this.applyMap(this.volume(c.id), c.index, c.offset < 0 ? 0 : c.offset / this.chunkSize + 1);

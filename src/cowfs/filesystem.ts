@@ -112,6 +112,8 @@ export class Filesystem {
   private readonly data: FileData;
   /** Open handles per inode; an unlinked inode lives while this is above zero. Lock: event loop only. */
   private readonly opens = new Map<number, number>();
+  /** Hears open count changes (watchOpens). */
+  private onOpens: ((ino: number, count: number) => void) | null = null;
   /**
    * The last inodes freed, as they were: the kernel may still flush their
    * times after the unlink or rename that freed them (a writeback cache
@@ -648,7 +650,14 @@ export class Filesystem {
 
   opened(ino: number): void {
     this.tree.inode(ino);
-    this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
+    const count = (this.opens.get(ino) ?? 0) + 1;
+    this.opens.set(ino, count);
+    this.onOpens?.(ino, count);
+  }
+
+  /** Hears every change of a file's open count (0: closed), for a successor after a kill (src/daemon/open-counts.ts). */
+  watchOpens(fn: (ino: number, count: number) => void): void {
+    this.onOpens = fn;
   }
 
   /** Open counts by inode, for a daemon that hands the mount to the next one (the kernel's open files stay open). */
@@ -670,6 +679,7 @@ export class Filesystem {
   released(ino: number): void {
     return this.pool.atomically(() => {
       const left = (this.opens.get(ino) ?? 0) - 1;
+      this.onOpens?.(ino, Math.max(0, left));
       if (left > 0) {
         this.opens.set(ino, left);
         return;

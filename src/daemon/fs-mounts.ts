@@ -35,7 +35,8 @@ import { detach, isMountPoint } from '../host/mounts.js';
 import type { Logger } from '../log.js';
 import { native } from '../native.js';
 import type { HeldWrites } from '../volumes/volumes.js';
-import { HANDED_MOUNTS_MAX, type HandedMount } from './handed-mounts.js';
+import { HANDED_MOUNTS_MAX, type HandedMount, type LiveMount } from './handed-mounts.js';
+import type { OpenCounts, OpenRegion } from './open-counts.js';
 
 const RECORD = 'cowvol.mounts';
 /**
@@ -50,12 +51,19 @@ export interface FsMountsOptions {
   threads?: number;
   /** Chunk table entries per mount (CowfsMountOptions.tableSlots). */
   tableSlots?: number;
+  /** The daemon's kill -9 journal, and the open counts beside it: with both, a kill hands the mounts on too. */
+  journalFd?: number;
+  openCounts?: OpenCounts;
+  /** The set of mounts changed (or their connections became known): the holder needs `liveMounts` again. */
+  onChange?: () => void;
 }
 
 interface Live {
   view: MountView;
   volumeId: number;
   mount: CowfsMount;
+  /** Its region of the open counts; null without them (or with every region in use): a kill then ends its connection. */
+  region: OpenRegion | null;
 }
 
 /** How long an unmounted cowfs mount may wait for the files still open in it before its connection is cut. */
@@ -126,6 +134,7 @@ export class FsMounts implements MountService, HeldWrites {
     const view: MountView = { source: v.name, dir: at, readOnly: readOnly || v.readOnly };
     this.start(view, v.id);
     this.save();
+    this.opts.onChange?.();
     return view;
   }
 
@@ -142,6 +151,29 @@ export class FsMounts implements MountService, HeldWrites {
     this.save();
     await this.close(live);
     this.closeDataFile();
+    this.opts.onChange?.();
+  }
+
+  /** The oldest journal seq a mount's addon holds unfolded; Infinity for none. */
+  journalCover(): number {
+    let cover = Infinity;
+    for (const l of this.live.values()) cover = Math.min(cover, l.mount.journalCover());
+    return cover;
+  }
+
+  /**
+   * What a holder needs to hand every mount with open counts on after a
+   * kill: a duplicate of each connection (the caller closes them) with the
+   * kernel's INIT, which comes a moment after the mount.
+   */
+  async liveMounts(): Promise<LiveMount[]> {
+    const out: LiveMount[] = [];
+    for (const l of [...this.live.values()].slice(0, HANDED_MOUNTS_MAX)) {
+      if (l.region === null) continue;
+      const handover = await l.mount.connectionWithInit().catch(() => null);
+      if (handover !== null) out.push({ view: l.view, handover, region: l.region.index });
+    }
+    return out;
   }
 
   /** What the page cache holds for these volumes' writable mounts reaches the pool. */
@@ -183,8 +215,10 @@ export class FsMounts implements MountService, HeldWrites {
    * their read-only flags. What cannot be mounted any more is logged and
    * dropped from the record.
    */
-  async restore(handed: readonly HandedMount[] = []): Promise<void> {
+  async restore(handed: readonly HandedMount[] = [], lastDone: ReadonlyMap<number, number> = new Map()): Promise<void> {
     const byDir = new Map(handed.map((h) => [h.view.dir, h]));
+    // After a kill: the last request of each volume the journal says was done, for the resends the kernel makes.
+    for (const h of handed) if (h.resent !== undefined && this.pool.has(h.view.source)) h.resent.done = lastDone.get(this.pool.stat(h.view.source).id) ?? 0;
     for (const view of this.load()) {
       const taken = byDir.get(view.dir);
       byDir.delete(view.dir);
@@ -208,6 +242,7 @@ export class FsMounts implements MountService, HeldWrites {
       this.log.warn({ source: left.view.source, dir: left.view.dir }, 'a handed-over cowfs mount is not in the record: let go');
     }
     this.save();
+    this.opts.onChange?.();
   }
 
   /**
@@ -223,6 +258,7 @@ export class FsMounts implements MountService, HeldWrites {
     const rest = all.slice(HANDED_MOUNTS_MAX);
     if (rest.length > 0) this.log.warn({ mounts: rest.map((l) => l.view.dir) }, `more than ${HANDED_MOUNTS_MAX} cowfs mounts: these are unmounted, not handed over`);
     const [detached] = await Promise.all([Promise.allSettled(handed.map((l) => l.mount.detach())), Promise.all(rest.map((l) => this.close(l)))]);
+    for (const l of handed) l.region?.close();
     this.closeDataFile();
     const out: HandedMount[] = [];
     detached.forEach((d, i) => {
@@ -263,6 +299,7 @@ export class FsMounts implements MountService, HeldWrites {
    * CSI unpublishes first.)
    */
   private async close(l: Live): Promise<void> {
+    l.region?.close();
     const all = mountsOfVolume(this.pool, l.view.source);
     const own = all.find((m) => m.mountPoint === l.view.dir);
     const binds = all.filter((m) => m !== own);
@@ -299,6 +336,7 @@ export class FsMounts implements MountService, HeldWrites {
   }
 
   private start(view: MountView, volumeId: number, takeover?: Detached): void {
+    const region = this.opts.journalFd === undefined ? null : (this.opts.openCounts?.region() ?? null);
     try {
       const mount = new CowfsMount(this.pool, view.source, view.dir, {
         readOnly: view.readOnly,
@@ -307,11 +345,14 @@ export class FsMounts implements MountService, HeldWrites {
         tableSlots: this.opts.tableSlots,
         onError: (err, op) => this.log.error({ err, op, dir: view.dir }, 'cowfs request failed'),
         takeover,
+        journalFd: this.opts.journalFd,
+        openCounts: region ?? undefined,
       });
-      this.live.set(view.dir, { view, volumeId, mount });
+      this.live.set(view.dir, { view, volumeId, mount, region });
       if (mount.dirtyLimitsKept !== null) this.log.warn({ dir: view.dir, why: mount.dirtyLimitsKept }, "a cowfs mount keeps the kernel's FUSE limit on dirty pages: buffered writes wait for writeback sooner");
       this.log.info({ source: view.source, dir: view.dir, readOnly: view.readOnly, takenOver: takeover !== undefined }, takeover ? 'cowfs mount taken over' : 'cowfs mounted');
     } catch (err) {
+      region?.close();
       if (err instanceof CowvolError) throw err;
       fail('EIO', `mounting ${view.source} at ${view.dir} failed: ${(err as Error).message}`);
     }

@@ -24,8 +24,16 @@ interface Unfolded {
   ends: FileEnd[];
 }
 
-/** Applies `records` and commits; returns how many changed something. Throws (ECORRUPT) before any change when a mapping does not follow. */
-export function replayJournal(pool: Pool, records: readonly JournalRecord[]): number {
+/** What a replay did: records that changed something, and per filesystem volume the last request whose changes it holds. */
+export interface Replay {
+  applied: number;
+  /** Volume id -> the FUSE unique of the last cowfs request journaled: if the kernel resends it, it was done already. */
+  lastDone: Map<number, number>;
+}
+
+/** Applies `records` and commits. Throws (ECORRUPT) before any change when a mapping does not follow. */
+export function replayJournal(pool: Pool, records: readonly JournalRecord[]): Replay {
+  const lastDone = new Map<number, number>();
   const unfolded = new Map<number, Map<number, Unfolded>>();
   const plain: Replayed[] = [];
   const of = (id: number, ino: number): Unfolded => {
@@ -36,7 +44,8 @@ export function replayJournal(pool: Pool, records: readonly JournalRecord[]): nu
     return u;
   };
   for (const r of records) {
-    if ('take' in r) of(r.id, r.ino).takes.push(r);
+    if ('done' in r) lastDone.set(r.id, r.done);
+    else if ('take' in r) of(r.id, r.ino).takes.push(r);
     else if ('end' in r) of(r.id, r.ino).ends.push(r);
     else {
       const ino = 'key' in r ? inodeOfKey(r.key) : null;
@@ -54,5 +63,5 @@ export function replayJournal(pool: Pool, records: readonly JournalRecord[]): nu
     );
   }
   if (pool.uncommitted) pool.commit();
-  return applied;
+  return { applied, lastDone };
 }

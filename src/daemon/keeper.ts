@@ -112,17 +112,21 @@ function described(mount: string, h: Handover): Buffer {
   return Buffer.concat([Buffer.from(mount), Buffer.from([0]), h.init]);
 }
 
-/** Registers this daemon as the keeper's owner, giving it the connection (a duplicate), its INIT and our journal. */
-export function hold(poolDir: string, mount: string, h: Handover, journalFd: number): KeeperLink {
+/**
+ * Registers this daemon as the keeper's owner, giving it the connection (a
+ * duplicate), its INIT and our journal, and `extra`: the cowfs mounts we
+ * serve (handed-mounts.ts `liveFds`), for a successor after a kill.
+ */
+export function hold(poolDir: string, mount: string, h: Handover, journalFd: number, extra: number[] = []): KeeperLink {
   const sock = connect(poolDir);
   if (sock === null) fail('EIO', 'the keeper does not answer');
-  const [answer] = ask(sock, 'H', described(mount, h), [h.fd, journalFd]);
+  const [answer] = ask(sock, 'H', described(mount, h), [h.fd, journalFd, ...extra]);
   return { sock, pid: pidOf(answer) };
 }
 
-/** A successor that took the connection over gives the keeper its own journal. */
-export function holdAgain(link: KeeperLink, mount: string, h: Handover, journalFd: number): void {
-  pidOf(ask(link.sock, 'H', described(mount, h), [h.fd, journalFd])[0]);
+/** What the keeper holds for us changed (a successor's own journal, a cowfs mount made or gone): all of it again, replacing the old. */
+export function holdAgain(link: KeeperLink, mount: string, h: Handover, journalFd: number, extra: number[] = []): void {
+  pidOf(ask(link.sock, 'H', described(mount, h), [h.fd, journalFd, ...extra])[0]);
 }
 
 /** A clean stop: the keeper holds the connection for the next daemon, and `extra` (the cowfs mounts, handed-mounts.ts) with it. */

@@ -25,7 +25,6 @@ import type { Pool } from '../blockstore/pool.js';
 import { BlockFiles, blockFilePath } from '../fuse/block-files.js';
 import { journalRecords } from '../fuse/journal-records.js';
 import { replayJournal } from './journal-replay.js';
-import type { Handover } from '../fuse/session.js';
 import { adminSocketPath, closeAdminServer, startAdminServer } from '../admin/server.js';
 import { type CsiServer, startCsiServer } from '../csi/server.js';
 import type { DriverContext } from '../csi/driver.js';
@@ -40,19 +39,18 @@ import { DEFAULT_GRACE_SECONDS, type Inheritance, type KeeperLink, handOver, hol
 import { native } from '../native.js';
 import { forget, fromListenFds, store, storeMounts } from './fd-store.js';
 import { FsMounts } from './fs-mounts.js';
-import { type HandedMount, handedFds, mountsFromFds } from './handed-mounts.js';
+import { type HandedMount, handedFds, liveFds, mountsFromFds } from './handed-mounts.js';
+import { OpenCounts } from './open-counts.js';
 import { Notifier } from './notify.js';
 import { readRunFile, writeRunFile } from './run-file.js';
 import { COUNTED_VOLUMES, Metrics } from './metrics.js';
 import { DEFAULT_METRICS_ADDRESS, type MetricsAddress, type MetricsEndpoint, parseMetricsAddress, startMetricsEndpoint } from './metrics-endpoint.js';
 
 export const DEFAULT_MOUNT = '/run/cowvol';
-/** Bounds what a crash can lose of metadata changes nobody flushed. */
-const COMMIT_INTERVAL_MS = 5000;
+/** Bounds what a crash can lose of metadata changes nobody flushed (--commit-interval). */
+export const DEFAULT_COMMIT_SECONDS = 5;
 /** Records in the map-change journal (32 bytes each): a commit comes at half full. */
 const JOURNAL_RECORDS = 1 << 18;
-/** Bounds the wait for the kernel's INIT after a fresh mount (it is sent during the mount). */
-const INIT_WAIT_TRIES = 500;
 /** How long stop waits for the block files to drain before cutting the FUSE connection. */
 const DRAIN_MS = 3000;
 /** How long /healthz waits for a listing of the mount before it calls the daemon unwell. */
@@ -72,6 +70,8 @@ export interface ServeOptions {
   metricsAddress?: MetricsAddress | null;
   /** FUSE threads every cowfs mount shares (default DEFAULT_FS_THREADS). */
   fsThreads?: number;
+  /** Seconds between background commits of what nobody flushed (default DEFAULT_COMMIT_SECONDS). */
+  commitSeconds?: number;
 }
 
 export interface CsiOptions {
@@ -112,6 +112,12 @@ interface Parts {
   link: KeeperLink | null;
   /** Our map-change journal, a memfd the keeper also holds. */
   journalFd: number;
+  /** The cowfs mounts' open counts, which the keeper also holds; null without a holder. */
+  openCounts: OpenCounts | null;
+  /** The last update of what the holder keeps (keepConnection), so updates go in order. */
+  keeping: Promise<void>;
+  /** A stop began: the holder hears nothing more but the hand-over itself. */
+  stopping: boolean;
   /** systemd's notify socket, when it started us. */
   notifier: Notifier;
   /** Null when --metrics-address none. */
@@ -123,14 +129,22 @@ interface Parts {
 export function serve(opts: ServeOptions): Daemon {
   const log = createLogger(opts.logLevel);
   const open = (): PoolDir => PoolDir.open(opts.poolDir, opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes });
-  const box = { handle: open(), open };
+  const box: PoolBox = { handle: open(), open, lastDone: new Map() };
   if (box.handle.pool.discardedCommit !== null) log.warn({ pool: opts.poolDir }, box.handle.pool.discardedCommit);
   // Who mounted before us (read before this daemon records itself): its loop devices are stale now, unless we take its connection over.
   const previous = readRunFile(opts.poolDir);
   const inherited = opts.fdStore ? fromStore(box, log) : replayIfKilled(inheritConnection(opts, box.handle, previous?.keeperPid ?? 0), box, log);
   const handle = box.handle;
   const journalFd = native.journalCreate(JOURNAL_RECORDS);
-  const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log, { threads: opts.fsThreads });
+  // With a holder between daemons, the cowfs mounts go to it as they are made, so a kill hands them on too.
+  const openCounts = opts.fdStore || (opts.handoverGrace ?? DEFAULT_GRACE_SECONDS) > 0 ? OpenCounts.create() : null;
+  let mountsChanged = (): void => {};
+  const mounts = new FsMounts(handle.pool, opts.poolDir, opts.mount, log, {
+    threads: opts.fsThreads,
+    journalFd: openCounts === null ? undefined : journalFd,
+    openCounts: openCounts ?? undefined,
+    onChange: () => mountsChanged(),
+  });
   const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd, mounts);
   if (inherited !== null) fs.closeSync(inherited.journalFd);
   const handed = inherited === null ? [] : mountsFromFds(inherited.extra, (why) => log.error({ why }, 'the handed-over cowfs mounts are unreadable: mounting them afresh'));
@@ -163,16 +177,22 @@ export function serve(opts: ServeOptions): Daemon {
     connection,
     admin: startAdminServer(socket, { volumes, poolDir: opts.poolDir, daemon: daemonInfo }, log),
     socket,
-    timer: backgroundCommit(handle.pool, log),
+    timer: backgroundCommit(handle.pool, log, (opts.commitSeconds ?? DEFAULT_COMMIT_SECONDS) * 1000),
     csi: null,
     ready: false,
     link: inherited?.link ?? null,
     journalFd,
+    openCounts,
+    keeping: Promise.resolve(),
+    stopping: false,
     notifier: new Notifier(),
     metrics: metricsAddressOf(opts) === null ? null : new Metrics({ pool: handle.pool, files, hostFree: () => hostFreeBytes(opts.poolDir) }),
     endpoint: null,
   };
-  const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount), handed);
+  mountsChanged = () => {
+    if (parts.link !== null || parts.opts.fdStore) keepAgain(parts);
+  };
+  const started = startServices(parts, inherited !== null ? null : (previous?.mount ?? opts.mount), handed, box.lastDone);
   let end: (p: Promise<void>) => void = () => {};
   const ended = new Promise<void>((resolve) => (end = resolve));
   const stop = (reason: string, forGood = false): Promise<void> => {
@@ -221,6 +241,8 @@ function replayIfKilled(got: Inheritance | null, box: PoolBox, log: Logger): Tak
 interface PoolBox {
   handle: PoolDir;
   open: () => PoolDir;
+  /** From the replay: per filesystem volume, the last cowfs request the killed daemon journaled. */
+  lastDone: Map<number, number>;
 }
 
 /** What systemd's fd store passed us, its journal replayed (a clean stop left nothing past its last commit). */
@@ -241,7 +263,8 @@ function replayOnto(journalFd: number, box: PoolBox, log: Logger): boolean {
   try {
     const records = journalRecords(journalFd, box.handle.pool.stats().generation);
     if (records === null) fail('ECORRUPT', 'its journal does not reach back to the commit the pool opened');
-    const applied = replayJournal(box.handle.pool, records);
+    const { applied, lastDone } = replayJournal(box.handle.pool, records);
+    box.lastDone = lastDone;
     log.warn({ applied, records: records.length }, 'replayed the previous daemon\'s journal');
     return true;
   } catch (err) {
@@ -272,6 +295,7 @@ function mountBlockFiles(opts: ServeOptions, handle: PoolDir, log: Logger, inher
       options: 'fsname=cowvol,subtype=cowvol,allow_other,default_permissions',
       takeover: inherited?.handover,
       journalFd,
+      otherCover: () => mounts.journalCover(),
       countVolumes: metricsAddressOf(opts) === null ? undefined : COUNTED_VOLUMES,
       hostFree: () => hostFreeBytes(opts.poolDir),
       onError: (err, req) => log.error({ err, op: req.op, ino: req.ino }, 'request failed'),
@@ -304,22 +328,11 @@ function prepareMountPoint(mount: string, log: Logger): void {
 }
 
 /** Joins the flushes' group commit, so its waits for the disk stay off the event loop too. */
-function backgroundCommit(pool: Pool, log: Logger): NodeJS.Timeout {
+function backgroundCommit(pool: Pool, log: Logger, ms: number): NodeJS.Timeout {
   return setInterval(() => {
     if (!pool.uncommitted) return;
     pool.flushAsync().catch((err: unknown) => log.error({ err }, 'background commit failed'));
-  }, COMMIT_INTERVAL_MS);
-}
-
-/** The connection as the keeper needs it, once the kernel's INIT (sent during the mount) has been read. */
-async function connectionWithInit(files: BlockFiles): Promise<Handover> {
-  for (let i = 0; i < INIT_WAIT_TRIES; i++) {
-    const h = files.connection();
-    if (h.init.length > 0) return h;
-    fs.closeSync(h.fd);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  fail('EIO', 'the kernel never sent FUSE_INIT');
+  }, ms);
 }
 
 /**
@@ -327,27 +340,43 @@ async function connectionWithInit(files: BlockFiles): Promise<Handover> {
  * or the keeper, started here if none runs) a duplicate of it, its INIT and
  * our journal. Without either (--handover-grace 0), nothing.
  */
-async function keepConnection(p: Parts): Promise<void> {
+async function keepConnection(p: Parts, mountsOnly = false): Promise<void> {
   const socket = p.opts.fdStore ? p.notifier.socket : null;
   const grace = p.opts.handoverGrace ?? DEFAULT_GRACE_SECONDS;
   if (socket === null && grace <= 0) return;
   if (socket === null && p.link === null) await startKeeper(p.opts.poolDir, grace);
-  const h = await connectionWithInit(p.files);
+  const h = await p.files.connectionWithInit();
+  const live = p.openCounts === null ? [] : await p.mounts.liveMounts();
+  const extra = p.openCounts === null ? [] : liveFds(live, p.openCounts.fd);
   try {
-    if (socket !== null) store(socket, p.opts.mount, h, p.journalFd);
-    else if (p.link === null) p.link = hold(p.opts.poolDir, p.opts.mount, h, p.journalFd);
-    else holdAgain(p.link, p.opts.mount, h, p.journalFd);
+    if (socket !== null) {
+      // The store keeps each fd by name: only the cowfs mounts' change when they do.
+      if (!mountsOnly) store(socket, p.opts.mount, h, p.journalFd);
+      storeMounts(socket, extra, true);
+    } else if (p.link === null) p.link = hold(p.opts.poolDir, p.opts.mount, h, p.journalFd, extra);
+    else holdAgain(p.link, p.opts.mount, h, p.journalFd, extra);
   } finally {
-    fs.closeSync(h.fd);
+    // The record memfd is ours to close; the open counts stay ours.
+    for (const fd of [h.fd, ...live.map((m) => m.handover.fd), ...extra.slice(0, 1)]) fs.closeSync(fd);
   }
   if (p.link !== null) writeRunFile(p.opts.poolDir, { mount: p.opts.mount, pid: process.pid, keeperPid: p.link.pid });
 }
 
+/** The cowfs mounts changed: the holder gets everything again, after any update under way. */
+function keepAgain(p: Parts): void {
+  p.keeping = p.keeping.then(
+    () => (p.stopping ? undefined : keepConnection(p, true)),
+    () => undefined,
+  );
+  p.keeping.catch((err: unknown) => p.log.error({ err }, 'could not give the keeper the cowfs mounts: a kill now ends their connections'));
+}
+
 /** The admin socket listening, then the cowfs mounts (`handed`: taken over), then CSI (answering "not ready" while stages a previous daemon left are rebuilt). */
-async function startServices(p: Parts, previousMount: string | null, handed: HandedMount[]): Promise<void> {
+async function startServices(p: Parts, previousMount: string | null, handed: HandedMount[], lastDone: ReadonlyMap<number, number>): Promise<void> {
   await new Promise<void>((resolve) => p.admin.once('listening', () => resolve()));
-  await keepConnection(p);
-  await p.mounts.restore(handed);
+  p.keeping = keepConnection(p);
+  await p.keeping;
+  await p.mounts.restore(handed, lastDone);
   await startMetrics(p);
   const csiOpts = p.opts.csi;
   if (csiOpts) {
@@ -414,7 +443,10 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   p.log.info({ reason }, handingOver ? 'stopping: handing the mount over' : 'stopping: draining requests');
   p.notifier.stopping(handingOver ? 'handing the mount over' : 'draining, then unmounting');
   p.ready = false;
+  p.stopping = true;
   await started.catch(() => undefined);
+  // An update of the holder under way lands before the hand-over, never after it.
+  await p.keeping.catch(() => undefined);
   clearInterval(p.timer);
   await p.endpoint?.close();
   await closeAdminServer(p.admin);
@@ -436,6 +468,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
       else if (p.notifier.socket !== null) storeMounts(p.notifier.socket, extra);
     } finally {
       for (const fd of [handover.fd, p.journalFd, ...extra]) fs.closeSync(fd);
+      p.openCounts?.close();
     }
     p.log.info({ stats, keeper: link?.pid ?? 'fd store', cowfs: handed.length }, 'handed the mount over');
     return;
@@ -452,6 +485,7 @@ async function stopDaemon(p: Parts, started: Promise<void>, reason: string, forG
   p.handle.close();
   fs.closeSync(p.dataFd);
   fs.closeSync(p.journalFd);
+  p.openCounts?.close();
   if (p.link !== null) release(p.link);
   if (p.opts.fdStore && p.notifier.socket !== null) forget(p.notifier.socket);
   p.log.info({ stats }, 'stopped cleanly');

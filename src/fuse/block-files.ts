@@ -20,7 +20,7 @@
  * them in the native table, so the next access stays in native threads.
  */
 import { CowvolError, type ErrorCode, errno, fail, fromSystemError } from '../errors.js';
-import type { MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
+import type { ItemChange, MappingListener, Pool, VolumeInfo } from '../blockstore/pool.js';
 import { VOLUME_INO_BASE } from './journal-records.js';
 import { type Handover, FuseSession, type FuseRequest, type IoCounts, Op, type SessionOptions } from './session.js';
 
@@ -154,11 +154,12 @@ export class BlockFiles implements MappingListener {
     return this.opts.journalFd === undefined || this.session.journalAppend(VOLUME_INO_BASE + id, index, offset, old);
   }
 
-  journalItem(id: number, key: Buffer, value: Buffer | null): boolean {
+  journalItems(items: readonly ItemChange[], unique: number): boolean {
     if (this.opts.journalFd === undefined) return true;
-    if (!this.session.journalItem(id, key, value)) return false;
+    if (!this.session.journalItems(items, items[0]?.id ?? 0, unique)) return false;
     // Tree changes come many per request: past half full, a commit starts now, so neither the addon nor we find it full.
-    if (++this.itemsSinceFill >= FILL_CHECK_ITEMS) {
+    this.itemsSinceFill += items.length;
+    if (this.itemsSinceFill >= FILL_CHECK_ITEMS) {
       this.itemsSinceFill = 0;
       if (this.session.journalFill() > 0.5) void this.pool.flushAsync().catch(() => undefined);
     }
@@ -180,6 +181,11 @@ export class BlockFiles implements MappingListener {
   /** A duplicate of the FUSE connection's fd (for the keeper) and the INIT read so far. */
   connection(): Handover {
     return this.session.connection();
+  }
+
+  /** connection(), once the kernel's INIT (sent during the mount) came. */
+  connectionWithInit(): Promise<Handover> {
+    return this.session.connectionWithInit();
   }
 
   /** Stops serving but keeps the mount alive for the next daemon; see FuseSession.detach. */
@@ -232,7 +238,7 @@ export class BlockFiles implements MappingListener {
       this.pool.replenish();
     } catch (err) {
       // Only first writes slow down: they go through the pool until the next request folds.
-      this.opts.onError?.(err, { id: 0, op: Op.WRITE, ino: 0, n: [0, 0, 0], uid: 0, gid: 0 });
+      this.opts.onError?.(err, { id: 0, op: Op.WRITE, ino: 0, n: [0, 0, 0], uid: 0, gid: 0, unique: 0, resent: false });
     }
   }
 

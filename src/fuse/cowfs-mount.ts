@@ -20,7 +20,7 @@
 import type { Pool, VolumeRef } from '../blockstore/pool.js';
 import { type AttrChanges, Filesystem, onlyTimes } from '../cowfs/filesystem.js';
 import { type Inode, S_IFMT, S_IFREG, type Time, isDir, isReg, wallAtZero } from '../cowfs/inode.js';
-import { CowvolError, errno, fromSystemError } from '../errors.js';
+import { CowvolError, errno, fail, fromSystemError } from '../errors.js';
 import { relaxDirtyLimits } from '../host/dirty-limits.js';
 import { type MountEntry, mountAt, readMountTable } from '../host/mount-table.js';
 import { FileChunks } from './file-chunks.js';
@@ -98,12 +98,23 @@ export interface CowfsMountOptions {
   onError?: (err: unknown, op: number) => void;
   /** Serve a connection a previous daemon detached (`detach`), with the open counts it had, instead of mounting. */
   takeover?: Detached;
+  /** The daemon's kill -9 journal (native journalCreate): tree changes, first writes and ends go in it before they are answered. */
+  journalFd?: number;
+  /** Where each file's open count goes as it changes, for a successor after a kill (src/daemon/open-counts.ts). */
+  openCounts?: { set(ino: number, count: number, unique: number): void };
 }
 
 /** What a detached mount leaves for the next daemon: the live connection and the open counts it was served with. */
 export interface Detached {
   handover: Handover;
   opens: [number, number][];
+  /**
+   * After a kill: what the dead daemon may have done without answering,
+   * which the kernel resends. `done`: the last request whose tree changes
+   * the journal held; `uniques`: the request that last set each file's
+   * open count.
+   */
+  resent?: { done: number; uniques: Map<number, number> };
 }
 
 export class CowfsMount {
@@ -115,6 +126,12 @@ export class CowfsMount {
   private readonly stamper: NodeJS.Timeout;
   /** Why the mount kept the kernel's FUSE limits on dirty pages (host/dirty-limits.ts), or null. */
   readonly dirtyLimitsKept: string | null;
+  /** The addon journals this mount's first writes and ends (a writable mount, with a journal). */
+  private readonly journaled: boolean;
+  /** The FUSE unique of the request being served (0 between requests). Lock: event loop only. */
+  private serving = 0;
+  /** From a takeover after a kill: what the dead daemon did and may not have answered; null otherwise. */
+  private readonly resent: { done: number; uniques: Map<number, number> } | null;
 
   constructor(
     private readonly pool: Pool,
@@ -129,6 +146,12 @@ export class CowfsMount {
     // Taken over, the kernel's open files stay open: orphans among them live on. Mounted afresh, nothing is open.
     if (opts.takeover !== undefined) this.fs.adoptOpens(opts.takeover.opens);
     else if (!info.readOnly) this.fs.recover();
+    this.resent = opts.takeover?.resent ?? null;
+    const counts = opts.openCounts;
+    if (counts !== undefined) {
+      this.fs.watchOpens((ino, count) => counts.set(ino, count, this.serving));
+      for (const [ino, count] of this.fs.openFiles()) counts.set(ino, count, 0);
+    }
     this.session = new FuseSession(
       {
         mountpoint,
@@ -146,6 +169,9 @@ export class CowfsMount {
     // From the mount table, never stat(2): only this thread answers the mount's requests.
     const entry = mountAt(readMountTable(), mountpoint);
     this.dirtyLimitsKept = entry === undefined ? `${mountpoint} is not in the mount table` : relaxDirtyLimits(entry.devNo);
+    // Before anything is offered to the addon: its first writes and ends are journaled from the first.
+    this.journaled = opts.journalFd !== undefined && !ro;
+    if (this.journaled) this.session.journal(opts.journalFd as number, info.id);
     const zero = wallAtZero();
     this.session.clock(zero.sec, zero.nsec);
     const fast = (opts.dataFd ?? -1) >= 0;
@@ -181,6 +207,16 @@ export class CowfsMount {
     }
   }
 
+  /** A duplicate of the connection's fd and the kernel's INIT for it, once that came (it follows the mount by a moment). */
+  connectionWithInit(): Promise<Handover> {
+    return this.session.connectionWithInit();
+  }
+
+  /** The oldest journal seq this mount's addon holds unfolded (a commit covers only below it); Infinity when it journals nothing. */
+  journalCover(): number {
+    return this.journaled ? this.session.journalCover() : Infinity;
+  }
+
   /** Reads, writes (first writes of chunks among them), fdatasyncs and lookups of missing names the addon served itself, and requests that came to JavaScript, since the mount. */
   stats(): { fastReads: number; fastWrites: number; firstWrites: number; fastFlushes: number; absentNames: number; slowRequests: number } {
     const { fastReads, fastWrites, firstWrites, fastFlushes, absentNames, slowRequests } = this.session.stats();
@@ -214,12 +250,60 @@ export class CowfsMount {
     if (req.op === FsOp.FSYNC) return this.fsync(req);
     // Before anything else is answered: the times of the writes the addon served.
     this.stamp();
+    this.serving = req.unique;
     try {
-      const answer = this.dispatch(req);
+      // One unit in the journal, named after the request, so a successor knows whether the kernel's resend of it was done.
+      const answer = (req.resent ? this.redone(req) : null) ?? this.pool.atomically(() => this.dispatch(req), req.unique);
       if (typeof answer === 'number') this.session.reply(req.id, answer);
       else this.session.reply(req.id, 0, answer[0], answer[1]);
     } catch (err) {
       this.replyError(req, err);
+    } finally {
+      this.serving = 0;
+    }
+  }
+
+  /**
+   * The answer to a request the killed daemon served (its changes are in
+   * the journal, or its open count in the counts) but did not answer, which
+   * the kernel now resends: made from what it left, since doing it again
+   * would fail (EEXIST, ENOENT) or count twice. Null: serve it as new (it
+   * was not done, or doing it again changes nothing).
+   */
+  private redone(req: FuseRequest): ReturnType<CowfsMount['dispatch']> | null {
+    const r = this.resent;
+    if (r === null) return null;
+    const done = req.unique === r.done;
+    const counted = r.uniques.get(req.ino) === req.unique;
+    const name = req.bytes ?? Buffer.alloc(0);
+    const found = (parent: number): Inode => this.fs.find(parent, name) ?? fail('ENOENT', `the resent request's name is not in ${parent}`);
+    switch (req.op) {
+      case FsOp.MKNOD:
+      case FsOp.MKDIR:
+      case FsOp.SYMLINK:
+        return done ? [undefined, this.withParent(this.attr(found(req.ino)), req.ino)] : null;
+      case FsOp.LINK:
+        return done ? [undefined, this.attr(found(req.n[0]))] : null;
+      case FsOp.CREATE: {
+        if (!done) return null;
+        const inode = found(req.ino);
+        if (r.uniques.get(inode.ino) !== req.unique) this.fs.opened(inode.ino);
+        return [undefined, this.withParent(this.attr(inode), req.ino)];
+      }
+      case FsOp.UNLINK:
+        // The unlinked inode may be gone: no attributes for the addon to hold (inode 0).
+        return done ? [undefined, this.withParent(new Array<number>(14).fill(0), req.ino)] : null;
+      case FsOp.RMDIR:
+        return done ? [undefined, this.withParent([0], req.ino)] : null;
+      case FsOp.RENAME:
+      case FsOp.SETXATTR:
+      case FsOp.REMOVEXATTR:
+        return done ? [undefined, undefined] : null;
+      case FsOp.OPEN:
+      case FsOp.RELEASE:
+        return done || counted ? [undefined, undefined] : null;
+      default:
+        return null;
     }
   }
 

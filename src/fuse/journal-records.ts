@@ -3,11 +3,12 @@
  * reads them: what a killed daemon changed and answered for since its last
  * commit, oldest first.
  *
- * Four kinds: a block or filesystem volume's mapping (one 32-byte slot),
- * and, as long records (a head slot, then 24 payload bytes per slot), a
- * filesystem's tree item put or deleted, and a cowfs mount's native first
- * write into a file chunk (a take) or write past a file's end. A take names
- * the file's chunk, not the volume's index: the file's region places it.
+ * A block or filesystem volume's mapping is one 32-byte slot. The rest are
+ * long records (a head slot, then 24 payload bytes per slot): a
+ * filesystem's tree item put or deleted, a cowfs mount's native first
+ * write into a file chunk (a take) or write past a file's end, and the
+ * FUSE request a unit of tree items came from (DONE). A take names the
+ * file's chunk, not the volume's index: the file's region places it.
  *
  * Caveat: only the journal's own writer knows its slots are whole; a slot
  * whose seq is not its own stops the read there (journal_since), so a
@@ -23,7 +24,7 @@ export const VOLUME_INO_BASE = 1000;
 const SLOT = 32;
 const PAYLOAD = 24;
 const LONG = 1n << 63n;
-const Kind = { ITEM_PUT: 1, ITEM_DEL: 2, FILE_TAKE: 3, FILE_END: 4 } as const;
+const Kind = { ITEM_PUT: 1, ITEM_DEL: 2, FILE_TAKE: 3, FILE_END: 4, DONE: 5 } as const;
 
 /** A cowfs first write into a reserved chunk at data offset `offset`, for chunk `chunk` of file `ino`. */
 export interface FileTake {
@@ -41,7 +42,13 @@ export interface FileEnd {
   ino: number;
 }
 
-export type JournalRecord = MapChange | ItemChange | FileTake | FileEnd;
+/** The tree items before it (since the last DONE) are cowfs request `done`'s (its FUSE unique), on volume `id`. */
+export interface RequestDone {
+  done: number;
+  id: number;
+}
+
+export type JournalRecord = MapChange | ItemChange | FileTake | FileEnd | RequestDone;
 
 /** What a killed daemon's journal holds past commit `generation`; null when it cannot say. */
 export function journalRecords(fd: number, generation: number): JournalRecord[] | null {
@@ -83,6 +90,8 @@ function longRecord(kind: number, id: number, aux: number, payload: Buffer): Jou
       return { take: true, id, ino: Number(payload.readBigUInt64LE(0)), chunk: Number(payload.readBigUInt64LE(8)), offset: Number(payload.readBigInt64LE(16)) };
     case Kind.FILE_END:
       return { end: Number(payload.readBigUInt64LE(8)), id, ino: Number(payload.readBigUInt64LE(0)) };
+    case Kind.DONE:
+      return { done: Number(payload.readBigUInt64LE(0)), id };
     default:
       return fail('ECORRUPT', `journal: a long record of unknown kind ${kind}`);
   }

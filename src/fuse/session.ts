@@ -5,8 +5,12 @@
  * every other request to `handler` on the event loop; the handler must call
  * `reply` exactly once per request, before it returns or later.
  */
+import fs from 'node:fs';
+
+import type { ItemChange } from '../blockstore/pool.js';
 import type { KernelTimes } from '../cowfs/filesystem.js';
 import type { Time } from '../cowfs/inode.js';
+import { fail } from '../errors.js';
 import { type FuseHandle, native } from '../native.js';
 
 export const Op = {
@@ -51,6 +55,11 @@ export function emptyCounts(): IoCounts {
   };
 }
 
+/** How many times, 10 ms apart, to look for the kernel's INIT of a new mount. */
+const INIT_WAIT_TRIES = 500;
+/** Most tree items one journal unit holds (fuse_session.c): a larger change commits instead. */
+const JOURNAL_BATCH_MAX = 4096;
+
 export interface FuseRequest {
   id: number;
   /** Op for the block files, FsOp (cowfs-mount.ts) for a cowfs mount. */
@@ -66,6 +75,9 @@ export interface FuseRequest {
   /** Who asked. */
   uid: number;
   gid: number;
+  /** cowfs: the kernel's id of the request, and whether it is a resend of one a killed daemon read (FUSE_NOTIFY_RESEND). */
+  unique: number;
+  resent: boolean;
 }
 
 export interface SessionOptions {
@@ -103,21 +115,24 @@ export class FuseSession {
   private unmounting = false;
   /** Detaching: the requests still being read are served as usual, for the pool stays open until they are done. */
   private detaching = false;
+  private readonly mountpoint: string;
 
   /** `onLow`: the table's reserve of chunks for first writes runs low (see MappingListener.reserve). */
   constructor(opts: SessionOptions, handler: (req: FuseRequest) => void, onLow: () => void = () => {}) {
     let onClosed: () => void = () => {};
     this.closed = new Promise<void>((resolve) => (onClosed = resolve));
+    this.mountpoint = opts.mountpoint;
     this.handle = native.fuseMount(
       opts.mountpoint,
       opts.dataFd,
       opts.chunkSize,
       opts.tableSlots,
       opts.options,
-      (id, op, ino, n0, n1, n2, data, name, name2, uid, gid) => {
+      (id, op, ino, n0, n1, n2, data, name, name2, uid, gid, unique) => {
         if (op === Op.LOW) return onLow();
         const text = typeof name === 'string' ? name : undefined;
-        handler({ id, op, ino, n: [n0, n1, n2], data, name: text, bytes: typeof name === 'string' ? undefined : name, bytes2: name2, uid, gid });
+        const u = unique ?? 0;
+        handler({ id, op, ino, n: [n0, n1, n2], data, name: text, bytes: typeof name === 'string' ? undefined : name, bytes2: name2, uid, gid, unique: Math.abs(u), resent: u < 0 });
       },
       () => onClosed(),
       opts.takeover ? [opts.takeover.fd, opts.takeover.init] : undefined,
@@ -334,9 +349,23 @@ export class FuseSession {
     native.fuseJournal(this.handle, fd, volume);
   }
 
-  /** Records a filesystem tree item put (deleted: `value` null); false when the journal is full. */
-  journalItem(volume: number, key: Buffer, value: Buffer | null): boolean {
-    return native.fuseJournalItem(this.handle, volume, key, value) !== 0;
+  /**
+   * Records filesystem tree items put (deleted: `value` null) as one unit,
+   * then, unless `unique` is 0, that cowfs request `unique` of `volume`
+   * made them; false when the journal is full.
+   */
+  journalItems(items: readonly ItemChange[], volume: number, unique: number): boolean {
+    if (items.length > JOURNAL_BATCH_MAX) return false;
+    const parts: Buffer[] = [];
+    for (const it of items) {
+      const head = Buffer.alloc(12);
+      head.writeUInt32LE(it.id, 0);
+      head.writeUInt32LE(it.key.length, 4);
+      head.writeUInt32LE(it.value === null ? 0xffffffff : it.value.length, 8);
+      parts.push(head, it.key);
+      if (it.value !== null) parts.push(it.value);
+    }
+    return native.fuseJournalItems(this.handle, Buffer.concat(parts), items.length, volume, unique) !== 0;
   }
 
   /** Records a mapping change (offsets, -1 for none); false when the journal is full. */
@@ -365,6 +394,17 @@ export class FuseSession {
   connection(): Handover {
     const [fd, init] = native.fuseHandover(this.handle);
     return { fd, init };
+  }
+
+  /** connection(), once the kernel's INIT came: it follows the mount by a moment (the kernel sends it, libfuse reads it). */
+  async connectionWithInit(): Promise<Handover> {
+    for (let i = 0; i < INIT_WAIT_TRIES; i++) {
+      const h = this.connection();
+      if (h.init.length > 0) return h;
+      fs.closeSync(h.fd);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return fail('EIO', `the kernel never sent FUSE_INIT for ${this.mountpoint}`);
   }
 
   get closing(): boolean {
