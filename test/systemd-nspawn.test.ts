@@ -7,7 +7,8 @@
  * restart`: the writer sees no error, every block reads back, the journal
  * says both daemons took the mount over from the fd store, and `cowvol stop`
  * leaves the unit inactive and nothing mounted. A second writer, on a file
- * in a cowfs mount, runs through the `systemctl restart` the same way.
+ * in a cowfs mount, runs through the `systemctl restart` the same way, and
+ * through a second kill -9.
  *
  * Caveats: debootstrap fetches Debian's packages (about 50 s here), so this
  * needs the network to Debian's mirror, as `.ci/run`'s apt does. The host is
@@ -93,7 +94,7 @@ t.test('under systemd 252 in a container: kill -9 and systemctl restart are invi
   const log = (): string => (fs.existsSync(path.join(results, 'scenario.log')) ? fs.readFileSync(path.join(results, 'scenario.log'), 'utf8').slice(-2000) : 'no scenario log');
   if (s.get('stop') !== '0') t.comment(`the scenario's log ends: ${log()}`);
   const journalFile = path.join(results, 'journal.txt');
-  if (s.get('after_restart') !== '0' || s.get('cowfs_after_restart') !== '0') {
+  if (s.get('after_restart') !== '0' || s.get('cowfs_after_restart') !== '0' || s.get('cowfs_after_kill9') !== '0') {
     t.comment(`the service's journal ends: ${fs.existsSync(journalFile) ? fs.readFileSync(journalFile, 'utf8').slice(-4000) : 'no journal'}`);
   }
   t.equal(s.get('start'), '0', 'systemctl start waited for READY=1 and succeeded');
@@ -109,6 +110,9 @@ t.test('under systemd 252 in a container: kill -9 and systemctl restart are invi
   t.equal(s.get('cowfs'), '0', 'a cowfs volume was made and mounted');
   t.equal(s.get('cowfs_writing'), '0', 'its writer was writing');
   t.equal(s.get('cowfs_after_restart'), '0', 'and went on after systemctl restart');
+  t.equal(s.get('kill9_cowfs'), '0', 'a second kill -9, with the cowfs mount up, got a new daemon');
+  t.equal(s.get('cowfs_after_kill9'), '0', 'and the cowfs writer went on after it');
+  t.equal(s.get('after_second_kill9'), '0', 'and so did the block writer');
   t.equal(s.get('cowfs_writer'), '0', 'and exited cleanly');
   t.equal(s.get('stop'), '0', 'cowvol stop succeeded');
   t.equal(s.get('mounts'), '0', 'and left no mount');
@@ -116,11 +120,11 @@ t.test('under systemd 252 in a container: kill -9 and systemctl restart are invi
   t.same(writer.errors, [], 'no write or fsync failed across both restarts');
   t.equal(writer.bad, 0, `every block reads back what was written last (${writer.writes} writes)`);
   const cowfs = JSON.parse(fs.readFileSync(path.join(results, 'cowfs.json'), 'utf8')) as { writes: number; errors: string[]; bad: number };
-  t.same(cowfs.errors, [], 'no write or fsync to the cowfs file failed across the restart');
+  t.same(cowfs.errors, [], 'no write or fsync to the cowfs file failed across the restart and the kill');
   t.equal(cowfs.bad, 0, `every block of the cowfs file reads back what was written last (${cowfs.writes} writes)`);
   const journal = fs.readFileSync(journalFile, 'utf8');
-  t.equal(journal.match(/"msg":"took the mount over from the previous daemon"/g)?.length, 2, 'both successors took the connection from the fd store');
+  t.equal(journal.match(/"msg":"took the mount over from the previous daemon"/g)?.length, 3, 'every successor took the connection from the fd store');
   t.match(journal, /"cowfs":1,"msg":"handed the mount over"/, 'the daemon systemctl restart stopped handed it over, the cowfs mount with it');
-  t.equal(journal.match(/"msg":"cowfs mount taken over"/g)?.length, 1, 'and its successor took the cowfs mount over from the fd store');
+  t.equal(journal.match(/"msg":"cowfs mount taken over"/g)?.length, 2, 'and both later successors took the cowfs mount over from the fd store');
   t.notMatch(journal, /mounting afresh|detaching a mount left/, 'nothing was mounted afresh');
 });

@@ -12,6 +12,13 @@
  * lives in memory only: after a reboot the page cache is gone too, and
  * unflushed writes may be lost anyway.
  *
+ * cowfs mounts journal more (src/daemon/journal-replay.ts has the rules):
+ * each request's tree items as one unit with a DONE record naming it, the
+ * addon's first writes into a file's chunks, and writes past a file's end.
+ * Those are long records (journal.h): a head slot, then 24 payload bytes
+ * per slot, each slot with its own seq, and `next` moves past a record (or
+ * a unit of them) only once all of it is stored.
+ *
  * Format: a header (marks: which seq each recent commit covers) and a ring
  * of 32-byte records. A record counts once its `seq` field holds its own
  * seq, stored last; `next` moves after that, so a record torn by a kill is
@@ -19,7 +26,12 @@
  * it). Marks are written before a commit's superblock, trims after it.
  *
  * Bounded: `capacity` records; a full ring refuses appends, and the pool
- * commits before that (pool.ts, `journalRoom`).
+ * commits before that (pool.ts, `journalRoom`). A take promises its slots
+ * before its compare-and-swap (journal_promise), so an append from another
+ * session's table cannot make it fail after.
+ *
+ * Lock: `mu` guards appends, promises, marks and trims; every session of a
+ * daemon shares one mapping of a memfd (journal_open keeps a registry).
  */
 #include "journal.h"
 #include "fileops.h"

@@ -5,12 +5,14 @@
  * `cowvol unmount`).
  *
  * A restart hands the mounts over as it does the block files: a stopping
- * daemon detaches them (`detachAll`) and the next one takes their live
- * connections over (`restore` with what was handed), so processes holding
- * files open in them, and binds of them, carry on. A mount that was not
- * handed over (a kill -9, `cowvol stop`, more than HANDED_MOUNTS_MAX) is
- * mounted afresh at the same place and its binds made again: processes
- * with files open in it see errors across that restart.
+ * daemon detaches them (`detachAll`), a serving one keeps its holder up to
+ * date with them (`liveMounts`, for a kill -9), and the next one takes
+ * their live connections over (`restore` with what was handed), so
+ * processes holding files open in them, and binds of them, carry on. A
+ * mount that was not handed over (`cowvol stop`, more than
+ * HANDED_MOUNTS_MAX, open counts that overflowed) is mounted afresh at the
+ * same place and its binds made again: processes with files open in it
+ * see errors across that restart.
  *
  * Writes acknowledged to processes may sit in the kernel's page cache (the
  * mounts run with the writeback cache): `flush` pushes them into the pool

@@ -3,7 +3,7 @@
 # (test/systemd-nspawn.test.ts): cowvol.service under a real systemd, with a
 # writer on a block file while the service is killed with -9 (Restart=) and
 # restarted with `systemctl restart`, and a second writer on a file in a cowfs
-# mount through the restart (a kill -9 mounts cowfs afresh, so not that one). Each step appends a line of KEY=VALUE
+# mount through the restart and a second kill -9. Each step appends a line of KEY=VALUE
 # words to /results/steps (the status line is one value); the test reads them.
 exec > /results/scenario.log 2>&1
 set -x
@@ -52,6 +52,11 @@ systemctl restart cowvol
 running_other_than "$second"; say "restart=$?"
 progressed; say "after_restart=$?"
 progressed cowfs; say "cowfs_after_restart=$?"
+third=$(show MainPID)
+systemctl kill -s KILL cowvol
+running_other_than "$third"; say "kill9_cowfs=$?"
+progressed cowfs; say "cowfs_after_kill9=$?"
+progressed; say "after_second_kill9=$?"
 touch /results/stop
 wait "$writer"
 say "writer=$?"
