@@ -236,3 +236,48 @@ t.test('cowvol unmount refuses while files are open, and cowvol stop does not wa
   const check = cli(pool, 'check');
   t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
 });
+
+t.test('a request the killed daemon did but did not answer is answered, not done again, when the kernel resends it', async (t) => {
+  const { pool, live, d: first } = await fsVolume(t, 'cowfs-resent', NO_COMMITS);
+  const dir = path.join(live, 'resent');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'seed'), 'x');
+  // Each daemon kills itself after doing its request and before answering it (COWVOL_TEST_DIE_BEFORE_ANSWER).
+  const steps: [string, () => Promise<unknown>][] = [
+    ['MKDIR', () => fs.promises.mkdir(path.join(dir, 'd'))],
+    ['CREATE', async () => (await fs.promises.open(path.join(dir, 'f'), 'wx')).close()],
+    ['SYMLINK', () => fs.promises.symlink('f', path.join(dir, 'l'))],
+    ['LINK', () => fs.promises.link(path.join(dir, 'f'), path.join(dir, 'h'))],
+    ['RENAME', () => fs.promises.rename(path.join(dir, 'h'), path.join(dir, 'h2'))],
+    ['UNLINK', () => fs.promises.unlink(path.join(dir, 'h2'))],
+    ['RMDIR', () => fs.promises.rmdir(path.join(dir, 'd'))],
+  ];
+  let d = first;
+  for (const [op, run] of steps) {
+    // Handed over cleanly to a daemon that will die over the next request.
+    t.equal((await d.stop('SIGTERM')).code, 0, `${op}: the daemon before hands over`);
+    process.env.COWVOL_TEST_DIE_BEFORE_ANSWER = op;
+    try {
+      d = await Daemon.start(pool, first.mount, [...KEEP, ...NO_COMMITS]);
+    } finally {
+      delete process.env.COWVOL_TEST_DIE_BEFORE_ANSWER;
+    }
+    const done = run().then(
+      () => 'done',
+      (err: NodeJS.ErrnoException) => `${err.code ?? ''} ${err.message}`,
+    );
+    // SIGCONT changes nothing: this waits for the daemon to kill itself over the request.
+    const died = await d.stop('SIGCONT');
+    t.equal(died.signal, 'SIGKILL', `${op}: the daemon died serving it, before the answer`);
+    const next = await Daemon.start(pool, first.mount, [...KEEP, ...NO_COMMITS]);
+    t.match(next.log, /cowfs mount taken over/, `${op}: the next daemon took the mount over`);
+    t.equal(await done, 'done', `${op}: the kernel's resend of it was answered as done`);
+    d = next;
+  }
+  t.same(fs.readdirSync(dir).sort(), ['f', 'l', 'seed'], 'every change is there once');
+  t.equal(fs.statSync(path.join(dir, 'f')).nlink, 1, 'the link came and went once');
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stderr}`);
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
+});

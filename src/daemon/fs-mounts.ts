@@ -58,6 +58,8 @@ export interface FsMountsOptions {
   openCounts?: OpenCounts;
   /** The set of mounts changed (or their connections became known): the holder needs `liveMounts` again. */
   onChange?: () => void;
+  /** Tests only: CowfsMountOptions.dieBeforeAnswer. */
+  dieBeforeAnswer?: string;
 }
 
 interface Live {
@@ -349,6 +351,7 @@ export class FsMounts implements MountService, HeldWrites {
         takeover,
         journalFd: this.opts.journalFd,
         openCounts: region ?? undefined,
+        dieBeforeAnswer: this.opts.dieBeforeAnswer,
       });
       this.live.set(view.dir, { view, volumeId, mount, region });
       if (mount.dirtyLimitsKept !== null) this.log.warn({ dir: view.dir, why: mount.dirtyLimitsKept }, "a cowfs mount keeps the kernel's FUSE limit on dirty pages: buffered writes wait for writeback sooner");

@@ -144,6 +144,7 @@ export function serve(opts: ServeOptions): Daemon {
     journalFd: openCounts === null ? undefined : journalFd,
     openCounts: openCounts ?? undefined,
     onChange: () => mountsChanged(),
+    dieBeforeAnswer: process.env.COWVOL_TEST_DIE_BEFORE_ANSWER,
   });
   const { files, dataFd } = mountBlockFiles(opts, handle, log, inherited, journalFd, mounts);
   if (inherited !== null) fs.closeSync(inherited.journalFd);

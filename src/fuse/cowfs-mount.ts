@@ -102,6 +102,13 @@ export interface CowfsMountOptions {
   journalFd?: number;
   /** Where each file's open count goes as it changes, for a successor after a kill (src/daemon/open-counts.ts). */
   openCounts?: { set(ino: number, count: number, unique: number): void };
+  /**
+   * Fault injection for tests of the kill -9 handover: the process kills
+   * itself (SIGKILL) after serving the first request of this FsOp name and
+   * before answering it, the one moment a resend of it must not be done
+   * again. Set from $COWVOL_TEST_DIE_BEFORE_ANSWER by the daemon.
+   */
+  dieBeforeAnswer?: string;
 }
 
 /** What a detached mount leaves for the next daemon: the live connection and the open counts it was served with. */
@@ -254,6 +261,7 @@ export class CowfsMount {
     try {
       // One unit in the journal, named after the request, so a successor knows whether the kernel's resend of it was done.
       const answer = (req.resent ? this.redone(req) : null) ?? this.pool.atomically(() => this.dispatch(req), req.unique);
+      if (this.opts.dieBeforeAnswer !== undefined && FsOp[this.opts.dieBeforeAnswer as keyof typeof FsOp] === req.op) process.kill(process.pid, 'SIGKILL');
       if (typeof answer === 'number') this.session.reply(req.id, answer);
       else this.session.reply(req.id, 0, answer[0], answer[1]);
     } catch (err) {
