@@ -80,6 +80,12 @@ t.test('a successor replays first writes, CoW breaks and discards no commit held
   const c = Pool.open(meta, data);
   t.ok(c.read('v', 0, 256 * KiB).equals(wanted), 'and the replay was committed');
   t.equal(c.replay(todo), 0, 'replaying again changes nothing: every record is held');
+  // An empty replay brings no commit, so it must not hold punches back: a chunk written and freed between commits is punched at once.
+  c.write('v', 40 * 4 * KiB, fill(4 * KiB, 0xa7));
+  c.discard('v', 40 * 4 * KiB, 4 * KiB);
+  const disk = Buffer.alloc(data.size());
+  data.read(disk, 0);
+  t.equal(disk.indexOf(fill(4 * KiB, 0xa7)), -1, 'the freed chunk was punched without waiting for a commit');
   c.close();
 });
 

@@ -350,17 +350,19 @@ static int take_cow(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
     pthread_mutex_unlock(&t->spare);
     return 0;
   }
-  if (!ok && t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX && (!t->journal || journal_room(t->journal))) {
+  /* The slot is promised before the copy: another table's append cannot leave this break without its record. */
+  if (!ok && t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX && (!t->journal || journal_promise(t->journal, 1))) {
     int64_t fresh = t->reserve[--t->reserved];
     int64_t old = offset_of(st);
     if (copy_chunk(t, old, fresh) == 0) {
       /* Only a take changes a state under a read lock, and every take holds `spare`: nothing raced this store. */
       atomic_store_explicit(&e->state, fresh | WRITABLE, memory_order_release);
-      uint64_t seq = t->journal ? journal_append(t->journal, key_of(ino, index), fresh, old) : 0;
+      uint64_t seq = t->journal ? journal_append_promised(t->journal, key_of(ino, index), fresh, old) : 0;
       t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = fresh, .seq = seq, .old = old};
       atomic_fetch_add_explicit(&me->cow_breaks, 1, memory_order_relaxed);
       ok = 1;
     } else {
+      if (t->journal) journal_unpromise(t->journal, 1);
       /* The chunk may no longer read as zeros: JavaScript gives it back and punches it (inode 0: no volume). */
       t->taken[t->taken_count++] = (table_taken){.ino = 0, .index = 0, .offset = fresh, .seq = 0, .old = -1};
     }

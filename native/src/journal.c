@@ -251,13 +251,6 @@ uint64_t journal_append_long_promised(journal *j, int kind, uint64_t volume, int
   return seq;
 }
 
-int journal_room(journal *j) {
-  pthread_mutex_lock(&j->mu);
-  int room = fits(j, 1);
-  pthread_mutex_unlock(&j->mu);
-  return room;
-}
-
 uint64_t journal_next(journal *j) {
   return atomic_load_explicit((_Atomic uint64_t *)&j->h->next, memory_order_acquire);
 }

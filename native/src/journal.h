@@ -89,8 +89,6 @@ uint64_t journal_append_batch(journal *j, const journal_item *items, size_t n, u
 /* Slots a long record of `len` payload bytes takes. */
 uint64_t journal_slots(size_t len);
 uint64_t journal_next(journal *j);
-/* Whether one more record fits. */
-int journal_room(journal *j);
 /*
  * Sets `slots` aside for an append that must not fail once decided (a take,
  * after its compare-and-swap): 0 when they do not fit. The append that

@@ -1657,7 +1657,8 @@ export class Pool {
   replay(changes: readonly Replayed[], commit = true): number {
     this.mutable();
     const todo = this.replayPlan(changes);
-    this.replaying = true;
+    // Only a change brings the commit that ends this; an empty replay must not hold punches back until some later one.
+    if (todo.length > 0) this.replaying = true;
     for (const c of todo) {
       if ('key' in c) this.replayItem(c);
       else this.applyMap(this.volume(c.id), c.index, c.offset < 0 ? 0 : c.offset / this.chunkSize + 1);
@@ -1712,6 +1713,7 @@ export class Pool {
     const v = this.volume(ref);
     assert(v.fs !== null && !v.readOnly && index < FS_SPACE_CHUNKS, `replayTake into ${v.name}`);
     if (this.trees.get(v.tree, index) !== 0) return false;
+    this.replaying = true;
     this.applyMap(v, index, offset / this.chunkSize + 1);
     this.dataFirst = true;
     this.markChanged();
