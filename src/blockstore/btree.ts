@@ -61,8 +61,10 @@ interface Stored {
 /** A writable page on the way down, with the index taken in it. */
 interface Step {
   page: number;
+  /** The page's node: shared (read-only) until `owned`, which a change needs first (BTrees.mine). */
   node: Node;
   at: number;
+  owned: boolean;
 }
 
 function decode(buf: Buffer, page: number): Node {
@@ -118,6 +120,20 @@ function encode(node: Node): Buffer {
   return buf;
 }
 
+/**
+ * Byte order of two keys (KEY_SIZE bytes each) in four word compares.
+ * Buffer.compare is a call into C++ per pair, and a lookup makes a dozen:
+ * it was a tenth of a cowfs create's time.
+ */
+function compareKeys(a: Buffer, b: Buffer): number {
+  for (let at = 0; at < KEY_SIZE; at += 4) {
+    const x = a.readUInt32BE(at);
+    const y = b.readUInt32BE(at);
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
 /** Index of the last key <= key in a node (0 when every key is greater: the first key is a lower bound by position). */
 function childIndex(node: Node, key: Buffer): number {
   let lo = 1;
@@ -125,7 +141,7 @@ function childIndex(node: Node, key: Buffer): number {
   let found = 0;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    if (Buffer.compare(node.keys[mid] as Buffer, key) <= 0) {
+    if (compareKeys(node.keys[mid] as Buffer, key) <= 0) {
       found = mid;
       lo = mid + 1;
     } else hi = mid - 1;
@@ -139,7 +155,7 @@ function leafIndex(node: Node, key: Buffer): [number, boolean] {
   let hi = node.keys.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    const c = Buffer.compare(node.keys[mid] as Buffer, key);
+    const c = compareKeys(node.keys[mid] as Buffer, key);
     if (c === 0) return [mid, true];
     if (c < 0) lo = mid + 1;
     else hi = mid - 1;
@@ -234,10 +250,12 @@ export class BTrees {
   }
 
   /** The page is encoded when its bytes are needed (PageCache.putDeferred): a leaf changed a hundred times is encoded once. */
-  private store(page: number, node: Node): void {
+  private store(page: number, node: Node, last = false): void {
     if (this.stored.size >= STORED_MAX && !this.stored.has(page)) this.stored.clear();
-    // A copy of the arrays: the caller goes on changing its node (a split, a parent's new child) before storing it again.
-    const kept: Stored = { buf: null, node: { level: node.level, keys: [...node.keys], values: [...node.values], children: [...node.children] }, make: () => (kept.buf = encode(kept.node)) };
+    // A copy of the arrays, unless this is the `last` change the caller makes to the node: it may go on
+    // changing it (a split, a parent's new child) before storing it again.
+    const copy = last ? node : { level: node.level, keys: [...node.keys], values: [...node.values], children: [...node.children] };
+    const kept: Stored = { buf: null, node: copy, make: () => (kept.buf = encode(kept.node)) };
     this.stored.set(page, kept);
     this.cache.putDeferred(page, kept.make);
   }
@@ -279,13 +297,13 @@ export class BTrees {
     if (node.level === 0) {
       for (let i = leafIndex(node, from)[0]; i < node.keys.length; i++) {
         const key = node.keys[i] as Buffer;
-        if (Buffer.compare(key, to) >= 0) return true;
+        if (compareKeys(key, to) >= 0) return true;
         if (fn(key, node.values[i] as Buffer) === true) return true;
       }
       return false;
     }
     for (let i = childIndex(node, from); i < node.children.length; i++) {
-      if (i > 0 && Buffer.compare(node.keys[i] as Buffer, to) >= 0) return true;
+      if (i > 0 && compareKeys(node.keys[i] as Buffer, to) >= 0) return true;
       if (this.visit(node.children[i] as number, from, to, fn, depth + 1)) return true;
     }
     return false;
@@ -376,22 +394,33 @@ export class BTrees {
     const path: Step[] = [];
     let page = tree.root;
     for (let depth = 0; depth < MAX_HEIGHT; depth++) {
-      const node = this.own(page);
-      if (node.level === 0) {
-        path.push({ page, node, at: 0 });
+      const shared = this.node(page);
+      if (shared.level === 0) {
+        path.push({ page, node: this.own(page), at: 0, owned: true });
         return path;
       }
-      const at = childIndex(node, key);
-      let child = node.children[at] as number;
+      const at = childIndex(shared, key);
+      let child = shared.children[at] as number;
+      // An inner node is copied only when it changes: most puts change the leaf alone.
+      const step: Step = { page, node: shared, at, owned: false };
       if (!this.writable(child)) {
         child = this.shadow(child);
-        node.children[at] = child;
-        this.store(page, node);
+        this.mine(step).children[at] = child;
+        this.store(page, step.node);
       }
-      path.push({ page, node, at });
+      path.push(step);
       page = child;
     }
     assert(false, 'tree deeper than its bound');
+  }
+
+  /** The step's node, copied first if it is still the shared one: to be changed, then stored. */
+  private mine(step: Step): Node {
+    if (!step.owned) {
+      step.node = this.own(step.page);
+      step.owned = true;
+    }
+    return step.node;
   }
 
   /** Writes the changed leaf and splits upward while a node overflows. */
@@ -399,11 +428,11 @@ export class BTrees {
     for (let d = path.length - 1; d >= 0; d--) {
       const step = path[d] as Step;
       if (bytesOf(step.node) <= ROOM) {
-        this.store(step.page, step.node);
+        this.store(step.page, step.node, true);
         return;
       }
       const pieces = split(step.node);
-      this.store(step.page, pieces[0] as Node);
+      this.store(step.page, pieces[0] as Node, true);
       const extra = pieces.slice(1).map((p) => ({ key: p.keys[0] as Buffer, page: this.fresh(p) }));
       if (d === 0) {
         assert(tree.levels < MAX_HEIGHT, 'tree would grow past its height bound');
@@ -412,9 +441,9 @@ export class BTrees {
         tree.levels++;
         return;
       }
-      const parent = path[d - 1] as Step;
-      parent.node.keys.splice(parent.at + 1, 0, ...extra.map((e) => e.key));
-      parent.node.children.splice(parent.at + 1, 0, ...extra.map((e) => e.page));
+      const parent = this.mine(path[d - 1] as Step);
+      parent.keys.splice((path[d - 1] as Step).at + 1, 0, ...extra.map((e) => e.key));
+      parent.children.splice((path[d - 1] as Step).at + 1, 0, ...extra.map((e) => e.page));
     }
   }
 
@@ -437,13 +466,14 @@ export class BTrees {
       // Both go into a writable page: the leaf itself when it is the left one, else a copy of the left.
       const target = l === parent.at ? leftPage : this.writable(leftPage) ? leftPage : this.shadow(leftPage);
       this.store(target, { level: 0, keys: [...left.keys, ...right.keys], values: [...left.values, ...right.values], children: [] });
+      this.mine(parent);
       parent.node.children[l] = target;
       parent.node.keys.splice(r, 1);
       parent.node.children.splice(r, 1);
       this.store(parent.page, parent.node);
       // The page that was merged away loses the parent's hold; it was the leaf (writable) or an unchanged sibling.
       this.releasePage(rightPage, 0);
-      path[path.length - 1] = { page: target, node: this.own(target), at: 0 };
+      path[path.length - 1] = { page: target, node: this.own(target), at: 0, owned: true };
       parent.at = l;
       return;
     }
@@ -456,6 +486,7 @@ export class BTrees {
       const node = this.node(step.page);
       if (node.keys.length > 0) break;
       const parent = path[d - 1] as Step;
+      this.mine(parent);
       parent.node.keys.splice(parent.at, 1);
       parent.node.children.splice(parent.at, 1);
       this.store(parent.page, parent.node);
