@@ -687,10 +687,8 @@ export class Filesystem {
       this.opens.delete(ino);
       const v = this.tree.get(key(ino, ItemType.INODE, 0));
       if (v === undefined || this.pool.stat(this.tree.volume).readOnly) return;
-      const inode = this.tree.inode(ino);
-      if (inode.nlink === 0) {
-        this.free(inode);
-        }
+      const inode = decodeInode(ino, v);
+      if (inode.nlink === 0) this.free(inode);
     });
   }
 
