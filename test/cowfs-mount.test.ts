@@ -169,6 +169,27 @@ t.test('a daemon started again serves the mounts it recorded', async (t) => {
   await d.stop();
 });
 
+t.test('open with O_TRUNC empties the file in the volume, not only in the kernel', async (t) => {
+  const { pool, live, d } = await mountedVolume(t, 'cowfs-trunc', 'v', '64M');
+  const file = path.join(live, 'f');
+  fs.writeFileSync(file, Buffer.alloc(300000, 0x78));
+  sh('sync', ['-f', file]);
+  const before = fs.statSync(file, { bigint: true }).mtimeNs;
+  // What `> file` and Python's open(file, 'w') do: O_TRUNC on an existing file, then a shorter write.
+  const r = py(`import os\nfd = os.open(${JSON.stringify(file)}, os.O_WRONLY | os.O_TRUNC)\nos.write(fd, b'short')\nos.close(fd)`);
+  t.equal(r.status, 0, r.stderr);
+  t.equal(fs.statSync(file).size, 5, 'the kernel sees the new size');
+  t.ok(fs.statSync(file, { bigint: true }).mtimeNs > before, 'the truncate moved mtime');
+  // Unmounted and mounted again, nothing the kernel cached is left: the tree answers.
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  t.equal(cli(pool, 'mount', 'v', live).status, 0);
+  t.equal(fs.statSync(file).size, 5, 'the volume holds the new size');
+  t.equal(fs.readFileSync(file, 'utf8'), 'short', 'and no byte of the old contents');
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  t.equal(cli(pool, 'check').status, 0);
+  await d.stop();
+});
+
 t.test('bad requests get one clear line and change nothing', async (t) => {
   const { dir, pool, mount } = scratchPool(t, 'cowfs-bad');
   const none = cli(pool, 'mount', 'x', dir);

@@ -856,6 +856,14 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn) {
   /* The kernel enforces POSIX ACLs and leaves us the mode and inheritance (src/cowfs/acl.ts), and so the umask
    * too: with a default ACL in the directory it must not apply (each create, mknod and mkdir carries it). */
   conn->want |= (FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK) & conn->capable;
+  /*
+   * libfuse asks for atomic O_TRUNC by default: the kernel then empties the
+   * file in its own cache and leaves the truncate to OPEN, which here only
+   * counts the open. Without it the kernel sends the truncate as a SETATTR
+   * (size 0, the times, the set-id bits to drop), which JavaScript serves
+   * as it serves ftruncate.
+   */
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 }
 
 const struct fuse_lowlevel_ops cowfs_ops = {
