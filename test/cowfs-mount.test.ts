@@ -190,6 +190,36 @@ t.test('open with O_TRUNC empties the file in the volume, not only in the kernel
   await d.stop();
 });
 
+t.test('a file written back from the page cache keeps the times stat showed, across a remount', async (t) => {
+  const { pool, live, d } = await mountedVolume(t, 'cowfs-times', 'v', '64M');
+  // Two writes that come back to JavaScript from the page cache: through a shared mapping, and into a preallocated file.
+  const code = [
+    'import mmap, os, sys',
+    `root = ${JSON.stringify(live)}`,
+    "fd = os.open(root + '/mapped', os.O_CREAT | os.O_RDWR, 0o644)",
+    'os.ftruncate(fd, 65536)',
+    'm = mmap.mmap(fd, 65536)',
+    "m[100:105] = b'hello'",
+    'm.close()',
+    'os.close(fd)',
+    "fd = os.open(root + '/prealloc', os.O_CREAT | os.O_RDWR, 0o644)",
+    'os.posix_fallocate(fd, 0, 200000)',
+    "os.write(fd, b'x')",
+    'os.close(fd)',
+    'os.sync()',
+  ].join('\n');
+  const r = py(code);
+  t.equal(r.status, 0, r.stderr);
+  const shown = (name: string): bigint => fs.statSync(path.join(live, name), { bigint: true }).mtimeNs;
+  const before = { mapped: shown('mapped'), prealloc: shown('prealloc') };
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  t.equal(cli(pool, 'mount', 'v', live).status, 0);
+  t.equal(shown('mapped'), before.mapped, 'the mapped file has the mtime stat showed before');
+  t.equal(shown('prealloc'), before.prealloc, 'so has the preallocated one');
+  t.equal(cli(pool, 'unmount', live).status, 0);
+  await d.stop();
+});
+
 t.test('bad requests get one clear line and change nothing', async (t) => {
   const { dir, pool, mount } = scratchPool(t, 'cowfs-bad');
   const none = cli(pool, 'mount', 'x', dir);

@@ -79,6 +79,13 @@ export interface KernelTimes {
 export interface WriteFrom {
   /** The gid of a writer the kernel found may not keep set-id bits (it lacks CAP_FSETID). */
   killSetId?: number;
+  /**
+   * Written back from the kernel's page cache: the kernel keeps the file's
+   * mtime and ctime (stamped when the process wrote) and sends them with a
+   * setattr, so stamping now here would leave the tree later than what
+   * every stat showed, once the write-back came after that setattr.
+   */
+  keepTimes?: boolean;
 }
 
 export interface FsStats {
@@ -521,10 +528,12 @@ export class Filesystem {
       // Bytes between the old end and this write must read as zeros, whatever a crash left there.
       if (offset > inode.size) this.data.discard(inode, inode.size, offset);
       this.data.write(inode, offset, data);
-      const t = now();
       inode.size = Math.max(inode.size, offset + data.length);
-      inode.mtime = t;
-      inode.ctime = t;
+      if (from.keepTimes !== true) {
+        const t = now();
+        inode.mtime = t;
+        inode.ctime = t;
+      }
       this.tree.saveInode(inode);
       return data.length;
     });

@@ -57,8 +57,9 @@ export const FsOp = {
 
 /** FUSE_SET_ATTR_* bits (fuse_lowlevel.h). */
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1024, KILL_SETID: 2048 } as const;
-/** A write's n2 (fs_ops.c): the writer lacks CAP_FSETID. */
+/** A write's n2 (fs_ops.c): the writer lacks CAP_FSETID; the write comes back from the kernel's page cache. */
 const WRITE_KILLS_SETID = 1;
+const WRITE_FROM_CACHE = 2;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 /** Table entries of a mount (16 bytes each, 128 KiB): 512 MiB of file data at 64 KiB chunks served without JavaScript. */
@@ -391,7 +392,7 @@ export class CowfsMount {
       }
       case FsOp.WRITE: {
         this.chunks?.quiesce(req.ino, n0, n1);
-        const from = { killSetId: n2 & WRITE_KILLS_SETID ? req.gid : undefined };
+        const from = { killSetId: n2 & WRITE_KILLS_SETID ? req.gid : undefined, keepTimes: (n2 & WRITE_FROM_CACHE) !== 0 };
         const written = fs.write(req.ino, n0, req.data ?? Buffer.alloc(0), from);
         this.chunks?.offer(req.ino, n0, written);
         this.chunks?.extend(req.ino);
