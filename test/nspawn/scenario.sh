@@ -27,6 +27,17 @@ progressed() {
   done
   return 1
 }
+# The unit's ActiveState once systemd has reaped its main process (bounded): `cowvol stop` returns
+# when the daemon is done, a moment before that, while the unit still reads "deactivating".
+settled() {
+  local state
+  for _ in $(seq 300); do
+    state=$(show ActiveState)
+    [ "$state" != deactivating ] && break
+    sleep 0.1
+  done
+  echo "$state"
+}
 finish() { journalctl -u cowvol --no-pager -o cat > /results/journal.txt; systemctl poweroff; exit 0; }
 
 if ! cowvol pool init --pool /var/lib/cowvol || ! cowvol volume create v --size 64M --pool /var/lib/cowvol; then say "init=failed"; finish; fi
@@ -63,5 +74,5 @@ say "writer=$?"
 wait "$cowfs_writer"
 say "cowfs_writer=$?"
 cowvol stop --pool /var/lib/cowvol
-say "stop=$? active=$(show ActiveState) mounts=$(grep -c ' /run/cowvol \| /mnt/home ' /proc/self/mountinfo)"
+say "stop=$? active=$(settled) mounts=$(grep -c ' /run/cowvol \| /mnt/home ' /proc/self/mountinfo)"
 finish
