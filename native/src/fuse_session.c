@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,16 +61,32 @@ static request low_signal = {.op = OP_LOW};
 
 /* ---- the hop to JavaScript ------------------------------------------------- */
 
+/*
+ * The asking thread sleeps on `done` itself, not on a mutex and condition
+ * variable: a signal under the mutex woke the asker only for it to block
+ * on that mutex until the JavaScript thread let go of it, two wake-ups
+ * (and, on a virtual machine, two cross-CPU interrupts) per answer.
+ *
+ * The wake after the store may reach the asker's stack after it has
+ * returned: its stack is still mapped, and a futex wait that wakes early
+ * finds `done` unset and waits again, so a late wake only costs a loop.
+ */
+static void request_wait(request *r) {
+  while (atomic_load_explicit(&r->done, memory_order_acquire) == 0) syscall(SYS_futex, &r->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+static void request_done(request *r) {
+  atomic_store_explicit(&r->done, 1, memory_order_release);
+  syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 static void call_js(napi_env env, napi_value handler, void *context, void *data) {
   (void)context;
   request *r = data;
   if (r == &low_signal && env == NULL) return;
   if (env == NULL) { /* torn down with requests queued */
-    pthread_mutex_lock(&r->mu);
     r->err = EIO;
-    r->done = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    request_done(r);
     return;
   }
   napi_value argv[12], undefined;
@@ -98,33 +116,24 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   if (napi_call_function(env, undefined, handler, 12, argv, &result) != napi_ok && r != &low_signal) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
-    pthread_mutex_lock(&r->mu);
-    if (!r->done) {
+    if (!atomic_load_explicit(&r->done, memory_order_relaxed)) {
       r->err = EIO;
-      r->done = 1;
-      pthread_cond_signal(&r->cv);
+      request_done(r);
     }
-    pthread_mutex_unlock(&r->mu);
   }
 }
 
 int session_ask_js(session *s, request *r) {
-  pthread_mutex_init(&r->mu, NULL);
-  pthread_cond_init(&r->cv, NULL);
-  r->done = 0;
+  atomic_store_explicit(&r->done, 0, memory_order_relaxed);
   r->err = 0;
   r->out = NULL;
   r->outlen = 0;
   atomic_fetch_add(&s->slow_requests, 1);
   if (atomic_load(&s->closing) || napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
     r->err = EIO;
-    r->done = 1;
+    atomic_store_explicit(&r->done, 1, memory_order_relaxed);
   }
-  pthread_mutex_lock(&r->mu);
-  while (!r->done) pthread_cond_wait(&r->cv, &r->mu);
-  pthread_mutex_unlock(&r->mu);
-  pthread_mutex_destroy(&r->mu);
-  pthread_cond_destroy(&r->cv);
+  request_wait(r);
   return r->err;
 }
 
@@ -646,9 +655,8 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
       nums[i] = num(env, v);
     }
   }
-  pthread_mutex_lock(&r->mu);
-  if (r->done || r->answering) {
-    pthread_mutex_unlock(&r->mu);
+  /* Only this thread answers: the asker reads these after `done`. */
+  if (atomic_load_explicit(&r->done, memory_order_relaxed) || r->answering) {
     free(out);
     return throw_msg(env, "fuseReply: request already answered");
   }
@@ -657,13 +665,9 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   r->out = out;
   r->outlen = outlen;
   memcpy(r->r, nums, sizeof(nums));
-  pthread_mutex_unlock(&r->mu);
   /* The asking thread waits for `done`, so the request and all it points to are alive until then. */
   if (r->finish) r->finish(r);
-  pthread_mutex_lock(&r->mu);
-  r->done = 1;
-  pthread_cond_signal(&r->cv);
-  pthread_mutex_unlock(&r->mu);
+  request_done(r);
   return NULL;
 }
 

@@ -43,9 +43,12 @@ typedef struct request {
   int raw_names;
   uint32_t uid, gid;
   uint64_t unique; /* cowfs: the kernel's id of the request, FUSE_UNIQUE_RESEND kept (a successor's resend of one the killed daemon read) */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int done;
+  /*
+   * 1 once answered (fuseReply, or the teardown's EIO), stored last with
+   * release order: the asking thread waits on it as a futex (request_wait).
+   * Only the JavaScript thread answers, so nothing else guards the fields.
+   */
+  _Atomic uint32_t done;
   int err;
   char *out;
   size_t outlen;
