@@ -11,25 +11,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import t, { type Test } from 'tap';
+import t from 'tap';
 
 import { readMountTable } from '../src/host/mount-table.js';
-import { Daemon, bin, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
+import { Daemon, bin, cli, mountedVolume, scratchPool, sh, tidy } from './helpers/daemon.js';
 
 function mounted(dir: string): string | null {
   return readMountTable().find((m) => m.mountPoint === dir)?.source ?? null;
-}
-
-/** A daemon on a fresh pool with filesystem volume `name` of `size` mounted at DIR/live; all of it goes when the test ends. */
-async function mountedVolume(t: Test, prefix: string, name: string, size: string): Promise<{ dir: string; pool: string; live: string; d: Daemon }> {
-  const { dir, pool, mount } = scratchPool(t, prefix);
-  const d = await Daemon.start(pool, mount);
-  const live = path.join(dir, 'live');
-  fs.mkdirSync(live);
-  t.teardown(() => tidy(live));
-  t.equal(cli(pool, 'volume', 'create', name, '--size', size, '--kind', 'fs').status, 0, `volume ${name} created`);
-  t.equal(cli(pool, 'mount', name, live).status, 0, `volume ${name} mounted`);
-  return { dir, pool, live, d };
 }
 
 function py(code: string): { status: number; stdout: string; stderr: string } {

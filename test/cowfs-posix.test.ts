@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 import t from 'tap';
 
-import { Daemon, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
+import { Daemon, cli, mountedVolume, scratchPool, sh, tidy } from './helpers/daemon.js';
 
 const CASES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'test', 'posix', 'cases.py');
 const WALK = path.resolve(path.dirname(CASES), 'walk.py');
@@ -119,13 +119,7 @@ t.test('every POSIX case answers on cowfs as on ext4', async (t) => {
 });
 
 t.test('after seeded random operations, a remount shows what the processes saw', async (t) => {
-  const { dir, pool, mount } = scratchPool(t, 'cowfs-random');
-  const cowfs = path.join(dir, 'cowfs');
-  fs.mkdirSync(cowfs);
-  t.teardown(() => tidy(cowfs));
-  const d = await Daemon.start(pool, mount);
-  t.equal(cli(pool, 'volume', 'create', 'random', '--size', '256M', '--kind', 'fs').status, 0);
-  t.equal(cli(pool, 'mount', 'random', cowfs).status, 0);
+  const { pool, live: cowfs, d } = await mountedVolume(t, 'cowfs-random', 'random', '256M');
   for (const seed of [1, 2, 3]) {
     const at = path.join(cowfs, `seed${seed}`);
     fs.mkdirSync(at);

@@ -100,3 +100,15 @@ export function scratchPool(t: Test, name: string, init: string[] = []): { dir: 
   if (cli(pool, 'pool', 'init', ...init).status !== 0) throw new Error('pool init failed');
   return { dir, pool, mount };
 }
+
+/** A daemon on a fresh pool with filesystem volume `name` of `size` mounted at DIR/live; all of it goes when the test ends. */
+export async function mountedVolume(t: Test, prefix: string, name: string, size: string): Promise<{ dir: string; pool: string; live: string; d: Daemon }> {
+  const { dir, pool, mount } = scratchPool(t, prefix);
+  const d = await Daemon.start(pool, mount);
+  const live = path.join(dir, 'live');
+  fs.mkdirSync(live);
+  t.teardown(() => tidy(live));
+  t.equal(cli(pool, 'volume', 'create', name, '--size', size, '--kind', 'fs').status, 0, `volume ${name} created`);
+  t.equal(cli(pool, 'mount', name, live).status, 0, `volume ${name} mounted`);
+  return { dir, pool, live, d };
+}
