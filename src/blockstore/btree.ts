@@ -441,9 +441,10 @@ export class BTrees {
         tree.levels++;
         return;
       }
-      const parent = this.mine(path[d - 1] as Step);
-      parent.keys.splice((path[d - 1] as Step).at + 1, 0, ...extra.map((e) => e.key));
-      parent.children.splice((path[d - 1] as Step).at + 1, 0, ...extra.map((e) => e.page));
+      const up = path[d - 1] as Step;
+      const parent = this.mine(up);
+      parent.keys.splice(up.at + 1, 0, ...extra.map((e) => e.key));
+      parent.children.splice(up.at + 1, 0, ...extra.map((e) => e.page));
     }
   }
 
