@@ -28,10 +28,15 @@ const STAMP_SKEW_NS = 1_000_000_000n;
 
 type Walked = Record<string, Record<string, unknown>>;
 
+/** What one of test/posix/'s scripts printed about `dir`; throws if it failed. */
+function python(script: string, dir: string): string {
+  const r = sh('python3', [script, dir]);
+  if (r.status !== 0) throw new Error(`${path.basename(script)} failed on ${dir}: ${r.stderr}`);
+  return r.stdout;
+}
+
 function walk(dir: string): Walked {
-  const r = sh('python3', [WALK, dir]);
-  if (r.status !== 0) throw new Error(`walk.py failed on ${dir}: ${r.stderr}`);
-  return JSON.parse(r.stdout) as Walked;
+  return JSON.parse(python(WALK, dir)) as Walked;
 }
 
 /** What differs between two walks of one tree, as lines; the times of names `stampedByUs` picks may move forward a little. */
@@ -59,10 +64,8 @@ function differences(before: Walked, after: Walked, stampedByUs: (name: string) 
 const KNOWN: Record<string, { why: string; cowfs: unknown }> = {};
 
 function run(dir: string): Map<string, unknown> {
-  const r = sh('python3', [CASES, dir]);
-  if (r.status !== 0) throw new Error(`cases.py failed on ${dir}: ${r.stderr}`);
   const out = new Map<string, unknown>();
-  for (const line of r.stdout.trim().split('\n')) {
+  for (const line of python(CASES, dir).trim().split('\n')) {
     const { case: name, result } = JSON.parse(line) as { case: string; result: unknown };
     out.set(name, result);
   }
