@@ -66,3 +66,28 @@ export async function serveInProcess(t: Test, prefix: string, opts: ServeOptions
   t.teardown(() => served.close());
   return served;
 }
+
+/**
+ * Waits until the mount has handed at least `count` requests to JavaScript in
+ * all, and returns the count then. The kernel sends a RELEASE in the
+ * background after the close that caused it, so a test that counts it waits
+ * on the counter itself; the bound only stops a test whose request never came.
+ */
+export async function slowRequestsReach(mount: CowfsMount, count: number): Promise<number> {
+  for (let i = 0; i < 20_000; i++) {
+    const now = mount.stats().slowRequests;
+    if (now >= count) return now;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  return mount.stats().slowRequests;
+}
+
+/**
+ * Waits until every handle opened through the mount but `stillOpen` has been
+ * released, so a count read after it holds each close's RELEASE (which the
+ * kernel sends in the background, after close returned).
+ */
+export async function allReleased(mount: CowfsMount, stillOpen = 0): Promise<void> {
+  const open = (): number => mount.fs.openFiles().reduce((sum, [, count]) => sum + count, 0);
+  for (let i = 0; i < 20_000 && open() > stillOpen; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+}
