@@ -9,9 +9,13 @@
  *
  * Who answers: a request served here is answered by the FUSE thread that
  * read it; one that went to JavaScript is answered on the JavaScript
- * thread, inside fuseReply (`ask_then`), while the FUSE thread that asked
- * still waits, so what the request points to (names, data, the file info)
- * stays alive. The kernel hears one thread wake-up sooner.
+ * thread, inside fuseReply (`ask_then`). Most go over as a heap copy of the
+ * request with its names, data and file info (`hand_off`), and the FUSE
+ * thread goes back to reading: nothing wakes it when the answer is made,
+ * and a slow answer (an fsync's commit) holds no thread the other mounts
+ * share. Past HANDED_MAX per mount, or with more data than
+ * HANDED_DATA_MAX, the FUSE thread waits instead, so what the request
+ * points to stays alive; that bounds the copies' memory per mount.
  *
  * Caveats:
  * - Permissions are the kernel's (the mount runs with default_permissions);
@@ -79,6 +83,11 @@ enum {
   FS_COPY_FILE_RANGE = 45,
 };
 
+/* Requests of one mount handed to JavaScript with no thread waiting, at most: 64 copies of up to 5 KiB (names and data). */
+#define HANDED_MAX 64
+/* A request with more data (a write JavaScript serves, a large xattr) keeps its thread waiting instead of copying. */
+#define HANDED_DATA_MAX 4096
+
 /* Not 1 s as for a passthrough, whose directory others may change: repeated path walks cost no request. */
 static const double ATTR_SECONDS = 86400.0;
 
@@ -97,6 +106,7 @@ static request make(fuse_req_t req, int op, fuse_ino_t ino) {
   r.uid = ctx->uid;
   r.gid = ctx->gid;
   r.unique = fs_worker_unique;
+  r.sess = of(req);
   return r;
 }
 
@@ -232,16 +242,71 @@ static int ask(session *s, request *r) {
 
 /* Runs once per request: on the JavaScript thread as it answers, or on the asking thread if no answer came. */
 static void complete(request *r) {
-  after(of(r->req), r);
-  r->reply(r->req, r);
+  after(r->sess, r);
+  if (r->reply) r->reply(r->req, r);
 }
 
 static void ask_release(session *s, const request *opened);
+static void hand_release(const request *opened);
+
+/* Drops one of a heap copy's holds (session.h): at none, the copy goes, and with it its hold on the session. */
+static void let_go(request *r) {
+  if (--r->holds > 0) return;
+  session *s = r->sess;
+  if (r->release_ino) hand_release(r);
+  free(r);
+  atomic_fetch_sub(&s->handed, 1);
+  fs_workers_put(s);
+}
+
+/* A heap copy of r, with what it points to, for JavaScript to answer with no thread waiting; NULL past the bounds. */
+static request *heap_copy(session *s, const request *r) {
+  size_t n1 = r->name ? strlen(r->name) + 1 : 0, n2 = r->name2 ? strlen(r->name2) + 1 : 0;
+  size_t len = r->data ? r->len : 0;
+  if (len > HANDED_DATA_MAX) return NULL;
+  if (atomic_fetch_add(&s->handed, 1) >= HANDED_MAX) {
+    atomic_fetch_sub(&s->handed, 1);
+    return NULL;
+  }
+  request *h = malloc(sizeof(*h) + len + n1 + n2);
+  if (!h) {
+    atomic_fetch_sub(&s->handed, 1);
+    return NULL;
+  }
+  *h = *r;
+  char *p = (char *)(h + 1);
+  if (r->data) h->data = memcpy(p, r->data, len), p += len;
+  if (r->name) h->name = memcpy(p, r->name, n1), p += n1;
+  if (r->name2) h->name2 = memcpy(p, r->name2, n2);
+  if (r->fi) h->fi_copy = *r->fi, h->fi = &h->fi_copy;
+  h->heap = 1;
+  h->holds = 2; /* the answer's and call_js's */
+  h->let_go = let_go;
+  fs_workers_hold(s);
+  return h;
+}
+
+/*
+ * Hands r to JavaScript as a heap copy and returns 1, or 0 past the bounds
+ * (the caller waits instead). A copy the session refuses (it is closing)
+ * is answered here, with EIO.
+ */
+static int hand_off(session *s, request *r) {
+  request *h = heap_copy(s, r);
+  if (!h) return 0;
+  if (session_send_js(s, h) == 0) return 1;
+  h->err = EIO;
+  h->holds = 1;
+  complete(h);
+  let_go(h);
+  return 1;
+}
 
 /*
  * ask(), with the kernel answered by `reply` as soon as JavaScript answers
  * (complete(), from fuseReply), rather than after this thread wakes up:
- * one thread wake-up fewer between a request and its answer.
+ * one thread wake-up fewer between a request and its answer, and none at
+ * all for a request handed off.
  */
 static void ask_then(fuse_req_t req, request *r, void (*reply)(fuse_req_t req, request *r)) {
   session *s = of(req);
@@ -249,14 +314,15 @@ static void ask_then(fuse_req_t req, request *r, void (*reply)(fuse_req_t req, r
   r->reply = reply;
   r->finish = complete;
   before(s, r);
+  if (hand_off(s, r)) return;
   r->err = session_ask_js(s, r);
   /* No answer came (a teardown, an exception): answered here, with the errno the session set. */
   if (!r->answering) complete(r);
   if (r->release_ino) ask_release(s, r);
 }
 
-/* The open `opened` answered was not delivered (the opener is gone): the release that balances it will never come. */
-static void ask_release(session *s, const request *opened) {
+/* The release JavaScript must hear for an open whose answer found the opener gone: nobody will send it. */
+static request release_of(const request *opened) {
   request rel;
   memset(&rel, 0, sizeof(rel));
   rel.op = FS_RELEASE;
@@ -264,7 +330,28 @@ static void ask_release(session *s, const request *opened) {
   rel.raw_names = 1;
   rel.uid = opened->uid;
   rel.gid = opened->gid;
+  rel.sess = opened->sess;
+  return rel;
+}
+
+/* The open `opened` answered was not delivered (the opener is gone): the release that balances it will never come. */
+static void ask_release(session *s, const request *opened) {
+  request rel = release_of(opened);
   ask(s, &rel);
+}
+
+/*
+ * The same for a handed-off open, on the JavaScript thread, which must not
+ * wait for itself: the release goes over as a heap copy with no kernel
+ * request to answer. Past the bounds, or with the session closing, the
+ * count stays one high, as a kill's would (the orphan waits for the next
+ * mount's recovery).
+ */
+static void hand_release(const request *opened) {
+  request rel = release_of(opened);
+  rel.finish = complete;
+  rel.scope = CHANGES_NONE;
+  hand_off(rel.sess, &rel);
 }
 
 /* r[0..13]: ino, size, mode, nlink, uid, gid, rdev, 512-byte blocks, atime, mtime, ctime as (s, ns). */

@@ -18,12 +18,14 @@
  * daemon, which replays the kernel's INIT (handover.c), and the read after
  * a detach, which says the session is over so it can end.
  *
- * Lock notes: `refs` counts the registration (1 until the end) and every
- * worker serving the session; `ended` is set once. `done_mu` guards `done`,
- * which tells fuseDestroy that no worker will touch the session again.
- * Caveat: a worker waiting for JavaScript holds its thread, so with every
- * worker waiting, the other mounts wait too (JavaScript answers all of them
- * on one thread anyway).
+ * Lock notes: `refs` counts the registration (1 until the end), every
+ * worker serving the session and every request handed to JavaScript and
+ * not yet answered (fs_ops.c's hand_off); `ended` is set once. `done_mu`
+ * guards `done`, which tells fuseDestroy that no worker will touch the
+ * session again. A worker hands most requests for JavaScript over and
+ * reads on; past a mount's bound of them, or for a large write, it waits
+ * for the answer, and with every worker waiting the other mounts wait too
+ * (JavaScript answers all of them on one thread anyway).
  */
 #include "fs_workers.h"
 #include "session.h"
@@ -146,6 +148,14 @@ int fs_workers_add(session *s, int workers) {
   struct epoll_event ev = {.events = wanted(s), .data.ptr = s};
   if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) return errno;
   return 0;
+}
+
+void fs_workers_hold(session *s) {
+  atomic_fetch_add(&s->refs, 1);
+}
+
+void fs_workers_put(session *s) {
+  put(s);
 }
 
 void fs_workers_wait_done(session *s) {

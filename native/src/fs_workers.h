@@ -16,6 +16,9 @@ struct session;
 int fs_workers_add(struct session *s, int workers);
 /* Wakes a worker for the session even with no request queued: after a detach, so its read ends the session. */
 void fs_workers_wake(struct session *s);
+/* A hold on the session like a serving worker's, for a request answered after its worker moved on (fs_ops.c's hand_off): the closed callback waits for its put. */
+void fs_workers_hold(struct session *s);
+void fs_workers_put(struct session *s);
 /* Waits until no worker touches the session any more (its closed callback was called). */
 void fs_workers_wait_done(struct session *s);
 /* Workers running now (0 before the first cowfs mount). */

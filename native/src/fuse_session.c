@@ -80,13 +80,26 @@ static void request_done(request *r) {
   syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* No answer will come from JavaScript: EIO, answered by the asker, or here for a heap copy nobody waits on. */
+static void unanswered(request *r) {
+  r->err = EIO;
+  if (!r->heap) {
+    request_done(r);
+    return;
+  }
+  r->answering = 1;
+  if (r->finish) r->finish(r);
+  r->let_go(r);
+}
+
 static void call_js(napi_env env, napi_value handler, void *context, void *data) {
   (void)context;
   request *r = data;
   if (r == &low_signal && env == NULL) return;
   if (env == NULL) { /* torn down with requests queued */
-    r->err = EIO;
-    request_done(r);
+    int heap = r->heap;
+    unanswered(r);
+    if (heap) r->let_go(r);
     return;
   }
   napi_value argv[12], undefined;
@@ -112,24 +125,30 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   /* Negative for a resend (FUSE_UNIQUE_RESEND, bit 63): the rest fits a double for any run of a kernel. */
   uint64_t id = r->unique & ~(1ULL << 63);
   napi_create_double(env, (r->unique >> 63) ? -(double)id : (double)id, &argv[11]);
+  /* Read before the call: a request some thread waits on may be gone (its stack reused) once JavaScript answered. */
+  int heap = r->heap;
   napi_value result;
   if (napi_call_function(env, undefined, handler, 12, argv, &result) != napi_ok && r != &low_signal) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
-    if (!atomic_load_explicit(&r->done, memory_order_relaxed)) {
-      r->err = EIO;
-      request_done(r);
-    }
+    if (!atomic_load_explicit(&r->done, memory_order_relaxed) && !r->answering) unanswered(r);
   }
+  /* A heap copy lives on while its answer is pending (an fsync answers after its flush). */
+  if (heap) r->let_go(r);
 }
 
-int session_ask_js(session *s, request *r) {
+int session_send_js(session *s, request *r) {
   atomic_store_explicit(&r->done, 0, memory_order_relaxed);
   r->err = 0;
   r->out = NULL;
   r->outlen = 0;
   atomic_fetch_add(&s->slow_requests, 1);
-  if (atomic_load(&s->closing) || napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) {
+  if (atomic_load(&s->closing) || napi_call_threadsafe_function(s->tsfn, r, napi_tsfn_blocking) != napi_ok) return EIO;
+  return 0;
+}
+
+int session_ask_js(session *s, request *r) {
+  if (session_send_js(s, r) != 0) {
     r->err = EIO;
     atomic_store_explicit(&r->done, 1, memory_order_relaxed);
   }
@@ -665,9 +684,11 @@ napi_value fuse_reply(napi_env env, napi_callback_info info) {
   r->out = out;
   r->outlen = outlen;
   memcpy(r->r, nums, sizeof(nums));
-  /* The asking thread waits for `done`, so the request and all it points to are alive until then. */
+  /* The asking thread waits for `done`, so the request and all it points to are alive until then; a heap copy
+   * lives until its holds are let go (call_js holds one while JavaScript runs). */
   if (r->finish) r->finish(r);
-  request_done(r);
+  if (r->heap) r->let_go(r);
+  else request_done(r);
   return NULL;
 }
 

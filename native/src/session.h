@@ -4,8 +4,9 @@
  * carries one FUSE call to JavaScript and back, and the session itself.
  *
  * Lock notes: a request is owned by the FUSE thread that made it until
- * JavaScript answers (fuseReply sets done under `mu`); the session's fields
- * are set before its thread starts and read-only after, except the atomics.
+ * JavaScript answers (fuseReply stores `done`), or, handed over as a heap
+ * copy, by the JavaScript thread; the session's fields are set before its
+ * thread starts and read-only after, except the atomics.
  */
 #ifndef COWVOL_SESSION_H
 #define COWVOL_SESSION_H
@@ -73,6 +74,17 @@ typedef struct request {
   struct fuse_file_info *fi;
   uint64_t caps_ticket;
   uint64_t release_ino; /* an open or create whose reply found the opener gone: the asking thread releases it */
+  /*
+   * cowfs: a heap copy of a request no FUSE thread waits for (fs_ops.c's
+   * hand_off), with its names, data and file info copied in. `holds`: the
+   * answer's and call_js's; `let_go` drops one and frees the copy at none.
+   * Only the JavaScript thread touches a copy once it is handed over.
+   */
+  int heap;
+  int holds;
+  void (*let_go)(struct request *r);
+  struct session *sess;
+  struct fuse_file_info fi_copy;
 } request;
 
 typedef struct session {
@@ -83,6 +95,7 @@ typedef struct session {
   chunk_table *table;
   atomic_int closing;
   atomic_ullong slow_requests;
+  atomic_int handed; /* cowfs: requests handed to JavaScript with no thread waiting, not yet answered (fs_ops.c) */
   int io_flusher_errno; /* 0 when PR_SET_IO_FLUSHER took effect */
   handover ho;          /* our reads and writes on /dev/fuse (handover.c) */
   journal *journal;     /* map changes since the last commit, for a successor after a kill (journal.c); shared by a daemon's sessions */
@@ -111,6 +124,8 @@ typedef struct session {
 
 /* Sends the request to JavaScript and waits for its reply. Returns 0 or an errno. */
 int session_ask_js(session *s, request *r);
+/* Sends the request to JavaScript without waiting (a heap copy, see `heap`). 0, or EIO when the session is closing. */
+int session_send_js(session *s, request *r);
 
 /* This thread's read buffer, at least `size` bytes; NULL when out of memory. */
 char *session_read_buffer(size_t size);

@@ -29,6 +29,8 @@ export interface ServeOptions {
   stampMs?: number;
   /** Of the volume, bytes; 256 MiB unless set. */
   size?: number;
+  /** The process's shared FUSE threads, if this is its first cowfs mount (CowfsMountOptions.threads). */
+  threads?: number;
 }
 
 /** Volume `v` of a fresh pool, mounted at a new directory; all of it goes when the test ends. */
@@ -43,7 +45,7 @@ export async function serveInProcess(t: Test, prefix: string, opts: ServeOptions
   const dir = path.join(root, 'mnt');
   fs.mkdirSync(dir);
   const dataFd = fs.openSync(dataFilePath(path.join(root, 'pool')), 'r+');
-  const mountIt = (): CowfsMount => new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots: opts.tableSlots, stampMs: opts.stampMs });
+  const mountIt = (): CowfsMount => new CowfsMount(handle.pool, 'v', dir, { dataFd, tableSlots: opts.tableSlots, stampMs: opts.stampMs, threads: opts.threads });
   let closed = false;
   const served: Served = {
     handle,
