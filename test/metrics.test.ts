@@ -11,7 +11,7 @@ import t, { type Test } from 'tap';
 
 import { abortFuseConnection, fuseConnectionOf } from '../src/host/fusectl.js';
 import { MiB, blockCap, startCsi } from './helpers/csi.js';
-import { Daemon, cli, scratchPool, sh } from './helpers/daemon.js';
+import { Daemon, cli, mountedVolume, scratchPool, sh } from './helpers/daemon.js';
 import { type Scrape, get, scrape } from './helpers/scrape.js';
 
 const CHUNK = 64 * 1024;
@@ -142,6 +142,37 @@ t.test('CSI volumes carry their PVC, and CSI calls are timed by method and code'
   t.equal(m.all('cowvol_volume_size_bytes', claim)[0]?.labels.volume, created.volume.volumeId);
   t.equal(m.value('cowvol_csi_operation_duration_seconds_count', { method: 'CreateVolume', code: 'OK' }), 1);
   t.equal(m.value('cowvol_csi_operation_duration_seconds_count', { method: 'CreateVolume', code: 'INVALID_ARGUMENT' }), 1);
+});
+
+t.test('cowfs mounts: what the addon served and what went to JavaScript, per mounted volume', async (t) => {
+  const { pool, live: dir, d } = await mountedVolume(t, 'metrics-cowfs', 'files', '64M', ['--metrics-address', '127.0.0.1:0']);
+  t.teardown(() => d.stop());
+  const address = metricsAddress(pool) ?? '';
+  let m = await scrape(address);
+  t.equal(m.value('cowvol_cowfs_mounts'), 1, 'one mount');
+  const v = { volume: 'files' };
+  const js = m.value('cowvol_cowfs_javascript_requests_total', v);
+  // A directory made in the mount: a missing name in it is answered natively, and so are reads of
+  // chunks JavaScript served once.
+  fs.mkdirSync(path.join(dir, 'd'));
+  // Each create's lookup of its new name is a missing name too.
+  fs.writeFileSync(path.join(dir, 'd', 'small'), Buffer.alloc(4096, 2));
+  const file = path.join(dir, 'd', 'f');
+  fs.writeFileSync(file, Buffer.alloc(4 * CHUNK, 3));
+  for (let i = 0; i < 3; i++) t.notOk(fs.existsSync(path.join(dir, 'd', `missing-${i}`)));
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+  for (let i = 0; i < 2; i++) fs.readSync(fd, Buffer.alloc(CHUNK), 0, CHUNK, 0);
+  fs.closeSync(fd);
+  m = await scrape(address);
+  t.ok(m.value('cowvol_cowfs_javascript_requests_total', v) > js, 'the mkdir, create and open went to JavaScript');
+  t.equal(m.value('cowvol_cowfs_native_requests_total', { ...v, op: 'lookup_absent' }), 5, 'two new names and three missing ones, answered natively');
+  t.ok(m.value('cowvol_cowfs_native_requests_total', { ...v, op: 'read' }) >= 1, 'a read of a chunk JavaScript served once, natively');
+  t.ok(m.value('cowvol_cowfs_native_first_writes_total', v) >= 1, 'the small file\'s first chunk, taken from the reserve natively');
+  t.same(m.all('cowvol_cowfs_native_requests_total', { ...v, op: 'write' })[0]?.labels, { volume: 'files', namespace: '', persistentvolumeclaim: '', op: 'write' }, 'labelled as the block volumes are');
+  t.equal(cli(pool, 'unmount', dir).status, 0);
+  m = await scrape(address);
+  t.equal(m.value('cowvol_cowfs_mounts'), 0, 'unmounted: no mount');
+  t.same(m.all('cowvol_cowfs_javascript_requests_total', v), [], 'and its series are gone');
 });
 
 t.test('/healthz answers for the daemon, other paths and methods are refused', async (t) => {

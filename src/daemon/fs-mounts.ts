@@ -62,6 +62,9 @@ export interface FsMountsOptions {
   dieBeforeAnswer?: string;
 }
 
+/** A cowfs mount's counters: what the addon served itself, and what went to JavaScript (CowfsMount.stats). */
+export type MountCounters = { source: string; dir: string } & ReturnType<CowfsMount['stats']>;
+
 interface Live {
   view: MountView;
   volumeId: number;
@@ -203,6 +206,11 @@ export class FsMounts implements MountService, HeldWrites {
 
   list(): MountView[] {
     return [...this.live.values()].map((l) => ({ ...l.view })).sort((a, b) => (a.dir < b.dir ? -1 : 1));
+  }
+
+  /** Each mount's counters since it was mounted or taken over (src/daemon/metrics.ts reports them). */
+  counters(): MountCounters[] {
+    return [...this.live.values()].map((l) => ({ source: l.view.source, dir: l.view.dir, ...l.mount.stats() }));
   }
 
   /** Why the volume must not be deleted now (it is mounted), or null. */

@@ -1,7 +1,8 @@
 /**
  * What `cowvol serve` tells Prometheus (prom-client): per volume, counters
  * in the shape of node_exporter's diskstats (so dashboards and alerts made
- * for disks read them), and for the pool, the engine, FUSE and CSI.
+ * for disks read them), per cowfs mount, and for the pool, the engine, FUSE
+ * and CSI.
  *
  * Nothing is counted here on the data path: the addon counts per FUSE
  * thread (native/src/volume_stats.c), the pool counts commits and CoW
@@ -23,6 +24,7 @@ import { poolFreeBytes } from '../blockstore/pool-dir.js';
 import type { BlockFiles } from '../fuse/block-files.js';
 import { STAT_KINDS, type IoCounts } from '../fuse/session.js';
 import { claimOf } from '../csi/driver.js';
+import type { MountCounters } from './fs-mounts.js';
 
 /** Volumes a FUSE thread slot counts separately (native/src/volume_stats.c); beyond, requests are counted as untracked. */
 export const COUNTED_VOLUMES = 1024;
@@ -32,6 +34,8 @@ export interface MetricsSources {
   files: BlockFiles;
   /** Bytes free on the filesystem under the pool (the limit of a pool without a capacity). */
   hostFree(): number;
+  /** The cowfs mounts' counters; none without it. */
+  fsMounts?(): MountCounters[];
 }
 
 const VOLUME_LABELS = ['volume', 'namespace', 'persistentvolumeclaim'] as const;
@@ -60,6 +64,7 @@ interface Reading {
   hostFree: number;
   fuse: ReturnType<BlockFiles['stats']>;
   slow: Map<string, number>;
+  cowfs: MountCounters[];
 }
 
 export class Metrics {
@@ -75,6 +80,7 @@ export class Metrics {
     this.volumeMetrics();
     this.poolMetrics();
     this.engineMetrics();
+    this.cowfsMetrics();
     const commits = new client.Histogram({
       name: 'cowvol_commit_duration_seconds',
       help: 'Seconds from sealing a commit to its superblock being durable',
@@ -118,6 +124,7 @@ export class Metrics {
       hostFree: this.src.hostFree(),
       fuse: files.stats(),
       slow: files.slowRequests(),
+      cowfs: this.src.fsMounts?.() ?? [],
     };
   }
 
@@ -197,6 +204,39 @@ export class Metrics {
       [{ op: 'fsync' }, r.fuse.fastFlushes],
     ]);
   }
+
+  /** Per cowfs mount, counted since it was mounted or taken over: a remount or restart starts them again (a counter reset). */
+  private cowfsMetrics(): void {
+    this.family('gauge', 'cowvol_cowfs_mounts', 'cowfs mounts the daemon serves', [], (r) => [[{}, r.cowfs.length]]);
+    const opLabels = [...VOLUME_LABELS, 'op'];
+    this.family('counter', 'cowvol_cowfs_native_requests_total', 'cowfs requests the addon served without JavaScript, by what they were', opLabels, (r) =>
+      r.cowfs.flatMap((m) => {
+        const labels = mountLabels(m, r.volumes);
+        return [
+          [{ ...labels, op: 'read' }, m.fastReads],
+          [{ ...labels, op: 'write' }, m.fastWrites],
+          [{ ...labels, op: 'fdatasync' }, m.fastFlushes],
+          [{ ...labels, op: 'lookup_absent' }, m.absentNames],
+        ] as [Record<string, string>, number][];
+      }),
+    );
+    this.family('counter', 'cowvol_cowfs_native_first_writes_total', 'Chunks a cowfs mount\'s addon first wrote itself, from its reserve (among the native writes)', VOLUME_LABELS, (r) =>
+      r.cowfs.map((m) => [mountLabels(m, r.volumes), m.firstWrites]),
+    );
+    this.family('counter', 'cowvol_cowfs_javascript_requests_total', 'cowfs requests decided in JavaScript (metadata, and data the addon does not serve)', VOLUME_LABELS, (r) =>
+      r.cowfs.map((m) => [mountLabels(m, r.volumes), m.slowRequests]),
+    );
+  }
+}
+
+
+/**
+ * A cowfs mount's series carry its volume (VOL, or VOL@SNAP for a snapshot
+ * mounted read-only) with the volume's PVC, as the block volumes' do.
+ */
+function mountLabels(m: MountCounters, volumes: VolumeInfo[]): Record<string, string> {
+  const claim = claimOf(volumes.find((v) => v.name === m.source)?.labels ?? {});
+  return { volume: m.source, namespace: claim?.namespace ?? '', persistentvolumeclaim: claim?.name ?? '' };
 }
 
 /** The native latency histogram (volume_stats.c) as a Prometheus histogram family, `op` by request kind. */

@@ -187,7 +187,7 @@ export function serve(opts: ServeOptions): Daemon {
     keeping: Promise.resolve(),
     stopping: false,
     notifier: new Notifier(),
-    metrics: metricsAddressOf(opts) === null ? null : new Metrics({ pool: handle.pool, files, hostFree: () => hostFreeBytes(opts.poolDir) }),
+    metrics: metricsAddressOf(opts) === null ? null : new Metrics({ pool: handle.pool, files, hostFree: () => hostFreeBytes(opts.poolDir), fsMounts: () => mounts.counters() }),
     endpoint: null,
   };
   mountsChanged = () => {

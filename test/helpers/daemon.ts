@@ -101,10 +101,10 @@ export function scratchPool(t: Test, name: string, init: string[] = []): { dir: 
   return { dir, pool, mount };
 }
 
-/** A daemon on a fresh pool with filesystem volume `name` of `size` mounted at DIR/live; all of it goes when the test ends. */
-export async function mountedVolume(t: Test, prefix: string, name: string, size: string): Promise<{ dir: string; pool: string; live: string; d: Daemon }> {
+/** A daemon (with `extra` serve flags) on a fresh pool with filesystem volume `name` of `size` mounted at DIR/live; all of it goes when the test ends. */
+export async function mountedVolume(t: Test, prefix: string, name: string, size: string, extra: string[] = []): Promise<{ dir: string; pool: string; live: string; d: Daemon }> {
   const { dir, pool, mount } = scratchPool(t, prefix);
-  const d = await Daemon.start(pool, mount);
+  const d = await Daemon.start(pool, mount, extra);
   const live = path.join(dir, 'live');
   fs.mkdirSync(live);
   t.teardown(() => tidy(live));
