@@ -16,19 +16,10 @@ import { createInterface } from 'node:readline';
 
 import t from 'tap';
 
-import { mountAt, readMountTable } from '../src/host/mount-table.js';
+import { fuseConnectionOf, fuseControlDir } from '../src/host/fusectl.js';
 import { allReleased, serveInProcess } from './helpers/cowfs.js';
 
 const CHUNK = 64 * 1024;
-
-/** The kernel's control directory of the FUSE connection mounted at `dir` (fusectl). */
-function connectionOf(dir: string): string {
-  const entry = mountAt(readMountTable(), dir);
-  if (entry === undefined) throw new Error(`${dir} is not mounted`);
-  const conns = '/sys/fs/fuse/connections';
-  if (!fs.existsSync(path.join(conns, 'waiting')) && fs.readdirSync(conns).length === 0) spawnSync('mount', ['-t', 'fusectl', 'fusectl', conns]);
-  return path.join(conns, entry.devNo.split(':')[1] ?? '');
-}
 
 // The child opens the file (an open goes to JavaScript) and says so, then waits for a line. On it, a thread of
 // it lists the directory (a READDIR, which only JavaScript answers) and blocks; once the connection counts that
@@ -80,7 +71,7 @@ t.test('a read the addon serves is answered while a request waits for JavaScript
   const before = s.mount.stats();
   const fifo = path.join(path.dirname(s.dir), 'result');
   spawnSync('mkfifo', [fifo]);
-  const child = spawn('python3', ['-c', CHILD, s.dir, file, connectionOf(s.dir), fifo], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('python3', ['-c', CHILD, s.dir, file, fuseControlDir(fuseConnectionOf(s.dir)), fifo], { stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   t.equal((await lines.next()).value, 'opened');
   child.stdin.write('go\n');

@@ -1,7 +1,8 @@
 /**
  * The kernel's FUSE control filesystem (/sys/fs/fuse/connections/N), used
- * for one thing: aborting our own connection at shutdown when loop devices
- * still hold it open, so the serving threads end instead of waiting forever.
+ * by the daemon for one thing: aborting our own connection at shutdown when
+ * loop devices still hold it open, so the serving threads end instead of
+ * waiting forever (tests also read a connection's `waiting` count).
  * N is the minor number of the mount's device.
  */
 import fs from 'node:fs';
@@ -27,13 +28,19 @@ export function connectionOfEntry(entry: MountEntry): number {
   return Number(entry.devNo.split(':')[1]);
 }
 
-export function abortFuseConnection(connection: number): boolean {
-  if (!fs.existsSync(`${CONTROL}/${connection}`)) {
+/** The connection's control directory (abort, waiting, limits), with the control filesystem mounted if it was not. */
+export function fuseControlDir(connection: number): string {
+  const dir = `${CONTROL}/${connection}`;
+  if (!fs.existsSync(dir)) {
     // Not mounted on this host yet: mount it (harmless if another mounts it too).
     spawnSync('mount', ['-t', 'fusectl', 'fusectl', CONTROL]);
   }
+  return dir;
+}
+
+export function abortFuseConnection(connection: number): boolean {
   try {
-    fs.writeFileSync(`${CONTROL}/${connection}/abort`, '1');
+    fs.writeFileSync(`${fuseControlDir(connection)}/abort`, '1');
     return true;
   } catch {
     return false;
