@@ -69,18 +69,19 @@ export async function serveInProcess(t: Test, prefix: string, opts: ServeOptions
   return served;
 }
 
+/** Polls `done` every millisecond until it holds; the bound (about 20 s) only stops a test whose event never came. */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 20_000 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 1));
+}
+
 /**
  * Waits until the mount has handed at least `count` requests to JavaScript in
  * all, and returns the count then. The kernel sends a RELEASE in the
  * background after the close that caused it, so a test that counts it waits
- * on the counter itself; the bound only stops a test whose request never came.
+ * on the counter itself.
  */
 export async function slowRequestsReach(mount: CowfsMount, count: number): Promise<number> {
-  for (let i = 0; i < 20_000; i++) {
-    const now = mount.stats().slowRequests;
-    if (now >= count) return now;
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
+  await until(() => mount.stats().slowRequests >= count);
   return mount.stats().slowRequests;
 }
 
@@ -90,6 +91,5 @@ export async function slowRequestsReach(mount: CowfsMount, count: number): Promi
  * kernel sends in the background, after close returned).
  */
 export async function allReleased(mount: CowfsMount, stillOpen = 0): Promise<void> {
-  const open = (): number => mount.fs.openFiles().reduce((sum, [, count]) => sum + count, 0);
-  for (let i = 0; i < 20_000 && open() > stillOpen; i++) await new Promise((resolve) => setTimeout(resolve, 1));
+  await until(() => mount.fs.openFiles().reduce((sum, [, count]) => sum + count, 0) <= stillOpen);
 }
