@@ -154,10 +154,7 @@ export class Metrics {
   private volumeMetrics(): void {
     const { files } = this.src;
     const perVolume = (value: (v: VolumeInfo, r: Reading) => number) => (r: Reading): [Record<string, string>, number][] =>
-      r.volumes.map((v) => {
-        const claim = claimOf(v.labels);
-        return [{ volume: v.name, namespace: claim?.namespace ?? '', persistentvolumeclaim: claim?.name ?? '' }, value(v, r)];
-      });
+      r.volumes.map((v) => [volumeLabels(v.name, v.labels), value(v, r)]);
     for (const [name, field, help] of VOLUME_COUNTERS) {
       this.family('counter', name, help, VOLUME_LABELS, perVolume((v, r) => {
         const counts = r.io.get(v.id);
@@ -230,13 +227,15 @@ export class Metrics {
 }
 
 
-/**
- * A cowfs mount's series carry its volume (VOL, or VOL@SNAP for a snapshot
- * mounted read-only) with the volume's PVC, as the block volumes' do.
- */
+/** A volume's series labels (VOLUME_LABELS): its name and, for a CSI volume, its PVC. */
+function volumeLabels(name: string, labels: Record<string, string>): Record<string, string> {
+  const claim = claimOf(labels);
+  return { volume: name, namespace: claim?.namespace ?? '', persistentvolumeclaim: claim?.name ?? '' };
+}
+
+/** A cowfs mount's series carry its volume (VOL, or VOL@SNAP for a snapshot mounted read-only) as the block volumes' do. */
 function mountLabels(m: MountCounters, volumes: VolumeInfo[]): Record<string, string> {
-  const claim = claimOf(volumes.find((v) => v.name === m.source)?.labels ?? {});
-  return { volume: m.source, namespace: claim?.namespace ?? '', persistentvolumeclaim: claim?.name ?? '' };
+  return volumeLabels(m.source, volumes.find((v) => v.name === m.source)?.labels ?? {});
 }
 
 /** The native latency histogram (volume_stats.c) as a Prometheus histogram family, `op` by request kind. */
