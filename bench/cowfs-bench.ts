@@ -7,7 +7,12 @@
  *
  * Jobs:
  * - metadata: one Python process creates FILES files of 4 KiB in 200
- *   directories and syncs, stats them all, unlinks them all (seconds each);
+ *   directories and syncs, stats them all, unlinks them all (seconds each),
+ *   ROUNDS times on every target, each round in another order of targets
+ *   (medians reported, with the spread): on a small shared machine one
+ *   target's run alone moves by half from the host's writeback and
+ *   neighbours, and whichever target runs after another's heavy writes
+ *   pays for them;
  * - data: fio 4 KiB random reads and writes, 1 MiB sequential writes, and
  *   4 KiB writes with fsync after each, on a file in each target;
  * - snapshots: the time of a snapshot of a cowfs volume holding 10 files
@@ -15,7 +20,7 @@
  *   process with the daemon stopped (what is timed is the operation, with
  *   its commit, not a CLI process start).
  *
- *   node dist/bench/cowfs-bench.js [--quick] [--dir DIR] [--files N] [--runtime SECONDS]
+ *   node dist/bench/cowfs-bench.js [--quick] [--dir DIR] [--files N] [--rounds N] [--runtime SECONDS]
  *
  * Prints each result with ratios and writes bench/results/cowfs-bench.json.
  * Not here yet: pgbench.
@@ -37,6 +42,7 @@ const base = flag('--dir') ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cowvol-cowf
 const files = Number(flag('--files') ?? (quick ? 2000 : 20000));
 const snapFiles = quick ? 10000 : 100000;
 const runtime = Number(flag('--runtime') ?? (quick ? 3 : 10));
+const rounds = Number(flag('--rounds') ?? (quick ? 1 : 3));
 
 type Target = 'host' | 'cowfs' | 'ext4/cowvol' | 'C passthrough';
 const TARGETS: Target[] = ['host', 'C passthrough', 'cowfs', 'ext4/cowvol'];
@@ -137,7 +143,7 @@ async function main(): Promise<void> {
   let daemon = await startDaemon(bin, pool, mount, ['--metrics-address', 'none']);
   let loop = '';
   let reference: ChildProcess | undefined;
-  const meta: Partial<Record<Target, number[]>> = {};
+  const meta: Partial<Record<Target, number[][]>> = {};
   const data = new Map<string, Partial<Record<Target, number>>>();
   try {
     cowvol(pool, 'volume', 'create', 'fs', '--size', '16G', '--kind', 'fs');
@@ -147,9 +153,15 @@ async function main(): Promise<void> {
     await makeFs(loop, 'ext4');
     await mountFs(loop, dirs['ext4/cowvol'], 'ext4', [], false);
     reference = await startReference('passthrough-fs', base, dirs['C passthrough'], under);
+    for (let round = 0; round < rounds; round++) {
+      // Rotated, so no target always follows the same other one.
+      for (const target of TARGETS.map((_t, i) => TARGETS[(i + round) % TARGETS.length] as Target)) {
+        const seconds = metadata(dirs[target]);
+        (meta[target] ??= []).push(seconds);
+        process.stderr.write(`metadata ${target} round ${round + 1}: ${seconds.map((s) => s.toFixed(2)).join(' / ')} s\n`);
+      }
+    }
     for (const target of TARGETS) {
-      meta[target] = metadata(dirs[target]);
-      process.stderr.write(`metadata ${target}: ${meta[target]?.map((s) => s.toFixed(2)).join(' / ')} s\n`);
       for (const [name, extra] of FIO_JOBS) {
         const row = data.get(name) ?? {};
         row[target] = fio(dirs[target], extra);
@@ -183,16 +195,25 @@ async function main(): Promise<void> {
   if (flag('--dir') === undefined) fs.rmSync(base, { recursive: true, force: true });
 }
 
-function report(meta: Partial<Record<Target, number[]>>, data: Map<string, Partial<Record<Target, number>>>, snaps: { small: number; many: number }): void {
+/** Median of each phase over the rounds, and its spread as "min-max". */
+function phaseOf(runs: number[][] | undefined, i: number): { mid: number; spread: string } {
+  const xs = (runs ?? []).map((r) => r[i] ?? NaN);
+  return { mid: xs.length === 0 ? NaN : median(xs), spread: `${Math.min(...xs).toFixed(2)}-${Math.max(...xs).toFixed(2)}` };
+}
+
+function report(meta: Partial<Record<Target, number[][]>>, data: Map<string, Partial<Record<Target, number>>>, snaps: { small: number; many: number }): void {
   const lines: string[] = [];
   const phases = ['create+sync', 'stat', 'unlink'];
-  lines.push(`metadata, ${files} files of 4 KiB (seconds; ratio = other / cowfs, above 1 means cowfs is faster)`);
+  lines.push(`metadata, ${files} files of 4 KiB, median of ${rounds} rounds [spread] (seconds; ratio = other / cowfs, above 1 means cowfs is faster)`);
   phases.forEach((p, i) => {
-    const c = meta.cowfs?.[i] ?? NaN;
-    const h = meta.host?.[i] ?? NaN;
-    const e = meta['ext4/cowvol']?.[i] ?? NaN;
-    const r = meta['C passthrough']?.[i] ?? NaN;
-    lines.push(`  ${p.padEnd(12)} cowfs ${c.toFixed(2)}  C passthrough ${r.toFixed(2)} (${(r / c).toFixed(2)}x, goal 1.0)  host ${h.toFixed(2)} (${(h / c).toFixed(2)}x)  ext4/cowvol ${e.toFixed(2)} (${(e / c).toFixed(2)}x)`);
+    const c = phaseOf(meta.cowfs, i);
+    const h = phaseOf(meta.host, i);
+    const e = phaseOf(meta['ext4/cowvol'], i);
+    const r = phaseOf(meta['C passthrough'], i);
+    const ratio = (other: { mid: number }): string => (other.mid / c.mid).toFixed(2);
+    lines.push(
+      `  ${p.padEnd(12)} cowfs ${c.mid.toFixed(2)} [${c.spread}]  C passthrough ${r.mid.toFixed(2)} [${r.spread}] (${ratio(r)}x, goal 1.0)  host ${h.mid.toFixed(2)} (${ratio(h)}x)  ext4/cowvol ${e.mid.toFixed(2)} (${ratio(e)}x)`,
+    );
   });
   lines.push('data (IOPS; ratio = cowfs / other)');
   for (const [name, row] of data) {
@@ -203,7 +224,7 @@ function report(meta: Partial<Record<Target, number[]>>, data: Map<string, Parti
   process.stdout.write(`${lines.join('\n')}\n`);
   const out = path.join(repo, 'bench', 'results');
   fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, 'cowfs-bench.json'), JSON.stringify({ files, snapFiles, runtime, meta, data: Object.fromEntries(data), snaps }, null, 1));
+  fs.writeFileSync(path.join(out, 'cowfs-bench.json'), JSON.stringify({ files, rounds, snapFiles, runtime, meta, data: Object.fromEntries(data), snaps }, null, 1));
 }
 
 await main();
