@@ -212,6 +212,11 @@ t.test('the Grafana dashboard asks only for metrics the daemon exports', async (
   t.equal(cli(s.pool, 'volume', 'create', 'v', '--size', '1M').status, 0);
   await s.client.code('Identity', 'Probe');
   writeChunks(s.daemon.file('v'), 0, 1);
+  // A mounted filesystem volume: the cowfs panels' series exist only while one is mounted.
+  const files = path.join(s.dir, 'files');
+  fs.mkdirSync(files);
+  t.equal(cli(s.pool, 'volume', 'create', 'f', '--size', '64M', '--kind', 'fs').status, 0);
+  t.equal(cli(s.pool, 'mount', 'f', files).status, 0);
   const m = await scrape(metricsAddress(s.pool) ?? '');
   const exported = new Set(m.samples.map((x) => x.name));
   const dashboard = JSON.parse(fs.readFileSync(path.join(root, 'deploy', 'monitoring', 'grafana-dashboard.json'), 'utf8')) as {
