@@ -265,6 +265,48 @@ t.test('chunks waiting for their punch off the event loop are not allocated, and
   pool.close();
 });
 
+/** SlowPunchDisk that counts its data syncs off the event loop (writeBack), the last of which a test may await. */
+class CountedSyncDisk extends SlowPunchDisk {
+  syncs = 0;
+  lastSync: Promise<void> = Promise.resolve();
+
+  writeBack(): Promise<void> {
+    this.syncs++;
+    this.lastSync = Promise.resolve();
+    return this.lastSync;
+  }
+}
+
+t.test('a reserve meeting punched chunks no data sync has made durable starts one, and punches nothing twice', async (t) => {
+  const meta = new MemoryDisk();
+  const data = new CountedSyncDisk();
+  Pool.init(meta, data, { chunkSize: 65536 });
+  const pool = Pool.open(meta, data);
+  pool.createVolume('a', 8 * MiB);
+  pool.write('a', 0, fill(4 * MiB, 1));
+  pool.flush();
+  const freed = new Set(Array.from({ length: 64 }, (_, i) => pool.placeOf('a', i)?.offset ?? -1));
+  new Volumes(pool).delete('a');
+  data.asked[0]?.finish();
+  await pool.punched();
+  // Every free chunk now reads as zeros, but only a data sync after the punch makes that hold across a crash.
+  const reserve = pool.openReserve(8);
+  const handed: number[] = [];
+  const give = (offsets: number[]): number => handed.push(...offsets);
+  pool.topUpReserve(reserve, give);
+  t.same(handed, [], 'none is handed before a data sync');
+  t.equal(data.asked.length, 1, 'none is punched again');
+  t.equal(data.syncs, 1, 'the top-up started a data sync for them');
+  await data.lastSync;
+  pool.topUpReserve(reserve, give);
+  t.equal(handed.length, 8, 'after it, the next top-up fills the reserve');
+  t.ok(handed.every((offset) => freed.has(offset)), 'with the freed chunks');
+  t.equal(data.syncs, 1, 'and syncs no more');
+  reserve.drop();
+  clean(t, pool, 'after the top-ups');
+  pool.close();
+});
+
 t.test('a chunk written and freed before any commit is punched off the event loop, and held until then', async (t) => {
   const chunk = 65536;
   const { pool, data } = slowPunchPool();

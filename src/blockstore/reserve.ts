@@ -31,13 +31,15 @@ export class Reserve {
   }
 
   /**
-   * Hands `give` up to `limit` chunks. Returns the free chunks it met that
-   * are not known to be zero (say, left from a reserve before a restart):
-   * the caller punches them, and once a data sync has made that durable a
-   * later top-up can hand them.
+   * Hands `give` up to `limit` chunks. Of the free chunks it met that are
+   * not known to be zero, it returns those that still hold old bytes (say,
+   * left from a reserve before a restart), which the caller punches, and
+   * counts those punched already whose punch no data sync has made durable
+   * yet (`waiting`): punching those again would change nothing. Once a data
+   * sync has made a punch durable, a later top-up can hand the chunk.
    */
-  topUp(give: (offsets: number[]) => number): number[] {
-    if (this.handed.size >= this.limit || this.space.available() < 4 * this.limit) return [];
+  topUp(give: (offsets: number[]) => number): { punch: number[]; waiting: number } {
+    if (this.handed.size >= this.limit || this.space.available() < 4 * this.limit) return { punch: [], waiting: 0 };
     const chunks: number[] = [];
     const unknown: number[] = [];
     for (let i = this.handed.size; i < this.limit; i++) {
@@ -51,7 +53,8 @@ export class Reserve {
       if (i < took) this.handed.set(this.offsetOf(c), c);
       else this.space.unreserve(c);
     }
-    return unknown;
+    const punch = unknown.filter((c) => !this.zero.reads(c));
+    return { punch, waiting: unknown.length - punch.length };
   }
 
   /** The chunk behind an offset the frontend wrote a first write into; it leaves the reserve, still reserved in the space map. */
