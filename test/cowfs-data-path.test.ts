@@ -153,6 +153,29 @@ t.test('a table smaller than the file serves it right, evicting as it goes', asy
   t.ok(s.mount.stats().fastReads > fast, 'was read natively the second time');
 });
 
+t.test('a file as large as the table fits in it whole: a second pass reads every chunk natively', async (t) => {
+  // 64 entries are 8 buckets of 8 ways; spread at random, 64 chunks overflow some buckets and those reads go to JavaScript.
+  const s = await serveInProcess(t, 'data-path', { tableSlots: 64 });
+  const file = path.join(s.dir, 'f');
+  const data = pattern(64 * CHUNK, 12);
+  await fs.promises.writeFile(file, data);
+  // A fresh table: JavaScript serves each chunk's first read and hands the chunk over.
+  await s.remount();
+  for (let c = 0; c < 64; c++) await pread(file, c * CHUNK, CHUNK);
+  const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+  const before = s.mount.stats();
+  // The last chunk holds the file's end, whose reads JavaScript clips: all but it.
+  for (let c = 0; c < 63; c++) {
+    const b = Buffer.alloc(CHUNK);
+    await fh.read(b, 0, CHUNK, c * CHUNK);
+    if (!b.equals(data.subarray(c * CHUNK, (c + 1) * CHUNK))) t.fail(`chunk ${c} read back wrong`);
+  }
+  const after = s.mount.stats();
+  await fh.close();
+  t.equal(after.slowRequests - before.slowRequests, 0, 'no read went to JavaScript');
+  t.equal(after.fastReads - before.fastReads, 63, 'the addon served all 63');
+});
+
 t.test('a write asks nothing of JavaScript for file capabilities, and still drops one that was set', async (t) => {
   const s = await serveInProcess(t, 'data-path');
   const file = path.join(s.dir, 'f');

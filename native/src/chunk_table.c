@@ -173,30 +173,37 @@ static uint64_t hash_of(uint64_t key) {
   return h ^ (h >> 29);
 }
 
-static entry *bucket_of(chunk_table *t, uint64_t h) {
-  return &t->entries[(size_t)(h % (t->slots / WAYS)) * WAYS];
+/*
+ * A file's chunks go to consecutive buckets from a place its inode picks:
+ * a file of up to WAYS chunks per bucket fits whole. Spread at random, a
+ * 256 MiB file in a table of twice its chunks overflowed a few buckets, and
+ * a 1 MiB write, which is native only if all 16 of its chunks are there,
+ * went to JavaScript one time in five, evicting others on its way back.
+ */
+static entry *bucket_of(chunk_table *t, uint64_t key) {
+  uint64_t start = (key >> 32) * 0x9E3779B97F4A7C15ULL;
+  return &t->entries[(size_t)((start + (key & 0xffffffffULL)) % (t->slots / WAYS)) * WAYS];
 }
 
 /* Caller holds a lock. NULL on a miss. */
 static entry *find(chunk_table *t, uint64_t ino, uint64_t index) {
   uint64_t key = key_of(ino, index);
   if (key == 0) return NULL;
-  entry *b = bucket_of(t, hash_of(key));
+  entry *b = bucket_of(t, key);
   for (int w = 0; w < WAYS; w++)
     if (b[w].key == key) return &b[w];
   return NULL;
 }
 
-/* Caller holds every lock. The entry to fill for a key: its own, a free one, or a victim. */
+/* Caller holds every lock. The entry to fill for a key: its own, a free one, or a victim (a way its hash picks). */
 static entry *place(chunk_table *t, uint64_t key) {
-  uint64_t h = hash_of(key);
-  entry *b = bucket_of(t, h);
+  entry *b = bucket_of(t, key);
   entry *free_entry = NULL;
   for (int w = 0; w < WAYS; w++) {
     if (b[w].key == key) return &b[w];
     if (b[w].key == 0 && !free_entry) free_entry = &b[w];
   }
-  return free_entry ? free_entry : &b[(h >> 40) % WAYS];
+  return free_entry ? free_entry : &b[(hash_of(key) >> 40) % WAYS];
 }
 
 /*
