@@ -292,7 +292,10 @@ t.test('a reserve meeting punched chunks no data sync has made durable starts on
   // Every free chunk now reads as zeros, but only a data sync after the punch makes that hold across a crash.
   const reserve = pool.openReserve(8);
   const handed: number[] = [];
-  const give = (offsets: number[]): number => handed.push(...offsets);
+  const give = (offsets: number[]): number => {
+    handed.push(...offsets);
+    return offsets.length;
+  };
   pool.topUpReserve(reserve, give);
   t.same(handed, [], 'none is handed before a data sync');
   t.equal(data.asked.length, 1, 'none is punched again');

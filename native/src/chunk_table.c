@@ -174,11 +174,12 @@ static uint64_t hash_of(uint64_t key) {
 }
 
 /*
- * A file's chunks go to consecutive buckets from a place its inode picks:
- * a file of up to WAYS chunks per bucket fits whole. Spread at random, a
- * 256 MiB file in a table of twice its chunks overflowed a few buckets, and
- * a 1 MiB write, which is native only if all 16 of its chunks are there,
- * went to JavaScript one time in five, evicting others on its way back.
+ * A file's chunks go to consecutive buckets from a place its inode picks,
+ * so a file as large as the table, alone in it, fits whole. Spread at
+ * random, a 256 MiB file in a table of twice its chunks overflowed a few
+ * buckets, and a 1 MiB write, which is native only if all 16 of its chunks
+ * are there, went to JavaScript one time in five, evicting others on its
+ * way back.
  */
 static entry *bucket_of(chunk_table *t, uint64_t key) {
   uint64_t start = (key >> 32) * 0x9E3779B97F4A7C15ULL;
