@@ -64,7 +64,8 @@ interface Reading {
   hostFree: number;
   fuse: ReturnType<BlockFiles['stats']>;
   slow: Map<string, number>;
-  cowfs: MountCounters[];
+  /** Each cowfs mount's counters, with its series labels resolved once per scrape. */
+  cowfs: (MountCounters & { labels: Record<string, string> })[];
 }
 
 export class Metrics {
@@ -115,8 +116,9 @@ export class Metrics {
   private read(): Reading {
     const { pool, files } = this.src;
     const io = files.volumeStats();
+    const volumes = pool.list();
     return {
-      volumes: pool.list(),
+      volumes,
       io: io.byVolume,
       untracked: io.untracked,
       pool: pool.stats(),
@@ -124,7 +126,7 @@ export class Metrics {
       hostFree: this.src.hostFree(),
       fuse: files.stats(),
       slow: files.slowRequests(),
-      cowfs: this.src.fsMounts?.() ?? [],
+      cowfs: (this.src.fsMounts?.() ?? []).map((m) => ({ ...m, labels: mountLabels(m, volumes) })),
     };
   }
 
@@ -207,25 +209,24 @@ export class Metrics {
     this.family('gauge', 'cowvol_cowfs_mounts', 'cowfs mounts the daemon serves', [], (r) => [[{}, r.cowfs.length]]);
     const opLabels = [...VOLUME_LABELS, 'op'];
     this.family('counter', 'cowvol_cowfs_native_requests_total', 'cowfs requests the addon served without JavaScript, by what they were', opLabels, (r) =>
-      r.cowfs.flatMap((m) => {
-        const labels = mountLabels(m, r.volumes);
-        return [
-          [{ ...labels, op: 'read' }, m.fastReads],
-          [{ ...labels, op: 'write' }, m.fastWrites],
-          [{ ...labels, op: 'fdatasync' }, m.fastFlushes],
-          [{ ...labels, op: 'lookup_absent' }, m.absentNames],
-        ] as [Record<string, string>, number][];
-      }),
+      r.cowfs.flatMap(
+        (m) =>
+          [
+            [{ ...m.labels, op: 'read' }, m.fastReads],
+            [{ ...m.labels, op: 'write' }, m.fastWrites],
+            [{ ...m.labels, op: 'fdatasync' }, m.fastFlushes],
+            [{ ...m.labels, op: 'lookup_absent' }, m.absentNames],
+          ] as [Record<string, string>, number][],
+      ),
     );
     this.family('counter', 'cowvol_cowfs_native_first_writes_total', 'Chunks a cowfs mount\'s addon first wrote itself, from its reserve (among the native writes)', VOLUME_LABELS, (r) =>
-      r.cowfs.map((m) => [mountLabels(m, r.volumes), m.firstWrites]),
+      r.cowfs.map((m) => [m.labels, m.firstWrites]),
     );
     this.family('counter', 'cowvol_cowfs_javascript_requests_total', 'cowfs requests decided in JavaScript (metadata, and data the addon does not serve)', VOLUME_LABELS, (r) =>
-      r.cowfs.map((m) => [mountLabels(m, r.volumes), m.slowRequests]),
+      r.cowfs.map((m) => [m.labels, m.slowRequests]),
     );
   }
 }
-
 
 /** A volume's series labels (VOLUME_LABELS): its name and, for a CSI volume, its PVC. */
 function volumeLabels(name: string, labels: Record<string, string>): Record<string, string> {
