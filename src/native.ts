@@ -65,8 +65,8 @@ export interface NativeFuse {
   fuseKernelTimes(handle: FuseHandle): number[];
   /** A cowfs mount's clock: the wall time (s, ns) at CLOCK_MONOTONIC's zero. */
   fuseClock(handle: FuseHandle, sec: number, nsec: number): void;
-  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames (cowfs) */
-  fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number, number];
+  /** fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames (cowfs), cowBreaks */
+  fuseStats(handle: FuseHandle): [number, number, number, number, number, number, number, number, number];
   /** cowfs: `names` (each ended by a NUL) are all directory `dir` holds, so the addon answers lookups of others there (native/src/name_filter.h). */
   fuseFollowNames(handle: FuseHandle, dir: number, names: Buffer): void;
   fuseUnmount(handle: FuseHandle): void;

@@ -19,7 +19,9 @@
  * file's end, or an unmapped chunk inside a sparse file, which moves no
  * size): straight into a reserved chunk, folded into the tree only
  * when the next operation, flush or snapshot starts, as a mount folds
- * before each request; a crash may come before the fold.
+ * before each request; a crash may come before the fold. And writes into a
+ * chunk a snapshot shares as the addon makes them (a CoW break): the chunk
+ * copied into a reserved one with the write over it, folded the same way.
  * Then it takes new operations and commits again. COWVOL_SEED=N replays.
  */
 import t from 'tap';
@@ -37,8 +39,8 @@ import { FsModel, applyToFs, describeFsOp, dumpFs, dumpModel, ino, nextFsOp } fr
 import { runSeeds } from './helpers/seeds.js';
 
 const SEEDS = Number(process.env.COWVOL_CRASH_SEEDS ?? 600);
-/** Across the seeds: first writes made as the addon makes them, and crashes that found some not folded yet. */
-const tally = { native: 0, inside: 0, cutBeforeFold: 0 };
+/** Across the seeds: first writes and CoW breaks made as the addon makes them, and crashes that found some not folded yet. */
+const tally = { native: 0, inside: 0, breaks: 0, cutBeforeFold: 0 };
 const SECTOR = 512;
 
 /** A state the crash may leave: the model after some operation. */
@@ -96,8 +98,8 @@ function sectorsOk(fs: Filesystem, states: State[], matched: number): string | n
 class NativeFirstWrites {
   private readonly reserve: Reserve;
   private readonly handed: number[] = [];
-  /** end: how far a write through a hole past the end reached; null for a hole inside the file (the addon notes no end). */
-  private pending: { ino: number; chunk: number; offset: number; end: number | null }[] = [];
+  /** end: how far a write through a hole past the end reached; null for a hole inside the file or a break (the addon notes no end). */
+  private pending: { ino: number; chunk: number; offset: number; old: number; end: number | null }[] = [];
 
   constructor(
     private readonly pool: Pool,
@@ -109,19 +111,36 @@ class NativeFirstWrites {
 
   /** Into file chunk `chunk` at byte `within`, a hole past the file's end or (`inside`) in it; false when the reserve has nothing to give (no chunk is known to read as zeros yet). */
   write(ino: number, chunk: number, within: number, data: Buffer, inside: boolean): boolean {
+    const offset = this.take();
+    if (offset === undefined) return false;
+    tally.native++;
+    if (inside) tally.inside++;
+    this.pending.push({ ino, chunk, offset, old: -1, end: inside ? null : chunk * this.pool.chunkSize + within + data.length });
+    this.dataDisk.write(data, offset + within);
+    return true;
+  }
+
+  /** Into file chunk `chunk`, mapped at data offset `old` and shared: the chunk copied into a reserved one with the write over it; false when the reserve has nothing to give. */
+  overwriteShared(ino: number, chunk: number, within: number, data: Buffer, old: number): boolean {
+    const offset = this.take();
+    if (offset === undefined) return false;
+    tally.breaks++;
+    const copy = Buffer.alloc(this.pool.chunkSize);
+    this.dataDisk.read(copy, old);
+    data.copy(copy, within);
+    this.pending.push({ ino, chunk, offset, old, end: null });
+    this.dataDisk.write(copy, offset);
+    return true;
+  }
+
+  private take(): number | undefined {
     if (this.handed.length === 0) {
       this.pool.topUpReserve(this.reserve, (offsets) => {
         this.handed.push(...offsets);
         return offsets.length;
       });
     }
-    const offset = this.handed.pop();
-    if (offset === undefined) return false;
-    tally.native++;
-    if (inside) tally.inside++;
-    this.pending.push({ ino, chunk, offset, end: inside ? null : chunk * this.pool.chunkSize + within + data.length });
-    this.dataDisk.write(data, offset + within);
-    return true;
+    return this.handed.pop();
   }
 
   get waiting(): boolean {
@@ -136,6 +155,16 @@ class NativeFirstWrites {
     this.fs.absorb(this.reserve, { takes: pending, ends });
     this.pending = [];
   }
+}
+
+/** A whole chunk inside the file at `path` that a snapshot shares (the in-place rule refuses it), with its data offset; null for none. */
+function sharedChunk(pool: Pool, fs: Filesystem, path: string[]): { path: string[]; chunk: number; offset: number } | null {
+  const n = ino(fs, path);
+  for (const c of fs.chunksIn(n, 0, fs.getattr(n).size).chunks) {
+    const place = pool.placeOf('v', c.index);
+    if (place !== null && !place.writable) return { path, chunk: c.chunk, offset: place.offset };
+  }
+  return null;
 }
 
 /** Runs an operation the power may cut: the caller then records what it may have left before the crash goes on. */
@@ -224,6 +253,22 @@ async function runSeed(seed: number): Promise<string | null> {
         states.push({ label: `after step ${i} ${describeFsOp(op)}`, model: model.clone() });
         continue;
       }
+      const shared = r < 25 && files.length > 0 ? sharedChunk(pool, fs, rng.pick(files)[0]) : null;
+      if (shared !== null) {
+        const within = rng.int(chunkSize);
+        const op = { op: 'write' as const, path: shared.path, offset: shared.chunk * chunkSize + within, length: 1 + rng.int(chunkSize - within), byte: 1 + rng.int(250) };
+        log.push(`native break ${describeFsOp(op)}`);
+        model.apply(op);
+        const wrote = survive(() => firstWrites.overwriteShared(ino(fs, shared.path), shared.chunk, within, Buffer.alloc(op.length, op.byte), shared.offset));
+        if (plan.crashed) {
+          states.push({ label: `interrupted native break ${i}`, model: model.clone() });
+          throw new CrashError();
+        }
+        // Nothing reserved: the write goes to JavaScript, which breaks the chunk itself.
+        if (!wrote && applyToFs(fs, op) !== null) return `step ${i}: a write inside a file failed`;
+        states.push({ label: `after native break ${i} ${describeFsOp(op)}`, model: model.clone() });
+        continue;
+      }
       const op = nextFsOp(rng, model, chunkSize);
       log.push(describeFsOp(op));
       const want = model.apply(op);
@@ -282,6 +327,7 @@ t.test(`power loss under cowfs at any disk operation (${process.env.COWVOL_SEED 
   if (process.env.COWVOL_SEED === undefined) {
     t.ok(tally.native > SEEDS / 4, `${tally.native} first writes made as the addon makes them`);
     t.ok(tally.inside > 0, `${tally.inside} of them into holes inside sparse files`);
+    t.ok(tally.breaks > 0, `${tally.breaks} writes into shared chunks broken as the addon breaks them`);
     t.ok(tally.cutBeforeFold > 0, `${tally.cutBeforeFold} power cuts found some not folded yet`);
   }
 });

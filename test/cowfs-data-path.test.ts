@@ -20,6 +20,7 @@ import { promisify } from 'node:util';
 
 import t from 'tap';
 
+import { checkPool } from '../src/blockstore/check.js';
 import { PoolDir } from '../src/blockstore/pool-dir.js';
 import { Filesystem } from '../src/cowfs/filesystem.js';
 import { allReleased, serveInProcess, slowRequestsReach } from './helpers/cowfs.js';
@@ -120,6 +121,76 @@ assert os.copy_file_range(a, b, ${4 * CHUNK}) == ${4 * CHUNK}
   await pwrite(a, 0, pattern(CHUNK, 7));
   t.same(await pread(a, 0, CHUNK), pattern(CHUNK, 7), 'the source has the write');
   t.same(await pread(b, 0, 4 * CHUNK), pattern(4 * CHUNK, 6), 'the copy keeps what was copied');
+});
+
+t.test('a write into a chunk a snapshot shares is copied by the addon; an fdatasync commits the copy, and the snapshot keeps the old bytes', async (t) => {
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
+  const file = path.join(s.dir, 'f');
+  const a = pattern(4 * CHUNK, 11);
+  await fs.promises.writeFile(file, a);
+  const ino = (await fs.promises.stat(file)).ino;
+  s.volumes.createSnapshot('v@s');
+  t.same(await pread(file, 0, 4 * CHUNK), a, 'the file reads back after the snapshot (JavaScript enters its chunks, shared now)');
+  const before = s.mount.stats();
+  // Two writes into one shared chunk, whole pages so the kernel reads nothing first.
+  const child = new Talker(t, `
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, b"b" * 8192, ${CHUNK + 4096})
+os.pwrite(fd, b"c" * 4096, ${CHUNK + 32768})
+os.fdatasync(fd)
+print("synced", flush=True)
+sys.stdin.readline()
+os.close(fd)
+print("closed", flush=True)
+`, file);
+  t.equal(await child.line(), 'synced');
+  const after = s.mount.stats();
+  t.equal(after.cowBreaks - before.cowBreaks, 1, 'the addon broke the shared chunk once: the second write found its copy writable');
+  t.ok(after.fastWrites > before.fastWrites, 'and served the writes itself');
+  const expect = Buffer.from(a);
+  expect.fill('b', CHUNK + 4096, CHUNK + 12288);
+  expect.fill('c', CHUNK + 32768, CHUNK + 36864);
+  // What a kill -9 now would leave: the pool's files as they are.
+  const copy = tmpDir('data-path-copy');
+  const pool = path.join(path.dirname(s.dir), 'pool');
+  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
+  t.equal(await child.ask(''), 'closed');
+  const again = PoolDir.open(copy);
+  try {
+    t.same(new Filesystem(again.pool, again.pool.stat('v').id).read(ino, 0, 4 * CHUNK), expect, 'the fdatasync committed the copy with the writes');
+    t.same(new Filesystem(again.pool, again.pool.stat('v@s').id).read(ino, 0, 4 * CHUNK), a, 'and the snapshot kept the chunk it shared');
+    t.same(checkPool(again.pool).problems, [], 'the copy checks clean: the old chunk is held by the snapshot alone');
+  } finally {
+    again.close();
+    fs.rmSync(copy, { recursive: true, force: true });
+  }
+  t.same(await fs.promises.readFile(file), expect, 'the mount reads the writes');
+});
+
+t.test('after a snapshot the chunks the table held are entered again: a write into one is copied by the addon, with nothing read first', async (t) => {
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
+  const file = path.join(s.dir, 'f');
+  const a = pattern(4 * CHUNK, 13);
+  await fs.promises.writeFile(file, a);
+  t.same(await pread(file, 0, 4 * CHUNK), a, 'read once: the table holds the chunks');
+  s.volumes.createSnapshot('v@s');
+  // The fork took them back; they are entered again on the next turn of the event loop.
+  await new Promise((resolve) => setImmediate(resolve));
+  const before = s.mount.stats();
+  const fh = await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+  try {
+    await fh.write(Buffer.alloc(4 * KiB, 'd'), 0, 4 * KiB, 2 * CHUNK);
+  } finally {
+    await fh.close();
+  }
+  const after = s.mount.stats();
+  t.equal(after.cowBreaks - before.cowBreaks, 1, 'the addon broke the shared chunk');
+  t.equal(after.fastWrites - before.fastWrites, 1, 'and served the write');
+  const expect = Buffer.from(a).fill('d', 2 * CHUNK, 2 * CHUNK + 4 * KiB);
+  t.same(await pread(file, 0, 4 * CHUNK), expect, 'the file reads the write');
+  const ino = (await fs.promises.stat(file)).ino;
+  t.same(new Filesystem(s.handle.pool, s.handle.pool.stat('v@s').id).read(ino, 0, 4 * CHUNK), a, 'the snapshot does not');
 });
 
 t.test('a write past a truncated end goes to JavaScript, which moves the size', async (t) => {

@@ -4,13 +4,19 @@
  * the requests that raced an offer. Both keep a sequential writer on the
  * native path (bench: first writes vs overwrites in db-bench). And a change
  * the pool makes to a mapping the frontend may break itself (a CoW break,
- * an unmap) holds when the frontend broke it just before it was told.
+ * an unmap) holds when the frontend broke it just before it was told: for
+ * a block volume's table, and for a cowfs mount's (FileChunks), which takes
+ * such entries back before JavaScript changes their chunks.
  */
 import t from 'tap';
 
 import { checkPool } from '../src/blockstore/check.js';
 import type { MemoryDisk } from '../src/blockstore/memory-disk.js';
 import type { MappingListener } from '../src/blockstore/pool.js';
+import { Filesystem } from '../src/cowfs/filesystem.js';
+import { ROOT_INO } from '../src/cowfs/fs-tree.js';
+import { FileChunks } from '../src/fuse/file-chunks.js';
+import type { FuseSession } from '../src/fuse/session.js';
 import { memoryPool } from './helpers/pools.js';
 
 const KiB = 1024;
@@ -120,4 +126,76 @@ t.test('a CoW break or an unmap the pool makes holds when the table broke the ch
   t.ok(checkPool(pool).ok, 'the pool checks clean');
   mp.reopen();
   t.same(mp.pool.read('v', 0, 128 * KiB), expect, 'and after a reopen');
+});
+
+/** A cowfs mount's table, played by hand: it breaks the entry JavaScript takes back, just before the take-back returns. */
+class FileTable {
+  reserved: number[] = [];
+  entries = new Map<string, { offset: number; writable: boolean; breakable: boolean }>();
+  records: { ino: number; index: number; offset: number; old: number }[] = [];
+  raceOn: { ino: number; chunk: number; data: MemoryDisk } | null = null;
+
+  map(ino: number, chunk: number, offset: number, writable: boolean, breakable: boolean): void {
+    this.entries.set(`${ino}:${chunk}`, { offset, writable, breakable });
+  }
+  invalidate(ino: number, chunk: number): void {
+    const race = this.raceOn;
+    const entry = this.entries.get(`${ino}:${chunk}`);
+    this.entries.delete(`${ino}:${chunk}`);
+    if (race === null || race.ino !== ino || race.chunk !== chunk || entry === undefined || !entry.breakable) return;
+    this.raceOn = null;
+    const fresh = this.reserved.pop() as number;
+    const bytes = Buffer.alloc(64 * KiB);
+    race.data.read(bytes, entry.offset);
+    bytes.fill(7, 0, 512);
+    race.data.write(bytes, fresh);
+    this.records.push({ ino, index: chunk, offset: fresh, old: entry.offset });
+  }
+  reserve(offsets: number[]): number {
+    this.reserved.push(...offsets);
+    return offsets.length;
+  }
+  taken(): { ino: number; index: number; offset: number; old: number }[] {
+    const out = this.records;
+    this.records = [];
+    return out;
+  }
+  written(): [] {
+    return [];
+  }
+  kernelTimes(): [] {
+    return [];
+  }
+  holes(): void {}
+  generations(): void {}
+  commitNeeded(): void {}
+}
+
+t.test('a cowfs write JavaScript serves holds when the addon broke the shared chunk itself just before', async (t) => {
+  const mp = memoryPool({ capacity: 1024 * 1024 * KiB });
+  const { pool } = mp;
+  pool.createVolume('home', 64 * 1024 * KiB, { kind: 'fs', filesystem: true });
+  Filesystem.format(pool, 'home', { uid: 0, gid: 0 });
+  const id = pool.stat('home').id;
+  const fs = new Filesystem(pool, id);
+  const f = fs.mknod(ROOT_INO, Buffer.from('f'), 0o100644, 0, { uid: 0, gid: 0 });
+  fs.write(f.ino, 0, Buffer.alloc(128 * KiB, 1));
+  pool.fork('home', 'home@s', { readOnly: true });
+  const table = new FileTable();
+  const chunks = new FileChunks(pool, id, fs, table as unknown as FuseSession, 64, true);
+  const unwatch = pool.watch(id, chunks);
+  chunks.replenish();
+  chunks.offer(f.ino, 0, 128 * KiB);
+  t.ok(table.entries.get(`${f.ino}:0`)?.breakable, 'the shared chunk was entered for the addon to break');
+  // JavaScript serves a write into chunk 0 (as cowfs-mount.ts does: quiesce, then the write); the addon broke it first.
+  table.raceOn = { ino: f.ino, chunk: 0, data: mp.data };
+  chunks.quiesce(f.ino, 1024, 4 * KiB);
+  t.equal(table.raceOn, null, 'the entry was taken back before JavaScript wrote');
+  fs.write(f.ino, 1024, Buffer.alloc(4 * KiB, 2));
+  chunks.fold();
+  const expect = Buffer.alloc(128 * KiB, 1).fill(7, 0, 512).fill(2, 1024, 1024 + 4 * KiB);
+  t.same(fs.read(f.ino, 0, 128 * KiB), expect, 'the file has the addon\'s write and then JavaScript\'s, in the one copy');
+  t.same(new Filesystem(pool, pool.stat('home@s').id).read(f.ino, 0, 128 * KiB), Buffer.alloc(128 * KiB, 1), 'the snapshot has neither');
+  unwatch();
+  t.ok(checkPool(pool).ok, 'the pool checks clean');
 });

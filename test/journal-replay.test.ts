@@ -228,10 +228,10 @@ t.test('first writes and ends the addon served are placed only when no later cha
   data.write(fill(4 * KiB, 9), offset);
   const folding = fs.getattr(folded.ino);
   const records: JournalRecord[] = [
-    { take: true, id, ino: f.ino, chunk: 0, offset },
+    { take: true, id, ino: f.ino, chunk: 0, offset, old: -1 },
     { end: 3000, id, ino: f.ino },
     // A take of `folded`, then its inode saved by the request that folded it (its mapping is in a record of its own).
-    { take: true, id, ino: folded.ino, chunk: 0, offset: offset + 4 * KiB },
+    { take: true, id, ino: folded.ino, chunk: 0, offset: offset + 4 * KiB, old: -1 },
     { id, key: inodeKey(folded.ino), value: encodeInode({ ...folding, size: 1 }) },
   ];
   replayJournal(p, records);
@@ -241,5 +241,36 @@ t.test('first writes and ends the addon served are placed only when no later cha
   t.ok(after.read(f.ino, 0, 3000).equals(fill(4 * KiB, 9).subarray(0, 3000)), 'the first write reads back');
   t.equal(after.getattr(folded.ino).chunks, 0, 'a take some later change of its file folded is not placed again');
   t.same(checkFilesystem(p, id), [], 'check clean');
+  p.close();
+});
+
+t.test('a CoW break the addon made is replayed only over the chunk it copied: the snapshot keeps that one', async (t) => {
+  const meta = new MemoryDisk();
+  const data = new MemoryDisk();
+  Pool.init(meta, data, { chunkSize: 4 * KiB });
+  const p = Pool.open(meta, data);
+  p.createVolume('home', 1024 * KiB, { kind: 'fs', filesystem: true });
+  Filesystem.format(p, 'home', root);
+  const id = p.stat('home').id;
+  const fs = new Filesystem(p, id);
+  const f = fs.mknod(ROOT_INO, name('f'), 0o100644, 0, root);
+  fs.write(f.ino, 0, fill(4 * KiB, 1));
+  p.fork('home', 'home@s', { readOnly: true });
+  p.commit();
+  const [shared] = fs.chunksIn(f.ino, 0, 4 * KiB).chunks;
+  const old = p.placeOf(id, (shared as { index: number }).index)?.offset ?? -1;
+  t.ok(old >= 0, 'the file maps a chunk the snapshot shares');
+  // The addon copied it into a free chunk far past anything the pool allocated, then wrote there.
+  const offset = 200 * 4 * KiB;
+  data.write(fill(4 * KiB, 2), offset);
+  const records: JournalRecord[] = [{ take: true, id, ino: f.ino, chunk: 0, offset, old }];
+  t.equal(replayJournal(p, records).applied, 1, 'the break was placed');
+  const after = new Filesystem(p, id);
+  t.ok(after.read(f.ino, 0, 4 * KiB).equals(fill(4 * KiB, 2)), 'the file reads the write into the copy');
+  t.equal(after.getattr(f.ino).chunks, 1, 'and still counts one chunk');
+  t.ok(new Filesystem(p, p.stat('home@s').id).read(f.ino, 0, 4 * KiB).equals(fill(4 * KiB, 1)), 'the snapshot reads the chunk it shared');
+  t.equal(replayJournal(p, records).applied, 0, 'replayed again, it finds its copy mapped and changes nothing');
+  t.ok(checkPool(p).ok, 'the pool checks clean: the old chunk is the snapshot\'s alone');
+  t.same(checkFilesystem(p, id), [], 'so does the filesystem');
   p.close();
 });

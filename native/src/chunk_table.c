@@ -301,6 +301,18 @@ static uint64_t journal_take(chunk_table *t, uint64_t ino, uint64_t index, int64
   return journal_append_long_promised(t->journal, JOURNAL_FILE_TAKE, (uint64_t)t->journal_volume, 0, payload, sizeof(payload));
 }
 
+/* The journal slots a break's record needs: a cowfs file's names the old chunk too, so a successor checks it replaces that one. */
+static uint64_t break_slots(chunk_table *t) {
+  return t->journal_volume >= 0 ? journal_slots(4 * sizeof(int64_t)) : 1;
+}
+
+/* The journal record of a CoW break, in the room journal_promise set aside for it (break_slots). */
+static uint64_t journal_break(chunk_table *t, uint64_t ino, uint64_t index, int64_t fresh, int64_t old) {
+  if (t->journal_volume < 0) return journal_append_promised(t->journal, key_of(ino, index), fresh, old);
+  int64_t payload[4] = {(int64_t)ino, (int64_t)index, fresh, old};
+  return journal_append_long_promised(t->journal, JOURNAL_FILE_BREAK, (uint64_t)t->journal_volume, 0, payload, sizeof(payload));
+}
+
 /*
  * Turns one hole into a reserved chunk and records it for JavaScript.
  * Caller holds a read lock. 0 when the reserve or the record ring is out.
@@ -353,24 +365,20 @@ static int take_cow(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
   int64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
   /* Another writer broke it while we waited for `spare`: write in place. */
   int ok = (st & WRITABLE) != 0;
-  /* A cowfs file's break has no record a successor could place: JavaScript makes it. */
-  if (!ok && t->journal && t->journal_volume >= 0) {
-    pthread_mutex_unlock(&t->spare);
-    return 0;
-  }
-  /* The slot is promised before the copy: another table's append cannot leave this break without its record. */
-  if (!ok && t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX && (!t->journal || journal_promise(t->journal, 1))) {
+  uint64_t slots = break_slots(t);
+  /* The slots are promised before the copy: another table's append cannot leave this break without its record. */
+  if (!ok && t->reserved > 0 && t->taken_count < TABLE_RESERVE_MAX && (!t->journal || journal_promise(t->journal, slots))) {
     int64_t fresh = t->reserve[--t->reserved];
     int64_t old = offset_of(st);
     if (copy_chunk(t, old, fresh) == 0) {
       /* Only a take changes a state under a read lock, and every take holds `spare`: nothing raced this store. */
       atomic_store_explicit(&e->state, fresh | WRITABLE, memory_order_release);
-      uint64_t seq = t->journal ? journal_append_promised(t->journal, key_of(ino, index), fresh, old) : 0;
+      uint64_t seq = t->journal ? journal_break(t, ino, index, fresh, old) : 0;
       t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = fresh, .seq = seq, .old = old};
       atomic_fetch_add_explicit(&me->cow_breaks, 1, memory_order_relaxed);
       ok = 1;
     } else {
-      if (t->journal) journal_unpromise(t->journal, 1);
+      if (t->journal) journal_unpromise(t->journal, slots);
       /* The chunk may no longer read as zeros: JavaScript gives it back and punches it (inode 0: no volume). */
       t->taken[t->taken_count++] = (table_taken){.ino = 0, .index = 0, .offset = fresh, .seq = 0, .old = -1};
     }

@@ -871,17 +871,18 @@ napi_value fuse_follow_names(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames] */
+/* fuseStats(session) -> [fastReads, fastWrites, slowRequests, ioFlusherErrno, firstWrites, fastFlushes, flushErrno, absentNames, cowBreaks] */
 napi_value fuse_stats(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   session *s = session_call(env, info, 1, argv);
   if (!s) return NULL;
   table_counts c = table_counts_sum(s->table);
-  double values[8] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
-                      (double)c.first_writes, (double)c.fast_flushes, (double)c.flush_errno, s->names ? (double)name_filter_answers(s->names) : 0};
+  double values[9] = {(double)c.fast_reads, (double)c.fast_writes, (double)atomic_load(&s->slow_requests), (double)s->io_flusher_errno,
+                      (double)c.first_writes, (double)c.fast_flushes, (double)c.flush_errno, s->names ? (double)name_filter_answers(s->names) : 0,
+                      (double)c.cow_breaks};
   napi_value arr, v;
-  napi_create_array_with_length(env, 8, &arr);
-  for (uint32_t i = 0; i < 8; i++) {
+  napi_create_array_with_length(env, 9, &arr);
+  for (uint32_t i = 0; i < 9; i++) {
     napi_create_double(env, values[i], &v);
     napi_set_element(env, arr, i, v);
   }

@@ -33,6 +33,7 @@ enum journal_kind {
   JOURNAL_FILE_TAKE = 3, /* a cowfs first write into a reserved chunk: payload ino, chunk index, data offset */
   JOURNAL_FILE_END = 4,  /* a cowfs write reached past the file's size: payload ino, end */
   JOURNAL_DONE = 5,      /* the records before it, back to the last DONE, are cowfs request `payload`'s (its FUSE unique) */
+  JOURNAL_FILE_BREAK = 6, /* a cowfs CoW break into a reserved chunk: payload ino, chunk index, data offset, the old chunk's offset */
 };
 
 /* One tree item of a batch: payload is the key, then the value (none when deleted). */

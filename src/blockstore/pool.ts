@@ -1525,6 +1525,11 @@ export class Pool {
     return (chunk - 1) * this.chunkSize;
   }
 
+  /** The chunk at data file `offset`; 0 (none) for -1, as journal records and takes say "nothing". */
+  private chunkAt(offset: number): number {
+    return offset < 0 ? 0 : offset / this.chunkSize + 1;
+  }
+
   private chunksOf(size: number): number {
     return Math.ceil(size / this.chunkSize);
   }
@@ -1663,7 +1668,7 @@ export class Pool {
     if (todo.length > 0) this.replaying = true;
     for (const c of todo) {
       if ('key' in c) this.replayItem(c);
-      else this.applyMap(this.volume(c.id), c.index, c.offset < 0 ? 0 : c.offset / this.chunkSize + 1);
+      else this.applyMap(this.volume(c.id), c.index, this.chunkAt(c.offset));
     }
     if (todo.length > 0) {
       // Their data is in the page cache, not known to be on the disk.
@@ -1676,7 +1681,6 @@ export class Pool {
 
   /** The records that change something, each mapping checked against the map as the ones before it leave it. */
   private replayPlan(changes: readonly Replayed[]): Replayed[] {
-    const chunkAt = (offset: number): number => (offset < 0 ? 0 : offset / this.chunkSize + 1);
     const now = new Map<string, number>();
     const todo: Replayed[] = [];
     for (const c of changes) {
@@ -1689,9 +1693,9 @@ export class Pool {
       if (c.index >= (v.fs === null ? this.chunksOf(v.size) : FS_SPACE_CHUNKS)) continue;
       const key = `${c.id}:${c.index}`;
       const cur = now.get(key) ?? this.trees.get(v.tree, c.index);
-      if (cur === chunkAt(c.offset)) continue;
-      if (cur !== chunkAt(c.old)) fail('ECORRUPT', `journal: chunk ${c.index} of ${v.name} maps ${cur}, a record expected ${chunkAt(c.old)}`);
-      now.set(key, chunkAt(c.offset));
+      if (cur === this.chunkAt(c.offset)) continue;
+      if (cur !== this.chunkAt(c.old)) fail('ECORRUPT', `journal: chunk ${c.index} of ${v.name} maps ${cur}, a record expected ${this.chunkAt(c.old)}`);
+      now.set(key, this.chunkAt(c.offset));
       todo.push(c);
     }
     return todo;
@@ -1708,13 +1712,14 @@ export class Pool {
    * A first write a killed daemon's addon made into a filesystem's file
    * and no fold placed: its reserved chunk at `offset`, mapped at `index`
    * (where the file's region puts it now). Part of a replay; the caller
-   * commits. False if the index is mapped already.
+   * commits. False if the index is mapped already. With `oldOffset`, a CoW
+   * break: false unless the index still maps that chunk, which it replaces.
    */
-  replayTake(ref: VolumeRef, index: number, offset: number): boolean {
+  replayTake(ref: VolumeRef, index: number, offset: number, oldOffset = -1): boolean {
     this.mutable();
     const v = this.volume(ref);
     assert(v.fs !== null && !v.readOnly && index < FS_SPACE_CHUNKS, `replayTake into ${v.name}`);
-    if (this.trees.get(v.tree, index) !== 0) return false;
+    if (this.trees.get(v.tree, index) !== this.chunkAt(oldOffset)) return false;
     this.replaying = true;
     this.applyMap(v, index, offset / this.chunkSize + 1);
     this.dataFirst = true;
@@ -1822,9 +1827,10 @@ export class Pool {
    * A first write a watcher served from its reserve, at data file `offset`:
    * mapped at `index` of the volume (a metadata change, committed with the
    * next commit), or given back and punched when `index` is null (the file
-   * it was for is gone).
+   * it was for is gone). With `oldOffset`, a CoW break: the copy replaces
+   * the chunk there.
    */
-  foldTake(reserve: Reserve, ref: VolumeRef, index: number | null, offset: number): void {
+  foldTake(reserve: Reserve, ref: VolumeRef, index: number | null, offset: number, oldOffset = -1): void {
     this.mutable();
     const v = this.volume(ref);
     if (index === null) {
@@ -1833,9 +1839,9 @@ export class Pool {
       this.punch(chunk);
       return;
     }
-    this.foldOne(v.id, index, offset, -1, reserve);
+    this.foldOne(v.id, index, offset, oldOffset, reserve);
     // The addon's record names the file's chunk; the index it landed at is ours to record.
-    this.journal(v, index, offset / this.chunkSize + 1, 0);
+    this.journal(v, index, this.chunkAt(offset), this.chunkAt(oldOffset));
   }
 
   /** One first write (`oldOffset` -1) or CoW break the frontend served, into the volume's map. */
@@ -1851,7 +1857,7 @@ export class Pool {
     const end = v.fs === null ? this.chunksOf(v.size) : FS_SPACE_CHUNKS;
     assert(!v.readOnly && index < end, `the frontend wrote chunk ${index} outside ${v.name}`);
     this.data.confirm(chunk);
-    const expected = oldOffset < 0 ? 0 : oldOffset / this.chunkSize + 1;
+    const expected = this.chunkAt(oldOffset);
     const old = this.trees.set(v.tree, PageKind.MAP, index, chunk);
     assert(old === expected, `chunk ${index} of ${v.name} was ${old}, not ${expected}, under the frontend's take`);
     if (old === 0) {

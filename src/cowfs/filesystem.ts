@@ -61,10 +61,19 @@ export interface AttrChanges {
 
 /** What the addon served without us, for `absorb` (each list may be left out). */
 export interface Served {
-  takes?: { ino: number; chunk: number; offset: number }[];
+  /** Chunks taken from the reserve: first writes into holes (`old` -1), or CoW breaks of the chunk at data offset `old`. */
+  takes?: Take[];
   ends?: { ino: number; end: number }[];
   written?: { ino: number; at: Time }[];
   kernel?: KernelTimes[];
+}
+
+/** A reserved chunk the addon wrote at data file `offset` for file `ino`'s chunk `chunk`: into a hole (`old` -1), or as a copy of the shared chunk at `old`. */
+export interface Take {
+  ino: number;
+  chunk: number;
+  offset: number;
+  old: number;
 }
 
 /** Times the kernel set on a file and the addon answered (its writeback cache keeps a regular file's own). */
@@ -238,6 +247,11 @@ export class Filesystem {
     return { ...this.data.edge(inode, ahead), setId: hasSetId(inode) };
   }
 
+  /** Whether `ino` is a regular file now. */
+  isFile(ino: number): boolean {
+    return this.tree.hasInode(ino) && isReg(this.tree.inode(ino));
+  }
+
   /** A regular file's unmapped chunks wholly inside it, up to `max` among `window` from chunk `from` (FileData.holesInside); null for anything else. */
   holesInside(ino: number, from: number, max: number, window: number, run = false): { chunks: number[]; setId: boolean } | null {
     const inode = this.tree.inode(ino);
@@ -252,7 +266,8 @@ export class Filesystem {
    * - first writes into holes, from `reserve` (the chunk at data file
    *   `offset` now holds file chunk `chunk`): each mapped in its file's
    *   region (made if the file had none) and counted in its blocks; a chunk
-   *   whose file is gone goes back to the pool;
+   *   whose file is gone goes back to the pool; a CoW break replaces the
+   *   shared chunk it copied, and the file's blocks stay as they were;
    * - ends: the file is at least that long now;
    * - writes: mtime and ctime become the time of the latest, unless a
    *   later change stamped them already;
@@ -310,7 +325,7 @@ export class Filesystem {
    * frontend yet); the caller commits. Files gone since are skipped: their
    * chunks stay free. Returns how many takes were placed.
    */
-  replayServed(takes: readonly { ino: number; chunk: number; offset: number }[], ends: readonly { ino: number; end: number }[]): number {
+  replayServed(takes: readonly Take[], ends: readonly { ino: number; end: number }[]): number {
     return this.pool.atomically(() => {
       const changed = new Map<number, Inode>();
       const load = (ino: number): Inode | null => {
@@ -320,10 +335,11 @@ export class Filesystem {
       let placed = 0;
       for (const t of takes) {
         const inode = load(t.ino);
-        if (inode === null || !this.pool.replayTake(this.tree.volume, this.data.indexFor(inode, t.chunk), t.offset)) continue;
+        if (inode === null || !this.pool.replayTake(this.tree.volume, this.data.indexFor(inode, t.chunk), t.offset, t.old)) continue;
+        placed++;
+        if (t.old >= 0) continue;
         inode.chunks++;
         changed.set(inode.ino, inode);
-        placed++;
       }
       for (const e of ends) {
         const inode = load(e.ino);
@@ -339,14 +355,15 @@ export class Filesystem {
     this.absorb(null, { kernel: files });
   }
 
-  private absorbTake(reserve: Reserve, inode: Inode | null, t: { chunk: number; offset: number }, changed: Set<Inode>): number | null {
+  private absorbTake(reserve: Reserve, inode: Inode | null, t: Take, changed: Set<Inode>): number | null {
     if (inode === null || !isReg(inode)) {
       this.pool.foldTake(reserve, this.tree.volume, null, t.offset);
       return null;
     }
     const index = this.data.indexFor(inode, t.chunk);
-    this.pool.foldTake(reserve, this.tree.volume, index, t.offset);
-    inode.chunks++;
+    this.pool.foldTake(reserve, this.tree.volume, index, t.offset, t.old);
+    if (t.old < 0) inode.chunks++;
+    // Saved for a break too: the saved inode is how a journal replay knows its takes were folded.
     changed.add(inode);
     return index;
   }

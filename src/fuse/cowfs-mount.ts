@@ -226,9 +226,9 @@ export class CowfsMount {
   }
 
   /** Reads, writes (first writes of chunks among them), fdatasyncs and lookups of missing names the addon served itself, and requests that came to JavaScript, since the mount. */
-  stats(): { fastReads: number; fastWrites: number; firstWrites: number; fastFlushes: number; absentNames: number; slowRequests: number } {
-    const { fastReads, fastWrites, firstWrites, fastFlushes, absentNames, slowRequests } = this.session.stats();
-    return { fastReads, fastWrites, firstWrites, fastFlushes, absentNames, slowRequests };
+  stats(): { fastReads: number; fastWrites: number; firstWrites: number; fastFlushes: number; absentNames: number; slowRequests: number; cowBreaks: number } {
+    const { fastReads, fastWrites, firstWrites, fastFlushes, absentNames, slowRequests, cowBreaks } = this.session.stats();
+    return { fastReads, fastWrites, firstWrites, fastFlushes, absentNames, slowRequests, cowBreaks };
   }
 
   private stamp(datasync = false): void {

@@ -14,7 +14,12 @@
  * - Writable only where the pool's in-place rule says so (`placeOf`), never
  *   for a file with set-id bits (a write must reach us to clear them), never
  *   on a read-only mount. Anything else goes to JavaScript, which may then
- *   offer the chunk again.
+ *   offer the chunk again. A chunk the rule refuses because a snapshot or
+ *   a reflink shares it is entered breakable: the addon's next write copies
+ *   it into a chunk of the reserve and records the break, which `fold` maps
+ *   as the pool's own break (the copy mapped, the shared chunk released).
+ *   Before JavaScript changes such a chunk itself (`quiesce`), the entry is
+ *   taken back and a break made meanwhile folded, as for holes.
  * - The pool's drops (discard, CoW break, reflink, fork, delete) arrive as
  *   volume map indices and are found through `byIndex`; a setattr (size,
  *   mode) forgets the file's entries. Drops wait for the I/O in flight.
@@ -46,7 +51,8 @@
  *   keep them. After the pool failed, never again.
  *
  * Memory: the table holds `slots` entries of 16 bytes; `byIndex` holds at
- * most as many, and evicting from it evicts from the table. At most
+ * most as many, and evicting from it evicts from the table; `breakable`,
+ * and what a fork took back to enter again, hold at most as many too. At most
  * HOLES_MAX holes and RESERVE_CHUNKS reserved chunks per mount.
  */
 import type { Pool, VolumeWatcher } from '../blockstore/pool.js';
@@ -77,8 +83,14 @@ export class FileChunks implements VolumeWatcher {
   private readonly byIndex = new Map<number, [number, number]>();
   /** The holes offered and not yet taken (as far as we folded), oldest first: holeKey -> [inode, file chunk]. Lock: event loop only. */
   private readonly holes = new Map<string, [number, number]>();
+  /** Entries the addon may break (a chunk a snapshot or a reflink shares, copied at its first write), each also in byIndex: holeKey -> [inode, file chunk]. Lock: event loop only. */
+  private readonly breakable = new Map<string, [number, number]>();
   /** Zero chunks the table serves first writes from; null on a read-only mount. */
   private readonly reserve: Reserve | null;
+  /** What a fork took back from the table, to enter again once the fork is done (`reenter`): inode -> file chunks. */
+  private dropped: Map<number, number[]> | null = null;
+  /** Set by `close`: nothing reaches the session after it. */
+  private closed = false;
 
   constructor(
     private readonly pool: Pool,
@@ -108,12 +120,8 @@ export class FileChunks implements VolumeWatcher {
     const edge = this.fs.edgeOf(ino, ahead);
     if (edge === null || edge.setId) return;
     if (edge.partial !== null) {
-      // A shared one (after a snapshot) is JavaScript's to break.
       const place = this.pool.placeOf(this.volume, edge.partial.index);
-      if (place?.writable === true) {
-        this.remember(edge.partial.index, ino, edge.partial.chunk);
-        this.session.map(ino, edge.partial.chunk, place.offset, true, false, true);
-      }
+      if (place !== null) this.install(ino, edge.partial.chunk, edge.partial.index, place, false, true);
     }
     this.offerHoles(ino, edge.unmapped, true);
   }
@@ -178,7 +186,9 @@ export class FileChunks implements VolumeWatcher {
    */
   quiesce(ino: number, offset: number, length: number): void {
     const cs = this.pool.chunkSize;
-    if (this.withdraw(ino, Math.floor(offset / cs), Math.ceil((offset + length) / cs)) > 0) this.fold();
+    const from = Math.floor(offset / cs);
+    const to = Math.ceil((offset + length) / cs);
+    if (this.withdraw(ino, from, to) + this.unbreak(ino, from, to) > 0) this.fold();
   }
 
   /** After JavaScript served a read or write of the range: the addon serves its whole chunks from now on. */
@@ -186,16 +196,28 @@ export class FileChunks implements VolumeWatcher {
     const { chunks, setId } = this.fs.chunksIn(ino, offset, length);
     for (const c of chunks) {
       const place = this.pool.placeOf(this.volume, c.index);
-      if (place === null) continue;
-      this.remember(c.index, ino, c.chunk);
-      this.session.map(ino, c.chunk, place.offset, place.writable && this.writable && !setId, false);
+      if (place !== null) this.install(ino, c.chunk, c.index, place, setId, false);
     }
+  }
+
+  /**
+   * Enters a mapped chunk of a file: written in place if the pool's rule
+   * allows, else (shared by a snapshot or a reflink) broken by the addon
+   * at its next write, into a chunk of the reserve. Neither on a read-only
+   * mount, nor while the file has set-id bits a write must clear.
+   */
+  private install(ino: number, chunk: number, index: number, place: { offset: number; writable: boolean }, setId: boolean, tail: boolean): void {
+    this.remember(index, ino, chunk);
+    const writes = this.writable && !setId;
+    if (writes && !place.writable) this.breakable.set(holeKey(ino, chunk), [ino, chunk]);
+    this.session.map(ino, chunk, place.offset, writes && place.writable, writes && !place.writable, tail);
   }
 
   /** The file's size or mode changes: none of its entries stays, and what the addon wrote through them is folded first. */
   forget(ino: number): void {
     this.session.invalidate(ino, -1);
     for (const [key, [holeIno]] of this.holes) if (holeIno === ino) this.unhold(key);
+    for (const [key, [entryIno]] of this.breakable) if (entryIno === ino) this.breakable.delete(key);
     this.fold();
   }
 
@@ -222,6 +244,7 @@ export class FileChunks implements VolumeWatcher {
 
   /** The mount is going away, its requests all answered: what the addon took is folded, and the rest of the reserve freed. */
   close(): void {
+    this.closed = true;
     this.stamp();
     // Its chunks are free again, as they are after a crash: nothing maps them.
     this.reserve?.drop();
@@ -232,15 +255,52 @@ export class FileChunks implements VolumeWatcher {
   }
 
   dropVolume(): void {
+    const held = new Map<number, number[]>();
+    for (const [ino, chunk] of this.byIndex.values()) {
+      const chunks = held.get(ino);
+      if (chunks === undefined) held.set(ino, [chunk]);
+      else chunks.push(chunk);
+    }
     this.session.invalidate(EVERY_FILE, -1);
     this.byIndex.clear();
+    this.breakable.clear();
     for (const key of [...this.holes.keys()]) this.unhold(key);
+    if (this.reserve === null || held.size === 0) return;
+    // A fork runs on the event loop: once it is done, its chunks are shared and may be entered breakable.
+    if (this.dropped === null) setImmediate(() => this.reenter());
+    this.dropped = held;
+  }
+
+  /**
+   * After a fork: the chunks the table held are entered again, as the tree
+   * says they are now (shared, so breakable), so a write after a snapshot
+   * is copied by the addon instead of going to JavaScript. At most `slots`
+   * chunks, off the fork's own time.
+   */
+  private reenter(): void {
+    const files = this.dropped;
+    this.dropped = null;
+    // A deleted volume drops its entries too.
+    if (files === null || this.closed || !this.pool.has(this.volume)) return;
+    const cs = this.pool.chunkSize;
+    for (const [ino, chunks] of files) {
+      // Gone or changed since: `offer` enters what the tree holds now.
+      if (!this.fs.isFile(ino)) continue;
+      chunks.sort((a, b) => a - b);
+      for (let i = 0; i < chunks.length; ) {
+        let n = 1;
+        while (chunks[i + n] === (chunks[i] as number) + n) n++;
+        this.offer(ino, (chunks[i] as number) * cs, n * cs);
+        i += n;
+      }
+    }
   }
 
   dropChunk(index: number): void {
     const entry = this.byIndex.get(index);
     if (entry === undefined) return;
     this.byIndex.delete(index);
+    this.breakable.delete(holeKey(entry[0], entry[1]));
     this.session.invalidate(entry[0], entry[1]);
   }
 
@@ -263,13 +323,15 @@ export class FileChunks implements VolumeWatcher {
   private absorb(served: Served): Map<number, number> {
     const taken = this.reserve === null ? [] : this.session.taken();
     for (const t of taken) this.unhold(holeKey(t.ino, t.index));
-    const indices = this.fs.absorb(this.reserve, { ...served, takes: taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset })) });
+    const indices = this.fs.absorb(this.reserve, { ...served, takes: taken.map((t) => ({ ino: t.ino, chunk: t.index, offset: t.offset, old: t.old })) });
     const grown = new Map<number, number>();
     // Its entry may reach past the end (reads go to us), but the pool's drops of the chunk must reach it.
     indices.forEach((index, i) => {
-      const t = taken[i] as { ino: number; index: number };
+      const t = taken[i] as { ino: number; index: number; old: number };
       if (index === null) return;
       this.remember(index, t.ino, t.index);
+      // A break leaves its entry writable, and says nothing of growth.
+      if (t.old >= 0) return;
       if (t.index > 0) grown.set(t.ino, Math.max(grown.get(t.ino) ?? 0, t.index));
     });
     return grown;
@@ -291,16 +353,33 @@ export class FileChunks implements VolumeWatcher {
     return n;
   }
 
+  /** Takes the file's breakable entries in chunks [from, to) back from the table (a break through one before this is folded later); returns how many. */
+  private unbreak(ino: number, from: number, to: number): number {
+    let n = 0;
+    const drop = (chunk: number): void => {
+      if (!this.breakable.delete(holeKey(ino, chunk))) return;
+      this.session.invalidate(ino, chunk);
+      n++;
+    };
+    // Whichever is shorter: the range, or the entries.
+    if (to - from <= this.breakable.size) for (let c = from; c < to; c++) drop(c);
+    else for (const [i, c] of [...this.breakable.values()]) if (i === ino && c >= from && c < to) drop(c);
+    return n;
+  }
+
   private unhold(key: string): void {
     if (this.holes.delete(key)) this.pool.holdRoom(this.volume, -1);
   }
 
   private remember(index: number, ino: number, chunk: number): void {
+    const before = this.byIndex.get(index);
+    if (before !== undefined) this.breakable.delete(holeKey(before[0], before[1]));
     this.byIndex.delete(index);
     this.byIndex.set(index, [ino, chunk]);
     if (this.byIndex.size <= this.slots) return;
     const [oldest, [oldIno, oldChunk]] = this.byIndex.entries().next().value as [number, [number, number]];
     this.byIndex.delete(oldest);
+    this.breakable.delete(holeKey(oldIno, oldChunk));
     this.session.invalidate(oldIno, oldChunk);
   }
 }

@@ -8,7 +8,9 @@
  * filesystem's tree item put or deleted, a cowfs mount's native first
  * write into a file chunk (a take) or write past a file's end, and the
  * FUSE request a unit of tree items came from (DONE). A take names the
- * file's chunk, not the volume's index: the file's region places it.
+ * file's chunk, not the volume's index: the file's region places it. A
+ * native CoW break of a file's chunk is a take that also names the chunk
+ * it replaced.
  *
  * Caveat: only the journal's own writer knows its slots are whole; a slot
  * whose seq is not its own stops the read there (journal_since), so a
@@ -24,15 +26,16 @@ export const VOLUME_INO_BASE = 1000;
 const SLOT = 32;
 const PAYLOAD = 24;
 const LONG = 1n << 63n;
-const Kind = { ITEM_PUT: 1, ITEM_DEL: 2, FILE_TAKE: 3, FILE_END: 4, DONE: 5 } as const;
+const Kind = { ITEM_PUT: 1, ITEM_DEL: 2, FILE_TAKE: 3, FILE_END: 4, DONE: 5, FILE_BREAK: 6 } as const;
 
-/** A cowfs first write into a reserved chunk at data offset `offset`, for chunk `chunk` of file `ino`. */
+/** A cowfs first write into a reserved chunk at data offset `offset`, for chunk `chunk` of file `ino`; or a CoW break of the chunk at data offset `old` (-1 for a first write). */
 export interface FileTake {
   take: true;
   id: number;
   ino: number;
   chunk: number;
   offset: number;
+  old: number;
 }
 
 /** A cowfs write that made file `ino` at least `end` bytes long. */
@@ -87,7 +90,15 @@ function longRecord(kind: number, id: number, aux: number, payload: Buffer): Jou
     case Kind.ITEM_DEL:
       return { id, key: Buffer.from(payload), value: null };
     case Kind.FILE_TAKE:
-      return { take: true, id, ino: Number(payload.readBigUInt64LE(0)), chunk: Number(payload.readBigUInt64LE(8)), offset: Number(payload.readBigInt64LE(16)) };
+    case Kind.FILE_BREAK:
+      return {
+        take: true,
+        id,
+        ino: Number(payload.readBigUInt64LE(0)),
+        chunk: Number(payload.readBigUInt64LE(8)),
+        offset: Number(payload.readBigInt64LE(16)),
+        old: kind === Kind.FILE_BREAK ? Number(payload.readBigInt64LE(24)) : -1,
+      };
     case Kind.FILE_END:
       return { end: Number(payload.readBigUInt64LE(8)), id, ino: Number(payload.readBigUInt64LE(0)) };
     case Kind.DONE:

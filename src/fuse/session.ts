@@ -235,9 +235,9 @@ export class FuseSession {
   }
 
   /** absentNames: cowfs lookups the addon answered "not there" (name_filter.c). */
-  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number; absentNames: number } {
-    const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes, , absentNames] = native.fuseStats(this.handle);
-    return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes, absentNames };
+  stats(): { fastReads: number; fastWrites: number; slowRequests: number; firstWrites: number; fastFlushes: number; absentNames: number; cowBreaks: number } {
+    const [fastReads, fastWrites, slowRequests, , firstWrites, fastFlushes, , absentNames, cowBreaks] = native.fuseStats(this.handle);
+    return { fastReads, fastWrites, slowRequests, firstWrites, fastFlushes, absentNames, cowBreaks };
   }
 
   /** Counts completed reads, writes, flushes and discards per inode from now on, for up to `inodes` per thread. */
