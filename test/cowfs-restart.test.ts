@@ -19,7 +19,8 @@ import { isMountPoint } from '../src/host/mounts.js';
 import { native } from '../src/native.js';
 import { createHash } from 'node:crypto';
 
-import { Daemon, cli, scratchPool, sh, tidy } from './helpers/daemon.js';
+import { Daemon, cli, metricsAddress, scratchPool, sh, tidy } from './helpers/daemon.js';
+import { scrape } from './helpers/scrape.js';
 import { HOLDER, Talker } from './helpers/talker.js';
 
 const KEEP = ['--handover-grace', '60'];
@@ -280,4 +281,38 @@ t.test('a request the killed daemon did but did not answer is answered, not done
   t.equal(r.status, 0, `cowvol stop: ${r.stderr}`);
   const check = cli(pool, 'check');
   t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
+});
+
+t.test('a write the addon served by copying a chunk a snapshot shares is in the file after a kill -9, and not in the snapshot', async (t) => {
+  const { dir, pool, live, d } = await fsVolume(t, 'cowfs-kill-break', [...NO_COMMITS, '--metrics-address', '127.0.0.1:0']);
+  const CHUNK = 64 * 1024;
+  const file = path.join(live, 'f');
+  fs.writeFileSync(file, Buffer.alloc(4 * CHUNK, 1));
+  t.equal(cli(pool, 'snapshot', 'create', 'home@s').status, 0, 'snapshot taken: the file\'s chunks are shared');
+  // O_DIRECT, so nothing waits in the kernel's cache; held open through the kill, so no close folds the break first.
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+  fs.readSync(fd, Buffer.alloc(CHUNK), 0, CHUNK, CHUNK);
+  fs.writeSync(fd, Buffer.alloc(4096, 2), 0, 4096, CHUNK + 8192);
+  const m = await scrape(metricsAddress(pool) ?? '');
+  t.equal(m.value('cowvol_cowfs_native_cow_breaks_total', { volume: 'home' }), 1, 'the addon copied the shared chunk for the write');
+  await d.stop('SIGKILL');
+  const next = await Daemon.start(pool, d.mount, [...KEEP, ...NO_COMMITS]);
+  t.match(next.log, /cowfs mount taken over/, 'the next daemon took the mount over');
+  const expect = Buffer.alloc(4 * CHUNK, 1).fill(2, CHUNK + 8192, CHUNK + 12288);
+  const back = Buffer.alloc(4 * CHUNK);
+  fs.readSync(fd, back, 0, 4 * CHUNK, 0);
+  fs.closeSync(fd);
+  t.same(back, expect, 'the write reads back through the mount');
+  const r = cli(pool, 'stop');
+  t.equal(r.status, 0, `cowvol stop: ${r.stderr}`);
+  const check = cli(pool, 'check');
+  t.equal(check.status, 0, `check clean: ${check.stdout}${check.stderr}`);
+  // Fresh mounts of both: what the disk holds.
+  await Daemon.start(pool, d.mount, KEEP);
+  const snap = path.join(dir, 'snap');
+  fs.mkdirSync(snap);
+  t.teardown(() => tidy(snap));
+  t.equal(cli(pool, 'mount', 'home@s', snap).status, 0, 'the snapshot mounted');
+  t.same(fs.readFileSync(file), expect, 'the file holds the write');
+  t.same(fs.readFileSync(path.join(snap, 'f')), Buffer.alloc(4 * CHUNK, 1), 'the snapshot holds the chunk as it was');
 });

@@ -11,17 +11,11 @@ import t, { type Test } from 'tap';
 
 import { abortFuseConnection, fuseConnectionOf } from '../src/host/fusectl.js';
 import { MiB, blockCap, startCsi } from './helpers/csi.js';
-import { Daemon, cli, mountedVolume, scratchPool, sh } from './helpers/daemon.js';
+import { Daemon, cli, metricsAddress, mountedVolume, scratchPool, sh } from './helpers/daemon.js';
 import { type Scrape, get, scrape } from './helpers/scrape.js';
 
 const CHUNK = 64 * 1024;
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-function metricsAddress(pool: string): string | null {
-  const r = cli(pool, 'pool', 'show', '--json');
-  if (r.status !== 0) throw new Error(r.stderr);
-  return (JSON.parse(r.stdout) as { metricsAddress: string | null }).metricsAddress;
-}
 
 /** Writes `count` chunks of fresh bytes from chunk `first`, one write(2) each. */
 function writeChunks(file: string, first: number, count: number): void {
@@ -169,6 +163,15 @@ t.test('cowfs mounts: what the addon served and what went to JavaScript, per mou
   t.ok(m.value('cowvol_cowfs_native_requests_total', { ...v, op: 'read' }) >= 1, 'a read of a chunk JavaScript served once, natively');
   t.ok(m.value('cowvol_cowfs_native_first_writes_total', v) >= 1, 'the small file\'s first chunk, taken from the reserve natively');
   t.same(m.all('cowvol_cowfs_native_requests_total', { ...v, op: 'write' })[0]?.labels, { volume: 'files', namespace: '', persistentvolumeclaim: '', op: 'write' }, 'labelled as the block volumes are');
+  // After a snapshot the file's chunks are shared: a read enters one, and a write into it is copied by the addon.
+  t.equal(cli(pool, 'snapshot', 'create', 'files@s').status, 0);
+  const again = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_DIRECT);
+  const page = Buffer.alloc(CHUNK);
+  fs.readSync(again, page, 0, CHUNK, CHUNK);
+  fs.writeSync(again, Buffer.alloc(4096, 4), 0, 4096, CHUNK);
+  fs.closeSync(again);
+  m = await scrape(address);
+  t.equal(m.value('cowvol_cowfs_native_cow_breaks_total', v), 1, 'the shared chunk, copied by the addon at its first write');
   t.equal(cli(pool, 'unmount', dir).status, 0);
   m = await scrape(address);
   t.equal(m.value('cowvol_cowfs_mounts'), 0, 'unmounted: no mount');

@@ -222,6 +222,9 @@ export class Metrics {
     this.family('counter', 'cowvol_cowfs_native_first_writes_total', 'Chunks a cowfs mount\'s addon first wrote itself, from its reserve (among the native writes)', VOLUME_LABELS, (r) =>
       r.cowfs.map((m) => [m.labels, m.firstWrites]),
     );
+    this.family('counter', 'cowvol_cowfs_native_cow_breaks_total', 'Shared chunks (after a snapshot or a reflink) a cowfs mount\'s addon copied itself at their first write, into its reserve', VOLUME_LABELS, (r) =>
+      r.cowfs.map((m) => [m.labels, m.cowBreaks]),
+    );
     this.family('counter', 'cowvol_cowfs_javascript_requests_total', 'cowfs requests decided in JavaScript (metadata, and data the addon does not serve)', VOLUME_LABELS, (r) =>
       r.cowfs.map((m) => [m.labels, m.slowRequests]),
     );

@@ -23,6 +23,13 @@ export function cli(pool: string, ...args: string[]): { status: number; stdout: 
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Where the pool's daemon serves /metrics (`pool show`), or null when it does not. */
+export function metricsAddress(pool: string): string | null {
+  const r = cli(pool, 'pool', 'show', '--json');
+  if (r.status !== 0) throw new Error(r.stderr);
+  return (JSON.parse(r.stdout) as { metricsAddress: string | null }).metricsAddress;
+}
+
 export class Daemon {
   readonly pool: string;
   readonly mount: string;
