@@ -18,10 +18,11 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 
 import { checkPool } from '../src/blockstore/check.js';
 import { PoolDir } from '../src/blockstore/pool-dir.js';
+import type { Pool } from '../src/blockstore/pool.js';
 import { Filesystem } from '../src/cowfs/filesystem.js';
 import { allReleased, serveInProcess, slowRequestsReach } from './helpers/cowfs.js';
 import { tmpDir } from './helpers/pools.js';
@@ -58,6 +59,35 @@ async function pread(file: string, at: number, n: number): Promise<Buffer> {
   } finally {
     await fh.close();
   }
+}
+
+/** A process that opens `file` (Python flags), runs `writes` on `fd`, fdatasyncs, says "synced", and closes when asked ("closed"). */
+function syncedWriter(t: Test, file: string, flags: string, writes: string): Talker {
+  return new Talker(t, `
+import os, sys
+fd = os.open(sys.argv[1], ${flags})
+${writes}
+os.fdatasync(fd)
+print("synced", flush=True)
+sys.stdin.readline()
+os.close(fd)
+print("closed", flush=True)
+`, file);
+}
+
+/** What a kill -9 now would leave: the mount's pool files as they are, copied and opened; close() removes the copy. */
+function copyOfPool(mountDir: string): { pool: Pool; close(): void } {
+  const copy = tmpDir('data-path-copy');
+  const pool = path.join(path.dirname(mountDir), 'pool');
+  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
+  const opened = PoolDir.open(copy);
+  return {
+    pool: opened.pool,
+    close() {
+      opened.close();
+      fs.rmSync(copy, { recursive: true, force: true });
+    },
+  };
 }
 
 t.test('whole chunks are read and written natively, and a stat shows the new mtime', async (t) => {
@@ -133,17 +163,7 @@ t.test('a write into a chunk a snapshot shares is copied by the addon; an fdatas
   t.same(await pread(file, 0, 4 * CHUNK), a, 'the file reads back after the snapshot (JavaScript enters its chunks, shared now)');
   const before = s.mount.stats();
   // Two writes into one shared chunk, whole pages so the kernel reads nothing first.
-  const child = new Talker(t, `
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY)
-os.pwrite(fd, b"b" * 8192, ${CHUNK + 4096})
-os.pwrite(fd, b"c" * 4096, ${CHUNK + 32768})
-os.fdatasync(fd)
-print("synced", flush=True)
-sys.stdin.readline()
-os.close(fd)
-print("closed", flush=True)
-`, file);
+  const child = syncedWriter(t, file, 'os.O_WRONLY', `os.pwrite(fd, b"b" * 8192, ${CHUNK + 4096})\nos.pwrite(fd, b"c" * 4096, ${CHUNK + 32768})`);
   t.equal(await child.line(), 'synced');
   const after = s.mount.stats();
   t.equal(after.cowBreaks - before.cowBreaks, 1, 'the addon broke the shared chunk once: the second write found its copy writable');
@@ -151,19 +171,14 @@ print("closed", flush=True)
   const expect = Buffer.from(a);
   expect.fill('b', CHUNK + 4096, CHUNK + 12288);
   expect.fill('c', CHUNK + 32768, CHUNK + 36864);
-  // What a kill -9 now would leave: the pool's files as they are.
-  const copy = tmpDir('data-path-copy');
-  const pool = path.join(path.dirname(s.dir), 'pool');
-  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
+  const again = copyOfPool(s.dir);
   t.equal(await child.ask(''), 'closed');
-  const again = PoolDir.open(copy);
   try {
     t.same(new Filesystem(again.pool, again.pool.stat('v').id).read(ino, 0, 4 * CHUNK), expect, 'the fdatasync committed the copy with the writes');
     t.same(new Filesystem(again.pool, again.pool.stat('v@s').id).read(ino, 0, 4 * CHUNK), a, 'and the snapshot kept the chunk it shared');
     t.same(checkPool(again.pool).problems, [], 'the copy checks clean: the old chunk is held by the snapshot alone');
   } finally {
     again.close();
-    fs.rmSync(copy, { recursive: true, force: true });
   }
   t.same(await fs.promises.readFile(file), expect, 'the mount reads the writes');
 });
@@ -638,25 +653,12 @@ t.test('a new file\'s first write is the addon\'s, from the mount\'s reserve: th
 t.test('an fdatasync after a native first write commits the chunk and the size: a copy of the pool then has them', async (t) => {
   const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
   const file = path.join(s.dir, 'f');
-  const child = new Talker(t, `
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
-os.write(fd, b"q" * 8192)
-os.fdatasync(fd)
-print("synced", flush=True)
-sys.stdin.readline()
-os.close(fd)
-print("closed", flush=True)
-`, file);
+  const child = syncedWriter(t, file, 'os.O_WRONLY | os.O_CREAT, 0o644', 'os.write(fd, b"q" * 8192)');
   t.equal(await child.line(), 'synced');
   t.equal(s.mount.stats().firstWrites, 1, 'the write back before the fdatasync was native');
   t.equal(s.mount.stats().fastFlushes, 0, 'the fdatasync needed a commit');
-  // What a kill -9 now would leave: the pool's files as they are.
-  const copy = tmpDir('data-path-copy');
-  const pool = path.join(path.dirname(s.dir), 'pool');
-  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
+  const again = copyOfPool(s.dir);
   t.equal(await child.ask(''), 'closed');
-  const again = PoolDir.open(copy);
   try {
     const copied = new Filesystem(again.pool, again.pool.stat('v').id);
     const inode = copied.lookup(1, Buffer.from('f'));
@@ -664,7 +666,6 @@ print("closed", flush=True)
     t.same(copied.read(inode.ino, 0, 8192), Buffer.alloc(8192, 'q'), 'the bytes');
   } finally {
     again.close();
-    fs.rmSync(copy, { recursive: true, force: true });
   }
 });
 
@@ -803,12 +804,8 @@ for line in sys.stdin:
   t.equal(hole.slow, 0, 'with nothing asked of JavaScript');
   const synced = await step('sync 0');
   t.equal(Number(synced.answer), (21 * CHUNK) / 512, 'st_blocks counts the 21 chunks written');
-  // What a kill -9 now would leave: the pool's files as they are.
-  const copy = tmpDir('data-path-copy');
-  const pool = path.join(path.dirname(s.dir), 'pool');
-  for (const name of ['cowvol.meta', 'cowvol.data']) fs.copyFileSync(path.join(pool, name), path.join(copy, name));
   const expected = (c: number): Buffer => (c <= 17 || (c >= 40 && c <= 42) ? Buffer.alloc(4096, c + 1) : Buffer.alloc(4096));
-  const again = PoolDir.open(copy);
+  const again = copyOfPool(s.dir);
   try {
     const copied = new Filesystem(again.pool, again.pool.stat('v').id);
     const inode = copied.lookup(1, Buffer.from('sparse'));
@@ -818,7 +815,6 @@ for line in sys.stdin:
     t.equal(wrong, 0, 'and every chunk: the 21 written, zeros elsewhere');
   } finally {
     again.close();
-    fs.rmSync(copy, { recursive: true, force: true });
   }
   t.equal((await child.end()).code, 0);
   let wrong = 0;

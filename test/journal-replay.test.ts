@@ -211,7 +211,8 @@ t.test('a successor replays a filesystem\'s tree changes in order, whole request
   c.close();
 });
 
-t.test('first writes and ends the addon served are placed only when no later change of their file folded them', async (t) => {
+/** A pool of 4 KiB chunks in memory with filesystem volume `home`, formatted and not committed. */
+function homeVolume(): { data: MemoryDisk; p: Pool; id: number; fs: Filesystem } {
   const meta = new MemoryDisk();
   const data = new MemoryDisk();
   Pool.init(meta, data, { chunkSize: 4 * KiB });
@@ -219,7 +220,11 @@ t.test('first writes and ends the addon served are placed only when no later cha
   p.createVolume('home', 1024 * KiB, { kind: 'fs', filesystem: true });
   Filesystem.format(p, 'home', root);
   const id = p.stat('home').id;
-  const fs = new Filesystem(p, id);
+  return { data, p, id, fs: new Filesystem(p, id) };
+}
+
+t.test('first writes and ends the addon served are placed only when no later change of their file folded them', async (t) => {
+  const { data, p, id, fs } = homeVolume();
   const f = fs.mknod(ROOT_INO, name('f'), 0o100644, 0, root);
   const folded = fs.mknod(ROOT_INO, name('folded'), 0o100644, 0, root);
   p.commit();
@@ -245,14 +250,7 @@ t.test('first writes and ends the addon served are placed only when no later cha
 });
 
 t.test('a CoW break the addon made is replayed only over the chunk it copied: the snapshot keeps that one', async (t) => {
-  const meta = new MemoryDisk();
-  const data = new MemoryDisk();
-  Pool.init(meta, data, { chunkSize: 4 * KiB });
-  const p = Pool.open(meta, data);
-  p.createVolume('home', 1024 * KiB, { kind: 'fs', filesystem: true });
-  Filesystem.format(p, 'home', root);
-  const id = p.stat('home').id;
-  const fs = new Filesystem(p, id);
+  const { data, p, id, fs } = homeVolume();
   const f = fs.mknod(ROOT_INO, name('f'), 0o100644, 0, root);
   fs.write(f.ino, 0, fill(4 * KiB, 1));
   p.fork('home', 'home@s', { readOnly: true });
