@@ -208,6 +208,36 @@ t.test('after a snapshot the chunks the table held are entered again: a write in
   t.same(new Filesystem(s.handle.pool, s.handle.pool.stat('v@s').id).read(ino, 0, 4 * CHUNK), a, 'the snapshot does not');
 });
 
+t.test('appends into a shared chunk holding the end: the addon copies it, and every append after the copy still moves the size', async (t) => {
+  const s = await serveInProcess(t, 'data-path', { stampMs: 3_600_000 });
+  const file = path.join(s.dir, 'f');
+  const a = pattern(CHUNK + 1000, 15);
+  await fs.promises.writeFile(file, a);
+  s.volumes.createSnapshot('v@s');
+  // A fresh table: JavaScript serves the next write, then enters the chunk holding the end, which the snapshot shares.
+  await s.remount();
+  await pwrite(file, 0, Buffer.alloc(4 * KiB, 'p'));
+  const before = s.mount.stats();
+  // Two appends, each written back by its own fsync.
+  await run('python3', ['-c', `
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, b"x" * 100, ${CHUNK + 1000})
+os.fsync(fd)
+os.pwrite(fd, b"y" * 100, ${CHUNK + 1100})
+os.fsync(fd)
+os.close(fd)
+`, file]);
+  const after = s.mount.stats();
+  t.equal(after.cowBreaks - before.cowBreaks, 1, 'the first append copied the shared chunk');
+  t.equal(after.fastWrites - before.fastWrites, 2, 'both appends were the addon\'s');
+  // A new mount knows only what the tree says.
+  await s.remount();
+  const expect = Buffer.concat([a, Buffer.alloc(100, 'x'), Buffer.alloc(100, 'y')]).fill('p', 0, 4 * KiB);
+  t.equal((await fs.promises.stat(file)).size, CHUNK + 1200, 'the size reaches the end of the second append');
+  t.same(await fs.promises.readFile(file), expect, 'and the file reads both');
+});
+
 t.test('a write past a truncated end goes to JavaScript, which moves the size', async (t) => {
   const s = await serveInProcess(t, 'data-path');
   const file = path.join(s.dir, 'f');

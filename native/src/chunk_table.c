@@ -371,8 +371,9 @@ static int take_cow(chunk_table *t, uint64_t ino, uint64_t index, entry *e, read
     int64_t fresh = t->reserve[--t->reserved];
     int64_t old = offset_of(st);
     if (copy_chunk(t, old, fresh) == 0) {
-      /* Only a take changes a state under a read lock, and every take holds `spare`: nothing raced this store. */
-      atomic_store_explicit(&e->state, fresh | WRITABLE, memory_order_release);
+      /* Only a take changes a state under a read lock, and every take holds `spare`: nothing raced this store.
+       * The copy holds the file's end if the chunk did: later writes through it must still note how far they reach. */
+      atomic_store_explicit(&e->state, fresh | WRITABLE | (st & TAIL), memory_order_release);
       uint64_t seq = t->journal ? journal_break(t, ino, index, fresh, old) : 0;
       t->taken[t->taken_count++] = (table_taken){.ino = ino, .index = index, .offset = fresh, .seq = seq, .old = old};
       atomic_fetch_add_explicit(&me->cow_breaks, 1, memory_order_relaxed);
