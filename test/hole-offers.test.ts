@@ -193,9 +193,19 @@ t.test('a cowfs write JavaScript serves holds when the addon broke the shared ch
   t.equal(table.raceOn, null, 'the entry was taken back before JavaScript wrote');
   fs.write(f.ino, 1024, Buffer.alloc(4 * KiB, 2));
   chunks.fold();
-  const expect = Buffer.alloc(128 * KiB, 1).fill(7, 0, 512).fill(2, 1024, 1024 + 4 * KiB);
-  t.same(fs.read(f.ino, 0, 128 * KiB), expect, 'the file has the addon\'s write and then JavaScript\'s, in the one copy');
-  t.same(new Filesystem(pool, pool.stat('home@s').id).read(f.ino, 0, 128 * KiB), Buffer.alloc(128 * KiB, 1), 'the snapshot has neither');
+  // Chunk 1 likewise, under a change whose range is longer than the entries the table may break.
+  table.raceOn = { ino: f.ino, chunk: 1, data: mp.data };
+  chunks.quiesce(f.ino, 0, 1024 * KiB);
+  t.equal(table.raceOn, null, 'found among the entries when the range is the longer');
+  fs.write(f.ino, 64 * KiB + 1024, Buffer.alloc(4 * KiB, 3));
+  chunks.fold();
+  const expect = Buffer.alloc(128 * KiB, 1)
+    .fill(7, 0, 512)
+    .fill(2, 1024, 1024 + 4 * KiB)
+    .fill(7, 64 * KiB, 64 * KiB + 512)
+    .fill(3, 64 * KiB + 1024, 64 * KiB + 1024 + 4 * KiB);
+  t.same(fs.read(f.ino, 0, 128 * KiB), expect, 'the file has the addon\'s writes and then JavaScript\'s, in the copies');
+  t.same(new Filesystem(pool, pool.stat('home@s').id).read(f.ino, 0, 128 * KiB), Buffer.alloc(128 * KiB, 1), 'the snapshot has none of them');
   unwatch();
   t.ok(checkPool(pool).ok, 'the pool checks clean');
 });

@@ -1721,7 +1721,7 @@ export class Pool {
     assert(v.fs !== null && !v.readOnly && index < FS_SPACE_CHUNKS, `replayTake into ${v.name}`);
     if (this.trees.get(v.tree, index) !== this.chunkAt(oldOffset)) return false;
     this.replaying = true;
-    this.applyMap(v, index, offset / this.chunkSize + 1);
+    this.applyMap(v, index, this.chunkAt(offset));
     this.dataFirst = true;
     this.markChanged();
     return true;

@@ -255,20 +255,27 @@ export class FileChunks implements VolumeWatcher {
   }
 
   dropVolume(): void {
+    // A read-only mount breaks nothing: what it held comes back as it is read.
+    const held = this.reserve === null ? null : this.heldByFile();
+    this.session.invalidate(EVERY_FILE, -1);
+    this.byIndex.clear();
+    this.breakable.clear();
+    for (const key of [...this.holes.keys()]) this.unhold(key);
+    if (held === null || held.size === 0) return;
+    // A fork runs on the event loop: once it is done, its chunks are shared and may be entered breakable.
+    if (this.dropped === null) setImmediate(() => this.reenter());
+    this.dropped = held;
+  }
+
+  /** The chunks the table holds, by file. */
+  private heldByFile(): Map<number, number[]> {
     const held = new Map<number, number[]>();
     for (const [ino, chunk] of this.byIndex.values()) {
       const chunks = held.get(ino);
       if (chunks === undefined) held.set(ino, [chunk]);
       else chunks.push(chunk);
     }
-    this.session.invalidate(EVERY_FILE, -1);
-    this.byIndex.clear();
-    this.breakable.clear();
-    for (const key of [...this.holes.keys()]) this.unhold(key);
-    if (this.reserve === null || held.size === 0) return;
-    // A fork runs on the event loop: once it is done, its chunks are shared and may be entered breakable.
-    if (this.dropped === null) setImmediate(() => this.reenter());
-    this.dropped = held;
+    return held;
   }
 
   /**
@@ -363,7 +370,8 @@ export class FileChunks implements VolumeWatcher {
     };
     // Whichever is shorter: the range, or the entries.
     if (to - from <= this.breakable.size) for (let c = from; c < to; c++) drop(c);
-    else for (const [i, c] of [...this.breakable.values()]) if (i === ino && c >= from && c < to) drop(c);
+    // Deleting the entry being visited is safe in a Map's iteration, as `withdraw` relies on too.
+    else for (const [i, c] of this.breakable.values()) if (i === ino && c >= from && c < to) drop(c);
     return n;
   }
 
